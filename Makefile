@@ -1,0 +1,42 @@
+# Two commands for a newcomer: `make run` (the pipeline on the offline demo data)
+# and `make test`. Both create .venv when missing and install the pinned set.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# A machine without an NVIDIA driver gets PyTorch's CPU build (never the CUDA wheels).
+ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu),gpu)
+TORCH := torch==2.13.0
+TORCH_INDEX :=
+else
+TORCH := torch==2.13.0+cpu
+TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu
+endif
+
+.PHONY: setup run test lint lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "$(TORCH)" $(TORCH_INDEX)
+	$(PIP) install --quiet -c requirements/constraints.txt -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Re-resolve the dependency set (after changing pyproject.toml) and pin it.
+lock:
+	rm -rf /tmp/colorization-lock && $(PYTHON) -m venv /tmp/colorization-lock
+	/tmp/colorization-lock/bin/pip install --quiet "$(TORCH)" $(TORCH_INDEX) -e ".[dev]"
+	/tmp/colorization-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' > requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from colorization.cli import app
+
+app(prog_name="colorization")

@@ -1,0 +1,78 @@
+"""The raw-data contract: `manifest.parquet` (accepted images) and `rejected.parquet`.
+
+One row per accepted image: id, source, path (relative to the raw folder), width,
+height, sha256, plus source metadata (null where a source has none).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from colorization.atomic import atomic_write_bytes
+
+MANIFEST_FILE = "manifest.parquet"
+REJECTED_FILE = "rejected.parquet"
+IMAGES_DIR = "images"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("path", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+        # source metadata: safebooru fills these; synthetic fills `tags` with its shape family
+        ("post_id", pa.int64()),
+        ("tags", pa.string()),
+        ("rating", pa.string()),
+        ("md5", pa.string()),
+        ("file_url", pa.string()),
+        ("source_url", pa.string()),
+        ("score", pa.int64()),
+    ]
+)
+
+REJECTED_SCHEMA = pa.schema([("source", pa.string()), ("item", pa.string()), ("reason", pa.string())])
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_manifest(raw_dir: Path, rows: list[dict]) -> Path:
+    rows = sorted(rows, key=lambda r: r["id"])
+    ids = [r["id"] for r in rows]
+    if len(ids) != len(set(ids)):
+        raise ValueError("manifest would hold duplicate ids")
+    path = Path(raw_dir) / MANIFEST_FILE
+    _write_table(table_from_rows(rows, MANIFEST_SCHEMA), path)
+    return path
+
+
+def write_rejected(raw_dir: Path, rows: list[dict]) -> Path:
+    path = Path(raw_dir) / REJECTED_FILE
+    _write_table(table_from_rows(rows, REJECTED_SCHEMA), path)
+    return path
+
+
+def read_manifest(raw_dir: Path) -> pa.Table:
+    path = Path(raw_dir) / MANIFEST_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the acquire stage first")
+    return pq.read_table(path)
+
+
+def read_rejected(raw_dir: Path) -> pa.Table:
+    return pq.read_table(Path(raw_dir) / REJECTED_FILE)

@@ -1,0 +1,1 @@
+"""Image sources for the acquire stage: synthetic (offline default), folder, safebooru."""

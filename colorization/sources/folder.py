@@ -1,0 +1,74 @@
+"""Any folder of jpg / png / webp images, searched recursively.
+
+Standard 8-bit colour files are kept byte for byte; grayscale, RGBA (over white),
+palette and 16-bit images are converted to 8-bit RGB PNG, so everything under
+`raw/images` is plain RGB. Corrupt, truncated, non-image, too-small and duplicate
+files are rejected with one warning line each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from colorization.atomic import atomic_write_bytes
+from colorization.images import IMAGE_EXTENSIONS, ImageRejected, decode_rgb, encode_png, sniff_format
+from colorization.manifest import IMAGES_DIR
+from colorization.progress import progress
+
+log = logging.getLogger(__name__)
+EXTENSION_OF = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+
+
+def find_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"input folder {folder} holds no .jpg, .png or .webp files")
+    return files
+
+
+def _is_plain_rgb8(data: bytes) -> bool:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return decoded is not None and decoded.dtype == np.uint8 and decoded.ndim == 3 and decoded.shape[2] == 3
+
+
+def acquire_folder(input_dir: Path, out_dir: Path, min_size: int) -> tuple[list[dict], list[dict]]:
+    accepted: dict[str, dict] = {}
+    rejected: list[dict] = []
+    for file in progress(find_images(Path(input_dir)), "acquire folder", unit="file"):
+        item = str(file)
+        data = file.read_bytes()
+        try:
+            rgb = decode_rgb(data, min_size=min_size)
+        except ImageRejected as err:
+            log.warning("skipped %s: %s", item, err)
+            rejected.append({"source": "folder", "item": item, "reason": str(err)})
+            continue
+        image_id = "folder-" + hashlib.sha256(data).hexdigest()[:16]
+        if image_id in accepted:
+            reason = f"duplicate of {accepted[image_id]['tags']}"
+            log.warning("skipped %s: %s", item, reason)
+            rejected.append({"source": "folder", "item": item, "reason": reason})
+            continue
+        if _is_plain_rgb8(data):
+            stored, ext = data, EXTENSION_OF[sniff_format(data)]
+        else:
+            stored, ext = encode_png(rgb), ".png"
+        rel = f"{IMAGES_DIR}/{image_id}{ext}"
+        atomic_write_bytes(out_dir / rel, stored)
+        accepted[image_id] = {
+            "id": image_id,
+            "source": "folder",
+            "path": rel,
+            "width": rgb.shape[1],
+            "height": rgb.shape[0],
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "tags": str(file.relative_to(input_dir)),  # where it came from
+        }
+    return list(accepted.values()), rejected

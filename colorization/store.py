@@ -1,0 +1,139 @@
+"""The processed store that training reads at memory speed.
+
+Layout of the `lineart` output folder:
+  shard-00000.color.npy    uint8 [n, S, S, 3]   resized colour images
+  shard-00000.lineart.npy  uint8 [n, S, S]      line art, 0 = line
+  shard-00000.ids.json     ids of the shard's rows; written last, so it marks a complete shard
+  index.parquet            id, shard, row, split (train / val / test by a hash of the id)
+  meta.json                image size, counts per split, fingerprint of inputs and params
+Histograms live beside it in one Parquet file: id, histogram (fixed_size_list<float32, 512>).
+Nothing here decodes an image: shards are memory-mapped `.npy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from colorization.atomic import atomic_write_bytes, atomic_write_text
+from colorization.histogram import HIST_BINS
+
+INDEX_FILE = "index.parquet"
+META_FILE = "meta.json"
+SPLITS = ("train", "val", "test")
+HISTOGRAM_SCHEMA = pa.schema([("id", pa.string()), ("histogram", pa.list_(pa.float32(), HIST_BINS))])
+
+
+def split_of(image_id: str, val: float, test: float) -> str:
+    """Deterministic split from a hash of the id: adding images never moves old ones."""
+    u = int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big") / 2.0**64
+    if u < test:
+        return "test"
+    if u < test + val:
+        return "val"
+    return "train"
+
+
+def shard_stem(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def shard_is_complete(folder: Path, shard: int, ids: list[str]) -> bool:
+    marker = folder / f"{shard_stem(shard)}.ids.json"
+    return marker.exists() and json.loads(marker.read_text()) == ids
+
+
+def write_index(folder: Path, ids: list[str], shards: list[int], rows: list[int], splits: list[str]) -> None:
+    table = pa.table({"id": ids, "shard": shards, "row": rows, "split": splits})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(folder / INDEX_FILE, buf.getvalue())
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def write_histograms(path: Path, ids: list[str], histograms: np.ndarray) -> None:
+    flat = pa.array(np.ascontiguousarray(histograms, dtype=np.float32).ravel(), pa.float32())
+    column = pa.FixedSizeListArray.from_arrays(flat, HIST_BINS)
+    table = pa.Table.from_arrays([pa.array(ids, pa.string()), column], schema=HISTOGRAM_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_histograms(path: Path) -> tuple[list[str], np.ndarray]:
+    """(ids, float32 [N, 512]) without a Python loop over rows."""
+    table = pq.read_table(path)
+    column = table.column("histogram").combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return table.column("id").to_pylist(), values.reshape(-1, HIST_BINS)
+
+
+@dataclass
+class Split:
+    """One split in memory: what training, evaluation and tests consume."""
+
+    ids: list[str]
+    color: np.ndarray  # uint8 [N, S, S, 3]
+    lineart: np.ndarray  # uint8 [N, S, S]
+    hint: np.ndarray  # float32 [N, 512]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class ProcessedStore:
+    """Read access to a `lineart` folder plus its histograms file."""
+
+    def __init__(self, lineart_dir: str | Path, histograms_path: str | Path):
+        self.folder = Path(lineart_dir)
+        self.histograms_path = Path(histograms_path)
+        for required in (self.folder / INDEX_FILE, self.histograms_path):
+            if not required.exists():
+                raise FileNotFoundError(f"{required} not found: run the lineart and histograms stages first")
+        self.index = pq.read_table(self.folder / INDEX_FILE)
+        self.meta = json.loads((self.folder / META_FILE).read_text())
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    def split_ids(self, split: str) -> list[str]:
+        return [i for i, s in zip(self.index["id"].to_pylist(), self.index["split"].to_pylist()) if s == split]
+
+    def load(self, split: str, limit: int | None = None) -> Split:
+        """All rows of `split` (sorted by id), or the first `limit` of them."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        mask = np.asarray(self.index["split"].to_numpy(zero_copy_only=False) == split)
+        ids = np.asarray(self.index["id"].to_pylist(), dtype=object)[mask]
+        shards = self.index["shard"].to_numpy()[mask]
+        rows = self.index["row"].to_numpy()[mask]
+        if limit is not None:
+            ids, shards, rows = ids[:limit], shards[:limit], rows[:limit]
+        color_parts, line_parts = [], []
+        for shard in np.unique(shards):
+            take = rows[shards == shard]
+            stem = self.folder / shard_stem(int(shard))
+            color_parts.append(np.load(f"{stem}.color.npy", mmap_mode="r")[take])
+            line_parts.append(np.load(f"{stem}.lineart.npy", mmap_mode="r")[take])
+        order = np.argsort(np.argsort(shards, kind="stable"), kind="stable")  # undo grouping by shard
+        size = self.image_size
+        color = np.concatenate(color_parts)[order] if color_parts else np.zeros((0, size, size, 3), np.uint8)
+        line = np.concatenate(line_parts)[order] if line_parts else np.zeros((0, size, size), np.uint8)
+        hist_ids, hists = read_histograms(self.histograms_path)
+        position = {image_id: k for k, image_id in enumerate(hist_ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} ids have no histogram (e.g. {missing[0]}): re-run histograms")
+        hint = hists[[position[i] for i in ids]]
+        return Split(ids=list(ids), color=color, lineart=line, hint=hint)
