@@ -27,7 +27,9 @@ def resize_square(rgb: np.ndarray, size: int, mode: str = "center_crop") -> np.n
     if mode == "center_crop":
         new_w, new_h = max(new_w, size), max(new_h, size)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    resized = rgb if (new_w, new_h) == (width, height) else cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+    resized = (
+        rgb if (new_w, new_h) == (width, height) else cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+    )
     if mode == "center_crop":
         top, left = (new_h - size) // 2, (new_w - size) // 2
         return np.ascontiguousarray(resized[top : top + size, left : left + size])

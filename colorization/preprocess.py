@@ -72,7 +72,7 @@ def _lineart_shard(job: tuple) -> int:
 
 
 def _fingerprint(params: LineartParams, shas: list[str]) -> str:
-    digest = hashlib.sha256(params.model_dump_json(exclude={"workers"}).encode())
+    digest = hashlib.sha256(params.model_dump_json(exclude={"workers", "out"}).encode())
     digest.update("".join(shas).encode())
     return digest.hexdigest()
 

@@ -108,7 +108,8 @@ class ProcessedStore:
         return int(self.meta["image_size"])
 
     def split_ids(self, split: str) -> list[str]:
-        return [i for i, s in zip(self.index["id"].to_pylist(), self.index["split"].to_pylist()) if s == split]
+        ids, splits = self.index["id"].to_pylist(), self.index["split"].to_pylist()
+        return [i for i, s in zip(ids, splits, strict=True) if s == split]
 
     def load(self, split: str, limit: int | None = None) -> Split:
         """All rows of `split` (sorted by id), or the first `limit` of them."""

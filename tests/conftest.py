@@ -1,0 +1,74 @@
+"""Shared fixtures: a small params file and image factories for bad-input tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params_dict() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def small_params(tmp_path: Path, params_dict: dict) -> Path:
+    """params.yaml pointed at tmp_path, with a tiny synthetic dataset."""
+    p = params_dict
+    p["acquire"]["out"] = str(tmp_path / "raw")
+    p["acquire"]["synthetic"].update(count=24, size=64)
+    p["acquire"]["folder"]["input"] = str(tmp_path / "inbox")
+    p["lineart"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "processed/lineart"), image_size=32)
+    p["lineart"]["shard_size"] = 10
+    p["lineart"]["workers"] = 1
+    p["histograms"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "processed/histograms.parquet"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
+
+
+def write_image(path: Path, image: np.ndarray, ext: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(ext or path.suffix, image)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def random_bgr(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The project's pipeline files copied into a fresh git + DVC working tree."""
+    dest = tmp_path / "repo"
+    ignore = shutil.ignore_patterns(
+        ".venv",
+        "data",
+        "models",
+        "metrics",
+        "plots",
+        "reports",
+        "mlruns",
+        "mlartifacts",
+        "mlflow.db",
+        "checkpoints",
+        ".dvc-remote",
+        "__pycache__",
+        ".git",
+        ".prefect",
+        "*.egg-info",
+        ".pytest_cache",
+        ".ruff_cache",
+    )
+    shutil.copytree(REPO, dest, ignore=ignore)
+    return dest

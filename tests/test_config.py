@@ -1,0 +1,67 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from colorization.config import ParamsError, load_params
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_params_are_valid():
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert params.acquire.source == "synthetic"
+    assert params.lineart.canny.low < params.lineart.canny.high
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda p: p["lineart"].update(image_size=-8), "lineart.image_size: Input should be greater than"),
+        (lambda p: p["acquire"].update(source="flickr"), "acquire.source: Input should be 'synthetic'"),
+        (lambda p: p["lineart"]["canny"].update(low=200, high=100), "lineart.canny: low (200) must be less"),
+        (lambda p: p["lineart"].pop("image_size"), "lineart.image_size: missing key"),
+        (lambda p: p["lineart"].update(image_sise=64), "lineart.image_sise: unknown key"),
+        (
+            lambda p: p["lineart"]["split"].update(val=0.5, test=0.5),
+            "lineart.split: val + test must be below 1",
+        ),
+    ],
+)
+def test_bad_values_name_the_key_in_one_line(tmp_path, params_dict, mutate, expected):
+    mutate(params_dict)
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, params_dict))
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_overrides_use_dotted_keys(tmp_path, params_dict):
+    params = load_params(write(tmp_path, params_dict), {"lineart.image_size": 48, "acquire.source": None})
+    assert params.lineart.image_size == 48
+    assert params.acquire.source == "synthetic"  # None means "not given"
+    with pytest.raises(ParamsError, match="override lineart.nope: unknown key"):
+        load_params(write(tmp_path, params_dict), {"lineart.nope": 1})
+
+
+def test_cli_stops_before_any_work(tmp_path, small_params):
+    data = yaml.safe_load(small_params.read_text())
+    data["acquire"]["synthetic"]["count"] = -5
+    small_params.write_text(yaml.safe_dump(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "colorization", "acquire", "--params", str(small_params)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {small_params}: acquire.synthetic.count: Input should be greater than 0 (got -5)"
+    ]
+    assert not (tmp_path / "raw").exists()

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from colorization.lineart import canny, resize_square, thicken, xdog
+
+
+def square_picture(size: int = 64) -> np.ndarray:
+    rgb = np.full((size, size, 3), 240, np.uint8)
+    rgb[16:48, 16:48] = (200, 40, 40)
+    return rgb
+
+
+def test_canny_draws_black_lines_on_white_paper():
+    lines = canny(square_picture(), 100, 200, 3)
+    assert lines.dtype == np.uint8 and lines.shape == (64, 64)
+    assert set(np.unique(lines)) == {0, 255}
+    assert lines[32, 32] == 255 and lines[2, 2] == 255  # flat regions are paper
+    assert (lines[14:19, 32] == 0).any()  # the square's top edge is a line
+    assert (lines == 0).mean() < 0.2
+
+
+def test_canny_on_a_flat_image_is_blank_paper():
+    assert (canny(np.full((20, 20, 3), 90, np.uint8), 50, 150, 0) == 255).all()
+
+
+def test_xdog_is_dark_at_edges_and_light_inside():
+    lines = xdog(square_picture(), sigma=0.8, k=1.6, tau=0.98, epsilon=0.0, phi=200.0)
+    assert lines.dtype == np.uint8 and lines.shape == (64, 64)
+    assert lines[32, 32] > 200 and lines[2, 2] > 200
+    assert lines[14:19, 32].min() < 100
+
+
+def test_thicken_widens_lines():
+    lines = np.full((9, 9), 255, np.uint8)
+    lines[4, 4] = 0
+    assert (thicken(lines, 1) == 0).sum() >= 5 and thicken(lines, 1)[3:6, 4].max() == 0
+    assert thicken(lines, 0) is lines
+
+
+@pytest.mark.parametrize("shape", [(100, 60), (60, 100), (64, 64), (20, 30)])
+def test_center_crop_fills_the_square(shape):
+    rgb = np.random.default_rng(0).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    out = resize_square(rgb, 32, "center_crop")
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_pad_keeps_the_whole_picture_on_white():
+    rgb = np.zeros((100, 50, 3), np.uint8)
+    out = resize_square(rgb, 32, "pad")
+    assert out.shape == (32, 32, 3)
+    assert (out[:, :8] == 255).all() and (out[:, 24:] == 255).all()  # white side bands
+    assert (out[:, 9:23] == 0).all()

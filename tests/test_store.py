@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from colorization.acquire import run_acquire
+from colorization.config import load_params
+from colorization.histogram import color_histogram
+from colorization.images import read_rgb
+from colorization.lineart import canny, resize_square
+from colorization.preprocess import build_histograms, build_lineart
+from colorization.store import ProcessedStore, read_histograms, split_of
+
+
+@pytest.fixture
+def built(tmp_path, small_params):
+    params = load_params(small_params)
+    run_acquire(params.acquire)
+    build_lineart(params.lineart)
+    build_histograms(params.histograms)
+    return params
+
+
+def test_stored_histogram_equals_one_computed_from_the_raw_image(tmp_path, built):
+    ids, hists = read_histograms(tmp_path / "processed/histograms.parquet")
+    manifest = pq.read_table(tmp_path / "raw/manifest.parquet").to_pylist()
+    assert ids == sorted(r["id"] for r in manifest)
+    schema = pq.read_schema(tmp_path / "processed/histograms.parquet")
+    assert str(schema.field("histogram").type) == "fixed_size_list<element: float>[512]"
+    for k, row in enumerate(sorted(manifest, key=lambda r: r["id"])):
+        rgb = read_rgb(tmp_path / "raw" / row["path"])
+        r, g, b = (rgb[..., c].astype(np.int64) >> 5 for c in range(3))
+        expected = np.bincount((r * 64 + g * 8 + b).ravel(), minlength=512) / rgb.shape[0] / rgb.shape[1]
+        np.testing.assert_allclose(hists[k], expected, atol=1e-6)
+
+
+def test_store_holds_resized_pairs_and_a_recorded_split(tmp_path, built):
+    store = ProcessedStore(tmp_path / "processed/lineart", tmp_path / "processed/histograms.parquet")
+    total = sum(store.meta["splits"].values())
+    assert total == 24 and store.image_size == 32
+    train = store.load("train")
+    assert train.color.shape == (len(train), 32, 32, 3) and train.color.dtype == np.uint8
+    assert train.lineart.shape == (len(train), 32, 32) and train.hint.shape == (len(train), 512)
+    for k, image_id in enumerate(train.ids):
+        assert split_of(image_id, 0.1, 0.1) == "train"
+        rgb = read_rgb(tmp_path / f"raw/images/{image_id}.png")
+        color = resize_square(rgb, 32, "center_crop")
+        np.testing.assert_array_equal(train.color[k], color)
+        np.testing.assert_array_equal(train.lineart[k], canny(color, 100, 200, 3))
+        np.testing.assert_allclose(train.hint[k], color_histogram(rgb), atol=1e-6)
+    assert not (tmp_path / "processed/.lineart.partial").exists()
+
+
+def test_split_is_stable_and_roughly_proportional():
+    ids = [f"img-{i}" for i in range(5000)]
+    splits = [split_of(i, 0.1, 0.2) for i in ids]
+    assert splits == [split_of(i, 0.1, 0.2) for i in ids]
+    assert abs(splits.count("test") / 5000 - 0.2) < 0.03
+    assert abs(splits.count("val") / 5000 - 0.1) < 0.03
+
+
+def test_a_killed_lineart_run_resumes_from_its_finished_shards(tmp_path, small_params, monkeypatch):
+    params = load_params(small_params)
+    run_acquire(params.acquire)
+    import colorization.preprocess as pre
+
+    done = []
+    real = pre._lineart_shard
+
+    def dies_on_third_shard(job):
+        if job[1] == 2:
+            raise KeyboardInterrupt("killed")
+        done.append(job[1])
+        return real(job)
+
+    monkeypatch.setattr(pre, "_lineart_shard", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        build_lineart(params.lineart)
+    assert done == [0, 1]
+    assert not (tmp_path / "processed/lineart").exists()  # nothing published half-way
+    staging = tmp_path / "processed/.lineart.partial"
+    assert json.loads((staging / "shard-00001.ids.json").read_text())
+
+    seen = []
+    monkeypatch.setattr(pre, "_lineart_shard", lambda job: seen.append(job[1]) or real(job))
+    build_lineart(params.lineart)
+    assert seen == [2]  # only the missing shard is computed again
+    assert json.loads((tmp_path / "processed/lineart/meta.json").read_text())["count"] == 24
+
+
+def test_changed_params_discard_a_stale_staging_folder(tmp_path, small_params):
+    params = load_params(small_params)
+    run_acquire(params.acquire)
+    staging = tmp_path / "processed/.lineart.partial"
+    staging.mkdir(parents=True)
+    (staging / "fingerprint").write_text("other params")
+    (staging / "shard-00000.ids.json").write_text("[]")
+    build_lineart(params.lineart)
+    assert not staging.exists()
+    assert json.loads((tmp_path / "processed/lineart/shard-00000.ids.json").read_text()) != []
+
+
+def test_parallel_and_serial_builds_are_identical(tmp_path, small_params):
+    params = load_params(small_params)
+    run_acquire(params.acquire)
+    serial = build_lineart(params.lineart)
+    parallel_params = load_params(small_params, {"lineart.workers": 2, "lineart.out": str(tmp_path / "par")})
+    parallel = build_lineart(parallel_params.lineart)
+    assert serial["fingerprint"] == parallel["fingerprint"]
+    for name in ("shard-00000.color.npy", "shard-00002.lineart.npy", "index.parquet"):
+        assert (tmp_path / "processed/lineart" / name).read_bytes() == (tmp_path / "par" / name).read_bytes()
