@@ -20,6 +20,9 @@ _MAGIC = {
 }
 
 
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
+
+
 class ImageRejected(ValueError):
     """The bytes are not a usable image; `str(err)` is the one-line reason."""
 
@@ -82,10 +85,16 @@ def decode_rgb(data: bytes, min_size: int = 1) -> np.ndarray:
     if _looks_truncated(data, fmt):
         raise ImageRejected(f"truncated {fmt}")
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageRejected(f"corrupt {fmt}: decoder failed")
-    rgb = to_rgb8(image)
+    if fmt == "jpeg" and _IMREAD_RGB is not None:
+        # JPEG has no alpha and 8 bits: let libjpeg write RGB directly (saves a colour conversion).
+        rgb = cv2.imdecode(buf, _IMREAD_RGB)
+        if rgb is None:
+            raise ImageRejected(f"corrupt {fmt}: decoder failed")
+    else:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise ImageRejected(f"corrupt {fmt}: decoder failed")
+        rgb = to_rgb8(image)
     height, width = rgb.shape[:2]
     if min(height, width) < min_size:
         raise ImageRejected(f"too small: {width}x{height} < min_size {min_size}")
