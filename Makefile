@@ -24,10 +24,10 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	touch $@
 
 run: setup
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 test: setup
-	$(BIN)/pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" pytest
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
