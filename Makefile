@@ -4,13 +4,15 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-# A machine without an NVIDIA driver gets PyTorch's CPU build (never the CUDA wheels).
+# A machine without an NVIDIA driver gets PyTorch's CPU build (never the CUDA wheels):
+# from pip's own find-links when a CPU wheel is there, else from PyTorch's CPU index.
 ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu),gpu)
 TORCH := torch==2.13.0
 TORCH_INDEX :=
 else
 TORCH := torch==2.13.0+cpu
-TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX = $(shell $(PYTHON) -m pip install --dry-run --no-deps --no-index --ignore-installed --quiet \
+	"$(TORCH)" >/dev/null 2>&1 || echo --extra-index-url https://download.pytorch.org/whl/cpu)
 endif
 
 .PHONY: setup run test lint lock clean
@@ -19,7 +21,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet "$(TORCH)" $(TORCH_INDEX)
+	$(PIP) install --quiet --no-deps "$(TORCH)" $(TORCH_INDEX)
 	$(PIP) install --quiet -c requirements/constraints.txt -e ".[dev]"
 	touch $@
 
@@ -35,8 +37,11 @@ lint: setup
 # Re-resolve the dependency set (after changing pyproject.toml) and pin it.
 lock:
 	rm -rf /tmp/colorization-lock && $(PYTHON) -m venv /tmp/colorization-lock
-	/tmp/colorization-lock/bin/pip install --quiet "$(TORCH)" $(TORCH_INDEX) -e ".[dev]"
-	/tmp/colorization-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' > requirements/constraints.txt
+	/tmp/colorization-lock/bin/pip install --quiet --no-deps "$(TORCH)" $(TORCH_INDEX)
+	/tmp/colorization-lock/bin/pip install --quiet "fastapi==0.139.2" -e ".[dev]"
+	head -2 requirements/constraints.txt > /tmp/colorization-lock/header
+	/tmp/colorization-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' \
+		| cat /tmp/colorization-lock/header - > requirements/constraints.txt
 
 clean:
 	rm -rf $(VENV)
