@@ -1,0 +1,151 @@
+"""Resume journal of a downloading source: which posts are decided, and the files that prove it.
+
+A JSON-lines file in the output folder, appended and fsynced after each decision.
+An image is published (atomic rename) before its journal line is written, so after a
+SIGKILL the journal never names a missing file; the reverse -- a complete file with
+no line, killed between rename and append -- is an *orphan*: kept so that the resumed
+run can take it from disk instead of downloading it again, and deleted if the run
+ends without claiming it. A torn last line (killed mid-append) is dropped.
+
+Lines:
+    {"accepted": <manifest row>, "bytes": N}     image on disk, N bytes
+    {"rejected": <rejected row>, "post_id": ID, "settings": {...}}
+                                                 decided against; not fetched again while the
+                                                 settings that judged it (min_size, ...) stay the same
+    {"crawl_done": NEWEST_ID}                    a run finished cleanly having seen up to NEWEST_ID
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from colorization.atomic import TMP_PREFIX, atomic_write_bytes, remove_stale_temporaries
+from colorization.manifest import IMAGES_DIR
+
+
+@dataclass
+class JournalState:
+    accepted: dict[int, dict] = field(default_factory=dict)  # post id -> manifest row (file present)
+    rejected: dict[int, dict] = field(default_factory=dict)  # post id -> rejected row
+    orphans: dict[int, Path] = field(default_factory=dict)  # post id -> complete file with no journal line
+    crawl_done: int | None = None  # newest id a finished run had seen
+
+
+class Journal:
+    def __init__(self, out_dir: Path, source: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.images_dir = self.out_dir / IMAGES_DIR
+        self.source = source
+        self.path = self.out_dir / f".{source}-journal.jsonl"
+        self._name = re.compile(rf"^{re.escape(source)}-(\d+)\.(jpg|png|webp)$")
+        self._lock = threading.Lock()
+        self._fh = None
+        self.settings: dict = {}
+
+    def relative_path(self, post_id: int, ext: str) -> str:
+        # Named by post id only: a server-given name never becomes a path.
+        return f"{IMAGES_DIR}/{self.source}-{post_id}.{ext}"
+
+    def open(self, settings: dict) -> JournalState:
+        """Reconcile journal and disk, rewrite the journal compactly, and open it for appending.
+
+        `settings` are the knobs a rejection depends on; rejections made under others are
+        forgotten, so that e.g. a lower min_size gives the small images another chance.
+        """
+        self.settings = settings
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.images_dir)
+        for tmp in self.out_dir.glob(TMP_PREFIX + self.path.name + "*"):
+            tmp.unlink(missing_ok=True)
+        state = self._read(settings)
+        self._check_files(state)
+        self._rewrite(state)
+        self._fh = open(self.path, "ab")  # noqa: SIM115 -- held open for the whole run
+        return state
+
+    def _read(self, settings: dict) -> JournalState:
+        state = JournalState()
+        if not self.path.exists():
+            return state
+        for line in self.path.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a kill mid-append
+            if not isinstance(record, dict):
+                continue
+            if isinstance(record.get("accepted"), dict) and isinstance(record.get("bytes"), int):
+                row = dict(record["accepted"], _bytes=record["bytes"])
+                if isinstance(row.get("post_id"), int) and isinstance(row.get("path"), str):
+                    state.accepted[row["post_id"]] = row
+                    state.rejected.pop(row["post_id"], None)
+            elif isinstance(record.get("rejected"), dict) and isinstance(record.get("post_id"), int):
+                if record.get("settings") == settings:
+                    state.rejected[record["post_id"]] = record["rejected"]
+            elif isinstance(record.get("crawl_done"), int):
+                state.crawl_done = max(state.crawl_done or 0, record["crawl_done"])
+        return state
+
+    def _check_files(self, state: JournalState) -> None:
+        for post_id, row in list(state.accepted.items()):
+            file = self.out_dir / row["path"]
+            if row["path"] != self.relative_path(post_id, file.suffix.lstrip(".")):
+                del state.accepted[post_id]  # not a path we would have written: ignore the line
+            elif not file.is_file() or file.stat().st_size != row["_bytes"]:
+                file.unlink(missing_ok=True)
+                del state.accepted[post_id]
+        held = {self.out_dir / row["path"] for row in state.accepted.values()}
+        for file in self.images_dir.glob(f"{self.source}-*"):
+            if file in held or not file.is_file():
+                continue
+            match = self._name.match(file.name)
+            if match and int(match.group(1)) not in state.orphans:
+                state.orphans[int(match.group(1))] = file
+            else:
+                file.unlink()
+
+    def _rewrite(self, state: JournalState) -> None:
+        lines = [
+            {"accepted": {k: v for k, v in row.items() if k != "_bytes"}, "bytes": row["_bytes"]}
+            for row in state.accepted.values()
+        ]
+        lines += [
+            {"rejected": row, "post_id": post_id, "settings": self.settings}
+            for post_id, row in state.rejected.items()
+        ]
+        if state.crawl_done is not None:
+            lines.append({"crawl_done": state.crawl_done})
+        atomic_write_bytes(self.path, b"".join(_encode(line) for line in lines))
+        for row in state.accepted.values():
+            row.pop("_bytes")
+
+    def _append(self, record: dict) -> None:
+        if self._fh is None:
+            raise RuntimeError("journal is not open")
+        with self._lock:
+            self._fh.write(_encode(record))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def record_accepted(self, row: dict, nbytes: int) -> None:
+        self._append({"accepted": row, "bytes": nbytes})
+
+    def record_rejected(self, post_id: int, row: dict) -> None:
+        self._append({"rejected": row, "post_id": post_id, "settings": self.settings})
+
+    def record_crawl_done(self, newest_id: int) -> None:
+        self._append({"crawl_done": newest_id})
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _encode(record: dict) -> bytes:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode() + b"\n"

@@ -1,0 +1,295 @@
+"""A polite, failure-tolerant HTTP client for scraping one site.
+
+Polite: a User-Agent that says who we are, a request rate limit shared by all
+threads, Retry-After honoured by every thread, and no request to a host outside an
+explicit allow-list (redirects included). Tolerant: connect/read timeouts, retries
+with exponential backoff and jitter on timeouts, dropped connections, 429 and 5xx,
+and a cap on how many bytes one response may make us hold.
+
+Clock and sleep are injectable so tests can check waits without waiting.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+T = TypeVar("T")
+
+MAX_REDIRECTS = 5
+CHUNK_BYTES = 64 * 1024
+# 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
+RETRYABLE_STATUS = frozenset({408, 429})
+# Failures of the network path: worth another try.
+TRANSIENT_ERRORS = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class FetchError(Exception):
+    """No usable body. `permanent`: asking again later would get the same answer (404, too large)."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class RetryableBody(Exception):
+    """Raised by a `parse` callback for a 200 whose body looks like a passing glitch."""
+
+
+class _RetryLater(Exception):
+    def __init__(self, reason: str, retry_after: float | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str  # after redirects
+    content_type: str
+    body: bytes
+
+
+class HostAllowList:
+    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org')."""
+
+    def __init__(self, base_url: str, patterns: list[str]) -> None:
+        base_host = urlsplit(base_url).hostname
+        self.patterns = [p.lower().rstrip(".") for p in patterns] + ([base_host] if base_host else [])
+
+    def host_of(self, url: str) -> str:
+        return (urlsplit(url).hostname or "").rstrip(".")
+
+    def allows(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = self.host_of(url)
+        # hostname (not netloc) so 'http://safebooru.org@evil.example/' is judged as evil.example.
+        return (
+            parts.scheme in ("http", "https")
+            and bool(host)
+            and any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
+        )
+
+
+class RateLimiter:
+    """At most `per_second` requests a second, as the *server* sees them.
+
+    `acquire()` before a request spaces starts 1/rate apart across threads, with no
+    burst after an idle spell (unlike a token bucket). `release()` when its response has
+    ended also counts the interval from then: a request reaches the server before its
+    response ends, so consecutive arrivals are at least 1/rate apart however the
+    network delays each one. The cost is one round trip per interval.
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._clock, self._sleep = clock, sleep
+        self._next_slot = float("-inf")
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+
+    def release(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            self._next_slot = max(self._next_slot, self._clock() + self.interval)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int
+    backoff_s: float
+    max_wait_s: float
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        # Doubling spreads retries out; "equal jitter" (half fixed, half random) keeps
+        # clients that failed together from coming back together.
+        ceiling = min(self.max_wait_s, self.backoff_s * 2.0**attempt)
+        return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds asked for by a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"too large: {declared} bytes > max_bytes {max_bytes}", permanent=True)
+    # Stream and count decoded bytes: neither a lying Content-Length nor a gzip bomb gets past.
+    body = bytearray()
+    for chunk in resp.iter_content(CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_bytes:
+            raise FetchError(f"too large: over max_bytes {max_bytes}", permanent=True)
+    return bytes(body)
+
+
+def _fetched(item: Fetched) -> Fetched:
+    return item
+
+
+class PoliteSession:
+    """GET with allow-list, rate limit, retries and a body cap. Safe to share between threads."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        timeout_s: float,
+        policy: RetryPolicy,
+        allow: HostAllowList,
+        pool_size: int = 10,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.policy, self.allow = policy, allow
+        self.timeout = (timeout_s, timeout_s)  # (connect, read between bytes)
+        self._clock, self._sleep = clock, sleep
+        self._rng = random.Random(seed)
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = user_agent
+        # We retry ourselves (with Retry-After and jitter), so urllib3 must not retry underneath.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._pause_lock = threading.Lock()
+        self._not_before = float("-inf")  # a Retry-After pauses every thread, not just the one told
+
+    def close(self) -> None:
+        self._session.close()
+
+    def sleep_backoff(self, attempt: int) -> None:
+        """Sleep as long as retry number `attempt` (0-based) would."""
+        self._sleep(self.policy.backoff(attempt, self._rng))
+
+    def get(
+        self,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        max_bytes: int,
+        limiter: RateLimiter | None = None,
+        parse: Callable[[Fetched], T] = _fetched,  # type: ignore[assignment]
+    ) -> T:
+        """The parsed body of a 200, or FetchError once retries are spent or the answer is final."""
+        delay = 0.0
+        attempts = self.policy.max_retries + 1
+        reason = ""
+        for attempt in range(attempts):
+            self._wait(delay)
+            delay = 0.0
+            try:
+                return parse(self._get_once(url, params, max_bytes, limiter))
+            except _RetryLater as err:
+                reason = err.reason
+                if err.retry_after is None:
+                    delay = self.policy.backoff(attempt, self._rng)
+                elif err.retry_after > self.policy.max_wait_s:
+                    raise FetchError(
+                        f"{reason}: Retry-After {err.retry_after:.0f}s exceeds max_wait_s", permanent=False
+                    ) from None
+                else:
+                    # At least what was asked; the backoff still grows if the server keeps saying 0.
+                    self._pause_everyone(max(err.retry_after, self.policy.backoff(attempt, self._rng)))
+            except RetryableBody as err:
+                reason = str(err)
+                delay = self.policy.backoff(attempt, self._rng)
+            except TRANSIENT_ERRORS as err:
+                reason = f"{type(err).__name__}: {_first_line(err)}"
+                delay = self.policy.backoff(attempt, self._rng)
+            except requests.RequestException as err:  # bad URL, bad TLS setup, ...: retrying won't help
+                raise FetchError(f"{type(err).__name__}: {_first_line(err)}", permanent=True) from None
+        raise FetchError(f"{reason} (gave up after {attempts} attempts)", permanent=False)
+
+    def _wait(self, delay: float) -> None:
+        with self._pause_lock:
+            pause = self._not_before - self._clock()
+        wait = max(delay, pause)
+        if wait > 0:
+            self._sleep(wait)
+
+    def _pause_everyone(self, seconds: float) -> None:
+        with self._pause_lock:
+            self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def _get_once(
+        self, url: str, params: dict[str, str] | None, max_bytes: int, limiter: RateLimiter | None
+    ) -> Fetched:
+        for _hop in range(MAX_REDIRECTS + 1):
+            if not self.allow.allows(url):
+                raise FetchError(f"host not allowed: {self.allow.host_of(url) or url}", permanent=True)
+            if limiter is not None:
+                limiter.acquire()  # every hop and every retry is one more request to the site
+            try:
+                # Redirects are followed by hand so that every hop passes the allow-list.
+                with self._session.get(
+                    url, params=params, stream=True, timeout=self.timeout, allow_redirects=False
+                ) as resp:
+                    status = resp.status_code
+                    if resp.is_redirect:
+                        url, params = urljoin(resp.url, resp.headers["Location"]), None
+                        continue
+                    if status in RETRYABLE_STATUS or 500 <= status < 600:
+                        retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                        raise _RetryLater(f"HTTP {status}", retry_after)
+                    if status != 200:
+                        raise FetchError(f"HTTP {status}", permanent=True)
+                    body = _read_capped(resp, max_bytes)
+                    return Fetched(resp.url, resp.headers.get("Content-Type", ""), body)
+            finally:
+                if limiter is not None:
+                    limiter.release()
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects", permanent=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else "no detail"

@@ -1,0 +1,229 @@
+"""Safebooru's dapi: listing posts page by page, and judging a post from its metadata alone.
+
+`GET {base}/index.php?page=dapi&s=post&q=index&json=1&limit=L&pid=P&tags=T` answers a
+bare JSON array, newest first, or an EMPTY body when nothing matches. Paging with
+`pid` fails past about 20,000 posts ("Too deep"), so we always ask for `pid=0` and
+page by id instead: `tags=T id:<smallest id seen so far`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+from colorization.sources.polite_http import (
+    Fetched,
+    FetchError,
+    HostAllowList,
+    PoliteSession,
+    RateLimiter,
+    RetryableBody,
+)
+
+# Extension on the site -> format `colorization.images.sniff_format` must find in the bytes.
+STILL_IMAGE_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
+# The site's directory is a number and its image name a hash; anything else is not used in a URL.
+_SAFE_DIRECTORY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SAFE_IMAGE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+
+class PageFailed(Exception):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+class PostRejected(ValueError):
+    """A post we will not download; `str(err)` is the reason."""
+
+
+@dataclass(frozen=True)
+class Post:
+    post_id: int
+    file_url: str
+    ext: str  # lower-case extension of the original file, without the dot
+    width: int  # as the site declares; 0 when unknown
+    height: int
+    md5: str
+    tags: str
+    rating: str | None
+    score: int | None
+    source_url: str | None
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def post_id_of(raw: object) -> int | None:
+    return _int_or_none(raw.get("id")) if isinstance(raw, dict) else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def original_url(raw: dict, base_url: str) -> str:
+    """`file_url` when the site gives one, else `{base}/images/{directory}/{image}`."""
+    file_url = raw.get("file_url")
+    if isinstance(file_url, str) and file_url.strip():
+        # urljoin also resolves the protocol-relative '//host/...' that older responses used.
+        return urljoin(base_url.rstrip("/") + "/", file_url.strip())
+    directory, image = str(raw.get("directory", "")), str(raw.get("image", ""))
+    if not (_SAFE_DIRECTORY.match(directory) and _SAFE_IMAGE.match(image)):
+        raise PostRejected(f"malformed post: unusable directory/image {directory!r}/{image!r}")
+    return f"{base_url.rstrip('/')}/images/{quote(directory)}/{quote(image)}"
+
+
+def parse_post(raw: object, base_url: str) -> Post:
+    if not isinstance(raw, dict):
+        raise PostRejected("malformed post: not an object")
+    post_id = post_id_of(raw)
+    if post_id is None or post_id <= 0:
+        raise PostRejected(f"malformed post: bad id {raw.get('id')!r}")
+    url = original_url(raw, base_url)
+    ext = PurePosixPath(urlsplit(url).path).suffix.lower().lstrip(".")
+    return Post(
+        post_id=post_id,
+        file_url=url,
+        ext=ext,
+        width=_int_or_none(raw.get("width")) or 0,
+        height=_int_or_none(raw.get("height")) or 0,
+        md5=str(raw.get("hash") or "").lower(),
+        tags=str(raw.get("tags") or "").strip(),
+        rating=_str_or_none(raw.get("rating")),
+        score=_int_or_none(raw.get("score")),
+        source_url=_str_or_none(raw.get("source")),
+    )
+
+
+def excluded_tags(query: str) -> frozenset[str]:
+    """Tags the query negates ('-monochrome'); checked again locally in case the site ignored one."""
+    return frozenset(
+        t[1:].lower() for t in query.split() if t.startswith("-") and ":" not in t and len(t) > 1
+    )
+
+
+def skip_reason(post: Post, *, min_size: int, excluded: frozenset[str], allow: HostAllowList) -> str | None:
+    """Why a post is not worth downloading, judged from metadata only; None when it is."""
+    if post.ext not in STILL_IMAGE_FORMATS:
+        return f"not a still image (.{post.ext or '?'})"
+    if post.width and post.height and min(post.width, post.height) < min_size:
+        return f"too small: {post.width}x{post.height} < min_size {min_size}"
+    hit = excluded.intersection(post.tags.lower().split())
+    if hit:
+        return f"excluded tag: {sorted(hit)[0]}"
+    if not allow.allows(post.file_url):
+        return f"host not allowed: {allow.host_of(post.file_url) or post.file_url}"
+    return None
+
+
+def parse_page(fetched: Fetched) -> list:
+    """Posts of one listing page; [] for the empty body the site sends when nothing matches."""
+    text = fetched.body.strip()
+    if not text:
+        return []
+    if text[:8].lower() == b"too deep":
+        # Deterministic, so not retried; paging by id should never get here.
+        raise FetchError("too deep: the site refused a deep page", permanent=True)
+    try:
+        posts = json.loads(text)
+    except ValueError as err:
+        # Typically an HTML error page served with 200 by an overloaded front end.
+        raise RetryableBody(f"invalid JSON ({err.msg} at {err.pos}): {text[:60]!r}") from None
+    if not isinstance(posts, list):
+        raise RetryableBody(f"expected a JSON array, got {type(posts).__name__}: {text[:80]!r}")
+    return posts
+
+
+class PostLister:
+    """Walks the listing newest-first by id. `newest_id` is the largest id seen; `pages` the pages read."""
+
+    def __init__(
+        self,
+        session: PoliteSession,
+        limiter: RateLimiter,
+        *,
+        base_url: str,
+        tags: str,
+        page_size: int,
+        max_bytes: int,
+        empty_page_retries: int,
+    ) -> None:
+        self.session, self.limiter = session, limiter
+        self.endpoint = base_url.rstrip("/") + "/index.php"
+        self.tags = " ".join(tags.split())
+        self.page_size, self.max_bytes = page_size, max_bytes
+        self.empty_page_retries = empty_page_retries
+        self.newest_id: int | None = None
+        self.pages = 0
+
+    def fetch_page(self, query: str) -> list:
+        params = {
+            "page": "dapi",
+            "s": "post",
+            "q": "index",
+            "json": "1",
+            "limit": str(self.page_size),
+            "pid": "0",
+            "tags": query,
+        }
+        url = f"{self.endpoint}?{urlencode(params)}"
+        for attempt in range(self.empty_page_retries + 1):
+            if attempt:
+                # The site sometimes sends a spurious empty page mid-listing: ask again,
+                # after a backoff, before believing the listing is over.
+                self.session.sleep_backoff(attempt - 1)
+            try:
+                posts = self.session.get(
+                    self.endpoint,
+                    params=params,
+                    max_bytes=self.max_bytes,
+                    limiter=self.limiter,
+                    parse=parse_page,
+                )
+            except FetchError as err:
+                raise PageFailed(url, err.reason) from None
+            self.pages += 1
+            if posts:
+                return posts
+        return []
+
+    def iter_posts(self, floor_id: int | None = None) -> Iterator[object]:
+        """Raw posts, newest first, down to (excluding) `floor_id`; raises PageFailed."""
+        cursor: int | None = None
+        while True:
+            query = self.tags if cursor is None else f"{self.tags} id:<{cursor}".strip()
+            page = self.fetch_page(query)
+            if not page:
+                return
+            ids = [post_id_of(raw) for raw in page]
+            fresh = [
+                (i, raw)
+                for i, raw in zip(ids, page, strict=True)
+                if i is None or cursor is None or i < cursor
+            ]
+            valid_ids = [i for i, _ in fresh if i is not None]
+            if not valid_ids:
+                # Nothing below the cursor: the site ignored `id:<` or sent junk; stop rather than loop.
+                for _, raw in fresh:
+                    yield raw
+                return
+            if self.newest_id is None or max(valid_ids) > self.newest_id:
+                self.newest_id = max(valid_ids)
+            fresh.sort(key=lambda pair: -1 if pair[0] is None else pair[0], reverse=True)
+            for post_id, raw in fresh:
+                if floor_id is not None and post_id is not None and post_id <= floor_id:
+                    return
+                yield raw
+            cursor = min(valid_ids)
