@@ -82,7 +82,7 @@ def main() -> None:
         decode_only(paths[:10])  # warm the page cache and OpenCV
         t_decode = timed(decode_only, paths)
         t_full = timed(full_work, (paths, args.size))
-        chunks = [(paths[i :: workers], args.size) for i in range(workers)]
+        chunks = [(paths[i::workers], args.size) for i in range(workers)]
         ctx = get_context("spawn")
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=cv2.setNumThreads, initargs=(1,))
         with pool:

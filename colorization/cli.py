@@ -116,6 +116,154 @@ def histograms(
     typer.echo(f"histograms for {count} images -> {params.histograms.out}")
 
 
+@app.command()
+def train(
+    model: str = typer.Argument(..., help="cnn | cgan | hint"),
+    params_file: Path = ParamsOption,
+    steps: int | None = typer.Option(None, help="training steps (default: train.<model>.steps)"),
+    out: Path | None = typer.Option(None, "--out", help="model folder (default: models/<model>)"),
+) -> None:
+    """Train one model; resumes from checkpoints/<model>/ when a matching checkpoint is there."""
+    from colorization.train import STEPS, NonFiniteLoss
+    from colorization.train import train as run_train
+
+    if model not in STEPS:
+        fail(f"unknown model {model!r}; expected one of {', '.join(STEPS)}")
+    params = params_or_exit(params_file, {f"train.{model}.steps": steps})
+    try:
+        folder = run_train(params, model, out_dir=out)
+    except (FileNotFoundError, ValueError, NonFiniteLoss) as err:
+        fail(str(err), code=1)
+    typer.echo(f"trained {model} -> {folder}")
+
+
+@app.command()
+def evaluate(
+    params_file: Path = ParamsOption,
+    models_dir: Path | None = typer.Option(None, "--models", help="folder with cnn/, cgan/, hint/"),
+    metrics: Path | None = typer.Option(None, "--metrics", help="output metrics JSON"),
+    max_images: int | None = typer.Option(None, help="score only the first N images (0 = all)"),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log the evaluation to MLflow"),
+) -> None:
+    """Score every method on the test split; write metrics/evaluation.json and reports/comparison.png."""
+    from colorization.evaluate import METHODS, run_evaluate
+
+    overrides = {
+        "evaluate.models_dir": str(models_dir) if models_dir else None,
+        "evaluate.metrics": str(metrics) if metrics else None,
+        "evaluate.max_images": max_images,
+    }
+    params = params_or_exit(params_file, overrides)
+    log_run = None
+    if params.train.mlflow and not no_mlflow:
+        from colorization.tracking.registry import log_evaluation
+
+        def log_run(result, figure, runs):
+            log_evaluation(params.train.experiment, result, figure, runs)
+
+    try:
+        result = run_evaluate(params.evaluate, log_run=log_run)
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err), code=1)
+    keys = ("psnr", "ssim", "l1", "hint_chi2", "colorfulness")
+    typer.echo(f"{result['images']} {result['split']} images -> {params.evaluate.metrics}")
+    typer.echo(f"{'method':<16}" + "".join(f"{k:>14}" for k in keys))
+    for method in METHODS:
+        typer.echo(f"{method:<16}" + "".join(f"{result[method][k]:>14.4f}" for k in keys))
+    typer.echo(f"hint model: chi2 {result['hint']['chi2']:.4f}, KL {result['hint']['kl']:.4f}")
+
+
+@app.command()
+def register(params_file: Path = ParamsOption) -> None:
+    """Register the trained models in MLflow; a version beating the champion becomes champion."""
+    from colorization.tracking.registry import RegistryError, run_register
+
+    params = params_or_exit(params_file)
+    try:
+        results = run_register(params)
+    except (RegistryError, FileNotFoundError, ValueError) as err:
+        fail(str(err), code=1)
+    for r in results:
+        typer.echo(f"{r.name} v{r.version} (champion v{r.champion}): {r.reason}")
+
+
+@app.command()
+def colorize(
+    inputs: list[Path] = typer.Argument(..., help="line art or colour images, or folders of them"),
+    out: Path = typer.Option(..., "--out", "-o", help="output PNG (for one input image) or folder"),
+    model: str = typer.Option(
+        "models:/lineart-cgan@champion", "--model", help="registry URI or a local models/<name> folder"
+    ),
+    reference: Path | None = typer.Option(None, "--reference", help="colour image; its histogram = hint"),
+    palette: str | None = typer.Option(None, "--palette", help="hint from colours: '#rrggbb:weight,...'"),
+    hint_model: str | None = typer.Option(
+        None, "--hint-model", help="automatic hint: URI or folder (default models:/lineart-hint@champion)"
+    ),
+    device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
+    batch_size: int = typer.Option(16, min=1, help="images per forward pass"),
+    params_file: Path = ParamsOption,
+) -> None:
+    """Colour line art (or colour images, via their line art) of any size; writes PNGs of the same size."""
+    from colorization.colorize import ColorizeError, run_colorize
+
+    params = params_or_exit(params_file)
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    try:
+        written = run_colorize(
+            inputs, out, params.lineart, model, reference, palette, hint_model, device, batch_size
+        )
+    except (ColorizeError, RuntimeError) as err:
+        fail(str(err), code=1)
+    typer.echo(f"coloured {len(written)} image(s) -> {out}")
+
+
+def prefect_console() -> None:
+    # Call before Prefect is imported: with the root logger free, Prefect's logging setup
+    # prints run logs with their flow and task run names, and not every HTTP request its
+    # client makes (which our INFO root handler would).
+    for handler in logging.root.handlers[:]:
+        logging.root.removeHandler(handler)
+
+
+WorkdirOption = typer.Option(Path("."), "--workdir", help="project folder; --params is read in it")
+
+
+@app.command()
+def pipeline(
+    params_file: Path = ParamsOption,
+    workdir: Path = WorkdirOption,
+    set_: list[str] = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)"),
+    until: str | None = typer.Option(None, help="last stage to run: acquire ... register (default: all)"),
+) -> None:
+    """Run every stage as one Prefect flow run; dvc.lock records what it produced."""
+    # Prefect is imported here only: the other commands must not pay for it or need it.
+    prefect_console()
+    from flows.pipeline import parse_overrides
+    from flows.pipeline import pipeline as run_pipeline
+
+    overrides = parse_overrides(set_) or None
+    params_or_exit(workdir / params_file, overrides)
+    try:
+        result = run_pipeline(
+            params_path=str(params_file), workdir=str(workdir), overrides=overrides, until=until
+        )
+    except Exception as err:  # the flow run's log has the traceback
+        fail(f"pipeline failed: {type(err).__name__}: {err}", code=1)
+    recorded = ", ".join(result["dvc_committed"]) or "nothing"
+    typer.echo(f"pipeline done: {', '.join(result['stages'])}; dvc.lock records {recorded}")
+
+
+@app.command()
+def serve(params_file: Path = ParamsOption, workdir: Path = WorkdirOption) -> None:
+    """Serve the pipeline as the scheduled deployment of params `pipeline:` (server: PREFECT_API_URL)."""
+    params_or_exit(workdir / params_file)
+    prefect_console()
+    from flows.serve import serve as run_serve
+
+    run_serve(str(params_file), str(workdir))
+
+
 @app.command("check-params")
 def check_params(params_file: Path = ParamsOption) -> None:
     """Validate the params file and exit."""

@@ -52,6 +52,9 @@ class SafebooruSource(Strict):
     concurrent_downloads: PositiveInt
     timeout_s: PositiveFloat
     max_retries: NonNegInt
+    backoff_s: PositiveFloat  # first retry delay; doubles per attempt, with jitter
+    max_wait_s: PositiveFloat  # longest single wait; a longer Retry-After fails the request instead
+    empty_page_retries: NonNegInt  # the site sometimes sends a spurious empty page mid-listing
     max_bytes: PositiveInt
     page_size: Annotated[int, Field(gt=0, le=1000)]
     incremental: bool
@@ -124,6 +127,124 @@ class HistogramParams(Strict):
     workers: NonNegInt
 
 
+# ---------------------------------------------------------------- train
+
+
+class AugmentParams(Strict):
+    # Run on the training device as batched tensor ops (colorization.augment).
+    flip: bool  # random horizontal flip
+    crop_min: Annotated[float, Field(gt=0.0, le=1.0)]  # smallest random crop side, fraction; 1 = none
+    thicken_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of 1 px thicker lines
+    line_intensity_min: Annotated[float, Field(gt=0.0, le=1.0)]  # faintest line darkness; 1 = always black
+
+
+class CnnTrainParams(Strict):
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    base_channels: PositiveInt
+    depth: PositiveInt  # stride-2 stages
+    hint_dim: PositiveInt
+
+
+class CganTrainParams(Strict):
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat  # generator and discriminator
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)]  # Adam; pix2pix uses 0.5
+    base_channels: PositiveInt
+    depth: PositiveInt  # U-Net stride-2 stages; image_size must be divisible by 2**depth
+    hint_dim: PositiveInt
+    disc_channels: PositiveInt
+    disc_layers: PositiveInt
+    l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)
+
+
+class HintTrainParams(Strict):
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    base_channels: PositiveInt
+    depth: PositiveInt
+
+
+class TrainParams(Strict):
+    device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when present
+    compile: bool  # torch.compile the networks
+    seed: int
+    checkpoint_every: PositiveInt  # steps
+    sample_every: PositiveInt  # steps between sample grids
+    log_every: PositiveInt  # steps between progress lines in the log
+    mlflow: bool  # off, or mlflow not installed: train without tracking
+    experiment: str  # MLflow experiment name
+    augment: AugmentParams
+    cnn: CnnTrainParams
+    cgan: CganTrainParams
+    hint: HintTrainParams
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+class PipelineParams(Strict):
+    # Read by the Prefect flow and its deployment only; no DVC stage depends on them.
+    deployment: str  # deployment name: runs are triggered as 'pipeline/<deployment>'
+    cron: str  # schedule of the deployment, five fields
+    timezone: str  # IANA name the cron is read in
+    parallel_trainings: PositiveInt  # trainings at once; above 1 only where the device has room
+    retries: NonNegInt  # extra attempts of network steps (acquire)
+    retry_delay_s: Annotated[float, Field(ge=0.0)]  # first retry delay; doubles per attempt
+    dvc_push: bool  # push the committed outputs when the repo has a default DVC remote
+    overrides: dict[str, Any]  # dotted params keys set for scheduled runs only
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> PipelineParams:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron must have five fields (got {self.cron!r})")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        return self
+
+
+# ---------------------------------------------------------------- evaluate, registry
+
+
+class EvaluateParams(Strict):
+    lineart: str  # processed store folder
+    histograms: str
+    models_dir: str  # holds cnn/, cgan/, hint/ (the train stages' outputs)
+    split: Literal["val", "test"]
+    max_images: NonNegInt  # 0 = the whole split
+    batch_size: PositiveInt
+    figure_examples: PositiveInt  # K test images in the comparison figure
+    metrics: str  # JSON for `dvc metrics show`
+    reports: str  # folder for the figure
+    fid_weights: str | None  # local TorchScript Inception; null = no FID (nothing is downloaded)
+
+
+class RegisteredModelParams(Strict):
+    name: str  # registered model name
+    metric: Annotated[str, Field(pattern=r"^\w+\.\w+$")]  # "<method>.<metric>" in evaluation.json
+    direction: Literal["max", "min"]  # which way is better
+
+
+class RegisteredModels(Strict):
+    cnn: RegisteredModelParams
+    cgan: RegisteredModelParams
+    hint: RegisteredModelParams
+
+
+class RegistryParams(Strict):
+    models_dir: str
+    evaluation: str  # the evaluate stage's metrics JSON
+    out: str  # versions and aliases after registering (a DVC output)
+    models: RegisteredModels
+
+
 # ---------------------------------------------------------------- root
 
 
@@ -134,10 +255,10 @@ class Params(Strict):
     histograms: HistogramParams
     # Later stages own their sections; kept as plain mappings until their module
     # gives them a typed model (see colorization.config_train etc.).
-    train: dict[str, Any] = Field(default_factory=dict)
-    evaluate: dict[str, Any] = Field(default_factory=dict)
-    registry: dict[str, Any] = Field(default_factory=dict)
-    pipeline: dict[str, Any] = Field(default_factory=dict)
+    train: TrainParams
+    evaluate: EvaluateParams
+    registry: RegistryParams
+    pipeline: PipelineParams
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -1,0 +1,243 @@
+"""Stage `evaluate`: every method on the test split, scored, plus the paper's figure.
+
+Methods (the keys of metrics/evaluation.json):
+  cnn             the CNN baseline with the true hint
+  cgan            the c-GAN with the true hint
+  cgan_auto_hint  the c-GAN with the hint predicted by the hint model from the line art
+  flat_fill       reference: the hint's dominant colour everywhere, line art drawn on top
+  grey            reference: the line art itself as a grey image
+Each gets PSNR, SSIM, L1, hint_chi2 (chi-squared distance between the output's 512-bin
+histogram and the true hint; 0 = same colours, 1 = disjoint) and Hasler-Suesstrunk
+colourfulness; `original` gives the same two colour measures of the real images, and
+`hint` scores the hint model itself (chi-squared and KL against the true hint).
+The test split is processed in chunks, so its size is bounded by the store, not by
+five copies of every output in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from colorization import metrics as m
+from colorization.atomic import atomic_write_text
+from colorization.config import EvaluateParams
+from colorization.figure import Example, comparison_figure
+from colorization.histogram import bin_centers
+from colorization.store import ProcessedStore, Split
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = ("cnn", "cgan", "hint")
+GENERATOR_METHODS = {"cnn": "cnn", "cgan": "cgan"}  # method -> model, coloured with the true hint
+METHODS = ("cnn", "cgan", "cgan_auto_hint", "flat_fill", "grey")
+FIGURE_FILE = "comparison.png"
+DECIMALS = 5
+
+
+def flat_fill(lineart: np.ndarray, hints: np.ndarray) -> np.ndarray:
+    """Each image filled with the centre colour of its hint's heaviest bin, lines kept dark."""
+    dominant = bin_centers()[np.argmax(hints, axis=1)].astype(np.float32)  # [N, 3]
+    paper = lineart.astype(np.float32)[..., None] / 255.0
+    return np.round(dominant[:, None, None, :] * paper).astype(np.uint8)
+
+
+def grey(lineart: np.ndarray) -> np.ndarray:
+    return np.repeat(lineart[..., None], 3, axis=-1)
+
+
+def split_fingerprint(split: Split) -> str:
+    """Identity of the evaluated images: a champion is only compared on the same one."""
+    digest = hashlib.sha256("\n".join(split.ids).encode())
+    for array in (split.color, split.lineart, split.hint):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_models(models_dir: str | Path, device: str | None = None) -> dict:
+    from colorization.models import load_trained
+
+    models = {}
+    for name in MODEL_NAMES:
+        folder = Path(models_dir) / name
+        if not (folder / "model.pt").exists():
+            raise FileNotFoundError(f"{folder}/model.pt not found: run the train_{name} stage first")
+        models[name] = load_trained(folder, device=device or "cpu")
+    return models
+
+
+def predict_chunk(models: dict, lineart: np.ndarray, hints: np.ndarray, device: str | None, batch_size: int):
+    """Outputs of every method for one chunk, and the automatic hints."""
+    from colorization.inference import colorize, predict_hint
+
+    auto_hints = predict_hint(models["hint"], lineart, device=device)
+    outputs = {
+        method: colorize(models[model], lineart, hints, device=device, batch_size=batch_size)
+        for method, model in GENERATOR_METHODS.items()
+    }
+    outputs["cgan_auto_hint"] = colorize(
+        models["cgan"], lineart, auto_hints, device=device, batch_size=batch_size
+    )
+    outputs["flat_fill"] = flat_fill(lineart, hints)
+    outputs["grey"] = grey(lineart)
+    return outputs, auto_hints
+
+
+@dataclass
+class Scores:
+    """Per-image values, gathered chunk by chunk, averaged at the end."""
+
+    values: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
+
+    def add(self, section: str, per_image: dict[str, np.ndarray]) -> None:
+        for key, value in per_image.items():
+            self.values.setdefault(section, {}).setdefault(key, []).append(np.asarray(value, np.float64))
+
+    def means(self) -> dict[str, dict[str, float]]:
+        return {
+            section: {
+                key: round(float(np.concatenate(parts).mean()), DECIMALS) for key, parts in keys.items()
+            }
+            for section, keys in self.values.items()
+        }
+
+
+def hint_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    return {"chi2": m.chi2_distance(predicted, true), "kl": m.kl_divergence(true, predicted)}
+
+
+def evaluate_models(
+    models: dict,
+    split: Split,
+    batch_size: int = 64,
+    device: str | None = None,
+    figure_examples: int = 0,
+    fid_model=None,
+) -> tuple[dict, list[Example]]:
+    """Scores of every method on `split` and the first `figure_examples` examples for the figure."""
+    scores = Scores()
+    examples: list[Example] = []
+    features: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(split), batch_size):
+        sl = slice(start, start + batch_size)
+        color, lineart, hints = split.color[sl], split.lineart[sl], split.hint[sl]
+        outputs, auto_hints = predict_chunk(models, lineart, hints, device, batch_size)
+        for method in METHODS:
+            scores.add(method, m.image_metrics(outputs[method], color, hints))
+        scores.add(
+            "original", {"hint_chi2": m.hint_fidelity(color, hints), "colorfulness": m.colorfulness(color)}
+        )
+        scores.add("hint", hint_scores(auto_hints, hints))
+        if fid_model is not None:
+            for method, images in [("original", color)] + [(k, outputs[k]) for k in METHODS]:
+                features.setdefault(method, []).append(
+                    m.inception_features(fid_model, images, device or "cpu")
+                )
+        for i in range(min(figure_examples - len(examples), len(color))):
+            examples.append(
+                Example(
+                    image_id=split.ids[start + i],
+                    original=color[i],
+                    lineart=lineart[i],
+                    hint=hints[i],
+                    cnn=outputs["cnn"][i],
+                    cgan=outputs["cgan"][i],
+                    cgan_auto=outputs["cgan_auto_hint"][i],
+                    auto_hint=auto_hints[i],
+                )
+            )
+    result = scores.means()
+    if features:
+        real = np.concatenate(features["original"])
+        for method in METHODS:
+            result[method]["fid"] = round(
+                m.frechet_distance(real, np.concatenate(features[method])), DECIMALS
+            )
+    return result, examples
+
+
+def score_model(kind: str, model, split: Split, batch_size: int = 64, device: str | None = None) -> dict:
+    """Metrics of one model alone, keyed as its section of evaluation.json.
+
+    The registry uses this to re-score a champion on a test split it was not scored on.
+    """
+    from colorization.inference import colorize, predict_hint
+
+    scores = Scores()
+    for start in range(0, len(split), batch_size):
+        sl = slice(start, start + batch_size)
+        if kind == "hint":
+            scores.add(
+                kind, hint_scores(predict_hint(model, split.lineart[sl], device=device), split.hint[sl])
+            )
+        else:
+            out = colorize(model, split.lineart[sl], split.hint[sl], device=device, batch_size=batch_size)
+            scores.add(kind, m.image_metrics(out, split.color[sl], split.hint[sl]))
+    return scores.means()[kind]
+
+
+def load_fid_model(weights: str | None, device: str | None):
+    """The user's local TorchScript Inception, or None (FID skipped); never downloads."""
+    if weights is None:
+        return None
+    import torch
+
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"evaluate.fid_weights: {weights} not found (set it to null to skip FID)")
+    return torch.jit.load(weights, map_location=device or "cpu").eval()
+
+
+def load_split(params: EvaluateParams) -> Split:
+    split = ProcessedStore(params.lineart, params.histograms).load(
+        params.split, limit=params.max_images or None
+    )
+    if len(split) == 0:
+        raise ValueError(
+            f"the {params.split} split is empty: add images or raise lineart.split.{params.split}"
+        )
+    return split
+
+
+def run_evaluate(
+    params: EvaluateParams,
+    device: str | None = None,
+    log_run: Callable[[dict, Path, dict], None] | None = None,
+) -> dict:
+    """The stage: score, write metrics/evaluation.json and reports/, then `log_run` (MLflow)."""
+    from colorization.device import pick_device
+
+    device = device or str(pick_device("auto"))  # the GPU when there is one
+    split = load_split(params)
+    models = load_models(params.models_dir, device)
+    fid_model = load_fid_model(params.fid_weights, device)
+    log.info("evaluating %d %s images", len(split), params.split)
+    scores, examples = evaluate_models(
+        models, split, params.batch_size, device, params.figure_examples, fid_model=fid_model
+    )
+    result = {
+        "split": params.split,
+        "images": len(split),
+        "split_fingerprint": split_fingerprint(split),
+        **scores,
+    }
+    atomic_write_text(params.metrics, json.dumps(result, indent=2) + "\n")
+    figure = comparison_figure(examples, Path(params.reports) / FIGURE_FILE)
+    if log_run is not None:
+        log_run(result, figure, source_runs(params.models_dir))
+    return result
+
+
+def source_runs(models_dir: str | Path) -> dict[str, str]:
+    """MLflow run id of each trained model (models/<name>/run.json), where present."""
+    runs = {}
+    for name in MODEL_NAMES:
+        path = Path(models_dir) / name / "run.json"
+        if path.exists():
+            runs[name] = json.loads(path.read_text())["run_id"]
+    return runs

@@ -1,0 +1,87 @@
+"""The paper's comparison figure, and colour hints drawn as palettes.
+
+For each of K test images: row 1 shows the original, its line art and its colour hint;
+row 2 the CNN, the c-GAN with the true hint, and the c-GAN with the automatic hint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from colorization.histogram import bin_centers
+
+
+def palette_bar(
+    hint: np.ndarray, height: int, width: int, top: int = 12, min_weight: float = 0.01
+) -> np.ndarray:
+    """The hint as vertical stripes, uint8 [height, width, 3].
+
+    The `top` heaviest bins (each at least `min_weight`) become stripes in the colour of the
+    bin centre, widths proportional to their weight among the stripes shown, heaviest left.
+    """
+    hint = np.asarray(hint, np.float64)
+    order = np.argsort(hint)[::-1][:top]
+    keep = order[hint[order] >= min_weight]
+    if keep.size == 0:  # a flat or empty hint: show its single heaviest bin
+        keep = order[:1]
+    weights = hint[keep] / max(hint[keep].sum(), 1e-12)
+    edges = np.cumsum(weights) * width
+    # Column x shows the stripe whose cumulative edge is the first one past its centre.
+    stripe = np.minimum(np.searchsorted(edges, np.arange(width) + 0.5), len(keep) - 1)
+    row = bin_centers()[keep][stripe]  # [width, 3]
+    return np.ascontiguousarray(np.broadcast_to(row, (height, width, 3)))
+
+
+@dataclass
+class Example:
+    """One test image and what every method made of it (all uint8, same size)."""
+
+    image_id: str
+    original: np.ndarray  # [S, S, 3]
+    lineart: np.ndarray  # [S, S]
+    hint: np.ndarray  # float [512]
+    cnn: np.ndarray  # [S, S, 3]
+    cgan: np.ndarray  # [S, S, 3]
+    cgan_auto: np.ndarray  # [S, S, 3]
+    auto_hint: np.ndarray | None = None  # float [512], the hint the c-GAN got in the last panel
+
+
+TITLES = (("original", "line art", "colour hint"), ("CNN", "c-GAN (true hint)", "c-GAN (automatic hint)"))
+
+
+def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100) -> Path:
+    """Draw the 2-rows-per-image grid with matplotlib (Agg, so no display is needed) and save a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not examples:
+        raise ValueError("no examples to draw")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2 * len(examples), 3, figsize=(7.5, 5.2 * len(examples)), squeeze=False)
+    for k, ex in enumerate(examples):
+        size = ex.original.shape[0]
+        hint_panel = palette_bar(ex.hint, size, size)
+        cgan_auto = ex.cgan_auto
+        if ex.auto_hint is not None:
+            # A strip under the automatic result shows the palette the hint model predicted.
+            strip = palette_bar(ex.auto_hint, max(4, size // 8), size)
+            cgan_auto = np.concatenate([cgan_auto, np.full((2, size, 3), 255, np.uint8), strip])
+        panels = ((ex.original, ex.lineart, hint_panel), (ex.cnn, ex.cgan, cgan_auto))
+        for r, (row, titles) in enumerate(zip(panels, TITLES, strict=True)):
+            for c, (image, title) in enumerate(zip(row, titles, strict=True)):
+                ax = axes[2 * k + r, c]
+                ax.imshow(
+                    image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest"
+                )
+                ax.set_title(f"{ex.image_id}: {title}" if (r, c) == (0, 0) else title, fontsize=9)
+                ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,0 +1,101 @@
+"""Inference contract: numpy in, numpy out; normalisation handled here.
+
+    colorize(generator, lineart uint8[N,S,S], hint float32[N,512]) -> uint8[N,S,S,3]
+    predict_hint(hint_model, lineart uint8[N,S,S]) -> float32[N,512], rows sum to 1
+
+"c-GAN with auto color hint" is `colorize(g, x, predict_hint(h, x))`.
+Models come from `colorization.models.load_trained(model_dir)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from colorization.histogram import HIST_BINS
+from colorization.models.tensors import lineart_to_input, output_to_rgb
+
+
+def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _check_lineart(lineart: np.ndarray) -> None:
+    if lineart.dtype != np.uint8 or lineart.ndim != 3:
+        raise ValueError(f"line art must be uint8 [N, S, S], got {lineart.dtype} {lineart.shape}")
+
+
+@torch.inference_mode()
+def colorize(
+    generator: nn.Module,
+    lineart: np.ndarray,
+    hint: np.ndarray,
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Colour line art (0 = line) with a colour hint per image; returns RGB uint8 [N, S, S, 3].
+
+    `device` defaults to where the generator's weights are; if given, the generator is moved there.
+    """
+    _check_lineart(lineart)
+    hint = np.asarray(hint, dtype=np.float32)
+    if hint.shape != (len(lineart), HIST_BINS):
+        raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
+    device = _device_of(generator, device)
+    generator = generator.to(device).eval()
+    out = np.empty((*lineart.shape, 3), np.uint8)
+    for start in range(0, len(lineart), batch_size):
+        stop = start + batch_size
+        x = lineart_to_input(torch.from_numpy(np.ascontiguousarray(lineart[start:stop])).to(device))
+        h = torch.from_numpy(hint[start:stop]).to(device)
+        out[start:stop] = output_to_rgb(generator(x, h)).cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def predict_hint(
+    hint_model: nn.Module,
+    lineart: np.ndarray,
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """The auto colour hint: a 512-bin histogram per line art, float32 [N, 512], rows sum to 1."""
+    _check_lineart(lineart)
+    device = _device_of(hint_model, device)
+    hint_model = hint_model.to(device).eval()
+    out = np.empty((len(lineart), HIST_BINS), np.float32)
+    for start in range(0, len(lineart), batch_size):
+        x = lineart_to_input(
+            torch.from_numpy(np.ascontiguousarray(lineart[start : start + batch_size])).to(device)
+        )
+        out[start : start + batch_size] = torch.softmax(hint_model(x).float(), dim=1).cpu().numpy()
+    return out
+
+
+def palette(hint: np.ndarray, size: int, mass: float = 0.98, max_colours: int = 16) -> np.ndarray:
+    """A hint drawn as colour stripes (height by weight): uint8 [size, size, 3]."""
+    from colorization.histogram import bin_centers
+
+    order = np.argsort(hint)[::-1]
+    keep = order[: max(1, min(max_colours, int(np.searchsorted(np.cumsum(hint[order]), mass)) + 1))]
+    weights = hint[keep] / max(float(hint[keep].sum()), 1e-8)
+    edges = np.round(np.concatenate([[0.0], np.cumsum(weights)]) * size).astype(int)
+    image = np.zeros((size, size, 3), np.uint8)
+    for colour, top, bottom in zip(bin_centers()[keep], edges[:-1], edges[1:], strict=True):
+        image[top:bottom] = colour
+    return image
+
+
+def sample_grid(columns: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Rows of images from columns of uint8 [N, S, S, 3] (or [N, S, S] grey) with white gaps."""
+    cols = [np.repeat(c[..., None], 3, axis=3) if c.ndim == 3 else c for c in columns]
+    n, s = cols[0].shape[:2]
+    grid = np.full((n * (s + gap) - gap, len(cols) * (s + gap) - gap, 3), 255, np.uint8)
+    for j, col in enumerate(cols):
+        for i in range(n):
+            grid[i * (s + gap) : i * (s + gap) + s, j * (s + gap) : j * (s + gap) + s] = col[i]
+    return grid

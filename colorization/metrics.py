@@ -1,0 +1,161 @@
+"""Image-quality metrics for colorization, vectorised over a batch of images.
+
+Every function takes uint8 RGB batches [N, H, W, 3] and returns one float64 value per
+image, so evaluation can work in chunks and average at the end. Nothing here downloads
+anything: PSNR, SSIM, L1, histogram distances and colourfulness are closed-form; FID
+runs only with a feature extractor the caller loaded from a local file.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import linalg, ndimage
+
+from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
+
+_EPS = 1e-10
+
+
+def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
+    if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != 3:
+        raise ValueError(
+            f"expected two [N, H, W, 3] batches of one shape, got {pred.shape} and {target.shape}"
+        )
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB (peak 255); identical images are capped at 100 dB."""
+    _check_pair(pred, target)
+    mse = np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2, axis=(1, 2, 3))
+    return np.minimum(10.0 * np.log10(255.0**2 / np.maximum(mse, _EPS)), 100.0)
+
+
+def l1(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Mean absolute error on the 0..1 scale (the generator's L1 loss, comparable to training)."""
+    _check_pair(pred, target)
+    return np.mean(np.abs(pred.astype(np.float64) - target.astype(np.float64)), axis=(1, 2, 3)) / 255.0
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, win_size: int = 7) -> np.ndarray:
+    """Mean structural similarity per image, channels averaged.
+
+    The same numbers as `skimage.metrics.structural_similarity(..., channel_axis=-1,
+    data_range=255)` (uniform 7x7 window, sample covariance, K1=0.01, K2=0.03), computed
+    for the whole batch at once instead of one image at a time.
+    """
+    _check_pair(pred, target)
+    x = pred.astype(np.float64)
+    y = target.astype(np.float64)
+    size = (1, win_size, win_size, 1)  # filter rows and columns only, never across images
+
+    def mean(a: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(a, size=size)
+
+    ux, uy = mean(x), mean(y)
+    cov_norm = win_size**2 / (win_size**2 - 1)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    pad = (win_size - 1) // 2  # skimage drops the border where the window is reflected
+    return s[:, pad:-pad, pad:-pad, :].mean(axis=(1, 2, 3))
+
+
+def batch_histograms(images: np.ndarray) -> np.ndarray:
+    """The 512-bin hint of every image, [N, 512]; equal to `color_histogram` per image."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    n = images.shape[0]
+    shift = 8 - int(np.log2(BINS_PER_CHANNEL))
+    q = (images >> shift).astype(np.int64)
+    bins = q[..., 0] * BINS_PER_CHANNEL**2 + q[..., 1] * BINS_PER_CHANNEL + q[..., 2]
+    # One bincount for the whole batch: offset each image's bins into its own block.
+    flat = (bins.reshape(n, -1) + np.arange(n)[:, None] * HIST_BINS).ravel()
+    counts = np.bincount(flat, minlength=n * HIST_BINS).reshape(n, HIST_BINS)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def chi2_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Symmetric chi-squared distance between histograms [N, B]: 0.5 * sum (p-q)^2/(p+q), in [0, 1]."""
+    p = np.asarray(p, np.float64)
+    q = np.asarray(q, np.float64)
+    return 0.5 * np.sum((p - q) ** 2 / np.maximum(p + q, _EPS), axis=-1)
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """KL(p || q) in nats over [N, B] histograms, both smoothed by `eps` so empty bins stay finite."""
+    p = np.asarray(p, np.float64) + eps
+    q = np.asarray(q, np.float64) + eps
+    p /= p.sum(axis=-1, keepdims=True)
+    q /= q.sum(axis=-1, keepdims=True)
+    return np.sum(p * np.log(p / q), axis=-1)
+
+
+def hint_fidelity(images: np.ndarray, hints: np.ndarray) -> np.ndarray:
+    """How well each output follows its colour hint: chi-squared between its histogram and the hint."""
+    return chi2_distance(batch_histograms(images), hints)
+
+
+def colorfulness(images: np.ndarray) -> np.ndarray:
+    """Hasler & Suesstrunk (2003) colourfulness M = sigma_rgyb + 0.3 * mu_rgyb (0 for grey images)."""
+    rgb = images.astype(np.float64)
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    axes = (1, 2)
+    sigma = np.sqrt(rg.var(axis=axes) + yb.var(axis=axes))
+    mu = np.sqrt(rg.mean(axis=axes) ** 2 + yb.mean(axis=axes) ** 2)
+    return sigma + 0.3 * mu
+
+
+def image_metrics(pred: np.ndarray, target: np.ndarray, hints: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-image metric of a colorization method, keyed as in metrics/evaluation.json."""
+    return {
+        "psnr": psnr(pred, target),
+        "ssim": ssim(pred, target),
+        "l1": l1(pred, target),
+        "hint_chi2": hint_fidelity(pred, hints),
+        "colorfulness": colorfulness(pred),
+    }
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets [N, D] (the FID formula)."""
+    mu_a, mu_b = feats_a.mean(axis=0), feats_b.mean(axis=0)
+    cov_a = np.cov(feats_a, rowvar=False)
+    cov_b = np.cov(feats_b, rowvar=False)
+    with warnings.catch_warnings():  # fewer samples than dimensions make cov singular; handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise as pytorch-fid does
+        offset = np.eye(cov_a.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    covmean = np.real(covmean)
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+
+
+def inception_features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
+    """Features [N, D] of uint8 images from a local TorchScript Inception (see docs/registry.md, FID).
+
+    The module gets float images [N, 3, 299, 299] on the 0..255 scale, as the StyleGAN /
+    clean-fid `inception-2015-12-05.pt` expects; it is asked for its pool features when
+    its forward takes `return_features`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+            x = F.interpolate(
+                x.permute(0, 3, 1, 2).float(), size=(299, 299), mode="bilinear", align_corners=False
+            )
+            try:
+                feats = model(x, return_features=True)
+            except (TypeError, RuntimeError):
+                feats = model(x)
+            out.append(feats.reshape(len(x), -1).double().cpu().numpy())
+    return np.concatenate(out)

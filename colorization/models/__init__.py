@@ -1,0 +1,64 @@
+"""The three models and their on-disk format.
+
+A trained model folder (`models/<kind>/`) holds:
+  model.pt     state_dict of the network used at inference (the generator for cnn / cgan,
+               the hint net for hint), loadable with `torch.load(..., weights_only=True)`
+  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins"}
+  run.json     the MLflow run that trained it (run_id null when tracking was off)
+
+Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512]) -> RGB
+[N,3,S,S] in [-1,1]`; the hint net is `forward(lineart) -> logits [N,512]`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from colorization.histogram import HIST_BINS
+from colorization.models.cgan import PatchDiscriminator, UNetGenerator
+from colorization.models.cnn import ColorCNN
+from colorization.models.hint import HintNet
+
+KINDS = ("cnn", "cgan", "hint")
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+
+_BUILDERS: dict[str, type[nn.Module]] = {"cnn": ColorCNN, "cgan": UNetGenerator, "hint": HintNet}
+
+
+def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:
+    """The inference network of `kind` from its architecture kwargs (config.json's "arch")."""
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+    return _BUILDERS[kind](**dict(cfg))
+
+
+def build_discriminator(cfg: Mapping[str, Any]) -> nn.Module:
+    return PatchDiscriminator(**dict(cfg))
+
+
+def model_config(kind: str, arch: Mapping[str, Any], image_size: int) -> dict[str, Any]:
+    return {"kind": kind, "arch": dict(arch), "image_size": int(image_size), "hint_bins": HIST_BINS}
+
+
+def read_config(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train the model first (colorization train ...)")
+    return json.loads(path.read_text())
+
+
+def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained inference network in eval mode: the generator for cnn / cgan, the hint net for hint."""
+    config = read_config(model_dir)
+    model = build_model(config["kind"], config["arch"])
+    state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -1,0 +1,81 @@
+"""pix2pix-style conditional GAN: a hint-steered U-Net generator and a PatchGAN discriminator.
+
+The generator maps line art [N, 1, S, S] plus a colour hint [N, 512] to RGB [N, 3, S, S]
+in [-1, 1]. Each encoder and decoder stage is FiLM-modulated by the hint, so the same
+line art coloured with another hint comes out in other colours.
+The discriminator scores overlapping patches of (line art, colour) pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from colorization.models.film import FiLM, HintEncoder
+
+
+def stage_channels(base: int, depth: int) -> list[int]:
+    # pix2pix doubles the width per stage up to 8x base, then keeps it.
+    return [base * min(2**i, 8) for i in range(depth)]
+
+
+class UNetGenerator(nn.Module):
+    def __init__(self, base_channels: int = 64, depth: int = 8, hint_dim: int = 128):
+        super().__init__()
+        chans = stage_channels(base_channels, depth)
+        self.hint = HintEncoder(hint_dim)
+        self.down = nn.ModuleList()
+        self.down_film = nn.ModuleList()
+        for i, out in enumerate(chans):
+            inp = 1 if i == 0 else chans[i - 1]
+            layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2)]
+            layers.append(nn.Conv2d(inp, out, 4, 2, 1, bias=i == 0 or i == depth - 1))
+            if 0 < i < depth - 1:  # pix2pix: no norm on the outermost and innermost layer
+                layers.append(nn.BatchNorm2d(out))
+            self.down.append(nn.Sequential(*layers))
+            self.down_film.append(FiLM(hint_dim, out))
+        self.up = nn.ModuleList()
+        self.up_film = nn.ModuleList()
+        for i in reversed(range(1, depth)):  # decoder stage i goes from level i to level i-1
+            inp = chans[i] if i == depth - 1 else 2 * chans[i]  # skip connections double the input
+            self.up.append(
+                nn.Sequential(
+                    nn.ReLU(),
+                    nn.ConvTranspose2d(inp, chans[i - 1], 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(chans[i - 1]),
+                )
+            )
+            self.up_film.append(FiLM(hint_dim, chans[i - 1]))
+        self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * chans[0], 3, 4, 2, 1), nn.Tanh())
+
+    def forward(self, lineart: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        h = self.hint(hint)
+        skips = []
+        x = lineart
+        for block, film in zip(self.down, self.down_film, strict=True):
+            x = film(block(x), h)
+            skips.append(x)
+        x = skips.pop()
+        for block, film in zip(self.up, self.up_film, strict=True):
+            x = film(block(x), h)
+            x = torch.cat([x, skips.pop()], dim=1)
+        return self.out(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """Logits [N, 1, P, P], one per receptive-field patch of the (line art, colour) pair."""
+
+    def __init__(self, base_channels: int = 64, layers: int = 3):
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(4, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        ch = base_channels
+        for i in range(1, layers + 1):
+            nxt = base_channels * min(2**i, 8)
+            stride = 2 if i < layers else 1  # the last feature layer keeps resolution (70x70 PatchGAN)
+            mods += [nn.Conv2d(ch, nxt, 4, stride, 1, bias=False), nn.BatchNorm2d(nxt), nn.LeakyReLU(0.2)]
+            ch = nxt
+        mods.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, lineart: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([lineart, color.to(lineart.dtype)], dim=1))

@@ -1,0 +1,47 @@
+"""The paper's baseline: stacked convolutions + ReLU, trained with an L2 loss.
+
+An encoder-decoder without skip connections (that is the U-Net's job): a few stride-2
+stages down, plain 3x3 conv + ReLU at each resolution, nearest upsampling back.
+Each stage is FiLM-modulated by the colour hint, as in the c-GAN generator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from colorization.models.film import FiLM, HintEncoder
+
+
+def conv_relu(inp: int, out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inp, out, 3, stride, 1), nn.ReLU(inplace=True))
+
+
+class ColorCNN(nn.Module):
+    def __init__(self, base_channels: int = 32, depth: int = 3, hint_dim: int = 64):
+        super().__init__()
+        chans = [base_channels * 2**i for i in range(depth + 1)]
+        self.hint = HintEncoder(hint_dim)
+        self.stem = conv_relu(1, chans[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(conv_relu(chans[i], chans[i + 1], stride=2), conv_relu(chans[i + 1], chans[i + 1]))
+            for i in range(depth)
+        )
+        self.up = nn.ModuleList(
+            nn.Sequential(conv_relu(chans[i + 1], chans[i]), conv_relu(chans[i], chans[i]))
+            for i in reversed(range(depth))
+        )
+        self.films = nn.ModuleList(FiLM(hint_dim, c) for c in chans[1:] + chans[:-1][::-1])
+        self.head = nn.Conv2d(chans[0], 3, 3, 1, 1)
+
+    def forward(self, lineart: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        h = self.hint(hint)
+        x = self.stem(lineart)
+        films = iter(self.films)
+        for block in self.down:
+            x = next(films)(block(x), h)
+        for block in self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = next(films)(block(x), h)
+        return torch.tanh(self.head(x))

@@ -1,0 +1,27 @@
+"""The one place that maps stored uint8 pixels to network tensors and back.
+
+Convention (pix2pix): line art and RGB are scaled to [-1, 1]; generators end in tanh.
+Training, inference and serving all go through these, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def lineart_to_input(lineart: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, S, S] or [N, 1, S, S] (0 = line) -> float [N, 1, S, S] in [-1, 1]."""
+    if lineart.dim() == 3:
+        lineart = lineart[:, None]
+    return lineart.float() / 127.5 - 1.0
+
+
+def rgb_to_target(color: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, S, S] -> float [N, 3, S, S] in [-1, 1]."""
+    return color.float() / 127.5 - 1.0
+
+
+def output_to_rgb(output: torch.Tensor) -> torch.Tensor:
+    """float [N, 3, S, S] in [-1, 1] -> uint8 [N, S, S, 3] (channels last, as images are stored)."""
+    rgb = ((output.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return rgb.permute(0, 2, 3, 1)

@@ -1,0 +1,119 @@
+"""Training runs in MLflow: params, per-step metrics, sample grids, and the logged model.
+
+Tracking URI: env MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`. For a sqlite store the
+experiment's artifacts go to `mlartifacts/` beside the database file (the layout of
+`mlflow server`'s embedded default), so a test's temporary database keeps its artifacts
+with it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Local artifact folder for a sqlite store; None lets the server or file store decide."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.resolve().parent / "mlartifacts").as_uri()
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment `name`, created (with a local artifact folder for sqlite) when missing."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class TrainingRun:
+    """One MLflow run; `resume_id` reopens the run a killed process left behind."""
+
+    def __init__(self, experiment: str, run_name: str, resume_id: str | None = None, tags=None):
+        experiment_id = ensure_experiment(experiment)
+        self.client = MlflowClient(tracking_uri())
+        if resume_id is not None and self._exists(resume_id):
+            self.run = mlflow.start_run(run_id=resume_id)
+        else:
+            self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        self.run_id = self.run.info.run_id
+        self.experiment_id = self.run.info.experiment_id
+        self._pending: list[Metric] = []
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flat = flatten(params)
+        logged = self.client.get_run(self.run_id).data.params
+        # A resumed run already has them; MLflow refuses to log a key twice.
+        fresh = {k: v for k, v in flat.items() if k not in logged}
+        if fresh:
+            mlflow.log_params(fresh)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffered; `flush` sends them in one request (per-step requests would dominate a CPU run)."""
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+    def flush(self) -> None:
+        for start in range(0, len(self._pending), 1000):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
+        self._pending = []
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        mlflow.log_image(image, key=key, step=step)
+
+    def log_model(self, model, input_example: np.ndarray, output_example: np.ndarray) -> str:
+        """Log a single-input serving module; returns its model URI."""
+        import torch
+
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=infer_signature(input_example, output_example),
+            input_example=input_example,
+            # Stated, not inferred: inference would import-trace the model in a subprocess.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+            code_paths=[str(Path(__file__).resolve().parents[1])],  # the colorization package
+        )
+        return info.model_uri
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        mlflow.end_run(status=status)

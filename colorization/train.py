@@ -1,0 +1,445 @@
+"""One training loop for the three models (cnn, cgan, hint), readable top to bottom.
+
+    colorization train cnn|cgan|hint      (or `train(params, "cgan")`)
+
+Data: the whole train split goes to the device once as uint8; batches are sampled and
+augmented there (colorization.augment). Device: CUDA when present (bf16 autocast,
+channels_last), else CPU (deterministic). Faults: a checkpoint every
+`train.checkpoint_every` steps, written atomically; a restarted run resumes from it
+exactly; a NaN/inf loss stops the run and leaves the last good checkpoint.
+Outputs: models/<kind>/ (model.pt, config.json, run.json, samples.png),
+plots/train/<kind>.csv (per-step losses for `dvc plots show`), checkpoints/<kind>/last.pt.
+
+CPU tip: OpenMP's idle threads spin by default, the fastest for one training alone. When
+several torch processes share the cores (parallel trainings, tests beside a run), export
+OMP_WAIT_POLICY=PASSIVE: measured on 2 cores, two concurrent trainings run ~10x faster
+with it, a lone training ~2x slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from colorization.atomic import atomic_path, atomic_write_text, publish_dir
+from colorization.augment import Batch, DeviceData, sample_batch
+from colorization.config import Params
+from colorization.device import autocast, configure, memory_format, pick_device
+from colorization.inference import colorize, palette, predict_hint, sample_grid
+from colorization.models import (
+    CONFIG_FILE,
+    RUN_FILE,
+    WEIGHTS_FILE,
+    build_discriminator,
+    build_model,
+    model_config,
+)
+from colorization.models.serving import PackedColorizer, PackedHint, pack
+from colorization.store import ProcessedStore
+
+log = logging.getLogger(__name__)
+
+# The losses each model logs, in CSV column order (the first is its main curve).
+LOSS_COLUMNS = {"cnn": ["loss"], "cgan": ["d_loss", "g_loss", "g_adv", "g_l1"], "hint": ["kl"]}
+CHECKPOINT_FILE = "last.pt"
+PREVIEW_IMAGES = 6
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or inf; the message names the step and the checkpoint kept."""
+
+
+@dataclass
+class Nets:
+    modules: dict[str, nn.Module]  # what is saved: the plain modules
+    forward: dict[str, nn.Module]  # what is called: the same, torch.compile'd when asked
+    optimizers: dict[str, torch.optim.Optimizer]
+    arch: dict[str, dict] = field(default_factory=dict)  # constructor kwargs per module
+
+
+def architecture(kind: str, params: Params) -> dict[str, dict]:
+    """Constructor kwargs per network, from the model's params section."""
+    m = getattr(params.train, kind)
+    if kind == "cnn":
+        return {"model": {"base_channels": m.base_channels, "depth": m.depth, "hint_dim": m.hint_dim}}
+    if kind == "cgan":
+        return {
+            "model": {"base_channels": m.base_channels, "depth": m.depth, "hint_dim": m.hint_dim},
+            "discriminator": {"base_channels": m.disc_channels, "layers": m.disc_layers},
+        }
+    return {"model": {"base_channels": m.base_channels, "depth": m.depth}}
+
+
+def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
+    m = getattr(params.train, kind)
+    arch = architecture(kind, params)
+    modules = {"model": build_model(kind, arch["model"])}
+    if kind == "cgan":
+        modules["discriminator"] = build_discriminator(arch["discriminator"])
+    fmt = memory_format(device)
+    for net in modules.values():
+        net.to(device=device, memory_format=fmt).train()
+    forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
+    betas = (m.beta1, 0.999) if kind == "cgan" else (0.9, 0.999)
+    optimizers = {k: torch.optim.Adam(v.parameters(), lr=m.lr, betas=betas) for k, v in modules.items()}
+    return Nets(modules, forward, optimizers, arch)
+
+
+# ---------------------------------------------------------------- one optimisation step per model
+# Each returns its losses as detached 0-d tensors (no host sync here; the loop syncs once).
+
+
+def cnn_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
+    with autocast(device):
+        out = nets.forward["model"](batch.lineart, batch.hint)
+    loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
+    nets.optimizers["model"].zero_grad(set_to_none=True)
+    loss.backward()
+    nets.optimizers["model"].step()
+    return {"loss": loss.detach()}
+
+
+def cgan_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
+    gen, disc = nets.forward["model"], nets.forward["discriminator"]
+    opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
+    with autocast(device):
+        fake = gen(batch.lineart, batch.hint)
+        # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
+        real_logits = disc(batch.lineart, batch.color)
+        fake_logits = disc(batch.lineart, fake.detach())
+    d_loss = 0.5 * (
+        F.binary_cross_entropy_with_logits(
+            real_logits.float(), torch.ones_like(real_logits, dtype=torch.float)
+        )
+        + F.binary_cross_entropy_with_logits(
+            fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float)
+        )
+    )
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    # Generator: fool the (just updated) discriminator and stay close to the target.
+    nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
+    with autocast(device):
+        fooled = disc(batch.lineart, fake)
+    g_adv = F.binary_cross_entropy_with_logits(fooled.float(), torch.ones_like(fooled, dtype=torch.float))
+    g_l1 = F.l1_loss(fake.float(), batch.color)
+    g_loss = g_adv + params.train.cgan.l1_weight * g_l1
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    nets.modules["discriminator"].requires_grad_(True)
+    return {
+        "d_loss": d_loss.detach(),
+        "g_loss": g_loss.detach(),
+        "g_adv": g_adv.detach(),
+        "g_l1": g_l1.detach(),
+    }
+
+
+def hint_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
+    with autocast(device):
+        logits = nets.forward["model"](batch.lineart)
+    # KL(target || predicted): the histogram the picture has vs the one guessed from lines alone.
+    kl = F.kl_div(F.log_softmax(logits.float(), dim=1), batch.hint, reduction="batchmean")
+    nets.optimizers["model"].zero_grad(set_to_none=True)
+    kl.backward()
+    nets.optimizers["model"].step()
+    return {"kl": kl.detach()}
+
+
+STEPS = {"cnn": cnn_step, "cgan": cgan_step, "hint": hint_step}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def fingerprint(kind: str, params: Params, store: ProcessedStore) -> str:
+    """What a checkpoint must match to be resumed: everything that shapes the run except its length."""
+    section = getattr(params.train, kind).model_dump(exclude={"steps"})
+    key = {
+        "kind": kind,
+        "model": section,
+        "augment": params.train.augment.model_dump(),
+        "seed": params.train.seed,
+        "data": store.meta.get("fingerprint", store.meta),
+        "histograms": str(params.histograms.out),
+        "code": _code_digest(),  # a checkpoint of other code is not this run's past
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _code_digest() -> str:
+    package = Path(__file__).parent
+    files = [package / "train.py", package / "augment.py", *sorted((package / "models").glob("*.py"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+def save_checkpoint(path: Path, step: int, nets: Nets, gen: torch.Generator, tag: str, run_id: str | None):
+    state = {
+        "step": step,
+        "fingerprint": tag,
+        "run_id": run_id or "",
+        "models": {k: v.state_dict() for k, v in nets.modules.items()},
+        "optimizers": {k: v.state_dict() for k, v in nets.optimizers.items()},
+        "rng": {"torch": torch.get_rng_state(), "sampler": gen.get_state()},
+    }
+    if torch.cuda.is_available():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, tag: str, device: torch.device) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("fingerprint") != tag:
+        log.warning("%s is from other settings or data; starting from scratch", path)
+        return None
+    return state
+
+
+def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
+    for k, v in nets.modules.items():
+        v.load_state_dict(state["models"][k])
+    for k, v in nets.optimizers.items():
+        v.load_state_dict(state["optimizers"][k])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    gen.set_state(state["rng"]["sampler"].cpu())
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+
+
+# ---------------------------------------------------------------- logging
+
+
+class LossCsv:
+    """plots/train/<kind>.csv: one row per step. On resume, rows after the checkpoint are dropped
+    (that part of the run is replayed), so the file always reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns = columns
+        header = ",".join(["step", *columns]) + "\n"
+        kept = [header]
+        if resume_step and path.exists():
+            lines = path.read_text().splitlines(keepends=True)[1:]
+            kept += [line for line in lines if line.strip() and int(line.split(",")[0]) <= resume_step]
+        atomic_write_text(path, "".join(kept))
+        path.chmod(0o644)  # a plain readable file, not the temp file's private mode
+        self.file = path.open("a")
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        self.file.write(",".join([str(step), *(f"{values[c]:.6g}" for c in self.columns)]) + "\n")
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class NoTracking:
+    """Stands in for colorization.tracking.runs.TrainingRun when MLflow is off or missing."""
+
+    run_id = None
+    experiment_id = None
+
+    def log_params(self, params) -> None: ...
+    def log_metrics(self, metrics, step) -> None: ...
+    def flush(self) -> None: ...
+    def log_image(self, image, key, step) -> None: ...
+    def log_model(self, model, input_example, output_example) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+
+def open_tracking(params: Params, kind: str, resume_id: str | None):
+    if not params.train.mlflow:
+        return NoTracking()
+    try:
+        from colorization.tracking.runs import TrainingRun  # lazy: mlflow is optional on GPU boxes
+    except ImportError as err:
+        log.warning("train.mlflow is on but MLflow cannot be imported (%s); training without tracking", err)
+        return NoTracking()
+    return TrainingRun(
+        params.train.experiment, run_name=f"train-{kind}", resume_id=resume_id, tags={"model": kind}
+    )
+
+
+def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
+    """Sample grid on fixed validation images. Columns: line art, hint palette, output, target;
+    for generators also another image's hint and the output it steers to."""
+    net = nets.modules["model"]
+    s = images.lineart.shape[1]
+    try:
+        if kind == "hint":
+            guessed = predict_hint(net, images.lineart, device)
+            cols = [images.lineart, [palette(h, s) for h in guessed], [palette(h, s) for h in images.hint]]
+            return sample_grid([np.asarray(c) for c in [*cols, images.color]])
+        other = np.roll(images.hint, 1, axis=0)
+        cols = [
+            images.lineart,
+            np.stack([palette(h, s) for h in images.hint]),
+            colorize(net, images.lineart, images.hint, device),
+            images.color,
+            np.stack([palette(h, s) for h in other]),
+            colorize(net, images.lineart, other, device),
+        ]
+        return sample_grid(cols)
+    finally:
+        net.train()
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(
+    params: Params,
+    kind: str,
+    out_dir: str | Path | None = None,
+    steps: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    plots_path: str | Path | None = None,
+) -> Path:
+    """Train model `kind`, resuming from its checkpoint when one matches; returns the model folder."""
+    if kind not in STEPS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(STEPS)}")
+    cfg, section = params.train, getattr(params.train, kind)
+    steps = steps or section.steps
+    out_dir = Path(out_dir or Path("models") / kind)
+    checkpoint = Path(checkpoint_dir or Path("checkpoints") / kind) / CHECKPOINT_FILE
+    plots_path = Path(plots_path or Path("plots") / "train" / f"{kind}.csv")
+
+    device = pick_device(cfg.device)
+    configure(device, cfg.seed)
+
+    # Data: the train split on the device once; a few validation images for sample grids.
+    store = ProcessedStore(params.lineart.out, params.histograms.out)
+    data = DeviceData.from_split(store.load("train"), device)
+    if len(data) == 0:
+        raise ValueError(f"the train split of {params.lineart.out} is empty")
+    if kind != "hint" and store.image_size % 2**section.depth:
+        raise ValueError(
+            f"train.{kind}.depth {section.depth} needs an image size divisible by {2**section.depth}, "
+            f"the store has {store.image_size}px"
+        )
+    shown = store.load("val", limit=PREVIEW_IMAGES)
+    shown = shown if len(shown) else store.load("train", limit=PREVIEW_IMAGES)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # every batch index and augmentation draw
+
+    nets = build_nets(kind, params, device)
+    tag = fingerprint(kind, params, store)
+    state = load_checkpoint(checkpoint, tag, device)
+    start = 0
+    if state is not None:
+        restore(state, nets, gen)
+        start = int(state["step"])
+        log.info("resuming %s from step %d (%s)", kind, start, checkpoint)
+
+    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], resume_step=start)
+    tracking = open_tracking(params, kind, resume_id=(state or {}).get("run_id") or None)
+    tracking.log_params(
+        {
+            "model": kind,
+            "train": cfg.model_dump(exclude={"cnn", "cgan", "hint"}),
+            kind: section.model_dump(),
+            "image_size": store.image_size,
+            "train_images": len(data),
+            "device": str(device),
+        }
+    )
+    step_fn, fmt = STEPS[kind], memory_format(device)
+    log.info(
+        "training %s on %s: %d images at %dpx, steps %d..%d",
+        kind,
+        device,
+        len(data),
+        store.image_size,
+        start + 1,
+        steps,
+    )
+    t0 = time.perf_counter()
+    try:
+        for step in range(start + 1, steps + 1):
+            batch = sample_batch(data, section.batch_size, gen, cfg.augment, fmt)
+            values = {k: v.item() for k, v in step_fn(nets, batch, params, device).items()}
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            if bad:
+                kept = (
+                    f"last good checkpoint kept: {checkpoint}" if checkpoint.exists() else "no checkpoint yet"
+                )
+                raise NonFiniteLoss(f"{kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
+            losses_csv.write(step, values)
+            tracking.log_metrics(values, step)
+            if step % cfg.log_every == 0:
+                rate = (step - start) * section.batch_size / (time.perf_counter() - t0)
+                log.info("%s step %d/%d %s (%.0f img/s)", kind, step, steps, _fmt(values), rate)
+            if step % cfg.sample_every == 0:
+                tracking.log_image(preview(kind, nets, shown, device), key="samples", step=step)
+            if step % cfg.checkpoint_every == 0 or step == steps:
+                # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays
+                # the steps after it without logging any step twice.
+                losses_csv.flush()
+                tracking.flush()
+                save_checkpoint(checkpoint, step, nets, gen, tag, tracking.run_id)
+    except BaseException:
+        losses_csv.close()
+        tracking.finish("FAILED")
+        raise
+    losses_csv.close()
+
+    # Publish: model.pt (state_dict), config.json, samples.png, run.json, all at once.
+    grid = preview(kind, nets, shown, device)
+    tracking.log_image(grid, key="samples", step=steps)
+    model_uri = log_model(tracking, kind, nets, store.image_size, shown)
+    staging = out_dir.with_name(f".tmp-{out_dir.name}")
+    staging.mkdir(parents=True, exist_ok=True)
+    torch.save(nets.modules["model"].state_dict(), staging / WEIGHTS_FILE)
+    config = model_config(kind, nets.arch["model"], store.image_size)
+    (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    run_info = {
+        "run_id": tracking.run_id,
+        "experiment_id": tracking.experiment_id,
+        "model_uri": model_uri,
+        "kind": kind,
+        "steps": steps,
+    }
+    (staging / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    publish_dir(staging, out_dir)
+    checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
+    tracking.finish()
+    log.info("%s trained in %.1fs -> %s", kind, time.perf_counter() - t0, out_dir)
+    return out_dir
+
+
+def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str | None:
+    """Log the serving form (one packed float32 input) with a signature and an input example."""
+    if isinstance(tracking, NoTracking):
+        return None
+    net = build_model(kind, nets.arch["model"])  # a CPU copy: the logged model must load anywhere
+    net.load_state_dict({k: v.cpu() for k, v in nets.modules["model"].state_dict().items()})
+    net.eval()
+    if kind == "hint":
+        served, example = PackedHint(net, image_size), pack(images.lineart[:2])
+    else:
+        served, example = PackedColorizer(net, image_size), pack(images.lineart[:2], images.hint[:2])
+    with torch.no_grad():
+        output = served(torch.from_numpy(example)).numpy()
+    return tracking.log_model(served, example, output)
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in values.items())

@@ -1,0 +1,183 @@
+"""`colorization colorize`: palettes, input detection and sizing, output layout, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from colorization.cli import app
+from colorization.colorize import (
+    ColorizeError,
+    collect_inputs,
+    fit_input,
+    is_lineart,
+    parse_palette,
+    restore_size,
+)
+from colorization.config import load_params
+from tests.test_evaluate import IMAGE_SIZE, save_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+
+
+def drawing(height: int, width: int) -> np.ndarray:
+    """Black outlines on white paper, RGB."""
+    image = np.full((height, width, 3), 255, np.uint8)
+    cv2.rectangle(image, (width // 5, height // 5), (4 * width // 5, 4 * height // 5), (0, 0, 0), 2)
+    cv2.circle(image, (width // 2, height // 2), min(height, width) // 6, (0, 0, 0), 2)
+    return image
+
+
+def painting(height: int, width: int) -> np.ndarray:
+    """A coloured picture: shapes on a coloured background."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = (40, 120, 200)
+    cv2.circle(image, (width // 2, height // 2), min(height, width) // 3, (230, 60, 50), -1)
+    cv2.rectangle(image, (5, 5), (width // 3, height // 3), (250, 220, 30), -1)
+    return image
+
+
+def save(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    for kind in ("cgan", "hint"):
+        save_model_dir(root / kind, kind)
+    return root
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["colorize", *args, "--params", str(PARAMS), "--device", "cpu"])
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_palette_builds_a_normalised_512_bin_hint():
+    hint = parse_palette("#ff0000:3, #0000ff:1,00ff00")
+    assert hint.shape == (512,) and hint.dtype == np.float32
+    assert hint.sum() == pytest.approx(1.0)
+    red, blue, green = 7 * 64, 7, 7 * 8  # bin = (r>>5)*64 + (g>>5)*8 + (b>>5)
+    assert hint[[red, blue, green]] == pytest.approx([0.6, 0.2, 0.2])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("#ff00", "is not #rrggbb"),
+        ("#gg0000:1", "is not #rrggbb"),
+        ("#ff0000:heavy", "is not a number"),
+        ("#ff0000:-1", "positive"),
+        ("#ff0000:nan", "positive"),
+        ("", "is not #rrggbb"),
+    ],
+)
+def test_palette_refuses_what_does_not_parse(spec, message):
+    with pytest.raises(ColorizeError, match=message):
+        parse_palette(spec)
+
+
+def test_lineart_detection():
+    assert is_lineart(drawing(120, 90))
+    assert not is_lineart(painting(120, 90))
+    assert not is_lineart(np.full((50, 50, 3), 60, np.uint8))  # grey, but not paper
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (45, 170), (20, 20)])
+def test_fit_and_restore_keep_the_picture_and_the_size(shape):
+    params = load_params(PARAMS).lineart
+    for image in (drawing(*shape), painting(*shape)):
+        fitted = fit_input(image, IMAGE_SIZE, params)
+        assert fitted.lineart.shape == (IMAGE_SIZE, IMAGE_SIZE) and fitted.lineart.dtype == np.uint8
+        assert (fitted.lineart == 0).any(), "the lines survived the resize"
+        top, left, h, w = fitted.box
+        assert max(h, w) == IMAGE_SIZE
+        assert (fitted.lineart[:top] == 255).all() and (
+            fitted.lineart[top + h :] == 255
+        ).all()  # paper padding
+        colored = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+        colored[top : top + h, left : left + w] = 200
+        restored = restore_size(colored, fitted)
+        assert restored.shape == (*shape, 3)
+        assert (restored == 200).all(), "only the picture, not the padding, is scaled back"
+
+
+def test_inputs_map_to_outputs(tmp_path):
+    one = save(tmp_path / "in/a.jpg", painting(30, 30))
+    save(tmp_path / "in/sub/b.png", drawing(30, 30))
+    assert collect_inputs([one], tmp_path / "x.png") == [(one, tmp_path / "x.png")]
+    assert collect_inputs([one], tmp_path / "out") == [(one, tmp_path / "out/a.png")]
+    pairs = collect_inputs([tmp_path / "in"], tmp_path / "out")
+    assert [dst.relative_to(tmp_path / "out").as_posix() for _, dst in pairs] == ["a.png", "sub/b.png"]
+    with pytest.raises(ColorizeError, match="no such file"):
+        collect_inputs([tmp_path / "missing.png"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ColorizeError, match="no images"):
+        collect_inputs([tmp_path / "empty"], tmp_path / "out")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_colour_image_of_any_size_with_a_palette(models, tmp_path):
+    source = save(tmp_path / "photo.png", painting(77, 131))
+    out = tmp_path / "result.png"
+    result = run(
+        str(source), "-o", str(out), "--model", str(models / "cgan"), "--palette", "#ff8800:2,#3366ff"
+    )
+    assert result.exit_code == 0, result.output
+    written = cv2.imread(str(out))
+    assert written.shape == (77, 131, 3)
+
+
+def test_folder_with_automatic_hint_and_reference(models, tmp_path):
+    save(tmp_path / "in/one.png", drawing(64, 48))
+    save(tmp_path / "in/deep/two.jpg", painting(40, 90))
+    reference = save(tmp_path / "ref.png", painting(50, 50))
+    auto = run(str(tmp_path / "in"), "-o", str(tmp_path / "auto"), "--model", str(models / "cgan"),
+               "--hint-model", str(models / "hint"))  # fmt: skip
+    assert auto.exit_code == 0, auto.output
+    assert cv2.imread(str(tmp_path / "auto/one.png")).shape == (64, 48, 3)
+    assert cv2.imread(str(tmp_path / "auto/deep/two.png")).shape == (40, 90, 3)
+    ref = run(str(tmp_path / "in"), "-o", str(tmp_path / "ref"), "--model", str(models / "cgan"),
+              "--reference", str(reference))  # fmt: skip
+    assert ref.exit_code == 0, ref.output
+    assert (tmp_path / "ref/deep/two.png").exists()
+
+
+def one_line_error(result, fragment: str) -> None:
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
+
+
+def test_refusals(models, tmp_path, monkeypatch):
+    good = save(tmp_path / "good.png", drawing(40, 40))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    cgan = str(models / "cgan")
+    out = tmp_path / "out"
+
+    one_line_error(run(str(good), "-o", str(out), "--model", cgan, "--palette", "#12345"), "palette entry")
+    one_line_error(run(str(tmp_path / "nope.png"), "-o", str(out), "--model", cgan), "no such file")
+    one_line_error(
+        run(str(good), str(corrupt), "-o", str(out), "--model", cgan, "--palette", "#ff0000"),
+        "unreadable image",
+    )
+    assert not out.exists(), "nothing is written when one input is unreadable"
+    one_line_error(run(str(good), "-o", str(out), "--model", str(tmp_path / "none")), "model not found")
+    one_line_error(
+        run(str(good), "-o", str(out), "--model", str(models / "hint"), "--palette", "#ff0000"), "hint"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-registry.db'}")
+    one_line_error(run(str(good), "-o", str(out), "--palette", "#ff0000"), "no MLflow registry")

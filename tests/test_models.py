@@ -1,0 +1,135 @@
+"""Model behaviour without training: shapes, ranges, the on-disk format, the inference
+contract, the serving wrapper, and the on-device augmentation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from colorization.augment import augment
+from colorization.config import AugmentParams
+from colorization.inference import colorize, palette, predict_hint
+from colorization.models import build_discriminator, build_model, load_trained, model_config
+from colorization.models.serving import PackedColorizer, pack
+
+ARCH = {
+    "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8},
+    "cgan": {"base_channels": 4, "depth": 4, "hint_dim": 8},
+    "hint": {"base_channels": 4, "depth": 2},
+}
+S = 32
+
+
+def random_inputs(n: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lineart = np.where(rng.random((n, S, S)) < 0.1, 0, 255).astype(np.uint8)
+    hint = rng.random((n, 512)).astype(np.float32)
+    return lineart, hint / hint.sum(axis=1, keepdims=True)
+
+
+def perturb_films(net: torch.nn.Module) -> None:
+    # FiLM starts as the identity; give it weights so the hint path is live.
+    torch.manual_seed(1)
+    for name, p in net.named_parameters():
+        if "film" in name or "films" in name:
+            p.data.normal_(0, 0.5)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "cgan"])
+def test_generators_map_lineart_and_hint_to_rgb_and_use_the_hint(kind):
+    net = build_model(kind, ARCH[kind]).eval()
+    perturb_films(net)
+    lineart, hint = random_inputs()
+    out = colorize(net, lineart, hint)
+    assert out.shape == (3, S, S, 3) and out.dtype == np.uint8
+    assert not np.array_equal(out, colorize(net, lineart, np.roll(hint, 1, axis=0)))
+
+
+def test_discriminator_scores_patches():
+    disc = build_discriminator({"base_channels": 4, "layers": 2})
+    logits = disc(torch.zeros(2, 1, S, S), torch.zeros(2, 3, S, S))
+    assert logits.shape[:2] == (2, 1) and logits.shape[2] > 1
+
+
+def test_predict_hint_returns_distributions():
+    lineart, _ = random_inputs(5)
+    hints = predict_hint(build_model("hint", ARCH["hint"]), lineart)
+    assert hints.shape == (5, 512) and hints.dtype == np.float32
+    np.testing.assert_allclose(hints.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_inference_rejects_wrong_inputs():
+    net = build_model("cnn", ARCH["cnn"])
+    lineart, hint = random_inputs()
+    with pytest.raises(ValueError, match="uint8"):
+        colorize(net, lineart.astype(np.float32), hint)
+    with pytest.raises(ValueError, match="hint"):
+        colorize(net, lineart, hint[:, :10])
+
+
+@pytest.mark.parametrize("kind", ["cnn", "cgan", "hint"])
+def test_load_trained_round_trips_the_model_folder(kind, tmp_path):
+    torch.manual_seed(0)
+    net = build_model(kind, ARCH[kind]).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "config.json").write_text(json.dumps(model_config(kind, ARCH[kind], S)))
+    loaded = load_trained(tmp_path)
+    assert not loaded.training
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+
+
+def test_packed_serving_module_matches_colorize():
+    net = build_model("cgan", ARCH["cgan"]).eval()
+    perturb_films(net)
+    lineart, hint = random_inputs()
+    with torch.no_grad():
+        served = PackedColorizer(net, S)(torch.from_numpy(pack(lineart, hint))).numpy()
+    np.testing.assert_array_equal(served.astype(np.uint8), colorize(net, lineart, hint))
+
+
+def test_palette_draws_the_dominant_colours_by_weight():
+    hint = np.zeros(512, np.float32)
+    hint[[0, 511]] = [0.75, 0.25]  # black-ish bin, white-ish bin
+    image = palette(hint, 8)
+    assert (image[:6] == 16).all() and (image[6:] == 240).all()
+
+
+AUG = AugmentParams(flip=True, crop_min=0.8, thicken_p=0.5, line_intensity_min=0.5)
+NO_AUG = AugmentParams(flip=False, crop_min=1.0, thicken_p=0.0, line_intensity_min=1.0)
+
+
+def test_augmentation_is_seeded_batched_and_in_range():
+    rng = np.random.default_rng(0)
+    color = torch.from_numpy(rng.integers(0, 256, (8, 3, S, S), dtype=np.uint8))
+    lineart = torch.from_numpy(np.where(rng.random((8, 1, S, S)) < 0.1, 0, 255).astype(np.uint8))
+    a = augment(color, lineart, torch.Generator().manual_seed(3), AUG)
+    b = augment(color, lineart, torch.Generator().manual_seed(3), AUG)
+    c = augment(color, lineart, torch.Generator().manual_seed(4), AUG)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0])
+    for t in a:
+        assert t.min() >= -1 and t.max() <= 1
+    assert a[1].shape == (8, 1, S, S) and a[0].shape == (8, 3, S, S)
+
+
+def test_augmentation_off_is_the_plain_conversion():
+    rng = np.random.default_rng(1)
+    color = torch.from_numpy(rng.integers(0, 256, (4, 3, S, S), dtype=np.uint8))
+    lineart = torch.from_numpy(np.where(rng.random((4, 1, S, S)) < 0.1, 0, 255).astype(np.uint8))
+    out_color, out_line = augment(color, lineart, torch.Generator().manual_seed(0), NO_AUG)
+    torch.testing.assert_close(out_color, color.float() / 127.5 - 1, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out_line, lineart.float() / 127.5 - 1, atol=1e-4, rtol=0)
+
+
+def test_thicker_lines_cover_more_pixels():
+    lineart = torch.full((1, 1, S, S), 255, dtype=torch.uint8)
+    lineart[..., S // 2, :] = 0  # one horizontal line
+    cfg = AugmentParams(flip=False, crop_min=1.0, thicken_p=1.0, line_intensity_min=1.0)
+    _, line = augment(
+        torch.zeros(1, 3, S, S, dtype=torch.uint8), lineart, torch.Generator().manual_seed(0), cfg
+    )
+    assert int((line < 0).sum()) == 3 * S

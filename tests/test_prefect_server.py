@@ -1,0 +1,150 @@
+"""End to end: a real `prefect server start` on 127.0.0.1, `python -m flows.serve` serving the
+scheduled deployment, one run triggered through the REST API on a tiny project.
+
+The server, the serving process and the flow-run subprocesses it starts live in two
+process groups of their own, each stopped at the end (terminate, wait, kill).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.test_flows import REPO, tiny_project
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:  # the child keeps its own handle
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the process group, wait, then SIGKILL what is left of it."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # The group may outlive its leader (flow-run subprocesses): make sure it is gone.
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_for(what: str, probe, timeout: float, procs: dict[str, subprocess.Popen], interval: float = 0.5):
+    """Call `probe` until it returns something truthy; fail early if a process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            assert proc.poll() is None, f"{name} exited with {proc.returncode} while waiting for {what}"
+        try:
+            found = probe()
+        except requests.RequestException:
+            found = None
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def get_json(url: str):
+    response = requests.get(url, timeout=10)
+    return response.json() if response.status_code == 200 else None
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_the_pipeline(tmp_path: Path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",  # the API is what is checked; skips building the UI
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the serving process picks the run up at once
+        "PYTHONUNBUFFERED": "1",
+    }
+    project = tiny_project(tmp_path / "project", remote=tmp_path / "dvc-remote")
+    procs: dict[str, subprocess.Popen] = {}
+    logs = {"server": tmp_path / "server.log", "serve": tmp_path / "serve.log"}
+    try:
+        procs["server"] = start(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            logs["server"],
+            env,
+            tmp_path,
+        )
+        wait_for("the server", lambda: get_json(f"{api}/health"), 150, procs)
+
+        procs["serve"] = start(
+            [sys.executable, "-m", "flows.serve", "--workdir", str(project)], logs["serve"], env, REPO
+        )
+        deployment = wait_for(
+            "the deployment", lambda: get_json(f"{api}/deployments/name/pipeline/nightly"), 90, procs
+        )
+        (schedule,) = deployment["schedules"]
+        assert schedule["schedule"]["cron"] == "0 3 * * *" and schedule["schedule"]["timezone"] == "UTC"
+        assert schedule["parameters"] == {"overrides": {"acquire.safebooru.incremental": True}}
+        assert deployment["parameters"]["workdir"] == str(project)
+
+        created = requests.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
+        created.raise_for_status()
+        run_id = created.json()["id"]
+
+        def finished():
+            run = get_json(f"{api}/flow_runs/{run_id}")
+            return run if run and run["state"]["type"] in TERMINAL else None
+
+        run = wait_for("the flow run", finished, 240, procs, interval=1.0)
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+
+        found = requests.post(
+            f"{api}/artifacts/filter",
+            json={"artifacts": {"key": {"any_": ["pipeline-summary"]}, "flow_run_id": {"any_": [run_id]}}},
+            timeout=10,
+        ).json()
+        assert len(found) == 1 and "MLflow registry" in found[0]["data"]
+
+        registry = json.loads((project / "metrics" / "registry.json").read_text())
+        assert {r["version"] for r in registry.values()} == {"1"}
+        lock = yaml.safe_load((project / "dvc.lock").read_text())
+        assert set(lock["stages"]) == set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+        status = subprocess.run(
+            [sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True, check=True
+        )
+        assert "up to date" in status.stdout, status.stdout
+    except BaseException:
+        for name, log in logs.items():
+            if log.exists():
+                print(f"---- {name} log (tail)\n{log.read_text(errors='replace')[-6000:]}")
+        raise
+    finally:
+        for name in ("serve", "server"):  # serve first: it pauses its schedule through the server
+            if name in procs:
+                stop(procs[name])

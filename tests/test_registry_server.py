@@ -1,0 +1,310 @@
+"""The MLflow registry: registering, promotion, idempotency, loading by URI, and a real server.
+
+Models are logged exactly as training logs them (TrainingRun.log_model, the serving
+wrapper in the default pt2 format) into temporary stores, never the project's mlflow.db.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+import requests
+import torch
+from typer.testing import CliRunner
+
+from colorization.cli import app
+from colorization.config import load_params
+from colorization.evaluate import load_models, load_split, run_evaluate
+from colorization.inference import colorize, predict_hint
+from colorization.models.serving import PackedColorizer, PackedHint, pack
+from colorization.tracking import registry
+from colorization.tracking.registry import CHALLENGER, CHAMPION, RegistryError
+from colorization.tracking.runs import TrainingRun
+from tests.test_evaluate import IMAGE_SIZE, build_project, save_model_dir
+
+MLFLOW = Path(sys.executable).with_name("mlflow")
+EXPERIMENT = "registry-test"
+
+
+def log_toy_model(models_dir: Path, kind: str, seed: int = 0) -> str:
+    """Write models/<kind> and log its serving form in a finished run, as `train` does; returns the run id."""
+    net = save_model_dir(models_dir / kind, kind, seed=seed)
+    run = TrainingRun(EXPERIMENT, run_name=f"train-{kind}", tags={"model": kind})
+    lineart = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
+    hints = np.full((2, 512), 1 / 512, np.float32)
+    served = PackedHint(net, IMAGE_SIZE) if kind == "hint" else PackedColorizer(net, IMAGE_SIZE)
+    example = pack(lineart) if kind == "hint" else pack(lineart, hints)
+    with torch.no_grad():
+        output = served(torch.from_numpy(example)).numpy()
+    uri = run.log_model(served, example, output)
+    run.finish()
+    info = {"run_id": run.run_id, "experiment_id": run.experiment_id, "model_uri": uri, "kind": kind}
+    (models_dir / kind / "run.json").write_text(json.dumps(info))
+    return run.run_id
+
+
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory):
+    """A project (data, evaluation) and an empty sqlite registry, MLFLOW_TRACKING_URI pointed at it."""
+    root = tmp_path_factory.mktemp("registry")
+    params_file = build_project(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        for kind in ("cnn", "cgan", "hint"):
+            log_toy_model(root / "models", kind)
+        run_evaluate(load_params(params_file).evaluate)
+        yield params_file
+    mlflow.set_tracking_uri(None)
+
+
+def evaluation_of(params_file: Path) -> dict:
+    return json.loads(Path(load_params(params_file).registry.evaluation).read_text())
+
+
+def test_register_all_then_rerun_adds_nothing(sqlite_store):
+    params = load_params(sqlite_store)
+    first = registry.run_register(params)
+    assert [(r.name, r.version, r.registered, r.champion) for r in first] == [
+        (name, "1", True, "1") for name in ("lineart-cnn", "lineart-cgan", "lineart-hint")
+    ]
+    client = registry.client()
+    version = client.get_model_version_by_alias("lineart-cgan", CHAMPION)
+    tags = version.tags
+    assert (
+        tags["source_run_id"]
+        == json.loads((Path(params.registry.models_dir) / "cgan/run.json").read_text())["run_id"]
+    )
+    assert tags["git_commit"] and tags["data_md5"] and len(tags["model_md5"]) == 32
+    assert json.loads(tags["params"])["train"]["cgan"]["depth"] == params.train.cgan.depth
+    assert json.loads(tags["config"])["image_size"] == IMAGE_SIZE
+    assert tags["promotion"].startswith("first champion")
+    assert float(tags["metric.cgan.psnr"]) == evaluation_of(sqlite_store)["cgan"]["psnr"]
+    recorded = json.loads(Path(params.registry.out).read_text())
+    assert recorded["lineart-hint"]["champion"] == "1"
+
+    again = registry.run_register(params)
+    assert [r.registered for r in again] == [False, False, False]
+    assert "already registered as v1" in again[1].reason
+    assert len(client.search_model_versions("name='lineart-cgan'")) == 1
+
+
+def test_a_worse_version_stays_challenger_a_better_one_takes_champion(sqlite_store, tmp_path):
+    evaluation = evaluation_of(sqlite_store)
+    models = tmp_path / "models"
+    name = "promotion-cgan"
+
+    def register(seed: int, psnr: float):
+        log_toy_model(models, "cgan", seed=seed)
+        scores = {**evaluation, "cgan": {**evaluation["cgan"], "psnr": psnr}}
+        return registry.register_model("cgan", name, "cgan.psnr", "max", models / "cgan", scores, {})
+
+    assert register(1, 20.0).promoted
+    worse = register(2, 19.0)
+    assert (worse.version, worse.promoted, worse.champion, worse.challenger) == ("2", False, "1", "2")
+    assert "does not beat 20 of champion v1" in worse.reason
+    client = registry.client()
+    assert client.get_model_version(name, "2").tags["promotion"] == worse.reason
+    better = register(3, 21.5)
+    assert (better.promoted, better.champion, better.challenger) == (True, "3", None)
+    assert "21.5 > 20 of champion v1 (same test split)" in better.reason
+
+
+def test_a_champion_scored_on_another_split_is_rescored(sqlite_store, tmp_path):
+    evaluation = evaluation_of(sqlite_store)
+    models, name = tmp_path / "models", "rescore-hint"
+    log_toy_model(models, "hint", seed=1)
+    registry.register_model("hint", name, "hint.chi2", "min", models / "hint", evaluation, {})
+    log_toy_model(models, "hint", seed=2)
+    new_split = {**evaluation, "split_fingerprint": "another-split", "hint": {"chi2": 0.5, "kl": 1.0}}
+    asked = []
+
+    def rescore(uri: str) -> dict:
+        asked.append(uri)
+        return {"chi2": 0.4, "kl": 0.9}
+
+    result = registry.register_model(
+        "hint", name, "hint.chi2", "min", models / "hint", new_split, {}, rescore
+    )
+    assert asked == [f"models:/{name}/1"]
+    assert not result.promoted and "re-scored on this test split" in result.reason
+
+
+def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sqlite_store, tmp_path):
+    params = load_params(sqlite_store)
+    registry.run_register(params)  # v1 champions (idempotent if an earlier test made them)
+    models = tmp_path / "models"
+    shutil.copytree(params.registry.models_dir, models)
+    log_toy_model(models, "cgan", seed=5)  # a new cgan run
+    evaluation = evaluation_of(sqlite_store)
+    evaluation |= {"split_fingerprint": "changed", "cgan": {**evaluation["cgan"], "psnr": 0.0}}
+    (tmp_path / "evaluation.json").write_text(json.dumps(evaluation))
+    moved = load_params(
+        sqlite_store,
+        {
+            "registry.models_dir": str(models),
+            "registry.evaluation": str(tmp_path / "evaluation.json"),
+            "registry.out": str(tmp_path / "registry.json"),
+        },
+    )
+    cnn, cgan, hint = registry.run_register(moved)
+    assert not cnn.registered and not hint.registered
+    assert cgan.registered and not cgan.promoted and cgan.champion == "1"
+    # The champion was loaded from the registry and scored on the current split: its real PSNR.
+    champion_psnr = evaluation_of(sqlite_store)["cgan"]["psnr"]
+    assert f"does not beat {champion_psnr:g} of champion v1 (champion re-scored" in cgan.reason
+
+
+def test_registered_models_colour_like_the_local_folders(sqlite_store):
+    params = load_params(sqlite_store)
+    registry.run_register(params)
+    split = load_split(params.evaluate)
+    local = load_models(params.registry.models_dir)
+    generator, config = registry.load_registered("models:/lineart-cgan@champion")
+    hint_net, _ = registry.load_registered("models:/lineart-hint@champion")
+    assert config["kind"] == "cgan" and config["image_size"] == IMAGE_SIZE
+    expected_hint = predict_hint(local["hint"], split.lineart)
+    np.testing.assert_allclose(predict_hint(hint_net, split.lineart), expected_hint, atol=1e-5)
+    got = colorize(generator, split.lineart, split.hint).astype(int)
+    assert np.abs(got - colorize(local["cgan"], split.lineart, split.hint)).max() <= 1
+
+
+def test_refusals_are_one_line(sqlite_store, tmp_path, monkeypatch):
+    with pytest.raises(RegistryError, match="no alias 'nope' on 'lineart-cgan'"):
+        registry.load_registered("models:/lineart-cgan@nope")
+    with pytest.raises(RegistryError, match="model not found: models:/absent@champion"):
+        registry.load_registered("models:/absent@champion")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'missing.db'}")
+    with pytest.raises(RegistryError, match="no MLflow registry at"):
+        registry.load_registered("models:/lineart-cgan@champion")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_log_evaluation_adds_a_run_with_the_figure(sqlite_store):
+    params = load_params(sqlite_store)
+    result = evaluation_of(sqlite_store)
+    figure = Path(params.evaluate.reports) / "comparison.png"
+    runs = {"cgan": json.loads((Path(params.registry.models_dir) / "cgan/run.json").read_text())["run_id"]}
+    run_id = registry.log_evaluation(EXPERIMENT, result, figure, runs)
+    client = registry.client()
+    run = client.get_run(run_id)
+    assert run.data.metrics["cgan.psnr"] == pytest.approx(result["cgan"]["psnr"])
+    assert [a.path for a in client.list_artifacts(run_id, "reports")] == ["reports/comparison.png"]
+    assert "test.cgan_auto_hint.ssim" in client.get_run(runs["cgan"]).data.metrics
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout}s")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on a free 127.0.0.1 port over a fresh sqlite store with proxied artifacts."""
+    port = free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    cmd = [
+        str(MLFLOW),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "mlartifacts"),
+    ]
+    log = (tmp_path / "server.log").open("w")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # not the client's setting
+    # The job runner (GenAI jobs) would add five worker processes and seconds of start-up.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # Its own session: the server forks uvicorn, and stopping must reach that child too.
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=store, env=env, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, timeout=90.0)
+        yield url
+    finally:
+        stop_group(proc)
+        log.close()
+        mlflow.set_tracking_uri(None)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the server's process group, wait, SIGKILL it if it does not go."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_registry_through_mlflow_server(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    params_file = build_project(tmp_path / "project")
+    params = load_params(params_file)
+    for kind in ("cnn", "cgan", "hint"):
+        log_toy_model(Path(params.registry.models_dir), kind)
+    run_evaluate(params.evaluate)
+    registry.run_register(params)
+
+    api = f"{mlflow_server}/api/2.0/mlflow/registered-models"
+    found = requests.get(f"{api}/search", params={"max_results": 100}, timeout=10).json()["registered_models"]
+    aliases = {m["name"]: {a["alias"]: a["version"] for a in m.get("aliases", [])} for m in found}
+    assert aliases == {name: {CHAMPION: "1"} for name in ("lineart-cnn", "lineart-cgan", "lineart-hint")}
+    champion = requests.get(f"{api}/alias", params={"name": "lineart-cgan", "alias": CHAMPION}, timeout=10)
+    assert champion.status_code == 200 and champion.json()["model_version"]["version"] == "1"
+    assert CHALLENGER not in aliases["lineart-cgan"]
+
+    # A colour image the models never saw, not square and not the model's size.
+    rng = np.random.default_rng(7)
+    image = np.full((90, 130, 3), 250, np.uint8)
+    cv2.circle(image, (60, 45), 30, tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
+    source = tmp_path / "unseen.png"
+    cv2.imwrite(str(source), image)
+    out = tmp_path / "out" / "unseen.png"
+    result = CliRunner().invoke(
+        app, ["colorize", str(source), "-o", str(out), "--params", str(params_file), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    written = cv2.imread(str(out))
+    assert written is not None and written.shape == image.shape

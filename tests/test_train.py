@@ -1,0 +1,216 @@
+"""The training loop: exact resume after SIGKILL, NaN stop, hint steering, MLflow on / off.
+
+Everything trains tiny networks on a small synthetic store at 32 px, so each test takes
+seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from colorization import train as train_module
+from colorization.acquire import run_acquire
+from colorization.config import load_params
+from colorization.histogram import color_histogram
+from colorization.inference import colorize, predict_hint
+from colorization.models import load_trained
+from colorization.preprocess import build_histograms, build_lineart
+from colorization.train import NonFiniteLoss, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "train.mlflow": False,
+    "train.checkpoint_every": 10,
+    "train.sample_every": 1000,
+    "train.log_every": 10,
+    "train.cnn.base_channels": 8,
+    "train.cnn.depth": 2,
+    "train.cnn.hint_dim": 16,
+    "train.cgan.base_channels": 8,
+    "train.cgan.depth": 5,
+    "train.cgan.hint_dim": 32,
+    "train.cgan.disc_channels": 8,
+    "train.cgan.disc_layers": 2,
+    "train.cgan.batch_size": 8,
+    "train.hint.base_channels": 8,
+    "train.hint.depth": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def store_params(tmp_path_factory) -> Path:
+    """A params file whose store holds 160 synthetic images at 32 px (built once per module)."""
+    root = tmp_path_factory.mktemp("store")
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["acquire"].update(out=str(root / "raw"), source="synthetic", min_size=32)
+    p["acquire"]["synthetic"].update(count=160, size=64)
+    p["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=32, workers=1)
+    p["histograms"].update(raw=str(root / "raw"), out=str(root / "histograms.parquet"), workers=1)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    params = load_params(path)
+    run_acquire(params.acquire)
+    build_lineart(params.lineart)
+    build_histograms(params.histograms)
+    return path
+
+
+def tiny_params(path: Path, **overrides):
+    return load_params(path, {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}})
+
+
+def run_folder(tmp_path: Path, name: str) -> dict:
+    return {
+        "out_dir": tmp_path / name / "model",
+        "checkpoint_dir": tmp_path / name / "checkpoints",
+        "plots_path": tmp_path / name / "losses.csv",
+    }
+
+
+def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Path):
+    steps = 60
+    reference = train(tiny_params(store_params), "cgan", steps=steps, **run_folder(tmp_path, "reference"))
+
+    # The same run as a CLI process (cwd = its own folder, so its default output paths land
+    # there), SIGKILLed once a checkpoint exists, then started again.
+    work = tmp_path / "killed"
+    work.mkdir()
+    data = yaml.safe_load(store_params.read_text())
+    for dotted, value in TINY.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    data["train"]["cgan"]["steps"] = steps
+    (work / "params.yaml").write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "colorization", "train", "cgan", "--params", "params.yaml"]
+    checkpoint = work / "checkpoints" / "cgan" / "last.pt"
+
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists():
+        assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "no checkpoint within 60 s"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = torch.load(checkpoint, weights_only=True)["step"]
+    assert 0 < killed_at < steps
+    assert not (work / "models" / "cgan").exists()
+
+    resumed = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming cgan from step {killed_at}" in resumed.stderr
+
+    expected = torch.load(reference / "model.pt", weights_only=True)
+    got = torch.load(work / "models" / "cgan" / "model.pt", weights_only=True)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    # The loss log reads as one uninterrupted run, too.
+    ref_rows = (tmp_path / "reference" / "losses.csv").read_text()
+    assert (work / "plots" / "train" / "cgan.csv").read_text() == ref_rows
+    assert len(ref_rows.splitlines()) == steps + 1
+    assert not checkpoint.exists()  # a finished run leaves no resume state behind
+
+
+def test_non_finite_loss_stops_naming_the_step(store_params: Path, tmp_path: Path, monkeypatch):
+    real_step = train_module.STEPS["cnn"]
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        losses = real_step(*args)
+        return {"loss": losses["loss"] * float("nan")} if calls["n"] == 13 else losses
+
+    monkeypatch.setitem(train_module.STEPS, "cnn", poisoned)
+    paths = run_folder(tmp_path, "nan")
+    with pytest.raises(NonFiniteLoss, match=r"step 13 .*last good checkpoint kept"):
+        train(tiny_params(store_params), "cnn", steps=30, **paths)
+    assert torch.load(paths["checkpoint_dir"] / "last.pt", weights_only=True)["step"] == 10
+    assert not paths["out_dir"].exists()
+
+
+def test_hint_steers_cgan_output_histogram(store_params: Path, tmp_path: Path):
+    params = tiny_params(store_params, train__cgan__lr=0.002)
+    model_dir = train(params, "cgan", steps=300, **run_folder(tmp_path, "steer"))
+    generator = load_trained(model_dir)
+    from colorization.store import ProcessedStore
+
+    images = ProcessedStore(params.lineart.out, params.histograms.out).load("train", limit=48)
+    other = np.roll(images.hint, 7, axis=0)  # another picture's colours: other background hue
+
+    def distances(hints, outputs):  # L1 between each output's histogram and the given hint
+        return np.array([np.abs(color_histogram(o) - h).sum() for o, h in zip(outputs, hints, strict=True)])
+
+    own_out = colorize(generator, images.lineart, images.hint)
+    other_out = colorize(generator, images.lineart, other)
+    # Same line art, another hint: the output's histogram moves toward that hint, for most
+    # pictures and on average.
+    before, after = distances(other, own_out), distances(other, other_out)
+    assert (after < before).mean() >= 0.75
+    assert after.mean() < before.mean() - 0.05
+
+
+def test_losses_fall_and_outputs_are_published(store_params: Path, tmp_path: Path):
+    paths = run_folder(tmp_path, "hint")
+    model_dir = train(tiny_params(store_params), "hint", steps=40, **paths)
+    kl = np.loadtxt(paths["plots_path"], delimiter=",", skiprows=1)[:, 1]
+    assert kl[-10:].mean() < kl[:10].mean()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["kind"] == "hint" and config["image_size"] == 32
+    assert json.loads((model_dir / "run.json").read_text())["run_id"] is None  # tracking off
+    assert (model_dir / "samples.png").exists()
+    hints = predict_hint(load_trained(model_dir), np.full((2, 32, 32), 255, np.uint8))
+    np.testing.assert_allclose(hints.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_path: Path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tiny_params(store_params, train__mlflow=True, train__sample_every=5, train__experiment="t")
+    model_dir = train(params, "cnn", steps=12, **run_folder(tmp_path, "tracked"))
+    run_info = json.loads((model_dir / "run.json").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["cnn.lr"] == str(params.train.cnn.lr)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 13))
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the sqlite file
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert any("samples" in p for p in images)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(run_info["model_uri"])
+    assert served.metadata.signature is not None
+    from colorization.models.serving import pack
+
+    packed = pack(np.full((2, 32, 32), 255, np.uint8), np.full((2, 512), 1 / 512, np.float32))
+    assert served.predict(packed).shape == (2, 32, 32, 3)
+
+
+def test_training_runs_without_mlflow_installed(store_params: Path, tmp_path: Path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
+    monkeypatch.delitem(sys.modules, "colorization.tracking.runs", raising=False)
+    params = tiny_params(store_params, train__mlflow=True)
+    model_dir = train(params, "hint", steps=3, **run_folder(tmp_path, "no-mlflow"))
+    assert json.loads((model_dir / "run.json").read_text())["run_id"] is None
+    assert "training without tracking" in caplog.text
+
+
+def test_importing_the_training_path_does_not_import_mlflow():
+    code = "import sys, colorization.train, colorization.cli; assert 'mlflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
