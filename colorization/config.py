@@ -192,6 +192,9 @@ class PipelineParams(Strict):
     cron: str  # schedule of the deployment, five fields
     timezone: str  # IANA name the cron is read in
     parallel_trainings: PositiveInt  # trainings at once; above 1 only where the device has room
+    task_runner: Literal["local", "dask"]  # dask: lineart/histograms shards mapped over a Dask cluster
+    dask_address: str | None  # scheduler address (tcp://host:8786); null = a temporary LocalCluster
+    dask_workers: PositiveInt  # workers of that LocalCluster, one thread each
     retries: NonNegInt  # extra attempts of network steps (acquire)
     retry_delay_s: Annotated[float, Field(ge=0.0)]  # first retry delay; doubles per attempt
     dvc_push: bool  # push the committed outputs when the repo has a default DVC remote

@@ -14,6 +14,15 @@ CPU tip: OpenMP's idle threads spin by default, the fastest for one training alo
 several torch processes share the cores (parallel trainings, tests beside a run), export
 OMP_WAIT_POLICY=PASSIVE: measured on 2 cores, two concurrent trainings run ~10x faster
 with it, a lone training ~2x slower.
+
+Several processes: `torchrun --nproc_per_node N -m colorization train cnn` trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPU). Each rank takes a disjoint shard of the
+train split (every N-th image) and `batch_size` images per step from it, so the global batch
+is N x batch_size; gradients are averaged, the logged losses are the mean over ranks. All
+ranks draw from the same seeded generator (on different shards), so the rank-0 checkpoint
+resumes every rank exactly. Rank 0 alone writes the CSV, MLflow run, checkpoints and the
+model folder. BatchNorm stays per rank (statistics of the local batch; running stats follow
+rank 0), no SyncBatchNorm.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +39,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from colorization.atomic import atomic_path, atomic_write_text, publish_dir
 from colorization.augment import Batch, DeviceData, sample_batch
@@ -165,7 +177,7 @@ STEPS = {"cnn": cnn_step, "cgan": cgan_step, "hint": hint_step}
 # ---------------------------------------------------------------- checkpoints
 
 
-def fingerprint(kind: str, params: Params, store: ProcessedStore) -> str:
+def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the run except its length."""
     section = getattr(params.train, kind).model_dump(exclude={"steps"})
     key = {
@@ -177,6 +189,8 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore) -> str:
         "histograms": str(params.histograms.out),
         "code": _code_digest(),  # a checkpoint of other code is not this run's past
     }
+    if world > 1:  # the shards and the global batch depend on the number of ranks
+        key["world_size"] = world
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -251,6 +265,14 @@ class LossCsv:
         self.file.close()
 
 
+class NoLossCsv:
+    """Stands in for LossCsv on the ranks other than 0 of a DDP run."""
+
+    def write(self, step: int, values: dict[str, float]) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class NoTracking:
     """Stands in for colorization.tracking.runs.TrainingRun when MLflow is off or missing."""
 
@@ -302,6 +324,35 @@ def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
         net.train()
 
 
+# ---------------------------------------------------------------- several processes (torchrun)
+
+
+def shard(data: DeviceData, rank: int, world: int) -> DeviceData:
+    """This rank's disjoint share of the images: every world-th one, the same count on every rank."""
+    per_rank = len(data) // world
+    if per_rank == 0:
+        raise ValueError(f"{len(data)} training images cannot be split across {world} ranks")
+    pick = slice(rank, per_rank * world, world)
+    return DeviceData(color=data.color[pick], lineart=data.lineart[pick], hint=data.hint[pick])
+
+
+def mean_over_ranks(losses: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
+    """The losses averaged over the ranks (one all-reduce), so every rank logs and checks the same."""
+    stacked = torch.stack([v.float() for v in losses.values()])
+    dist.all_reduce(stacked)
+    return dict(zip(losses, stacked / world, strict=True))
+
+
+def weights_hash(nets: Nets) -> str:
+    """A digest of the trainable weights (BatchNorm running stats are per rank, not included)."""
+    digest = hashlib.sha256()
+    for name, module in sorted(nets.modules.items()):
+        for key, value in sorted(module.named_parameters()):
+            digest.update(f"{name}.{key}".encode())
+            digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -323,6 +374,14 @@ def train(
     plots_path = Path(plots_path or Path("plots") / "train" / f"{kind}.csv")
 
     device = pick_device(cfg.device)
+    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # launched by torchrun
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    if ddp:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0  # the one process that logs and writes files
     configure(device, cfg.seed)
 
     # Data: the train split on the device once; a few validation images for sample grids.
@@ -330,6 +389,8 @@ def train(
     data = DeviceData.from_split(store.load("train"), device)
     if len(data) == 0:
         raise ValueError(f"the train split of {params.lineart.out} is empty")
+    if ddp:
+        data = shard(data, rank, world)
     if kind != "hint" and store.image_size % 2**section.depth:
         raise ValueError(
             f"train.{kind}.depth {section.depth} needs an image size divisible by {2**section.depth}, "
@@ -340,31 +401,41 @@ def train(
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # every batch index and augmentation draw
 
     nets = build_nets(kind, params, device)
-    tag = fingerprint(kind, params, store)
-    state = load_checkpoint(checkpoint, tag, device)
+    tag = fingerprint(kind, params, store, world)
+    state = load_checkpoint(checkpoint, tag, device)  # under DDP every rank loads rank 0's
     start = 0
     if state is not None:
         restore(state, nets, gen)
         start = int(state["step"])
         log.info("resuming %s from step %d (%s)", kind, start, checkpoint)
+    if ddp:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
+        ids = [device.index] if device.type == "cuda" else None
+        nets.forward = {k: DistributedDataParallel(v, device_ids=ids) for k, v in nets.modules.items()}
+        if cfg.compile:
+            nets.forward = {k: torch.compile(v) for k, v in nets.forward.items()}
 
-    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], resume_step=start)
-    tracking = open_tracking(params, kind, resume_id=(state or {}).get("run_id") or None)
+    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], resume_step=start) if master else NoLossCsv()
+    resume_id = (state or {}).get("run_id") or None
+    tracking = open_tracking(params, kind, resume_id) if master else NoTracking()
     tracking.log_params(
         {
             "model": kind,
             "train": cfg.model_dump(exclude={"cnn", "cgan", "hint"}),
             kind: section.model_dump(),
             "image_size": store.image_size,
-            "train_images": len(data),
+            "train_images": len(data) * world,
             "device": str(device),
+            "world_size": world,
         }
     )
     step_fn, fmt = STEPS[kind], memory_format(device)
     log.info(
-        "training %s on %s: %d images at %dpx, steps %d..%d",
+        "training %s on %s (rank %d of %d): %d images at %dpx, steps %d..%d",
         kind,
         device,
+        rank,
+        world,
         len(data),
         store.image_size,
         start + 1,
@@ -374,7 +445,10 @@ def train(
     try:
         for step in range(start + 1, steps + 1):
             batch = sample_batch(data, section.batch_size, gen, cfg.augment, fmt)
-            values = {k: v.item() for k, v in step_fn(nets, batch, params, device).items()}
+            losses = step_fn(nets, batch, params, device)
+            if ddp:
+                losses = mean_over_ranks(losses, world)
+            values = {k: v.item() for k, v in losses.items()}
             bad = {k: v for k, v in values.items() if not math.isfinite(v)}
             if bad:
                 kept = (
@@ -383,22 +457,32 @@ def train(
                 raise NonFiniteLoss(f"{kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
             losses_csv.write(step, values)
             tracking.log_metrics(values, step)
-            if step % cfg.log_every == 0:
-                rate = (step - start) * section.batch_size / (time.perf_counter() - t0)
+            if step % cfg.log_every == 0 and master:
+                rate = (step - start) * section.batch_size * world / (time.perf_counter() - t0)
                 log.info("%s step %d/%d %s (%.0f img/s)", kind, step, steps, _fmt(values), rate)
-            if step % cfg.sample_every == 0:
+            if step % cfg.sample_every == 0 and master:
                 tracking.log_image(preview(kind, nets, shown, device), key="samples", step=step)
             if step % cfg.checkpoint_every == 0 or step == steps:
                 # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays
                 # the steps after it without logging any step twice.
                 losses_csv.flush()
                 tracking.flush()
-                save_checkpoint(checkpoint, step, nets, gen, tag, tracking.run_id)
+                if master:
+                    save_checkpoint(checkpoint, step, nets, gen, tag, tracking.run_id)
+                if ddp:
+                    dist.barrier()
     except BaseException:
         losses_csv.close()
         tracking.finish("FAILED")
+        if ddp:
+            dist.destroy_process_group()
         raise
     losses_csv.close()
+    if ddp:
+        log.debug("rank %d weights %s", rank, weights_hash(nets))  # the same on every rank
+        if not master:  # rank 0 alone publishes
+            dist.destroy_process_group()
+            return out_dir
 
     # Publish: model.pt (state_dict), config.json, samples.png, run.json, all at once.
     grid = preview(kind, nets, shown, device)
@@ -421,6 +505,8 @@ def train(
     publish_dir(staging, out_dir)
     checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
     tracking.finish()
+    if ddp:
+        dist.destroy_process_group()
     log.info("%s trained in %.1fs -> %s", kind, time.perf_counter() - t0, out_dir)
     return out_dir
 

@@ -19,7 +19,7 @@ import argparse
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from colorization.config import (
     LineartParams,
     Params,
     ParamsError,
+    PipelineParams,
     load_params,
 )
 from tasks import data, dvc, model, summary
@@ -109,13 +110,51 @@ def acquire_stage(params: AcquireParams, retries: int = 3, retry_delay_s: float 
 
 
 @flow(name="lineart")
-def lineart_stage(params: LineartParams) -> dict:
-    return call_pure(data.lineart, params=params)
+def lineart_stage(params: LineartParams, sharded: bool = False) -> dict:
+    """`sharded`: map the shards over this flow's task runner (give it a DaskTaskRunner)."""
+    return call_pure(data.lineart, params=params, sharded=sharded)
 
 
 @flow(name="histograms")
-def histograms_stage(params: HistogramParams) -> dict:
-    return call_pure(data.histograms, params=params)
+def histograms_stage(params: HistogramParams, sharded: bool = False) -> dict:
+    """`sharded`: map the shards over this flow's task runner (give it a DaskTaskRunner)."""
+    return call_pure(data.histograms, params=params, sharded=sharded)
+
+
+# A temporary LocalCluster's workers are processes (one thread each): OpenCV and NumPy then
+# use one core per worker without contending for the GIL.
+LOCAL_CLUSTER_PROCESSES = True
+
+
+@contextmanager
+def preprocessing_runner(settings: PipelineParams) -> Iterator[Any]:
+    """The task runner `lineart` and `histograms` map their shards over; None = local processes.
+
+    `pipeline.task_runner: dask` with `pipeline.dask_address` null starts a LocalCluster of
+    `pipeline.dask_workers` workers for as long as the block runs; else it joins that scheduler.
+    """
+    if settings.task_runner == "local":
+        yield None
+        return
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address:
+        yield DaskTaskRunner(address=settings.dask_address)
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=settings.dask_workers,
+        threads_per_worker=1,
+        processes=LOCAL_CLUSTER_PROCESSES,
+        dashboard_address=None,
+    ) as cluster:
+        yield DaskTaskRunner(address=cluster.scheduler_address)
+
+
+def on_runner(stage, runner):
+    """`stage` (a subflow) running its tasks on `runner`, or as it is when runner is None."""
+    return stage if runner is None else stage.with_options(task_runner=runner)
 
 
 @flow(name="train")
@@ -158,17 +197,28 @@ def pipeline(
 
     `until` names the last stage to run (default: all, up to register).
     """
-    with working_directory(workdir) as root, domain_logs_in_prefect():
+    with working_directory(workdir) as root, domain_logs_in_prefect(), ExitStack() as cluster:
         params = load_params(params_path, overrides)
         changed = changed_params(params_path, overrides)
         settings = params.pipeline
         trainer = train_stage.with_options(
             task_runner=ThreadPoolTaskRunner(max_workers=settings.parallel_trainings)
         )
+        runner: list[Any] = []  # the preprocessing task runner, started when lineart first needs it
+
+        def preprocessing() -> Any:
+            if not runner:
+                runner.append(cluster.enter_context(preprocessing_runner(settings)))
+            return runner[0]
+
+        def sharded(stage, stage_params) -> dict:
+            mapped = preprocessing()
+            return on_runner(stage, mapped)(stage_params, sharded=mapped is not None)
+
         plan = {
             "acquire": lambda: acquire_stage(params.acquire, settings.retries, settings.retry_delay_s),
-            "lineart": lambda: lineart_stage(params.lineart)["meta"],
-            "histograms": lambda: {"count": histograms_stage(params.histograms)["count"]},
+            "lineart": lambda: sharded(lineart_stage, params.lineart)["meta"],
+            "histograms": lambda: {"count": sharded(histograms_stage, params.histograms)["count"]},
             "train": lambda: {kind: r["run"] for kind, r in trainer(params).items()},
             "evaluate": lambda: evaluate_stage(params),
             "register": lambda: register_stage(params),
@@ -194,6 +244,8 @@ def pipeline(
                     run["data"][name] = result
                 elif name == "evaluate":
                     run["evaluate_run_id"] = result["mlflow_run_id"]
+                if name == "histograms":
+                    cluster.close()  # the Dask cluster, if one was started, is done
                 if name == until:
                     break
             run["dvc_remote"] = dvc.push(run["dvc_committed"]) if settings.dvc_push else None

@@ -80,27 +80,69 @@ def _manifest(inputs: dict) -> list[Path]:
 CODE = ("colorization.histogram", "colorization.lineart", "colorization.preprocess", "colorization.store")
 
 
+def _params_only(inputs: dict) -> dict:
+    return {"params": inputs["params"]}  # `sharded` picks where the work runs, not what it makes
+
+
+# A shard is a pure function of its images: a failed or lost one (a Dask worker gone) is
+# run again; its outputs are written atomically, so a retry never sees a half-written file.
+SHARD_RETRIES = 2
+
+
+@task(name="lineart_shard", retries=SHARD_RETRIES, retry_delay_seconds=1)
+def lineart_shard(job) -> int:
+    from colorization.preprocess import run_lineart_shard
+
+    return run_lineart_shard(job)
+
+
+@task(name="histogram_shard", retries=SHARD_RETRIES, retry_delay_seconds=1)
+def histogram_shard(job) -> int:
+    from colorization.preprocess import run_histogram_shard
+
+    return run_histogram_shard(job)
+
+
+def _map_shards(shard_task, jobs: list) -> None:
+    """Run `shard_task` on every job over the flow's task runner; raise if any shard failed."""
+    if jobs:
+        for future in shard_task.map(jobs):
+            future.result()  # raises the first failure (after its retries)
+
+
 @task(
     name="build_lineart",
-    cache_key_fn=files_and_params_key(reads=_manifest, code=CODE),
+    cache_key_fn=files_and_params_key(reads=_manifest, code=CODE, key_args=_params_only),
     persist_result=True,
 )
-def lineart(params: LineartParams) -> dict:
-    from colorization.preprocess import build_lineart
+def lineart(params: LineartParams, sharded: bool = False) -> dict:
+    """The `lineart` stage; `sharded` maps its shards over the flow's task runner (Dask)."""
+    from colorization import preprocess
 
-    meta = build_lineart(params)
+    if sharded:
+        plan = preprocess.plan_lineart(params)
+        _map_shards(lineart_shard, plan.jobs)
+        meta = preprocess.finish_lineart(params, plan)
+    else:
+        meta = preprocess.build_lineart(params)
     return {"meta": meta, "outputs": outputs_digest([params.out])}
 
 
 @task(
     name="build_histograms",
-    cache_key_fn=files_and_params_key(reads=_manifest, code=CODE),
+    cache_key_fn=files_and_params_key(reads=_manifest, code=CODE, key_args=_params_only),
     persist_result=True,
 )
-def histograms(params: HistogramParams) -> dict:
-    from colorization.preprocess import build_histograms
+def histograms(params: HistogramParams, sharded: bool = False) -> dict:
+    """The `histograms` stage; `sharded` maps its shards over the flow's task runner (Dask)."""
+    from colorization import preprocess
 
-    count = build_histograms(params)
+    if sharded:
+        plan = preprocess.plan_histograms(params)
+        _map_shards(histogram_shard, plan.jobs)
+        count = preprocess.finish_histograms(params, plan)
+    else:
+        count = preprocess.build_histograms(params)
     return {"count": count, "outputs": outputs_digest([params.out])}
 
 
