@@ -146,7 +146,7 @@ def evaluate(
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log the evaluation to MLflow"),
 ) -> None:
     """Score every method on the test split; write metrics/evaluation.json and reports/comparison.png."""
-    from colorization.evaluate import METHODS, run_evaluate
+    from colorization.evaluate import METHODS, evaluate_stage
 
     overrides = {
         "evaluate.models_dir": str(models_dir) if models_dir else None,
@@ -154,15 +154,8 @@ def evaluate(
         "evaluate.max_images": max_images,
     }
     params = params_or_exit(params_file, overrides)
-    log_run = None
-    if params.train.mlflow and not no_mlflow:
-        from colorization.tracking.registry import log_evaluation
-
-        def log_run(result, figure, runs):
-            log_evaluation(params.train.experiment, result, figure, runs)
-
     try:
-        result = run_evaluate(params.evaluate, log_run=log_run)
+        result, _ = evaluate_stage(params, track=not no_mlflow)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err), code=1)
     keys = ("psnr", "ssim", "l1", "hint_chi2", "colorfulness")

@@ -27,7 +27,7 @@ import numpy as np
 
 from colorization import metrics as m
 from colorization.atomic import atomic_write_text
-from colorization.config import EvaluateParams
+from colorization.config import EvaluateParams, Params
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import bin_centers
 from colorization.store import ProcessedStore, Split
@@ -241,3 +241,20 @@ def source_runs(models_dir: str | Path) -> dict[str, str]:
         if path.exists():
             runs[name] = json.loads(path.read_text())["run_id"]
     return runs
+
+
+def evaluate_stage(params: Params, track: bool = True) -> tuple[dict, str | None]:
+    """The evaluate stage as the CLI, DVC and Prefect all run it.
+
+    Returns the metrics and the id of the MLflow run holding them (None when tracking is off).
+    """
+    logged: dict[str, str] = {}
+    log_run = None
+    if params.train.mlflow and track:
+        from colorization.tracking.registry import log_evaluation
+
+        def log_run(result, figure, runs):
+            logged["run_id"] = log_evaluation(params.train.experiment, result, figure, runs)
+
+    return run_evaluate(params.evaluate, log_run=log_run), logged.get("run_id")
+

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from colorization.atomic import atomic_path
 from colorization.histogram import bin_centers
 
 
@@ -82,6 +83,7 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
                 ax.set_title(f"{ex.image_id}: {title}" if (r, c) == (0, 0) else title, fontsize=9)
                 ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path

@@ -64,18 +64,10 @@ def evaluate(params: Params) -> dict:
 
     Returns the metrics and the id of the MLflow run holding them (None without MLflow).
     """
-    from colorization.evaluate import run_evaluate
+    from colorization.evaluate import evaluate_stage
 
-    logged: dict[str, str] = {}
-    log_run = None
-    if params.train.mlflow:
-        from colorization.tracking.registry import log_evaluation
-
-        def log_run(result, figure, runs):
-            logged["run_id"] = log_evaluation(params.train.experiment, result, figure, runs)
-
-    metrics = run_evaluate(params.evaluate, log_run=log_run)
-    return {"metrics": metrics, "mlflow_run_id": logged.get("run_id")}
+    metrics, run_id = evaluate_stage(params)
+    return {"metrics": metrics, "mlflow_run_id": run_id}
 
 
 @task(name="register")
