@@ -97,9 +97,11 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     data["train"]["cgan"]["steps"] = steps
     (work / "params.yaml").write_text(yaml.safe_dump(data))
     cmd = [sys.executable, "-m", "colorization", "train", "cgan", "--params", "params.yaml"]
+    # Float sums depend on the thread count: the child must use this process's.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     checkpoint = work / "checkpoints" / "cgan" / "last.pt"
 
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not checkpoint.exists():
         assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read().decode()}"
@@ -112,7 +114,7 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     assert 0 < killed_at < steps
     assert not (work / "models" / "cgan").exists()
 
-    resumed = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming cgan from step {killed_at}" in resumed.stderr
 
