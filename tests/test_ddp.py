@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
@@ -15,15 +14,10 @@ import yaml
 from colorization.acquire import run_acquire
 from colorization.config import load_params
 from colorization.preprocess import build_histograms, build_lineart
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "torchrun"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")

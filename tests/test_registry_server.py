@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -32,6 +29,7 @@ from colorization.models.serving import PackedColorizer, PackedHint, pack
 from colorization.tracking import registry
 from colorization.tracking.registry import CHALLENGER, CHAMPION, RegistryError
 from colorization.tracking.runs import TrainingRun
+from tests.servers import free_port, stop_group, wait_healthy
 from tests.test_evaluate import IMAGE_SIZE, build_project, save_model_dir
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -207,26 +205,6 @@ def test_log_evaluation_adds_a_run_with_the_figure(sqlite_store):
 # ---------------------------------------------------------------- a real server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout}s")
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`mlflow server` on a free 127.0.0.1 port over a fresh sqlite store with proxied artifacts."""
@@ -263,18 +241,6 @@ def mlflow_server(tmp_path):
         stop_group(proc)
         log.close()
         mlflow.set_tracking_uri(None)
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group, wait, SIGKILL it if it does not go."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        proc.wait()
 
 
 @pytest.mark.slow

@@ -9,16 +9,14 @@ s3://...`, so clients need only MLFLOW_TRACKING_URI and never an S3 credential.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
+
+from tests.servers import free_port, stop_group, wait_healthy
 
 pytest.importorskip("dvc_s3", reason="the s3 extra: pip install -e '.[s3]'")
 boto3 = pytest.importorskip("boto3")
@@ -43,12 +41,6 @@ AWS_SETTINGS = (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -130,32 +122,6 @@ def test_dvc_push_then_pull_from_an_empty_cache_restores_the_data(s3, tmp_path):
 
 
 # ---------------------------------------------------------------- MLflow
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group (it forks uvicorn), SIGKILL it if it does not go."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        proc.wait()
 
 
 @pytest.fixture
