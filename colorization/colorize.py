@@ -262,16 +262,15 @@ def colorize_files(
     return [dst for _, dst in pairs]
 
 
-def resolve_hints(
-    reference: Path | None, palette: str | None, hint_model: str | None, device: str
-) -> HintSource:
+def given_hint(reference: Path | None, palette: str | None) -> np.ndarray | None:
+    """The user's hint from --reference or --palette; None means: predict it."""
     if reference is not None and palette is not None:
         raise ColorizeError("give --reference or --palette, not both")
     if reference is not None:
-        return HintSource(fixed=reference_hint(reference))
+        return reference_hint(reference)
     if palette is not None:
-        return HintSource(fixed=parse_palette(palette))
-    return HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, device, ("hint",)))
+        return parse_palette(palette)
+    return None
 
 
 def run_colorize(
@@ -290,6 +289,10 @@ def run_colorize(
 
     pairs = collect_inputs(inputs, out)
     torch_device = str(pick_device(device))
-    hints = resolve_hints(reference, palette, hint_model, torch_device)  # a bad palette fails before loading
+    fixed = given_hint(reference, palette)  # a bad palette fails before any model loads
     generator = load_model(model, torch_device, GENERATOR_KINDS)
+    if fixed is not None:
+        hints = HintSource(fixed=fixed)
+    else:
+        hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, ("hint",)))
     return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size)
