@@ -29,6 +29,17 @@ def params_dict() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+def synthetic_data_params(root: Path, count: int, image_size: int) -> dict:
+    """The repository's params with the data stages writing under `root`: `count` synthetic
+    64 px pictures, line art at `image_size`, one worker."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["acquire"].update(out=str(root / "raw"), source="synthetic", min_size=32)
+    p["acquire"]["synthetic"].update(count=count, size=64)
+    p["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=image_size, workers=1)
+    p["histograms"].update(raw=str(root / "raw"), out=str(root / "histograms.parquet"), workers=1)
+    return p
+
+
 @pytest.fixture
 def small_params(tmp_path: Path, params_dict: dict) -> Path:
     """params.yaml pointed at tmp_path, with a tiny synthetic dataset."""

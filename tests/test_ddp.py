@@ -14,6 +14,7 @@ import yaml
 from colorization.acquire import run_acquire
 from colorization.config import load_params
 from colorization.preprocess import build_histograms, build_lineart
+from tests.conftest import synthetic_data_params
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,11 +24,7 @@ TORCHRUN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "torchr
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
 def test_two_ranks_train_identical_weights_one_mlflow_run(tmp_path: Path):
     mlflow = pytest.importorskip("mlflow")
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["acquire"].update(out=str(tmp_path / "raw"), source="synthetic", min_size=32)
-    p["acquire"]["synthetic"].update(count=24, size=64)
-    p["lineart"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "lineart"), image_size=32, workers=1)
-    p["histograms"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "hist.parquet"), workers=1)
+    p = synthetic_data_params(tmp_path, count=24, image_size=32)
     p["train"].update(mlflow=True, experiment="ddp", checkpoint_every=3, sample_every=1000, log_every=1)
     p["train"]["cnn"].update(base_channels=8, depth=2, hint_dim=16, batch_size=4)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

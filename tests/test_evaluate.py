@@ -33,6 +33,7 @@ from colorization.evaluate import (
 from colorization.histogram import bin_centers
 from colorization.models import build_model, model_config
 from colorization.preprocess import build_histograms, build_lineart
+from tests.conftest import synthetic_data_params
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 32
@@ -56,12 +57,8 @@ def save_model_dir(folder: Path, kind: str, run_id: str | None = None, model_uri
 
 def write_test_params(root: Path) -> Path:
     """params.yaml with every path under `root`: 30 synthetic images at 32 px, a third of them test."""
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["acquire"].update(out=str(root / "raw"))
-    p["acquire"]["synthetic"].update(count=30, size=64)
-    p["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=IMAGE_SIZE, workers=1)
+    p = synthetic_data_params(root, count=30, image_size=IMAGE_SIZE)
     p["lineart"]["split"].update(val=0.1, test=0.3)
-    p["histograms"].update(raw=str(root / "raw"), out=str(root / "histograms.parquet"), workers=1)
     p["train"]["mlflow"] = False
     p["evaluate"].update(
         lineart=str(root / "lineart"),

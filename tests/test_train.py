@@ -27,6 +27,7 @@ from colorization.inference import colorize, predict_hint
 from colorization.models import load_trained
 from colorization.preprocess import build_histograms, build_lineart
 from colorization.train import NonFiniteLoss, train
+from tests.conftest import synthetic_data_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,11 +54,7 @@ TINY = {
 def store_params(tmp_path_factory) -> Path:
     """A params file whose store holds 160 synthetic images at 32 px (built once per module)."""
     root = tmp_path_factory.mktemp("store")
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["acquire"].update(out=str(root / "raw"), source="synthetic", min_size=32)
-    p["acquire"]["synthetic"].update(count=160, size=64)
-    p["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=32, workers=1)
-    p["histograms"].update(raw=str(root / "raw"), out=str(root / "histograms.parquet"), workers=1)
+    p = synthetic_data_params(root, count=160, image_size=32)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(path)
