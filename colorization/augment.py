@@ -1,16 +1,26 @@
 """Training data on the device: the whole split as uint8 tensors, batches sampled and
 augmented with batched tensor ops (no per-sample Python), all randomness from one
 seeded `torch.Generator` so a resumed run draws the same batches.
+
+Two augmentations exist for the generators only (`recolour=True`), because a face's line
+art alone nearly tells its colours and a network then learns to ignore the hint:
+- recolouring: a random hue rotation and saturation change of the target picture, its hint
+  recomputed from the recoloured picture, so the colours can only come from the hint;
+- hint blending: the hint mixed with the training set's average hint by a random amount,
+  so an uncertain hint (the hint model's guess, or the average itself) still gives the
+  most likely colours instead of a confident wrong colouring.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from colorization.config import AugmentParams
+from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
 from colorization.models.tensors import lineart_to_input, rgb_to_target
 from colorization.store import Split
 
@@ -31,6 +41,10 @@ class DeviceData:
     def __len__(self) -> int:
         return self.color.shape[0]
 
+    def mean_hint(self) -> torch.Tensor:
+        """The average hint of these images, float32 [512]: the hint that says nothing."""
+        return self.hint.float().mean(dim=0)
+
 
 @dataclass
 class Batch:
@@ -45,14 +59,71 @@ def sample_batch(
     gen: torch.Generator,
     cfg: AugmentParams,
     memory_format: torch.memory_format = torch.contiguous_format,
+    recolour: bool = False,
+    mean_hint: torch.Tensor | None = None,
 ) -> Batch:
+    """A random batch, augmented; `recolour` (generators) adds recolouring and hint blending."""
     idx = torch.randint(len(data), (batch_size,), generator=gen, device=gen.device)
     color, lineart = augment(data.color[idx], data.lineart[idx], gen, cfg)
+    hint = data.hint[idx].float()
+    if recolour:
+        color, hint = recolour_batch(
+            color, hint, gen, cfg, data.mean_hint() if mean_hint is None else mean_hint
+        )
     return Batch(
         lineart=lineart.contiguous(memory_format=memory_format),
         color=color.contiguous(memory_format=memory_format),
-        hint=data.hint[idx],
+        hint=hint,
     )
+
+
+# RGB -> YIQ: Y is luma, (I, Q) the chroma plane; rotating (I, Q) turns the hue, scaling it the
+# saturation, and luma (so the shading the lines imply) stays as it was.
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def colour_matrices(angle: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 3] RGB -> RGB matrices turning the hue by `angle` (radians) and scaling chroma."""
+    b = angle.shape[0]
+    cos, sin = torch.cos(angle) * saturation, torch.sin(angle) * saturation
+    chroma = torch.zeros(b, 3, 3, device=angle.device)
+    chroma[:, 0, 0] = 1.0
+    chroma[:, 1, 1], chroma[:, 1, 2], chroma[:, 2, 1], chroma[:, 2, 2] = cos, -sin, sin, cos
+    to_yiq = _RGB_TO_YIQ.to(angle.device)
+    return torch.linalg.inv(to_yiq) @ chroma @ to_yiq
+
+
+def histograms(color: torch.Tensor) -> torch.Tensor:
+    """The 512-bin hint of float pictures [B, 3, S, S] in [-1, 1], as the stored uint8 pictures give."""
+    levels = ((color.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.int64)
+    q = levels >> (8 - int(math.log2(BINS_PER_CHANNEL)))  # 8 bins: the top 3 bits
+    bins = (q[:, 0] * BINS_PER_CHANNEL**2 + q[:, 1] * BINS_PER_CHANNEL + q[:, 2]).flatten(1)
+    counts = torch.zeros(color.shape[0], HIST_BINS, device=color.device)
+    counts.scatter_add_(1, bins, torch.ones_like(bins, dtype=counts.dtype))
+    return counts / bins.shape[1]
+
+
+def recolour_batch(
+    color: torch.Tensor, hint: torch.Tensor, gen: torch.Generator, cfg: AugmentParams, mean_hint: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recolour a `cfg.recolour_p` share of the pictures (new hints from the new colours) and blend
+    a `cfg.hint_blend_p` share of the others' hints with `mean_hint`."""
+    b = color.shape[0]
+    u = torch.rand(b, 4, generator=gen, device=gen.device)
+    recoloured = u[:, 0] < cfg.recolour_p
+    angle = (2 * u[:, 1] - 1) * torch.pi
+    saturation = 1.0 + (2 * u[:, 2] - 1) * cfg.saturation
+    matrices = colour_matrices(angle, saturation)
+    rgb01 = (color.float() + 1) / 2
+    turned = torch.einsum("bij,bjhw->bihw", matrices, rgb01).clamp(0, 1) * 2 - 1
+    pick = recoloured[:, None, None, None]
+    color = torch.where(pick, turned.to(color.dtype), color)
+    hint = torch.where(recoloured[:, None], histograms(color), hint)
+    # Blend only pictures that kept their real colours: the average hint describes real ones.
+    blended = ~recoloured & (u[:, 3] < cfg.hint_blend_p)
+    amount = torch.rand(b, generator=gen, device=gen.device)[:, None]
+    mixed = amount * hint + (1 - amount) * mean_hint.to(hint)[None]
+    return color, torch.where(blended[:, None], mixed, hint)
 
 
 def augment(

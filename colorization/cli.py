@@ -160,10 +160,19 @@ def evaluate(
         fail(str(err), code=1)
     keys = ("psnr", "ssim", "l1", "hint_chi2", "colorfulness")
     typer.echo(f"{result['images']} {result['split']} images -> {params.evaluate.metrics}")
-    typer.echo(f"{'method':<16}" + "".join(f"{k:>14}" for k in keys))
+    typer.echo(f"{'method':<22}" + "".join(f"{k:>14}" for k in keys))
     for method in METHODS:
-        typer.echo(f"{method:<16}" + "".join(f"{result[method][k]:>14.4f}" for k in keys))
-    typer.echo(f"hint model: chi2 {result['hint']['chi2']:.4f}, KL {result['hint']['kl']:.4f}")
+        typer.echo(f"{method:<22}" + "".join(f"{result[method][k]:>14.4f}" for k in keys))
+    hint = result["hint"]
+    typer.echo(
+        f"hint model: chi2 {hint['chi2']:.4f} (average hint {hint['avg_chi2']:.4f}, "
+        f"ratio {hint['chi2_vs_avg']:.3f}), KL {hint['kl']:.4f} (average hint {hint['avg_kl']:.4f})"
+    )
+    obey = result["obedience"]
+    typer.echo(
+        "hint obedience (red - blue one-hot, mean R - B levels): "
+        + ", ".join(f"{kind} {value:.1f}" for kind, value in obey.items())
+    )
 
 
 @app.command()
@@ -177,7 +186,10 @@ def register(params_file: Path = ParamsOption) -> None:
     except (RegistryError, FileNotFoundError, ValueError) as err:
         fail(str(err), code=1)
     for r in results:
-        typer.echo(f"{r.name} v{r.version} (champion v{r.champion}): {r.reason}")
+        if r.version is None:
+            typer.echo(f"{r.name}: {r.reason}")
+        else:
+            typer.echo(f"{r.name} v{r.version} (champion v{r.champion}): {r.reason}")
 
 
 @app.command()

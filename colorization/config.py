@@ -136,6 +136,10 @@ class AugmentParams(Strict):
     crop_min: Annotated[float, Field(gt=0.0, le=1.0)]  # smallest random crop side, fraction; 1 = none
     thicken_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of 1 px thicker lines
     line_intensity_min: Annotated[float, Field(gt=0.0, le=1.0)]  # faintest line darkness; 1 = always black
+    # Generators only (cnn, cgan): see colorization.augment.
+    recolour_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of a random hue turn, hint recomputed
+    saturation: Annotated[float, Field(ge=0.0, lt=1.0)]  # recoloured chroma scaled by 1 +- this
+    hint_blend_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of a hint mixed with the average hint
 
 
 class CnnTrainParams(Strict):
@@ -175,6 +179,7 @@ class TrainParams(Strict):
     checkpoint_every: PositiveInt  # steps
     sample_every: PositiveInt  # steps between sample grids
     log_every: PositiveInt  # steps between progress lines in the log
+    lr_decay: Annotated[float, Field(ge=0.0, le=1.0)]  # last fraction of steps with lr falling linearly to 0
     mlflow: bool  # off, or mlflow not installed: train without tracking
     experiment: str  # MLflow experiment name
     augment: AugmentParams
@@ -308,3 +313,26 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         return Params.model_validate(data)
     except ValidationError as err:
         raise ParamsError(_format_error(err, str(path))) from None
+
+
+def profile_overrides(path: str | Path) -> dict[str, Any]:
+    """A profile file (YAML holding only the keys that differ from params.yaml) as dotted overrides
+    for `load_params`, e.g. {"lineart.image_size": 64}. Leaves are values; sections nest."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: a profile is a mapping of params sections")
+
+    def flatten(node: dict, prefix: str) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            flat |= flatten(value, f"{dotted}.") if isinstance(value, dict) and value else {dotted: value}
+        return flat
+
+    return flatten(data, "")

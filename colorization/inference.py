@@ -42,7 +42,7 @@ def colorize(
     `device` defaults to where the generator's weights are; if given, the generator is moved there.
     """
     _check_lineart(lineart)
-    hint = np.asarray(hint, dtype=np.float32)
+    hint = np.ascontiguousarray(hint, dtype=np.float32)  # a writable copy of a broadcast view
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
     device = _device_of(generator, device)

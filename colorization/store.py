@@ -111,14 +111,39 @@ class ProcessedStore:
         ids, splits = self.index["id"].to_pylist(), self.index["split"].to_pylist()
         return [i for i, s in zip(ids, splits, strict=True) if s == split]
 
-    def load(self, split: str, limit: int | None = None) -> Split:
-        """All rows of `split` (sorted by id), or the first `limit` of them."""
+    def _split_rows(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         mask = np.asarray(self.index["split"].to_numpy(zero_copy_only=False) == split)
         ids = np.asarray(self.index["id"].to_pylist(), dtype=object)[mask]
-        shards = self.index["shard"].to_numpy()[mask]
-        rows = self.index["row"].to_numpy()[mask]
+        return ids, self.index["shard"].to_numpy()[mask], self.index["row"].to_numpy()[mask]
+
+    def mean_colour(self, split: str = "train") -> np.ndarray:
+        """Average RGB of every pixel of `split`, float [3] on 0..255; one shard in memory at a time."""
+        _, shards, rows = self._split_rows(split)
+        total, count = np.zeros(3, np.float64), 0
+        for shard in np.unique(shards):
+            color = np.load(f"{self.folder / shard_stem(int(shard))}.color.npy", mmap_mode="r")
+            take = np.sort(rows[shards == shard])
+            total += color[take].reshape(-1, 3).sum(axis=0, dtype=np.float64)
+            count += len(take) * color.shape[1] * color.shape[2]
+        if count == 0:
+            raise ValueError(f"the {split} split of {self.folder} is empty")
+        return total / count
+
+    def mean_hint(self, split: str = "train") -> np.ndarray:
+        """Average 512-bin hint of `split`, float32 [512] (sums to 1)."""
+        ids, _, _ = self._split_rows(split)
+        hist_ids, hists = read_histograms(self.histograms_path)
+        wanted = set(ids)
+        rows = [k for k, image_id in enumerate(hist_ids) if image_id in wanted]
+        if not rows:
+            raise ValueError(f"the {split} split of {self.folder} has no histograms")
+        return hists[rows].mean(axis=0, dtype=np.float64).astype(np.float32)
+
+    def load(self, split: str, limit: int | None = None) -> Split:
+        """All rows of `split` (sorted by id), or the first `limit` of them."""
+        ids, shards, rows = self._split_rows(split)
         if limit is not None:
             ids, shards, rows = ids[:limit], shards[:limit], rows[:limit]
         color_parts, line_parts = [], []

@@ -174,6 +174,21 @@ def hint_step(nets: Nets, batch: Batch, params: Params, device: torch.device) ->
 STEPS = {"cnn": cnn_step, "cgan": cgan_step, "hint": hint_step}
 
 
+def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
+    """Constant, then linear to 0 over the last `decay` share of the steps (a function of the step
+    alone, so a resumed run follows the same schedule without scheduler state)."""
+    start = steps * (1.0 - decay)
+    if decay == 0 or step <= start:
+        return base
+    return base * max(0.0, (steps - step + 1) / (steps - start + 1))
+
+
+def set_learning_rate(nets: Nets, lr: float) -> None:
+    for optimizer in nets.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -184,6 +199,7 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1
         "kind": kind,
         "model": section,
         "augment": params.train.augment.model_dump(),
+        "lr_decay": params.train.lr_decay,
         "seed": params.train.seed,
         "data": store.meta.get("fingerprint", store.meta),
         "histograms": str(params.histograms.out),
@@ -430,6 +446,7 @@ def train(
         }
     )
     step_fn, fmt = STEPS[kind], memory_format(device)
+    recolour, mean_hint = kind != "hint", data.mean_hint()  # the hint model learns real colours only
     log.info(
         "training %s on %s (rank %d of %d): %d images at %dpx, steps %d..%d",
         kind,
@@ -444,7 +461,8 @@ def train(
     t0 = time.perf_counter()
     try:
         for step in range(start + 1, steps + 1):
-            batch = sample_batch(data, section.batch_size, gen, cfg.augment, fmt)
+            set_learning_rate(nets, learning_rate(section.lr, step, steps, cfg.lr_decay))
+            batch = sample_batch(data, section.batch_size, gen, cfg.augment, fmt, recolour, mean_hint)
             losses = step_fn(nets, batch, params, device)
             if ddp:
                 losses = mean_over_ranks(losses, world)

@@ -22,11 +22,15 @@ from colorization.cli import app
 from colorization.config import load_params
 from colorization.evaluate import (
     METHODS,
+    TrainingReference,
     evaluate_models,
     flat_fill,
     grey,
+    hint_mean_colour,
+    hint_obedience,
     load_models,
     load_split,
+    one_hot_hint,
     run_evaluate,
     score_model,
 )
@@ -97,14 +101,58 @@ def project(tmp_path_factory) -> Path:
     return build_project(tmp_path_factory.mktemp("evaluate"))
 
 
-def test_baselines():
+def test_flat_fills_paint_the_hint_mean_or_a_given_colour_everywhere():
     lineart = np.array([[[0, 255], [255, 255]]], np.uint8)
     hints = np.zeros((1, 512), np.float32)
-    hints[0, 300] = 1.0
-    filled = flat_fill(lineart, hints)
-    np.testing.assert_array_equal(filled[0, 0, 0], [0, 0, 0])  # lines stay dark
-    np.testing.assert_array_equal(filled[0, 1, 1], bin_centers()[300])
+    hints[0, 0], hints[0, 511] = 0.25, 0.75  # centres (16,16,16) and (240,240,240)
+    mean = hint_mean_colour(hints)
+    np.testing.assert_allclose(mean, [[0.25 * 16 + 0.75 * 240] * 3])  # 184
+    filled = flat_fill(lineart, mean)
+    assert filled.shape == (1, 2, 2, 3)
+    np.testing.assert_array_equal(filled.reshape(-1, 3), np.full((4, 3), 184))  # the line pixel too
+    two = flat_fill(np.zeros((2, 1, 1), np.uint8), np.array([200.4, 99.6, 50.0]))
+    np.testing.assert_array_equal(two.reshape(-1, 3), [[200, 100, 50]] * 2)  # one colour for every image
     np.testing.assert_array_equal(grey(lineart)[0, 0, 1], [255, 255, 255])
+
+
+def test_one_hot_hints_are_the_histograms_of_flat_pictures():
+    from colorization.histogram import color_histogram
+
+    for rgb in [(255, 0, 0), (0, 0, 255), (40, 200, 90)]:
+        flat = np.broadcast_to(np.array(rgb, np.uint8), (4, 4, 3)).copy()
+        np.testing.assert_array_equal(one_hot_hint(rgb, 2), np.stack([color_histogram(flat)] * 2))
+
+
+class PaintTheHintMean(torch.nn.Module):
+    """A generator that paints the hint's mean colour (obeys perfectly), or a fixed colour."""
+
+    def __init__(self, obey: bool):
+        super().__init__()
+        self.obey = obey
+        self.centres = torch.from_numpy(bin_centers().astype(np.float32)) / 127.5 - 1
+
+    def forward(self, lineart, hint):
+        colour = hint @ self.centres if self.obey else torch.tensor([[0.5, 0.0, -0.5]]).expand(len(hint), 3)
+        return colour[:, :, None, None].expand(-1, -1, *lineart.shape[2:])
+
+
+def test_hint_obedience_is_red_minus_blue_of_the_outputs():
+    lineart = np.full((3, 8, 8), 255, np.uint8)
+    # Pure red hint -> bin centre (240, 16, 16): R - B = 224; pure blue -> -224; difference 448.
+    np.testing.assert_allclose(hint_obedience(PaintTheHintMean(True), lineart, "cpu", 2), 448.0, atol=1.0)
+    np.testing.assert_allclose(hint_obedience(PaintTheHintMean(False), lineart, "cpu", 2), 0.0)
+
+
+def test_training_reference_is_the_train_split_average(project):
+    from colorization.store import ProcessedStore
+
+    params = load_params(project)
+    store = ProcessedStore(params.evaluate.lineart, params.evaluate.histograms)
+    ref = TrainingReference.of_store(store)
+    train = store.load("train")
+    np.testing.assert_allclose(ref.mean_colour, train.color.reshape(-1, 3).mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(ref.mean_hint, train.hint.mean(axis=0), atol=1e-6)
+    assert not np.allclose(ref.mean_colour, store.load("test").color.reshape(-1, 3).mean(axis=0))
 
 
 def test_run_evaluate_writes_metrics_figure_and_logs(project):
@@ -125,7 +173,11 @@ def test_run_evaluate_writes_metrics_figure_and_logs(project):
         assert -1.0 <= scores["ssim"] <= 1.0 and scores["psnr"] > 0
     assert result["grey"]["colorfulness"] == 0.0
     assert result["original"]["colorfulness"] > 0.0
-    assert set(result["hint"]) == {"chi2", "kl"}
+    assert set(result["hint"]) == {"chi2", "kl", "avg_chi2", "avg_kl", "chi2_vs_avg"}
+    assert result["hint"]["chi2_vs_avg"] == pytest.approx(
+        result["hint"]["chi2"] / result["hint"]["avg_chi2"], abs=1e-4
+    )
+    assert set(result["obedience"]) == {"cnn", "cgan"}
     assert "fid" not in result["cgan"]  # no fid_weights: skipped
 
     figure = cv2.imread(str(Path(params.evaluate.reports) / "comparison.png"))
@@ -138,9 +190,11 @@ def test_score_model_matches_the_evaluation_section(project):
     params = load_params(project)
     split = load_split(params.evaluate)
     models = load_models(params.evaluate.models_dir)
-    full, _ = evaluate_models(models, split, batch_size=4)
+    reference = TrainingReference(mean_colour=np.full(3, 128.0), mean_hint=split.hint.mean(axis=0))
+    full, _ = evaluate_models(models, split, reference, batch_size=4)
     for kind in ("cgan", "hint"):
-        assert score_model(kind, models[kind], split, batch_size=3) == pytest.approx(full[kind], abs=1e-4)
+        alone = score_model(kind, models[kind], split, batch_size=3)
+        assert alone == pytest.approx({k: full[kind][k] for k in alone}, abs=1e-4)
 
 
 def test_fid_runs_only_with_a_local_feature_extractor(project, tmp_path):

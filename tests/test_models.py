@@ -98,8 +98,9 @@ def test_palette_draws_the_dominant_colours_by_weight():
     assert (image[:6] == 16).all() and (image[6:] == 240).all()
 
 
-AUG = AugmentParams(flip=True, crop_min=0.8, thicken_p=0.5, line_intensity_min=0.5)
-NO_AUG = AugmentParams(flip=False, crop_min=1.0, thicken_p=0.0, line_intensity_min=1.0)
+NO_RECOLOUR = {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0}
+AUG = AugmentParams(flip=True, crop_min=0.8, thicken_p=0.5, line_intensity_min=0.5, **NO_RECOLOUR)
+NO_AUG = AugmentParams(flip=False, crop_min=1.0, thicken_p=0.0, line_intensity_min=1.0, **NO_RECOLOUR)
 
 
 def test_augmentation_is_seeded_batched_and_in_range():
@@ -128,8 +129,48 @@ def test_augmentation_off_is_the_plain_conversion():
 def test_thicker_lines_cover_more_pixels():
     lineart = torch.full((1, 1, S, S), 255, dtype=torch.uint8)
     lineart[..., S // 2, :] = 0  # one horizontal line
-    cfg = AugmentParams(flip=False, crop_min=1.0, thicken_p=1.0, line_intensity_min=1.0)
+    cfg = AugmentParams(flip=False, crop_min=1.0, thicken_p=1.0, line_intensity_min=1.0, **NO_RECOLOUR)
     _, line = augment(
         torch.zeros(1, 3, S, S, dtype=torch.uint8), lineart, torch.Generator().manual_seed(0), cfg
     )
     assert int((line < 0).sum()) == 3 * S
+
+
+def test_recoloured_hints_are_the_histograms_of_the_recoloured_pictures():
+    from colorization.augment import histograms, recolour_batch
+    from colorization.metrics import batch_histograms
+
+    rng = np.random.default_rng(2)
+    color = torch.from_numpy(rng.integers(0, 256, (6, 3, S, S), dtype=np.uint8)).float() / 127.5 - 1
+    stored = torch.from_numpy(
+        batch_histograms(((color + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    )
+    torch.testing.assert_close(histograms(color), stored.float())  # the stored-hint rule, on tensors
+    cfg = AugmentParams(**{**NO_AUG.model_dump(), "recolour_p": 1.0, "saturation": 0.3})
+    out, hint = recolour_batch(color, stored.float(), torch.Generator().manual_seed(0), cfg, stored.mean(0))
+    assert not torch.allclose(out, color, atol=0.05)  # the colours changed...
+    uint8 = ((out + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    torch.testing.assert_close(hint, torch.from_numpy(batch_histograms(uint8)).float())  # ...and the hint too
+    luma = torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]
+    unclipped = (out > -1) & (out < 1)
+    diff = ((out - color) * luma).sum(dim=1, keepdim=True).expand_as(out)
+    assert diff[unclipped].abs().median() < 0.02  # a hue turn keeps the brightness the lines imply
+
+
+def test_blended_hints_lie_between_the_true_and_the_average_hint():
+    from colorization.augment import recolour_batch
+
+    true = torch.zeros(64, 512)
+    true[:, 448] = 1.0  # every picture pure red
+    mean = torch.full((512,), 1 / 512)
+    color = torch.zeros(64, 3, S, S)
+    cfg = AugmentParams(**{**NO_AUG.model_dump(), "hint_blend_p": 0.5})
+    out, hint = recolour_batch(color, true, torch.Generator().manual_seed(1), cfg, mean)
+    torch.testing.assert_close(out, color)  # blending never touches the picture
+    red_weight = hint[:, 448]
+    blended = red_weight < 1.0
+    assert 16 < int(blended.sum()) < 48  # about half of them
+    torch.testing.assert_close(hint.sum(dim=1), torch.ones(64))
+    # A blend is amount * true + (1 - amount) * mean: every other bin holds (1 - amount) / 512.
+    amount = (red_weight - 1 / 512) / (1 - 1 / 512)
+    torch.testing.assert_close(hint[:, 0], (1 - amount) / 512)

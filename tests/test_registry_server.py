@@ -274,3 +274,21 @@ def test_registry_through_mlflow_server(mlflow_server, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     written = cv2.imread(str(out))
     assert written is not None and written.shape == image.shape
+
+
+def test_register_without_tracking_skips_in_one_line_and_records_it(tmp_path, monkeypatch):
+    """train.mlflow: false -> run.json has no run id; register must finish, not fail `dvc repro`."""
+    params_file = build_project(tmp_path)  # its models were "trained" without MLflow
+    for kind in ("cnn", "cgan", "hint"):
+        save_model_dir(tmp_path / "models" / kind, kind, run_id=None)
+    run_evaluate(load_params(params_file).evaluate)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = CliRunner().invoke(app, ["register", "--params", str(params_file)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3 and all("skipped" in line and "train.mlflow: false" in line for line in lines)
+    recorded = json.loads(Path(load_params(params_file).registry.out).read_text())
+    assert {name: r["version"] for name, r in recorded.items()} == dict.fromkeys(
+        ("lineart-cnn", "lineart-cgan", "lineart-hint")
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # no registry was created for nothing

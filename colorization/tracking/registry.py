@@ -90,13 +90,17 @@ class Registration:
     """What `register` did for one model; written to metrics/registry.json."""
 
     name: str
-    version: str
-    registered: bool  # False: this model was already a version
+    version: str | None  # None: skipped (trained without MLflow)
+    registered: bool  # False: this model was already a version, or was skipped
     promoted: bool
     reason: str
     champion: str | None
     challenger: str | None
-    source_run_id: str
+    source_run_id: str | None
+
+    @classmethod
+    def skipped(cls, name: str, reason: str) -> Registration:
+        return cls(name, None, False, False, reason, None, None, None)
 
 
 def client() -> MlflowClient:
@@ -174,6 +178,14 @@ def decide_promotion(
         False,
         f"not promoted: {metric} {value:g} does not beat {old:g} of champion v{champion.version} ({how})",
     )
+
+
+def trained_run_id(kind: str, model_dir: Path) -> str | None:
+    """The MLflow run that trained models/<kind> (None when it was trained without MLflow)."""
+    run_file = model_dir / "run.json"
+    if not run_file.exists():
+        raise RegistryError(f"{run_file} not found: run the train_{kind} stage first")
+    return json.loads(run_file.read_text()).get("run_id") or None
 
 
 def register_model(
@@ -424,6 +436,11 @@ def run_register(params) -> list[Registration]:
         spec = getattr(reg.models, kind)
         tags = common | {"params": params_tag(params, kind)}
         model_dir = Path(reg.models_dir) / kind
+        if not trained_run_id(kind, model_dir):
+            reason = f"skipped: {model_dir} was trained without MLflow (train.mlflow: false)"
+            log.info("%s: %s", spec.name, reason)
+            results.append(Registration.skipped(spec.name, reason))
+            continue
         rescore = rescorer(kind, spec.metric)
         results.append(
             register_model(kind, spec.name, spec.metric, spec.direction, model_dir, evaluation, tags, rescore)

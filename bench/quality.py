@@ -1,0 +1,169 @@
+"""Real-image quality benchmark: the project's own pipeline on a folder of real pictures.
+
+    python bench/quality.py FOLDER [--profile profiles/real-cpu.yaml] [--work DIR]
+
+In a fresh work folder: folder source -> line art -> histograms -> train cnn, cgan, hint ->
+evaluate, with params.yaml overridden by the profile (which holds only what differs) and
+every path pointed into the work folder; MLflow stays off. Prints the stage times, the
+table of methods (PSNR on the test split) and each target of issue 10 met or missed.
+Copy the printed table into bench/QUALITY.md with what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from colorization.config import Params, load_params, profile_overrides  # noqa: E402
+
+ROWS = [
+    ("grey", "line art as grey"),
+    ("flat_fill_hint_mean", "flat fill, true hint's mean colour (sees the true hint)"),
+    ("flat_fill_train_mean", "flat fill, training set's average colour (sees nothing)"),
+    ("cnn", "CNN, true hint"),
+    ("cgan", "c-GAN, true hint"),
+    ("cgan_auto_hint", "c-GAN, automatic hint"),
+    ("cgan_wrong_hint", "c-GAN, another test image's hint"),
+    ("cgan_avg_hint", "c-GAN, training set's average hint"),
+]
+
+
+def work_params(folder: Path, work: Path, profile: Path | None) -> Params:
+    """params.yaml + the profile, with the folder as source and every output under `work`."""
+    overrides = profile_overrides(profile) if profile else {}
+    overrides |= {
+        "acquire.source": "folder",
+        "acquire.folder.input": str(folder.resolve()),
+        "acquire.out": str(work / "raw"),
+        "lineart.raw": str(work / "raw"),
+        "lineart.out": str(work / "lineart"),
+        "histograms.raw": str(work / "raw"),
+        "histograms.out": str(work / "histograms.parquet"),
+        "train.mlflow": False,
+        "evaluate.lineart": str(work / "lineart"),
+        "evaluate.histograms": str(work / "histograms.parquet"),
+        "evaluate.models_dir": str(work / "models"),
+        "evaluate.metrics": str(work / "evaluation.json"),
+        "evaluate.reports": str(work / "reports"),
+    }
+    return load_params(REPO / "params.yaml", overrides)
+
+
+def run_pipeline(params: Params, work: Path) -> tuple[dict, dict[str, float]]:
+    from colorization.acquire import run_acquire
+    from colorization.evaluate import run_evaluate
+    from colorization.preprocess import build_histograms, build_lineart
+    from colorization.train import train
+
+    times: dict[str, float] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        times[name] = time.perf_counter() - start
+        print(f"  {name:<10} {times[name]:7.1f} s", flush=True)
+        return out
+
+    timed("acquire", run_acquire, params.acquire)
+    timed("lineart", build_lineart, params.lineart)
+    timed("histograms", build_histograms, params.histograms)
+    for kind in ("cnn", "cgan", "hint"):
+        timed(
+            f"train_{kind}",
+            train,
+            params,
+            kind,
+            out_dir=work / "models" / kind,
+            checkpoint_dir=work / "checkpoints" / kind,
+            plots_path=work / "plots" / f"{kind}.csv",
+        )
+    result = timed("evaluate", run_evaluate, params.evaluate)
+    return result, times
+
+
+def targets(r: dict) -> list[tuple[str, float, float, bool]]:
+    """(target, measured, needed, met) for each target of issue 10."""
+    psnr = {k: r[k]["psnr"] for k, _ in ROWS}
+    real_colour = r["original"]["colorfulness"]
+    colour_gap = abs(r["cgan"]["colorfulness"] - real_colour) / real_colour
+    rows = [
+        ("c-GAN true hint - hint-mean flat fill (dB)", psnr["cgan"] - psnr["flat_fill_hint_mean"], 2.5),
+        (
+            "c-GAN auto hint - average flat fill (dB)",
+            psnr["cgan_auto_hint"] - psnr["flat_fill_train_mean"],
+            1.0,
+        ),
+        ("auto hint chi2 / average hint chi2 (at most)", r["hint"]["chi2_vs_avg"], 0.6),
+        ("hint obedience, c-GAN (levels)", r["obedience"]["cgan"], 200.0),
+        ("c-GAN colourfulness off the real images' (at most)", colour_gap, 0.15),
+    ]
+    out = []
+    for name, value, needed in rows:
+        at_most = "(at most)" in name
+        out.append((name, value, needed, value <= needed if at_most else value >= needed))
+    return out
+
+
+def print_report(r: dict, times: dict[str, float], params: Params) -> None:
+    size = params.lineart.image_size
+    print(f"\n{r['images']} test images, {size} px\n")
+    print(f"| method (PSNR on the test split, {size} px) | dB | SSIM | colourfulness |")
+    print("|---|---|---|---|")
+    for key, label in ROWS:
+        m = r[key]
+        print(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['colorfulness']:.1f} |")
+    print(f"| (real images) | | | {r['original']['colorfulness']:.1f} |")
+    h = r["hint"]
+    print(
+        f"\nhint model chi2 {h['chi2']:.3f} vs the average hint's {h['avg_chi2']:.3f} "
+        f"(ratio {h['chi2_vs_avg']:.3f})"
+    )
+    print(
+        f"hint obedience (mean R - B, red minus blue one-hot): cnn {r['obedience']['cnn']:.0f}, "
+        f"cgan {r['obedience']['cgan']:.0f}"
+    )
+    print("\n| target | measured | needed | met |\n|---|---|---|---|")
+    for name, value, needed, met in targets(r):
+        print(f"| {name} | {value:.3f} | {needed:g} | {'yes' if met else 'NO'} |")
+    total = sum(times.values())
+    print(
+        "\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {total:.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path, help="folder of real images (searched recursively)")
+    parser.add_argument("--profile", type=Path, default=REPO / "profiles" / "real-cpu.yaml")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--json", type=Path, default=None, help="also write the evaluation JSON here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    work = args.work or Path(tempfile.mkdtemp(prefix="quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    params = work_params(args.folder, work, args.profile)
+    print(f"profile {args.profile}, work folder {work}", flush=True)
+    try:
+        result, times = run_pipeline(params, work)
+        print_report(result, times, params)
+        if args.json:
+            args.json.write_text(json.dumps({"evaluation": result, "times": times}, indent=2) + "\n")
+    finally:
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
