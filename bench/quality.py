@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -90,6 +92,56 @@ def run_pipeline(params: Params, work: Path) -> tuple[dict, dict[str, float]]:
     return result, times
 
 
+def line_variants(params: Params, color: np.ndarray, stored: np.ndarray) -> dict[str, np.ndarray]:
+    """The test split's line art as different artists' tools would draw it."""
+    from colorization.lineart import thicken, xdog
+
+    x = params.lineart.xdog
+    soft = np.stack([xdog(c, x.sigma, x.k, x.tau, x.epsilon, x.phi) for c in color])
+    return {
+        "canny (as trained)": stored,
+        "canny, 1 px thicker": np.stack([thicken(line, 1) for line in stored]),
+        "xdog": soft,
+        "xdog, coarser (sigma x 1.5)": np.stack(
+            [xdog(c, 1.5 * x.sigma, x.k, x.tau, x.epsilon, x.phi) for c in color]
+        ),
+    }
+
+
+def per_extractor(params: Params) -> dict[str, dict]:
+    """cgan (true hint) and cgan_auto_hint on the test split, once per line-art variant."""
+    from dataclasses import replace
+
+    from colorization.evaluate import TrainingReference, evaluate_models, load_models, load_split
+    from colorization.store import ProcessedStore
+
+    split = load_split(params.evaluate)
+    reference = TrainingReference.of_store(
+        ProcessedStore(params.evaluate.lineart, params.evaluate.histograms)
+    )
+    models = load_models(params.evaluate.models_dir)
+    out = {}
+    for name, lines in line_variants(params, split.color, split.lineart).items():
+        scores, _ = evaluate_models(
+            models, replace(split, lineart=lines), reference, params.evaluate.batch_size
+        )
+        out[name] = {k: scores[k]["psnr"] for k in ("cnn", "cgan", "cgan_auto_hint", "flat_fill_hint_mean")}
+    return out
+
+
+def print_extractors(table: dict[str, dict]) -> None:
+    keys = ("cnn", "cgan", "cgan_auto_hint")
+    print("\n| line art of the test split | CNN dB | c-GAN dB | c-GAN auto hint dB |\n|---|---|---|---|")
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
+    values = {k: np.array([row[k] for row in table.values()]) for k in keys}
+    print(
+        "| mean +- spread (std) | "
+        + " | ".join(f"{v.mean():.2f} +- {v.std():.2f}" for v in values.values())
+        + " |"
+    )
+
+
 def targets(r: dict) -> list[tuple[str, float, float, bool]]:
     """(target, measured, needed, met) for each target of issue 10."""
     psnr = {k: r[k]["psnr"] for k, _ in ROWS}
@@ -158,8 +210,11 @@ def main() -> None:
     try:
         result, times = run_pipeline(params, work)
         print_report(result, times, params)
+        extractors = per_extractor(params)
+        print_extractors(extractors)
         if args.json:
-            args.json.write_text(json.dumps({"evaluation": result, "times": times}, indent=2) + "\n")
+            body = {"evaluation": result, "times": times, "extractors": extractors}
+            args.json.write_text(json.dumps(body, indent=2) + "\n")
     finally:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)

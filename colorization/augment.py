@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from colorization.config import AugmentParams
+from colorization.config import AugmentParams, XDoGParams
 from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
 from colorization.models.tensors import lineart_to_input, rgb_to_target
 from colorization.store import Split
@@ -61,10 +61,11 @@ def sample_batch(
     memory_format: torch.memory_format = torch.contiguous_format,
     recolour: bool = False,
     mean_hint: torch.Tensor | None = None,
+    xdog: XDoGParams | None = None,
 ) -> Batch:
     """A random batch, augmented; `recolour` (generators) adds recolouring and hint blending."""
     idx = torch.randint(len(data), (batch_size,), generator=gen, device=gen.device)
-    color, lineart = augment(data.color[idx], data.lineart[idx], gen, cfg)
+    color, lineart = augment(data.color[idx], data.lineart[idx], gen, cfg, xdog)
     hint = data.hint[idx].float()
     if recolour:
         color, hint = recolour_batch(
@@ -103,6 +104,31 @@ def histograms(color: torch.Tensor) -> torch.Tensor:
     return counts / bins.shape[1]
 
 
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur [B, 1, H, W] with a per-image sigma [B] (separable, reflected borders as OpenCV's)."""
+    b = x.shape[0]
+    radius = max(1, math.ceil(4 * float(sigma.max())))
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # [B, K]
+    y = F.pad(x.transpose(0, 1), (radius, radius, radius, radius), mode="reflect")  # [1, B, H', W']
+    y = F.conv2d(y, kernel[:, None, None, :], groups=b)
+    y = F.conv2d(y, kernel[:, None, :, None], groups=b)
+    return y.transpose(0, 1)
+
+
+def xdog_lines(
+    color: torch.Tensor, sigma: torch.Tensor, k: float, tau: float, epsilon: float, phi: float
+) -> torch.Tensor:
+    """`colorization.lineart.xdog` on float pictures [B, 3, S, S] in [-1, 1]: lines [B, 1, S, S] in
+    [0, 1], 0 = line, per-image sigma [B]."""
+    luma = torch.tensor([0.299, 0.587, 0.114], device=color.device, dtype=color.dtype)
+    gray = ((color + 1) / 2 * luma[None, :, None, None]).sum(dim=1, keepdim=True)
+    d = gaussian_blur(gray, sigma) - tau * gaussian_blur(gray, sigma * k)
+    out = torch.where(d >= epsilon, torch.ones_like(d), 1.0 + torch.tanh(phi * (d - epsilon)))
+    return out.clamp(0.0, 1.0)
+
+
 def recolour_batch(
     color: torch.Tensor, hint: torch.Tensor, gen: torch.Generator, cfg: AugmentParams, mean_hint: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,13 +153,25 @@ def recolour_batch(
 
 
 def augment(
-    color: torch.Tensor, lineart: torch.Tensor, gen: torch.Generator, cfg: AugmentParams
+    color: torch.Tensor,
+    lineart: torch.Tensor,
+    gen: torch.Generator,
+    cfg: AugmentParams,
+    xdog: XDoGParams | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 colour [B,3,S,S] and line art [B,1,S,S] -> augmented floats in [-1, 1]."""
+    """uint8 colour [B,3,S,S] and line art [B,1,S,S] -> augmented floats in [-1, 1].
+
+    With `xdog` settings, a `cfg.xdog_p` share of the line art is drawn anew by XDoG from the
+    colour picture, so the networks learn lines of more than one extractor."""
     b = color.shape[0]
     # One draw for every random number of the batch keeps the generator's stream simple.
-    u = torch.rand(b, 6, generator=gen, device=gen.device)
+    u = torch.rand(b, 8, generator=gen, device=gen.device)
     line = (lineart_to_input(lineart) + 1) / 2  # [0, 1], 0 = line
+    if cfg.xdog_p > 0 and xdog is not None:
+        # Another extractor: XDoG's softer lines, at a random scale, instead of the stored Canny.
+        sigma = xdog.sigma * (0.75 + 0.75 * u[:, 7])
+        soft = xdog_lines(rgb_to_target(color), sigma, xdog.k, xdog.tau, xdog.epsilon, xdog.phi)
+        line = torch.where((u[:, 6] < cfg.xdog_p)[:, None, None, None], soft, line)
     # Thicker lines: a 3x3 min filter grows dark strokes by one pixel.
     thick = -F.max_pool2d(-line, 3, stride=1, padding=1)
     line = torch.where((u[:, 0] < cfg.thicken_p)[:, None, None, None], thick, line)

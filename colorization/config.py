@@ -140,6 +140,9 @@ class AugmentParams(Strict):
     recolour_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of a random hue turn, hint recomputed
     saturation: Annotated[float, Field(ge=0.0, lt=1.0)]  # recoloured chroma scaled by 1 +- this
     hint_blend_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of a hint mixed with the average hint
+    xdog_p: Annotated[
+        float, Field(ge=0.0, le=1.0)
+    ]  # chance of XDoG lines (lineart.xdog) instead of the store's
 
 
 class CnnTrainParams(Strict):
@@ -149,6 +152,7 @@ class CnnTrainParams(Strict):
     base_channels: PositiveInt
     depth: PositiveInt  # stride-2 stages
     hint_dim: PositiveInt
+    hint_planes: bool  # the hint's mean colour as 3 extra input planes
 
 
 class CganTrainParams(Strict):
@@ -159,6 +163,7 @@ class CganTrainParams(Strict):
     base_channels: PositiveInt
     depth: PositiveInt  # U-Net stride-2 stages; image_size must be divisible by 2**depth
     hint_dim: PositiveInt
+    hint_planes: bool  # the hint's mean colour as 3 extra input planes
     disc_channels: PositiveInt
     disc_layers: PositiveInt
     l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)
@@ -170,6 +175,7 @@ class HintTrainParams(Strict):
     lr: PositiveFloat
     base_channels: PositiveInt
     depth: PositiveInt
+    loss: Literal["kl", "chi2"]  # what is minimised; both are logged
 
 
 class TrainParams(Strict):

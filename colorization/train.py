@@ -63,7 +63,7 @@ from colorization.store import ProcessedStore
 log = logging.getLogger(__name__)
 
 # The losses each model logs, in CSV column order (the first is its main curve).
-LOSS_COLUMNS = {"cnn": ["loss"], "cgan": ["d_loss", "g_loss", "g_adv", "g_l1"], "hint": ["kl"]}
+LOSS_COLUMNS = {"cnn": ["loss"], "cgan": ["d_loss", "g_loss", "g_adv", "g_l1"], "hint": ["kl", "chi2"]}
 CHECKPOINT_FILE = "last.pt"
 PREVIEW_IMAGES = 6
 
@@ -83,11 +83,18 @@ class Nets:
 def architecture(kind: str, params: Params) -> dict[str, dict]:
     """Constructor kwargs per network, from the model's params section."""
     m = getattr(params.train, kind)
+    if kind in ("cnn", "cgan"):
+        generator = {
+            "base_channels": m.base_channels,
+            "depth": m.depth,
+            "hint_dim": m.hint_dim,
+            "hint_planes": m.hint_planes,
+        }
     if kind == "cnn":
-        return {"model": {"base_channels": m.base_channels, "depth": m.depth, "hint_dim": m.hint_dim}}
+        return {"model": generator}
     if kind == "cgan":
         return {
-            "model": {"base_channels": m.base_channels, "depth": m.depth, "hint_dim": m.hint_dim},
+            "model": generator,
             "discriminator": {"base_channels": m.disc_channels, "layers": m.disc_layers},
         }
     return {"model": {"base_channels": m.base_channels, "depth": m.depth}}
@@ -163,12 +170,17 @@ def cgan_step(nets: Nets, batch: Batch, params: Params, device: torch.device) ->
 def hint_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
     with autocast(device):
         logits = nets.forward["model"](batch.lineart)
+    log_p = F.log_softmax(logits.float(), dim=1)
     # KL(target || predicted): the histogram the picture has vs the one guessed from lines alone.
-    kl = F.kl_div(F.log_softmax(logits.float(), dim=1), batch.hint, reduction="batchmean")
+    kl = F.kl_div(log_p, batch.hint, reduction="batchmean")
+    # The evaluation's distance; minimising it favours sharper guesses than KL's cover-everything.
+    p = log_p.exp()
+    chi2 = 0.5 * ((p - batch.hint) ** 2 / (p + batch.hint).clamp_min(1e-8)).sum(dim=1).mean()
+    loss = chi2 if params.train.hint.loss == "chi2" else kl
     nets.optimizers["model"].zero_grad(set_to_none=True)
-    kl.backward()
+    loss.backward()
     nets.optimizers["model"].step()
-    return {"kl": kl.detach()}
+    return {"kl": kl.detach(), "chi2": chi2.detach()}
 
 
 STEPS = {"cnn": cnn_step, "cgan": cgan_step, "hint": hint_step}
@@ -200,6 +212,7 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1
         "model": section,
         "augment": params.train.augment.model_dump(),
         "lr_decay": params.train.lr_decay,
+        "xdog": params.lineart.xdog.model_dump(),
         "seed": params.train.seed,
         "data": store.meta.get("fingerprint", store.meta),
         "histograms": str(params.histograms.out),
@@ -462,7 +475,9 @@ def train(
     try:
         for step in range(start + 1, steps + 1):
             set_learning_rate(nets, learning_rate(section.lr, step, steps, cfg.lr_decay))
-            batch = sample_batch(data, section.batch_size, gen, cfg.augment, fmt, recolour, mean_hint)
+            batch = sample_batch(
+                data, section.batch_size, gen, cfg.augment, fmt, recolour, mean_hint, params.lineart.xdog
+            )
             losses = step_fn(nets, batch, params, device)
             if ddp:
                 losses = mean_over_ranks(losses, world)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ from colorization.models.serving import PackedColorizer, pack
 
 ARCH = {
     "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8},
-    "cgan": {"base_channels": 4, "depth": 4, "hint_dim": 8},
+    "cgan": {"base_channels": 4, "depth": 4, "hint_dim": 8, "hint_planes": True},
     "hint": {"base_channels": 4, "depth": 2},
 }
 S = 32
@@ -98,7 +99,7 @@ def test_palette_draws_the_dominant_colours_by_weight():
     assert (image[:6] == 16).all() and (image[6:] == 240).all()
 
 
-NO_RECOLOUR = {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0}
+NO_RECOLOUR = {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0}
 AUG = AugmentParams(flip=True, crop_min=0.8, thicken_p=0.5, line_intensity_min=0.5, **NO_RECOLOUR)
 NO_AUG = AugmentParams(flip=False, crop_min=1.0, thicken_p=0.0, line_intensity_min=1.0, **NO_RECOLOUR)
 
@@ -174,3 +175,33 @@ def test_blended_hints_lie_between_the_true_and_the_average_hint():
     # A blend is amount * true + (1 - amount) * mean: every other bin holds (1 - amount) / 512.
     amount = (red_weight - 1 / 512) / (1 - 1 / 512)
     torch.testing.assert_close(hint[:, 0], (1 - amount) / 512)
+
+
+def test_on_device_xdog_draws_the_lines_of_the_opencv_extractor():
+    from colorization.augment import xdog_lines
+    from colorization.lineart import xdog
+
+    rng = np.random.default_rng(3)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), (0, 0), 2.0)
+    cv2.circle(rgb, (24, 24), 12, (250, 40, 30), 2)
+    want = xdog(rgb, sigma=0.8, k=1.6, tau=0.98, epsilon=0.0, phi=200.0).astype(np.float32) / 255
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+    got = xdog_lines(tensor, torch.tensor([0.8]), k=1.6, tau=0.98, epsilon=0.0, phi=200.0)[0, 0].numpy()
+    assert np.abs(got - want).mean() < 0.02  # same lines up to rounding of the blur
+    assert ((got < 0.5) == (want < 0.5)).mean() > 0.98
+    assert (want < 0.5).mean() > 0.02  # and there are lines to compare
+
+
+def test_augmentation_mixes_in_xdog_lines():
+    from colorization.config import XDoGParams
+
+    rng = np.random.default_rng(4)
+    color = torch.from_numpy(rng.integers(0, 256, (16, 3, S, S), dtype=np.uint8))
+    canny_like = torch.full((16, 1, S, S), 255, dtype=torch.uint8)  # stored line art: blank paper
+    cfg = AugmentParams(**{**NO_AUG.model_dump(), "xdog_p": 0.5})
+    settings = XDoGParams(sigma=0.8, k=1.6, tau=0.98, epsilon=0.0, phi=200.0)
+    _, line = augment(color, canny_like, torch.Generator().manual_seed(0), cfg, settings)
+    redrawn = (line < 0.9).flatten(1).any(dim=1)
+    assert 3 <= int(redrawn.sum()) <= 13  # about half got XDoG lines drawn from their colours
+    _, line = augment(color, canny_like, torch.Generator().manual_seed(0), NO_AUG, settings)
+    assert not (line < 0.9).any()  # xdog_p 0: the stored lines only

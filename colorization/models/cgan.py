@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from colorization.models.film import FiLM, HintEncoder
+from colorization.models.film import FiLM, HintEncoder, hint_colour_planes
 
 
 def stage_channels(base: int, depth: int) -> list[int]:
@@ -20,14 +20,15 @@ def stage_channels(base: int, depth: int) -> list[int]:
 
 
 class UNetGenerator(nn.Module):
-    def __init__(self, base_channels: int = 64, depth: int = 8, hint_dim: int = 128):
+    def __init__(self, base_channels: int = 64, depth: int = 8, hint_dim: int = 128, hint_planes: bool = False):
         super().__init__()
         chans = stage_channels(base_channels, depth)
         self.hint = HintEncoder(hint_dim)
+        self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
         self.down = nn.ModuleList()
         self.down_film = nn.ModuleList()
         for i, out in enumerate(chans):
-            inp = 1 if i == 0 else chans[i - 1]
+            inp = (4 if hint_planes else 1) if i == 0 else chans[i - 1]
             layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2)]
             layers.append(nn.Conv2d(inp, out, 4, 2, 1, bias=i == 0 or i == depth - 1))
             if 0 < i < depth - 1:  # pix2pix: no norm on the outermost and innermost layer
@@ -52,6 +53,8 @@ class UNetGenerator(nn.Module):
         h = self.hint(hint)
         skips = []
         x = lineart
+        if self.hint_planes:
+            x = torch.cat([lineart, hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)], dim=1)
         for block, film in zip(self.down, self.down_film, strict=True):
             x = film(block(x), h)
             skips.append(x)

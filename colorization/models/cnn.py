@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from colorization.models.film import FiLM, HintEncoder
+from colorization.models.film import FiLM, HintEncoder, hint_colour_planes
 
 
 def conv_relu(inp: int, out: int, stride: int = 1) -> nn.Sequential:
@@ -19,11 +19,12 @@ def conv_relu(inp: int, out: int, stride: int = 1) -> nn.Sequential:
 
 
 class ColorCNN(nn.Module):
-    def __init__(self, base_channels: int = 32, depth: int = 3, hint_dim: int = 64):
+    def __init__(self, base_channels: int = 32, depth: int = 3, hint_dim: int = 64, hint_planes: bool = False):
         super().__init__()
         chans = [base_channels * 2**i for i in range(depth + 1)]
         self.hint = HintEncoder(hint_dim)
-        self.stem = conv_relu(1, chans[0])
+        self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
+        self.stem = conv_relu(4 if hint_planes else 1, chans[0])
         self.down = nn.ModuleList(
             nn.Sequential(conv_relu(chans[i], chans[i + 1], stride=2), conv_relu(chans[i + 1], chans[i + 1]))
             for i in range(depth)
@@ -37,6 +38,8 @@ class ColorCNN(nn.Module):
 
     def forward(self, lineart: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         h = self.hint(hint)
+        if self.hint_planes:
+            lineart = torch.cat([lineart, hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)], dim=1)
         x = self.stem(lineart)
         films = iter(self.films)
         for block in self.down:

@@ -40,3 +40,18 @@ class FiLM(nn.Module):
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.proj(embedding).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
         return x * (1 + gamma) + beta
+
+
+def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The hint's mean colour as 3 constant input planes [N, 3, H, W] in [-1, 1].
+
+    A direct, low-dimensional path from the hint to the output colour: it keeps working for
+    hints unlike any training picture's (a one-colour palette), where an embedding of the
+    512 bins alone extrapolates poorly.
+    """
+    hint = hint.float().clamp_min(0)
+    hint = hint / hint.sum(dim=1, keepdim=True).clamp_min(1e-8)
+    centres = (torch.arange(8, device=hint.device, dtype=hint.dtype) * 32 + 16) / 127.5 - 1
+    levels = torch.stack(torch.meshgrid(centres, centres, centres, indexing="ij"), dim=-1).view(HIST_BINS, 3)
+    mean = hint @ levels  # [N, 3]
+    return mean[:, :, None, None].expand(-1, -1, *size)
