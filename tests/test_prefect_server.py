@@ -113,16 +113,38 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
         assert schedule["parameters"] == {"overrides": {"acquire.safebooru.incremental": True}}
         assert deployment["parameters"]["workdir"] == str(project)
 
-        created = requests.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
-        created.raise_for_status()
-        run_id = created.json()["id"]
+        cli = [sys.executable, "-m", "colorization", "trigger", "--workdir", str(project)]
+        bad = subprocess.run([*cli, "--set", "lineart.image_size=3"], env=env, capture_output=True, text=True)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: override lineart.image_size=3: "), bad
+        assert by_hand(api, deployment["id"]) == []  # refused before a run was created
 
-        def finished():
-            run = get_json(f"{api}/flow_runs/{run_id}")
-            return run if run and run["state"]["type"] in TERMINAL else None
-
-        run = wait_for("the flow run", finished, 240, procs, interval=1.0)
+        # Triggered by hand with an override, followed to its end.
+        watched = subprocess.run(
+            [*cli, "--set", "train.cnn.steps=3", "--watch"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert watched.returncode == 0, watched.stdout[-6000:] + watched.stderr[-3000:]
+        for stage in ("acquire", "lineart", "histograms", "train", "evaluate", "register"):
+            assert (
+                f"stage {stage} started" in watched.stdout and f"stage {stage} finished in" in watched.stdout
+            )
+        assert "# Pipeline run" in watched.stdout and "finished: Completed" in watched.stdout
+        (run,) = by_hand(api, deployment["id"])  # the schedule's own runs are for 03:00
+        run_id = run["id"]
         assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert run["parameters"]["overrides"] == {"train.cnn.steps": 3}
+
+        printed = subprocess.run(
+            [sys.executable, "-m", "colorization", "summary", "--run", run["name"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert printed.startswith(f"# Pipeline run `{run['name']}`") and "\\n" not in printed
 
         found = requests.post(
             f"{api}/artifacts/filter",
@@ -158,6 +180,10 @@ def flow_runs(api: str, deployment_id: str) -> list[dict]:
     )
     response.raise_for_status()
     return response.json()
+
+
+def by_hand(api: str, deployment_id: str) -> list[dict]:
+    return [run for run in flow_runs(api, deployment_id) if not run["auto_scheduled"]]
 
 
 @pytest.mark.slow
