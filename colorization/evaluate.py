@@ -257,4 +257,3 @@ def evaluate_stage(params: Params, track: bool = True) -> tuple[dict, str | None
             logged["run_id"] = log_evaluation(params.train.experiment, result, figure, runs)
 
     return run_evaluate(params.evaluate, log_run=log_run), logged.get("run_id")
-
