@@ -34,14 +34,21 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# Re-resolve the dependency set (after changing pyproject.toml) and pin it.
+# Re-resolve the dependency set (after changing pyproject.toml) and pin it. HOLDS are versions
+# kept back from the newest because the newest breaks something (see the header of
+# requirements/constraints.txt); pyproject.toml holds them too. A conflict fails the lock
+# (pip check) and leaves constraints.txt as it was.
+HOLDS := "fastapi==0.139.2" "sqlalchemy>=2.0,<2.1"
+LOCK := /tmp/colorization-lock
 lock:
-	rm -rf /tmp/colorization-lock && $(PYTHON) -m venv /tmp/colorization-lock
-	/tmp/colorization-lock/bin/pip install --quiet --no-deps "$(TORCH)" $(TORCH_INDEX)
-	/tmp/colorization-lock/bin/pip install --quiet "fastapi==0.139.2" -e ".[dev]"
-	head -2 requirements/constraints.txt > /tmp/colorization-lock/header
-	/tmp/colorization-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' \
-		| cat /tmp/colorization-lock/header - > requirements/constraints.txt
+	rm -rf $(LOCK) && $(PYTHON) -m venv $(LOCK)
+	$(LOCK)/bin/pip install --quiet --no-deps "$(TORCH)" $(TORCH_INDEX)
+	$(LOCK)/bin/pip install --quiet $(HOLDS) -e ".[dev]"
+	$(LOCK)/bin/pip check
+	grep '^#' requirements/constraints.txt > $(LOCK)/header
+	$(LOCK)/bin/pip freeze --exclude-editable | sed 's/+cpu//' \
+		| cat $(LOCK)/header - > $(LOCK)/constraints.txt
+	mv $(LOCK)/constraints.txt requirements/constraints.txt
 
 clean:
 	rm -rf $(VENV)

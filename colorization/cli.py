@@ -259,14 +259,76 @@ def pipeline(
     typer.echo(f"pipeline done: {', '.join(result['stages'])}; dvc.lock records {recorded}")
 
 
+SetOption = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)")
+
+
 @app.command()
-def serve(params_file: Path = ParamsOption, workdir: Path = WorkdirOption) -> None:
-    """Serve the pipeline as the scheduled deployment of params `pipeline:` (server: PREFECT_API_URL)."""
-    params_or_exit(workdir / params_file)
+def serve(
+    params_file: Path = ParamsOption,
+    workdir: Path = WorkdirOption,
+    set_: list[str] = SetOption,
+    until: str | None = typer.Option(None, help="last stage of every run (default: all)"),
+) -> None:
+    """Serve the pipeline as the scheduled deployment of params `pipeline:` (server: PREFECT_API_URL).
+
+    --set applies to every run and to the `pipeline:` section itself (e.g. --set pipeline.cron='*/2 * * * *').
+    """
+    from flows.pipeline import parse_overrides
+
+    overrides = parse_overrides(set_) or None
+    params_or_exit(workdir / params_file, overrides)
     prefect_console()
     from flows.serve import serve as run_serve
 
-    run_serve(str(params_file), str(workdir))
+    try:
+        run_serve(str(params_file), str(workdir), overrides, until)
+    except ParamsError as err:
+        fail(str(err))
+
+
+@app.command()
+def trigger(
+    params_file: Path = ParamsOption,
+    workdir: Path = WorkdirOption,
+    deployment: str | None = typer.Option(
+        None, help="FLOW/DEPLOYMENT (default: pipeline/<pipeline.deployment of --params>)"
+    ),
+    set_: list[str] = SetOption,
+    until: str | None = typer.Option(None, help="last stage to run: acquire ... register (default: all)"),
+    watch: bool = typer.Option(False, "--watch", help="follow the run to its end; exit 1 if it fails"),
+) -> None:
+    """Start a run of the served deployment now, with overrides; --watch follows it."""
+    from flows.pipeline import parse_overrides
+
+    overrides = parse_overrides(set_) or None
+    if deployment is None:
+        deployment = f"pipeline/{params_or_exit(workdir / params_file).pipeline.deployment}"
+    prefect_console()
+    from flows.trigger import TriggerError
+    from flows.trigger import trigger as run_trigger
+
+    try:
+        ok = run_trigger(deployment, overrides, until, watch, echo=typer.echo)
+    except ParamsError as err:
+        fail(str(err))
+    except TriggerError as err:
+        fail(str(err), code=1)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def summary(
+    run: str | None = typer.Option(None, "--run", help="flow run name or id (default: the newest summary)"),
+) -> None:
+    """Print a pipeline run's `pipeline-summary` artifact (markdown) from the Prefect server."""
+    prefect_console()
+    from flows.trigger import TriggerError, latest_summary
+
+    try:
+        typer.echo(latest_summary(run))
+    except TriggerError as err:
+        fail(str(err), code=1)
 
 
 @app.command("check-params")

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -275,7 +277,8 @@ class Params(Strict):
     pipeline: PipelineParams
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _first_problem(err: ValidationError) -> tuple[str, str]:
+    """(dotted key, what is wrong with it) of the first error, plus a count of the others."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     kind = first["type"]
@@ -288,7 +291,12 @@ def _format_error(err: ValidationError, source: str) -> str:
         if "input" in first and not isinstance(first["input"], dict):
             problem += f" (got {first['input']!r})"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {key}: {problem}{more}"
+    return key, problem + more
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    key, problem = _first_problem(err)
+    return f"{source}: {key}: {problem}"
 
 
 def set_by_dotted_key(data: dict, dotted: str, value: Any) -> None:
@@ -312,13 +320,39 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            set_by_dotted_key(data, key, value)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    file_data = copy.deepcopy(data)
+    for key, value in given.items():
+        set_by_dotted_key(data, key, value)
     try:
         return Params.model_validate(data)
     except ValidationError as err:
-        raise ParamsError(_format_error(err, str(path))) from None
+        raise ParamsError(_blame(err, str(path), file_data, given)) from None
+
+
+def _blame(err: ValidationError, source: str, file_data: dict, overrides: dict[str, Any]) -> str:
+    """The one-line message, naming the override when the file alone is valid and an override is not."""
+    if not overrides:
+        return _format_error(err, source)
+    try:
+        Params.model_validate(file_data)
+    except ValidationError as file_err:  # the file itself is wrong: say so, as without overrides
+        return _format_error(file_err, source)
+    key, problem = _first_problem(err)
+    # The override at the failing key, or inside the failing section (a section-level check
+    # such as canny low < high), or the section an override replaced.
+    culprits = [k for k in overrides if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+    named = ", ".join(f"{k}={_show(overrides[k])}" for k in culprits or overrides)
+    where = "" if culprits == [key] else f" ({key})"
+    return f"override {named}{where}: {problem}"
+
+
+def _show(value: Any) -> str:
+    """An override value as it would be typed after `--set key=`."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list, bool)) or value is None else str(value)
+
 
 
 def profile_overrides(path: str | Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ published, for failed runs too.
 import argparse
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -186,6 +187,9 @@ def dvc_stage_names(stage: str) -> tuple[str, ...]:
     return TRAIN_STAGES if stage == "train" else (stage,)
 
 
+STAGES = ("acquire", "lineart", "histograms", "train", "evaluate", "register")  # the flow's, in order
+
+
 @flow(name="pipeline", description="acquire -> lineart -> histograms -> train -> evaluate -> register")
 def pipeline(
     params_path: str = "params.yaml",
@@ -195,80 +199,107 @@ def pipeline(
 ) -> dict:
     """Run the stages on `workdir`'s data with `params_path` (+ dotted-key `overrides`).
 
-    `until` names the last stage to run (default: all, up to register).
+    `until` names the last stage to run (default: all, up to register). Each stage's start,
+    end and duration, and a failure's cause, are logged on this (the parent) flow run, so
+    `prefect deployment run --watch` and the run's log show the progress of the subflows.
     """
+    logger = run_logger()
+    run: dict[str, Any] = {
+        "flow_run_name": flow_run.get_name(),
+        "params_path": params_path,
+        "workdir": workdir,
+        "overrides": overrides or {},
+        "until": until,
+        "stages": [],
+        "seconds": {},
+        "dvc_committed": [],
+        "data": {},
+    }
+    outputs: tuple[str | None, ...] = (None, None, None)  # unknown until the params are read
     with working_directory(workdir) as root, domain_logs_in_prefect(), ExitStack() as cluster:
-        params = load_params(params_path, overrides)
-        changed = changed_params(params_path, overrides)
-        settings = params.pipeline
-        trainer = train_stage.with_options(
-            task_runner=ThreadPoolTaskRunner(max_workers=settings.parallel_trainings)
-        )
-        runner: list[Any] = []  # the preprocessing task runner, started when lineart first needs it
-
-        def preprocessing() -> Any:
-            if not runner:
-                runner.append(cluster.enter_context(preprocessing_runner(settings)))
-            return runner[0]
-
-        def sharded(stage, stage_params) -> dict:
-            mapped = preprocessing()
-            return on_runner(stage, mapped)(stage_params, sharded=mapped is not None)
-
-        plan = {
-            "acquire": lambda: acquire_stage(params.acquire, settings.retries, settings.retry_delay_s),
-            "lineart": lambda: sharded(lineart_stage, params.lineart)["meta"],
-            "histograms": lambda: {"count": sharded(histograms_stage, params.histograms)["count"]},
-            "train": lambda: {kind: r["run"] for kind, r in trainer(params).items()},
-            "evaluate": lambda: evaluate_stage(params),
-            "register": lambda: register_stage(params),
-        }
-        if until is not None and until not in plan:
-            raise ValueError(f"until: unknown stage {until!r}; expected one of {', '.join(plan)}")
-        run: dict[str, Any] = {
-            "flow_run_name": flow_run.get_name(),
-            "params_path": params_path,
-            "workdir": str(root),
-            "overrides": overrides or {},
-            "stages": [],
-            "dvc_committed": [],
-            "data": {},
-        }
-        outputs = (params.evaluate.metrics, params.evaluate.models_dir, params.registry.out)
+        run["workdir"] = str(root)
+        stage, started = "params", time.monotonic()
         try:
-            for name, run_stage in plan.items():
-                result = run_stage()
-                run["stages"].append(name)
-                run["dvc_committed"] += dvc.commit(list(dvc_stage_names(name)), changed, params_path)
-                if name in DATA_STAGES:
-                    run["data"][name] = result
-                elif name == "evaluate":
+            if until is not None and until not in STAGES:
+                raise ValueError(f"until: unknown stage {until!r}; expected one of {', '.join(STAGES)}")
+            params = load_params(params_path, overrides)
+            outputs = (params.evaluate.metrics, params.evaluate.models_dir, params.registry.out)
+            changed = changed_params(params_path, overrides)
+            settings = params.pipeline
+            trainer = train_stage.with_options(
+                task_runner=ThreadPoolTaskRunner(max_workers=settings.parallel_trainings)
+            )
+            runner: list[Any] = []  # the preprocessing task runner, started when lineart first needs it
+
+            def preprocessing() -> Any:
+                if not runner:
+                    runner.append(cluster.enter_context(preprocessing_runner(settings)))
+                return runner[0]
+
+            def sharded(subflow, stage_params) -> dict:
+                mapped = preprocessing()
+                return on_runner(subflow, mapped)(stage_params, sharded=mapped is not None)
+
+            plan = {
+                "acquire": lambda: acquire_stage(params.acquire, settings.retries, settings.retry_delay_s),
+                "lineart": lambda: sharded(lineart_stage, params.lineart)["meta"],
+                "histograms": lambda: {"count": sharded(histograms_stage, params.histograms)["count"]},
+                "train": lambda: {kind: r["run"] for kind, r in trainer(params).items()},
+                "evaluate": lambda: evaluate_stage(params),
+                "register": lambda: register_stage(params),
+            }
+            assert tuple(plan) == STAGES
+            stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
+            logger.info("pipeline: stages %s on %s", ", ".join(stages), root)
+            for stage in stages:
+                started = time.monotonic()
+                logger.info("stage %s started", stage)
+                result = plan[stage]()
+                run["dvc_committed"] += dvc.commit(list(dvc_stage_names(stage)), changed, params_path)
+                run["stages"].append(stage)
+                run["seconds"][stage] = round(time.monotonic() - started, 1)
+                logger.info("stage %s finished in %.1f s", stage, run["seconds"][stage])
+                if stage in DATA_STAGES:
+                    run["data"][stage] = result
+                elif stage == "evaluate":
                     run["evaluate_run_id"] = result["mlflow_run_id"]
-                if name == "histograms":
+                if stage == "histograms":
                     cluster.close()  # the Dask cluster, if one was started, is done
-                if name == until:
-                    break
+            stage, started = "dvc_push", time.monotonic()
             run["dvc_remote"] = dvc.push(run["dvc_committed"]) if settings.dvc_push else None
         except BaseException as err:
             run["failed"] = f"{type(err).__name__}: {err}"
-            logger = run_logger()
-            logger.error("pipeline failed after stages %s: %s", run["stages"] or "(none)", run["failed"])
+            run["failed_stage"] = stage
+            logger.error(
+                "stage %s failed after %.1f s: %s (stages finished in this run: %s)",
+                stage,
+                time.monotonic() - started,
+                run["failed"],
+                ", ".join(run["stages"]) or "none",
+            )
             try:  # the summary of a failed run says how far it got; its own failure must not hide why
                 summary.publish(run, *outputs)
             except Exception:
                 logger.exception("could not publish the run summary")
             raise
+        logger.info("pipeline finished: %s", ", ".join(f"{s} {run['seconds'][s]} s" for s in run["stages"]))
         return {**run, **summary.publish(run, *outputs)}
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` pairs; values are read as YAML, so `3`, `true` and `[a, b]` keep their type."""
+    """`key=value` pairs; values are read as YAML, so `3`, `true` and `[a, b]` keep their type.
+
+    A value that is not YAML at all (a cron `* * * * *`) is taken as the string it is.
+    """
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"error: --set {pair!r}: expected key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key.strip()] = value
     return overrides
 
 

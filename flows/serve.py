@@ -1,12 +1,15 @@
 """Serve `pipeline` as a scheduled deployment (default 'pipeline/nightly').
 
-    python -m flows.serve [--params params.yaml] [--workdir .]     (or `colorization serve`)
+    python -m flows.serve [--params params.yaml] [--workdir .] [--set key=value ...] [--until STAGE]
+    colorization serve ...
 
 The schedule, its timezone, the deployment name and the overrides of scheduled runs come
-from the `pipeline:` section of params.yaml. This process registers the deployment with
-the Prefect server at PREFECT_API_URL and then runs its flow runs, scheduled or
-triggered (`prefect deployment run 'pipeline/nightly'`), each in a subprocess, until
-stopped (Ctrl-C pauses the schedule).
+from the `pipeline:` section of params.yaml (after `--set`, so `--set pipeline.cron='*/2 * * * *'`
+tries a schedule without editing the file). `--set` overrides and `--until` apply to every run
+of the deployment. This process registers the deployment with the Prefect server at
+PREFECT_API_URL and then runs its flow runs, scheduled or triggered (`colorization trigger`,
+`prefect deployment run 'pipeline/nightly'`), each in a subprocess, until stopped (Ctrl-C
+pauses the schedule).
 """
 
 from __future__ import annotations
@@ -18,20 +21,35 @@ from typing import Any
 from colorization.config import Params, ParamsError, load_params
 
 
-def deployment_settings(params: Params, params_path: str, workdir: Path) -> dict[str, Any]:
-    """The keyword arguments of `pipeline.serve` for these params."""
+def deployment_settings(
+    params: Params,
+    params_path: str,
+    workdir: Path,
+    overrides: dict[str, Any] | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of `pipeline.serve` for these params (read with `overrides` applied)."""
     from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
 
     settings = params.pipeline
+    parameters: dict[str, Any] = {"params_path": params_path, "workdir": str(workdir)}
+    if overrides:
+        parameters["overrides"] = dict(overrides)
+    if until:
+        parameters["until"] = until
     return {
         "name": settings.deployment,
-        # Only scheduled runs get the overrides (e.g. incremental crawling); a run
-        # triggered by hand uses params.yaml as it is.
+        # Only scheduled runs get pipeline.overrides (e.g. incremental crawling), on top of
+        # the serving overrides; a run triggered by hand gets the serving overrides only.
         "schedules": [
-            Cron(settings.cron, timezone=settings.timezone, parameters={"overrides": settings.overrides})
+            Cron(
+                settings.cron,
+                timezone=settings.timezone,
+                parameters={"overrides": {**(overrides or {}), **settings.overrides}},
+            )
         ],
-        "parameters": {"params_path": params_path, "workdir": str(workdir)},
+        "parameters": parameters,
         "description": f"The whole pipeline on {workdir}, scheduled '{settings.cron}' ({settings.timezone}).",
         "tags": ["colorization"],
         # One run at a time: runs share the workspace, its data folders and DVC's lock.
@@ -42,24 +60,38 @@ def deployment_settings(params: Params, params_path: str, workdir: Path) -> dict
     }
 
 
-def serve(params_path: str = "params.yaml", workdir: str = ".") -> None:
+def serve(
+    params_path: str = "params.yaml",
+    workdir: str = ".",
+    overrides: dict[str, Any] | None = None,
+    until: str | None = None,
+) -> None:
+    from flows.pipeline import STAGES
+
+    if until is not None and until not in STAGES:
+        raise ParamsError(f"--until: unknown stage {until!r}; expected one of {', '.join(STAGES)}")
     root = Path(workdir).resolve()
-    params = load_params(root / params_path)
-    load_params(root / params_path, params.pipeline.overrides)  # a bad scheduled override fails now
+    params = load_params(root / params_path, overrides)
+    # A bad scheduled override fails now, not at 03:00.
+    load_params(root / params_path, {**(overrides or {}), **params.pipeline.overrides})
     from flows.pipeline import pipeline
     from tasks.data import ensure_download_limit
 
     ensure_download_limit()
-    pipeline.serve(**deployment_settings(params, params_path, root))
+    pipeline.serve(**deployment_settings(params, params_path, root, overrides, until))
 
 
 def main(argv: list[str] | None = None) -> None:
+    from flows.pipeline import parse_overrides
+
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file, relative to --workdir")
     parser.add_argument("--workdir", default=".", help="the project folder (dvc.yaml, data/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    parser.add_argument("--until", default=None, help="last stage of every run (default: register)")
     args = parser.parse_args(argv)
     try:
-        serve(args.params, args.workdir)
+        serve(args.params, args.workdir, parse_overrides(args.set) or None, args.until)
     except ParamsError as err:
         raise SystemExit(f"error: {err}") from None
 

@@ -8,6 +8,7 @@ to return.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +50,60 @@ def markdown_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def summary_markdown(run: dict, evaluation: dict | None, training: dict, registry: Any) -> str:
+# The stage whose run writes each section's file: a section whose stage did not finish in
+# this run shows what an earlier run left on disk, and says so.
+SECTION_STAGE = {"training": "train", "evaluation": "evaluate", "registry": "register"}
+
+
+def _earlier(run: dict, section: str, written: dict[str, str], run_ids: list[str]) -> list[str]:
+    """The label of a section that this run did not produce (empty when it did)."""
+    stage = SECTION_STAGE[section]
+    if stage in run.get("stages", []):
+        return []
+    when = f", written {written[section]}" if written.get(section) else ""
+    runs = "runs" if len(set(run_ids)) > 1 else "run"
+    by = f" (MLflow {runs} {', '.join(f'`{r}`' for r in dict.fromkeys(run_ids))})" if run_ids else ""
+    return [
+        f"_Earlier result: not from this run, whose `{stage}` stage did not run; left by an "
+        f"earlier run{by}{when}._",
+        "",
+    ]
+
+
+def summary_markdown(
+    run: dict, evaluation: dict | None, training: dict, registry: Any, written: dict[str, str] | None = None
+) -> str:
+    """The run's summary; `written` maps a section (training, evaluation, registry) to when its file was
+    written, shown for results an earlier run left."""
+    written = written or {}
+    stages = run.get("stages", [])
+    seconds = run.get("seconds", {})
+    finished = ", ".join(f"{s} ({seconds[s]} s)" if s in seconds else s for s in stages) or "none"
     lines = [f"# Pipeline run `{run.get('flow_run_name', '')}`", ""]
     if run.get("failed"):
-        lines += [
-            f"**Failed** after stages {', '.join(run.get('stages', [])) or '(none)'}: `{run['failed']}`",
-            "",
-        ]
+        where = f" in stage `{run['failed_stage']}`" if run.get("failed_stage") else ""
+        lines += [f"**Failed**{where}: `{run['failed']}`", ""]
     lines += [f"- params: `{run['params_path']}` in `{run['workdir']}`"]
     lines += [f"- overrides: `{json.dumps(run.get('overrides') or {}, sort_keys=True)}`"]
-    lines += [f"- stages: {', '.join(run.get('stages', [])) or '(none)'}"]
+    if run.get("until"):
+        lines += [f"- until: `{run['until']}`"]
+    lines += [f"- stages finished in this run: {finished}"]
     lines += [f"- DVC: recorded {', '.join(run.get('dvc_committed', [])) or 'nothing'} in dvc.lock"]
     lines += [f"- DVC remote: {run.get('dvc_remote') or 'none (not pushed)'}", ""]
     lines += ["## Data", ""]
     for stage, info in run.get("data", {}).items():
         facts = ", ".join(f"{k} {_cell(v)}" for k, v in info.items() if k != "fingerprint")
         lines.append(f"- **{stage}**: {facts}")
+    if not run.get("data"):
+        lines.append("(no data stage ran in this run)")
     lines += ["", "## MLflow training runs", ""]
+    if training:
+        ids = [info["run_id"] for info in training.values() if isinstance(info, dict) and info.get("run_id")]
+        lines += _earlier(run, "training", written, ids)
     lines += markdown_table([{"model": name, **info} for name, info in training.items()])
     lines += ["", "## Evaluation", ""]
+    if evaluation:
+        lines += _earlier(run, "evaluation", written, [])
     if run.get("evaluate_run_id"):
         lines += [f"- MLflow run: `{run['evaluate_run_id']}`"]
     if evaluation:
@@ -75,28 +111,53 @@ def summary_markdown(run: dict, evaluation: dict | None, training: dict, registr
         lines += [f"- {k}: `{_cell(v)}`" for k, v in scalars.items()] + [""]
     lines += markdown_table(metric_rows(evaluation))
     lines += ["", "## MLflow registry", ""]
-    if isinstance(registry, dict) and all(isinstance(v, dict) for v in registry.values()):
+    if registry:
+        versions = registry.values() if isinstance(registry, dict) else []
+        sources = [v["source_run_id"] for v in versions if isinstance(v, dict) and v.get("source_run_id")]
+        lines += _earlier(run, "registry", written, sources)
+    if registry is None:
+        lines += ["(none)"]
+    elif isinstance(registry, dict) and all(isinstance(v, dict) for v in registry.values()):
         lines += markdown_table([{"registered model": name, **info} for name, info in registry.items()])
     else:
         lines += ["```json", json.dumps(registry, indent=2, sort_keys=True), "```"]
     return "\n".join(lines) + "\n"
 
 
+def _written(paths: list[Path]) -> str | None:
+    """When the newest of `paths` was written (UTC), or None when none exists."""
+    times = [p.stat().st_mtime for p in paths if p.exists()]
+    if not times:
+        return None
+    return datetime.fromtimestamp(max(times), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @task(name="publish_summary")
 def publish(
     run: dict, evaluation_path: str | None, models_dir: str | None, registry_path: str | None
 ) -> dict:
-    """Create the `pipeline-summary` markdown artifact (and the metrics table); returns its content."""
+    """Create the `pipeline-summary` markdown artifact (and the metrics table); returns its content.
+
+    The metrics table is published only when this run evaluated: it must not present an
+    earlier run's scores as this run's.
+    """
     evaluation = read_json(evaluation_path) if evaluation_path else None
-    training = {}
+    training, run_files = {}, []
     if models_dir:
-        for run_json in sorted(Path(models_dir).glob("*/run.json")):
+        run_files = sorted(Path(models_dir).glob("*/run.json"))
+        for run_json in run_files:
             training[run_json.parent.name] = read_json(run_json)
     registry = read_json(registry_path) if registry_path else None
-    markdown = summary_markdown(run, evaluation, training, registry)
+    written = {
+        "training": _written(run_files),
+        "evaluation": _written([Path(evaluation_path)]) if evaluation_path else None,
+        "registry": _written([Path(registry_path)]) if registry_path else None,
+    }
+    markdown = summary_markdown(run, evaluation, training, registry, written)
+    failed = " (failed)" if run.get("failed") else ""
     create_markdown_artifact(
-        markdown=markdown, key=SUMMARY_KEY, description="What this pipeline run produced"
+        markdown=markdown, key=SUMMARY_KEY, description=f"What this pipeline run produced{failed}"
     )
-    if rows := metric_rows(evaluation):
+    if "evaluate" in run.get("stages", []) and (rows := metric_rows(evaluation)):
         create_table_artifact(table=rows, key=METRICS_KEY, description="metrics/evaluation.json")
     return {"evaluation": evaluation, "training": training, "registry": registry}

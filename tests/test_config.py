@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,17 @@ def test_cli_stops_before_any_work(tmp_path, small_params):
         f"error: {small_params}: acquire.synthetic.count: Input should be greater than 0 (got -5)"
     ]
     assert not (tmp_path / "raw").exists()
+
+
+def test_a_bad_override_is_named_as_an_override(tmp_path, params_dict):
+    path = write(tmp_path, params_dict)
+    with pytest.raises(ParamsError) as err:
+        load_params(path, {"train.cnn.steps": 2, "lineart.image_size": 3})
+    assert str(err.value) == (
+        "override lineart.image_size=3: Input should be greater than or equal to 16 (got 3)"
+    )
+    with pytest.raises(ParamsError, match=r"^override lineart.canny.low=500 \(lineart.canny\): low \(500\)"):
+        load_params(path, {"lineart.canny.low": 500})  # a section-level check the override broke
+    params_dict["lineart"]["image_size"] = 3  # the file itself is wrong: it is named, not the override
+    with pytest.raises(ParamsError, match=rf"^{re.escape(str(path))}: lineart.image_size: "):
+        load_params(write(tmp_path, params_dict), {"train.cnn.steps": 2})

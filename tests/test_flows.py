@@ -201,11 +201,28 @@ def test_safebooru_crawl_holds_the_download_slot_and_retries_an_empty_crawl(pref
     assert active_slots() == 0
 
 
-def test_pipeline_failure_stops_the_chain_and_publishes_why(prefect_api, tmp_path, monkeypatch):
+def run_summary(flow_run_id) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[SUMMARY_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+    assert len(artifacts) == 1
+    return artifacts[0].data
+
+
+def test_pipeline_failure_stops_the_chain_and_publishes_why(prefect_api, tmp_path, monkeypatch, caplog):
     write_tiny_params(tmp_path / "params.yaml")
+    # What an earlier run left: a trained model and its evaluation.
+    (tmp_path / "models" / "cnn").mkdir(parents=True)
+    (tmp_path / "models" / "cnn" / "run.json").write_text(json.dumps({"run_id": "earlier-run-1"}))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluation.json").write_text(json.dumps({"cnn": {"psnr": 12.5}}))
     monkeypatch.setattr(
         "colorization.acquire.run_acquire",
         lambda params: (_ for _ in ()).throw(TimeoutError("read timed out")),
@@ -214,14 +231,25 @@ def test_pipeline_failure_stops_the_chain_and_publishes_why(prefect_api, tmp_pat
     state = pipeline(workdir=str(tmp_path), return_state=True)
     assert state.is_failed() and not lineart
     assert not (tmp_path / "dvc.lock").exists()
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[SUMMARY_KEY]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-            )
-        )
-    assert len(artifacts) == 1 and "read timed out" in artifacts[0].data
+    text = run_summary(state.state_details.flow_run_id)
+    assert "**Failed** in stage `acquire`: `TimeoutError: read timed out`" in text
+    assert "- stages finished in this run: none" in text
+    # The earlier results are shown as earlier, with their MLflow run.
+    training = text.split("## MLflow training runs")[1].split("##")[0]
+    assert "_Earlier result: not from this run" in training and "`earlier-run-1`" in training
+    assert "_Earlier result: not from this run" in text.split("## Evaluation")[1]
+    # The parent flow run's log says which stage started and why it failed.
+    assert "stage acquire started" in caplog.text
+    assert "stage acquire failed after" in caplog.text and "read timed out" in caplog.text
+
+
+def test_a_bad_override_fails_the_run_with_a_summary_naming_it(prefect_api, tmp_path):
+    write_tiny_params(tmp_path / "params.yaml")
+    state = pipeline(workdir=str(tmp_path), overrides={"lineart.image_size": 3}, return_state=True)
+    assert state.is_failed()
+    text = run_summary(state.state_details.flow_run_id)
+    assert "**Failed** in stage `params`: `ParamsError: override lineart.image_size=3: " in text
+    assert "params.yaml" not in text.split("**Failed**")[1].splitlines()[0]
 
 
 # ---------------------------------------------------------------- caching
@@ -285,10 +313,14 @@ def test_data_stages_are_cached_until_inputs_or_outputs_change(prefect_api, tiny
 # ---------------------------------------------------------------- DVC
 
 
-def test_pipeline_data_half_keeps_dvc_in_step(prefect_api, tmp_path):
+def test_pipeline_data_half_keeps_dvc_in_step(prefect_api, tmp_path, caplog):
     project = tiny_project(tmp_path / "project", remote=tmp_path / "remote")
     result = pipeline(workdir=str(project), until="histograms")
     assert result["stages"] == ["acquire", "lineart", "histograms"]
+    assert set(result["seconds"]) == {"acquire", "lineart", "histograms"}
+    for stage in result["stages"]:  # progress on the parent flow run's log
+        assert f"stage {stage} started" in caplog.text
+        assert f"stage {stage} finished in {result['seconds'][stage]:.1f} s" in caplog.text
     assert result["dvc_committed"] == ["acquire", "lineart", "histograms"]
     assert result["dvc_remote"] == "local" and any((tmp_path / "remote").rglob("*"))
     lock = yaml.safe_load((project / "dvc.lock").read_text())
@@ -325,6 +357,7 @@ def test_parse_overrides_reads_values_as_yaml():
         "d": "x y",
         "e": [1, 2],
     }
+    assert parse_overrides(["pipeline.cron=* * * * *"]) == {"pipeline.cron": "* * * * *"}  # not YAML
     with pytest.raises(SystemExit):
         parse_overrides(["no-equals"])
 

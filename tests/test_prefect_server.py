@@ -1,5 +1,6 @@
 """End to end: a real `prefect server start` on 127.0.0.1, `python -m flows.serve` serving the
-scheduled deployment, one run triggered through the REST API on a tiny project.
+scheduled deployment on a tiny project: one run triggered through the REST API, and one
+created by the server's scheduler from a schedule that comes due within a minute.
 
 The server, the serving process and the flow-run subprocesses it starts live in two
 process groups of their own, each stopped at the end (terminate, wait, kill).
@@ -70,12 +71,10 @@ def get_json(url: str):
     return response.json() if response.status_code == 200 else None
 
 
-@pytest.mark.slow
-def test_served_deployment_runs_the_pipeline(tmp_path: Path):
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+def prefect_env(tmp_path: Path, api: str) -> dict[str, str]:
+    """The environment of a server and a client of their own: home, database, API URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env |= {
+    return env | {
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
         "PREFECT_API_URL": api,
@@ -84,16 +83,23 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the serving process picks the run up at once
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def start_server(tmp_path: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return start(cmd, log, env, tmp_path)
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_the_pipeline(tmp_path: Path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = prefect_env(tmp_path, api)
     project = tiny_project(tmp_path / "project", remote=tmp_path / "dvc-remote")
     procs: dict[str, subprocess.Popen] = {}
     logs = {"server": tmp_path / "server.log", "serve": tmp_path / "serve.log"}
     try:
-        procs["server"] = start(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            logs["server"],
-            env,
-            tmp_path,
-        )
+        procs["server"] = start_server(tmp_path, env, port, logs["server"])
         wait_for("the server", lambda: get_json(f"{api}/health"), 150, procs)
 
         procs["serve"] = start(
@@ -107,16 +113,38 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
         assert schedule["parameters"] == {"overrides": {"acquire.safebooru.incremental": True}}
         assert deployment["parameters"]["workdir"] == str(project)
 
-        created = requests.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
-        created.raise_for_status()
-        run_id = created.json()["id"]
+        cli = [sys.executable, "-m", "colorization", "trigger", "--workdir", str(project)]
+        bad = subprocess.run([*cli, "--set", "lineart.image_size=3"], env=env, capture_output=True, text=True)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: override lineart.image_size=3: "), bad
+        assert by_hand(api, deployment["id"]) == []  # refused before a run was created
 
-        def finished():
-            run = get_json(f"{api}/flow_runs/{run_id}")
-            return run if run and run["state"]["type"] in TERMINAL else None
-
-        run = wait_for("the flow run", finished, 240, procs, interval=1.0)
+        # Triggered by hand with an override, followed to its end.
+        watched = subprocess.run(
+            [*cli, "--set", "train.cnn.steps=3", "--watch"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert watched.returncode == 0, watched.stdout[-6000:] + watched.stderr[-3000:]
+        for stage in ("acquire", "lineart", "histograms", "train", "evaluate", "register"):
+            assert (
+                f"stage {stage} started" in watched.stdout and f"stage {stage} finished in" in watched.stdout
+            )
+        assert "# Pipeline run" in watched.stdout and "finished: Completed" in watched.stdout
+        (run,) = by_hand(api, deployment["id"])  # the schedule's own runs are for 03:00
+        run_id = run["id"]
         assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert run["parameters"]["overrides"] == {"train.cnn.steps": 3}
+
+        printed = subprocess.run(
+            [sys.executable, "-m", "colorization", "summary", "--run", run["name"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert printed.startswith(f"# Pipeline run `{run['name']}`") and "\\n" not in printed
 
         found = requests.post(
             f"{api}/artifacts/filter",
@@ -133,6 +161,79 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
             [sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True, check=True
         )
         assert "up to date" in status.stdout, status.stdout
+    except BaseException:
+        for name, log in logs.items():
+            if log.exists():
+                print(f"---- {name} log (tail)\n{log.read_text(errors='replace')[-6000:]}")
+        raise
+    finally:
+        for name in ("serve", "server"):  # serve first: it pauses its schedule through the server
+            if name in procs:
+                stop(procs[name])
+
+
+def flow_runs(api: str, deployment_id: str) -> list[dict]:
+    response = requests.post(
+        f"{api}/flow_runs/filter",
+        json={"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def by_hand(api: str, deployment_id: str) -> list[dict]:
+    return [run for run in flow_runs(api, deployment_id) if not run["auto_scheduled"]]
+
+
+@pytest.mark.slow
+def test_the_schedule_creates_a_run_and_it_completes(tmp_path: Path):
+    """The server's scheduler service (not the test) creates a run of a schedule due within a
+    minute, the serving process runs it to the end, and the server logs no traceback."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = prefect_env(tmp_path, api)
+    project = tiny_project(tmp_path / "project")
+    procs: dict[str, subprocess.Popen] = {}
+    logs = {"server": tmp_path / "server.log", "serve": tmp_path / "serve.log"}
+    try:
+        procs["server"] = start_server(tmp_path, env, port, logs["server"])
+        wait_for("the server", lambda: get_json(f"{api}/health"), 150, procs)
+        serve = [sys.executable, "-m", "flows.serve", "--workdir", str(project), "--until", "acquire"]
+        serve += ["--set", "pipeline.cron=* * * * *", "--set", "pipeline.deployment=every-minute"]
+        procs["serve"] = start(serve, logs["serve"], env, REPO)
+        started = time.monotonic()
+        deployment = wait_for(
+            "the deployment", lambda: get_json(f"{api}/deployments/name/pipeline/every-minute"), 90, procs
+        )
+        assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
+        assert deployment["parameters"]["until"] == "acquire"
+
+        # Nothing here creates a run: the first one must come from the server's scheduler.
+        runs = wait_for("the scheduler to create runs", lambda: flow_runs(api, deployment["id"]), 90, procs)
+        created_s = time.monotonic() - started
+        first = runs[0]
+        assert first["auto_scheduled"], first  # set only by the scheduler service
+        assert first["parameters"]["overrides"] == {  # the serving overrides, then pipeline.overrides
+            "pipeline.cron": "* * * * *",
+            "pipeline.deployment": "every-minute",
+            "acquire.safebooru.incremental": True,
+        }
+
+        def finished():
+            run = get_json(f"{api}/flow_runs/{first['id']}")
+            return run if run and run["state"]["type"] in TERMINAL else None
+
+        # Due within a minute, then the run itself (acquire only).
+        run = wait_for("the scheduled run to finish", finished, 240, procs, interval=1.0)
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+        print(
+            f"scheduler created {len(runs)} runs {created_s:.0f} s after serving; the first one "
+            f"finished {time.monotonic() - started:.0f} s after serving"
+        )
+        assert (project / "data" / "raw" / "manifest.parquet").exists()
+        server_log = logs["server"].read_text(errors="replace")
+        assert "Traceback" not in server_log and "| ERROR" not in server_log, server_log[-6000:]
     except BaseException:
         for name, log in logs.items():
             if log.exists():
