@@ -336,3 +336,25 @@ def check_params(params_file: Path = ParamsOption) -> None:
     """Validate the params file and exit."""
     params_or_exit(params_file)
     typer.echo(f"{params_file}: ok")
+
+
+@app.command()
+def profile(
+    profile_file: Path = typer.Argument(..., help="a profile: YAML with only what differs from params"),
+    params_file: Path = ParamsOption,
+) -> None:
+    """Print a profile as `dvc exp run` arguments: dvc exp run $(colorization profile FILE)."""
+    import json
+
+    from colorization.config import profile_overrides
+
+    try:
+        overrides = profile_overrides(profile_file)
+    except ParamsError as err:
+        fail(str(err))
+    params_or_exit(params_file, overrides)  # the merged params must be valid before anything runs
+
+    def as_yaml(value) -> str:  # a -S value DVC parses back to the same YAML value
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    typer.echo(" ".join(f"-S {key}={as_yaml(value)}" for key, value in overrides.items()))

@@ -354,7 +354,6 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list, bool)) or value is None else str(value)
 
 
-
 def profile_overrides(path: str | Path) -> dict[str, Any]:
     """A profile file (YAML holding only the keys that differ from params.yaml) as dotted overrides
     for `load_params`, e.g. {"lineart.image_size": 64}. Leaves are values; sections nest."""

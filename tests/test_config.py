@@ -80,3 +80,35 @@ def test_a_bad_override_is_named_as_an_override(tmp_path, params_dict):
     params_dict["lineart"]["image_size"] = 3  # the file itself is wrong: it is named, not the override
     with pytest.raises(ParamsError, match=rf"^{re.escape(str(path))}: lineart.image_size: "):
         load_params(write(tmp_path, params_dict), {"train.cnn.steps": 2})
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["real-cpu.yaml", "real-gpu.yaml"])
+def test_override_profiles_apply_over_the_repository_params(name):
+    from colorization.config import profile_overrides
+
+    overrides = profile_overrides(REPO / "profiles" / name)
+    params = load_params(REPO / "params.yaml", overrides)
+    assert params.acquire.source == "folder"
+    assert params.lineart.image_size == overrides["lineart.image_size"] != 0
+    assert params.train.hint.loss == "chi2"
+    # Only what differs: everything the profile does not name keeps params.yaml's value.
+    assert params.train.augment == load_params(REPO / "params.yaml").train.augment
+
+
+def test_profile_command_prints_dvc_set_arguments_and_refuses_unknown_keys(tmp_path):
+    from typer.testing import CliRunner
+
+    from colorization.cli import app
+
+    good = write(tmp_path, {"lineart": {"image_size": 32, "canny": {"low": 50}}, "train": {"compile": True}})
+    out = CliRunner().invoke(app, ["profile", str(good), "--params", str(REPO / "params.yaml")])
+    assert out.exit_code == 0, out.output
+    words = out.output.split()
+    assert words[::2] == ["-S"] * 3
+    assert set(words[1::2]) == {"lineart.image_size=32", "lineart.canny.low=50", "train.compile=true"}
+    bad = write(tmp_path, {"lineart": {"image_sise": 32}})
+    out = CliRunner().invoke(app, ["profile", str(bad), "--params", str(REPO / "params.yaml")])
+    assert out.exit_code != 0 and "lineart.image_sise" in out.output and "unknown key" in out.output
