@@ -105,13 +105,16 @@ def run_size(args, size: int, device: torch.device) -> dict:
     fmt, aug = memory_format(device), params.train.augment
     flops = step_flops_per_image(params, size)
     nets = build_nets("cgan", params, device)
+    mean_hint, xdog = data.mean_hint(), params.lineart.xdog
+
+    def batch():  # as train.py samples for a generator: recolouring, hint blending, XDoG mix
+        return sample_batch(data, batch_size, gen, aug, fmt, recolour=True, mean_hint=mean_hint, xdog=xdog)
 
     def train_step():
-        losses = cgan_step(nets, sample_batch(data, batch_size, gen, aug, fmt), params, device)
-        return losses["g_loss"]
+        return cgan_step(nets, batch(), params, device)["g_loss"]
 
     def data_step():
-        return sample_batch(data, batch_size, gen, aug, fmt)
+        return batch()
 
     timed(train_step, args.warmup, device)  # compilation, cuDNN autotuning, allocator warm-up
     if device.type == "cuda":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from colorization.models.film import FiLM, HintEncoder, hint_colour_planes
+from colorization.models.film import FiLM, HintEncoder, hint_colour_planes, with_hint_colour
 
 
 def stage_channels(base: int, depth: int) -> list[int]:
@@ -54,7 +54,8 @@ class UNetGenerator(nn.Module):
         skips = []
         x = lineart
         if self.hint_planes:
-            x = torch.cat([lineart, hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)], dim=1)
+            planes = hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)
+            x = torch.cat([lineart, planes], dim=1)
         for block, film in zip(self.down, self.down_film, strict=True):
             x = film(block(x), h)
             skips.append(x)
@@ -62,6 +63,8 @@ class UNetGenerator(nn.Module):
         for block, film in zip(self.up, self.up_film, strict=True):
             x = film(block(x), h)
             x = torch.cat([x, skips.pop()], dim=1)
+        if self.hint_planes:  # the picture as a deviation from the hint's mean colour
+            return with_hint_colour(self.out[:-1](x), planes)
         return self.out(x)
 
 

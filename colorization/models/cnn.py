@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from colorization.models.film import FiLM, HintEncoder, hint_colour_planes
+from colorization.models.film import FiLM, HintEncoder, hint_colour_planes, with_hint_colour
 
 
 def conv_relu(inp: int, out: int, stride: int = 1) -> nn.Sequential:
@@ -38,8 +38,10 @@ class ColorCNN(nn.Module):
 
     def forward(self, lineart: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         h = self.hint(hint)
+        planes = None
         if self.hint_planes:
-            lineart = torch.cat([lineart, hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)], dim=1)
+            planes = hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)
+            lineart = torch.cat([lineart, planes], dim=1)
         x = self.stem(lineart)
         films = iter(self.films)
         for block in self.down:
@@ -47,4 +49,6 @@ class ColorCNN(nn.Module):
         for block in self.up:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = next(films)(block(x), h)
+        if planes is not None:  # the picture as a deviation from the hint's mean colour
+            return with_hint_colour(self.head(x), planes)
         return torch.tanh(self.head(x))

@@ -43,11 +43,13 @@ class FiLM(nn.Module):
 
 
 def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The hint's mean colour as 3 constant input planes [N, 3, H, W] in [-1, 1].
+    """The hint's mean colour as 3 constant planes [N, 3, H, W] in [-1, 1].
 
-    A direct, low-dimensional path from the hint to the output colour: it keeps working for
-    hints unlike any training picture's (a one-colour palette), where an embedding of the
-    512 bins alone extrapolates poorly.
+    A direct, low-dimensional path from the hint to the output colour. Generators with
+    `hint_planes` take these as extra input planes and predict the picture as a deviation
+    from them (`with_hint_colour`), so a hint unlike any training picture's (a one-colour
+    palette) still sets the colour, where an embedding of the 512 bins alone extrapolates
+    poorly.
     """
     hint = hint.float().clamp_min(0)
     hint = hint / hint.sum(dim=1, keepdim=True).clamp_min(1e-8)
@@ -55,3 +57,8 @@ def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     levels = torch.stack(torch.meshgrid(centres, centres, centres, indexing="ij"), dim=-1).view(HIST_BINS, 3)
     mean = hint @ levels  # [N, 3]
     return mean[:, :, None, None].expand(-1, -1, *size)
+
+
+def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    """tanh(logits + atanh(planes)): zero logits give exactly the hint's mean colour."""
+    return torch.tanh(logits.float() + torch.atanh(planes.float().clamp(-0.99, 0.99))).to(logits.dtype)
