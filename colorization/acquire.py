@@ -10,7 +10,7 @@ from pathlib import Path
 from colorization.atomic import atomic_write_bytes, remove_stale_temporaries
 from colorization.config import AcquireParams
 from colorization.images import encode_png
-from colorization.manifest import IMAGES_DIR, write_manifest, write_rejected
+from colorization.manifest import IMAGES_DIR, MANIFEST_FILE, read_manifest, write_manifest, write_rejected
 from colorization.progress import progress
 from colorization.sources.folder import acquire_folder
 from colorization.sources.synthetic import render
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 class NothingAcquired(RuntimeError):
     """No valid image remains: the stage fails rather than feed an empty dataset onward."""
+
+
+class FoldersOverlap(ValueError):
+    """The output folder is, holds or lies inside the input folder; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -54,18 +58,52 @@ def acquire_synthetic(count: int, size: int, seed: int, out_dir: Path) -> list[d
     return rows
 
 
-def _remove_unlisted(out_dir: Path, rows: list[dict]) -> None:
-    """Drop image files a previous run with other settings left: disk must match the manifest."""
-    keep = {out_dir / r["path"] for r in rows}
-    folder = out_dir / IMAGES_DIR
-    if folder.is_dir():
-        for file in folder.iterdir():
-            if file.is_file() and file not in keep:
-                file.unlink()
+def check_folders(input_dir: Path, out_dir: Path) -> None:
+    """Refuse an output folder that is, contains or lies inside the input folder.
+
+    Either way one run would read its own output, or clean-up of the output would reach
+    the user's pictures.
+    """
+    src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
+    if src == dst:
+        raise FoldersOverlap(f"--out {out_dir} is the input folder; give acquire an output folder of its own")
+    if dst.is_relative_to(src):
+        raise FoldersOverlap(f"--out {out_dir} lies inside the input folder {input_dir}; choose another")
+    if src.is_relative_to(dst):
+        raise FoldersOverlap(f"the input folder {input_dir} lies inside --out {out_dir}; choose another")
+
+
+def previous_paths(out_dir: Path) -> set[str]:
+    """The image paths the manifest already in `out_dir` records: the files this project wrote."""
+    try:
+        return set(read_manifest(out_dir)["path"].to_pylist())
+    except FileNotFoundError:
+        return set()
+    except Exception as err:  # unreadable: then nothing is known to be ours, so nothing is removed
+        log.warning("acquire: %s unreadable (%s); removing no old files", out_dir / MANIFEST_FILE, err)
+        return set()
+
+
+def _remove_unlisted(out_dir: Path, rows: list[dict], previous: set[str]) -> None:
+    """Drop the images a previous run recorded and this one does not: disk follows the manifest.
+
+    Only paths a previous manifest of this output listed are candidates, and only inside its
+    images folder: whatever else is there (a user's own files) is not ours to delete.
+    """
+    keep = {r["path"] for r in rows}
+    images = (out_dir / IMAGES_DIR).resolve()
+    for rel in sorted(previous - keep):
+        file = out_dir / rel
+        if file.resolve().parent != images or file.is_symlink() or not file.is_file():
+            continue
+        file.unlink()
 
 
 def run_acquire(params: AcquireParams) -> AcquireSummary:
     out = Path(params.out)
+    if params.source == "folder":
+        check_folders(Path(params.folder.input), out)
+    previous = previous_paths(out)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     rejected: list[dict] = []
@@ -79,7 +117,7 @@ def run_acquire(params: AcquireParams) -> AcquireSummary:
         accepted, rejected = acquire_safebooru(params.safebooru, out, seed=params.seed)
     if not accepted:
         raise NothingAcquired(f"no valid image acquired from source {params.source!r}")
-    _remove_unlisted(out, accepted)
+    _remove_unlisted(out, accepted, previous)
     manifest = write_manifest(out, accepted)
     write_rejected(out, rejected)
     log.info("acquire: %d accepted, %d rejected -> %s", len(accepted), len(rejected), manifest)

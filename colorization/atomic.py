@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 TMP_PREFIX = ".tmp-"
+_TMP_NAME = re.compile(r"^\.tmp-.+\.[a-z0-9_]{8}$")
 
 
 @contextmanager
@@ -64,11 +66,20 @@ def publish_dir(staging: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def is_temporary(path: Path) -> bool:
+    """A temporary `atomic_path` names: `.tmp-<name>.<8 random characters>`, a plain file."""
+    return bool(_TMP_NAME.match(path.name)) and path.is_file() and not path.is_symlink()
+
+
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporaries a killed run left behind; returns how many."""
+    """Delete temporaries a killed run left behind; returns how many.
+
+    Only names this module makes are touched: a user's `.tmp-notes` is not ours.
+    """
     count = 0
     if folder.is_dir():
         for tmp in folder.rglob(TMP_PREFIX + "*"):
-            tmp.unlink(missing_ok=True)
-            count += 1
+            if is_temporary(tmp):
+                tmp.unlink(missing_ok=True)
+                count += 1
     return count

@@ -59,7 +59,7 @@ def acquire(
     min_size: int | None = typer.Option(None, help="smallest accepted width/height, px"),
 ) -> None:
     """Fill the raw folder with images and write manifest.parquet."""
-    from colorization.acquire import NothingAcquired, run_acquire
+    from colorization.acquire import FoldersOverlap, NothingAcquired, run_acquire
 
     overrides = {
         "acquire.source": source,
@@ -75,7 +75,7 @@ def acquire(
     params = params_or_exit(params_file, overrides)
     try:
         summary = run_acquire(params.acquire)
-    except (FileNotFoundError, NothingAcquired) as err:
+    except (FileNotFoundError, NothingAcquired, FoldersOverlap) as err:
         fail(str(err), code=1)
     typer.echo(f"acquired {summary.accepted} images ({summary.rejected} rejected) -> {summary.manifest}")
 

@@ -1,12 +1,13 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from colorization.acquire import NothingAcquired, acquire_synthetic, run_acquire
+from colorization.acquire import FoldersOverlap, NothingAcquired, run_acquire
 from colorization.config import load_params
 from colorization.images import ImageRejected, decode_rgb, read_rgb
 from colorization.manifest import MANIFEST_SCHEMA
@@ -43,13 +44,10 @@ def test_synthetic_acquire_writes_manifest_and_resumes(tmp_path, small_params):
     assert pq.read_table(summary.manifest).equals(manifest)
 
 
-def test_synthetic_fewer_images_removes_the_extra_files(tmp_path):
-    acquire_synthetic(5, 48, 0, tmp_path)
-    rows = acquire_synthetic(3, 48, 0, tmp_path)
-    from colorization.acquire import _remove_unlisted
-
-    _remove_unlisted(tmp_path, rows)
-    assert len(list((tmp_path / "images").iterdir())) == 3
+def test_synthetic_fewer_images_removes_the_extra_files(tmp_path, small_params):
+    run_acquire(load_params(small_params, {"acquire.synthetic.count": 5}).acquire)
+    run_acquire(load_params(small_params, {"acquire.synthetic.count": 3}).acquire)
+    assert len(list((tmp_path / "raw/images").iterdir())) == 3
 
 
 @pytest.fixture
@@ -136,3 +134,91 @@ def test_decode_rejects_html_and_empty():
         decode_rgb(b"")
     with pytest.raises(ImageRejected, match="not a JPEG"):
         decode_rgb(b"<!doctype html><html></html>")
+
+
+# ---------------------------------------------------------------- only ever delete what we wrote
+
+
+def acquire_cli(params: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "colorization", "acquire", "--params", str(params), *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_acquire_refuses_an_output_folder_overlapping_the_input(tmp_path, small_params):
+    pictures = tmp_path / "pictures"
+    write_image(pictures / "images/mine.png", random_bgr(80, 80, 1))  # looks like an output folder
+    write_image(pictures / "holiday.jpg", random_bgr(90, 120, 2))
+    (pictures / "notes.txt").write_text("my notes")
+    before = tree(pictures)
+    for inp, out in [(pictures, pictures), (pictures, pictures / "raw"), (pictures / "images", pictures)]:
+        result = acquire_cli(small_params, "--source", "folder", "--input", str(inp), "--out", str(out))
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "input folder" in lines[0], lines
+        assert tree(pictures) == before  # nothing written, nothing removed
+    params = load_params(small_params, {"acquire.source": "folder", "acquire.folder.input": str(pictures)})
+    with pytest.raises(FoldersOverlap):
+        run_acquire(params.acquire.model_copy(update={"out": str(pictures)}))
+
+
+def test_acquire_removes_only_files_a_previous_manifest_recorded(tmp_path, small_params):
+    out = tmp_path / "raw"
+    own = {"images/mine.png": random_bgr(70, 70, 7), "images/sub/deep.png": random_bgr(70, 70, 8)}
+    for rel, image in own.items():
+        write_image(out / rel, image)
+    (out / "images/notes.txt").write_text("not an image, not ours")
+    (out / "images/.tmp-keep").write_text("a user's file that merely looks like a temporary")
+    users = dict(tree(out))
+
+    inbox = tmp_path / "inbox"
+    for i in range(3):
+        write_image(inbox / f"p{i}.png", random_bgr(80, 80, 20 + i))
+    first = acquire_cli(small_params, "--source", "folder", "--input", str(inbox), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    written = {r["path"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert len(written) == 3
+    assert {rel: tree(out)[rel] for rel in users} == users
+
+    (inbox / "p0.png").unlink()  # the next run has one image fewer: its stored copy goes
+    second = acquire_cli(small_params, "--source", "folder", "--input", str(inbox), "--out", str(out))
+    assert second.returncode == 0, second.stderr
+    kept = {r["path"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert len(kept) == 2 and kept < written
+    on_disk = set(tree(out))
+    assert not (written - kept) & on_disk  # the dropped image is removed ...
+    assert set(users) <= on_disk and {rel: tree(out)[rel] for rel in users} == users  # ... and only it
+
+    # A manifest naming paths outside its images folder (edited by hand) removes none of them.
+    import pyarrow as pa
+
+    table = pq.read_table(out / "manifest.parquet")
+    forged = table.set_column(2, "path", pa.array(["../notes.txt", "images/../../outside.txt"]))
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "outside.txt").write_text("y")
+    pq.write_table(forged, out / "manifest.parquet")
+    third = acquire_cli(small_params, "--source", "folder", "--input", str(inbox), "--out", str(out))
+    assert third.returncode == 0, third.stderr
+    assert (tmp_path / "notes.txt").exists() and (tmp_path / "outside.txt").exists()
+
+
+def test_folder_source_does_not_follow_symlinks_out_of_the_input(tmp_path, small_params):
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    write_image(inbox / "own.png", random_bgr(80, 80, 1))
+    write_image(elsewhere / "private.png", random_bgr(80, 80, 2))
+    write_image(elsewhere / "dir/more.png", random_bgr(80, 80, 3))
+    (inbox / "link.png").symlink_to(elsewhere / "private.png")
+    (inbox / "inner.png").symlink_to(inbox / "own.png")  # inside the input: read (a duplicate)
+    (inbox / "dir").symlink_to(elsewhere / "dir")
+    params = load_params(small_params, {"acquire.source": "folder"})
+    summary = run_acquire(params.acquire)
+    assert summary.accepted == 1
+    rows = pq.read_table(tmp_path / "raw/rejected.parquet").to_pylist()
+    rejected = {Path(r["item"]).name: r["reason"] for r in rows}
+    assert "outside the input folder: not followed" in rejected["link.png"]
+    assert str(elsewhere / "private.png") in rejected["link.png"]
+    assert rejected["dir"].endswith("not followed")
+    assert (rejected.get("inner.png") or rejected["own.png"]).startswith("duplicate")

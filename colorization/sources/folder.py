@@ -38,11 +38,35 @@ def _is_plain_rgb8(data: bytes) -> bool:
     return decoded is not None and decoded.dtype == np.uint8 and decoded.ndim == 3 and decoded.shape[2] == 3
 
 
+def outside_link(file: Path, root: Path) -> str | None:
+    """Why `file` is not read: a symlink whose target lies outside `root` (resolved), else None."""
+    target = file.resolve()
+    if target.is_relative_to(root):
+        return None
+    return f"symlink to {target}, outside the input folder: not followed"
+
+
+def linked_folders(folder: Path) -> list[Path]:
+    """Symlinked folders under `folder`: the recursive search does not enter them."""
+    return sorted(p for p in folder.rglob("*") if p.is_symlink() and p.is_dir())
+
+
 def acquire_folder(input_dir: Path, out_dir: Path, min_size: int) -> tuple[list[dict], list[dict]]:
     accepted: dict[str, dict] = {}
     rejected: list[dict] = []
-    for file in progress(find_images(Path(input_dir)), "acquire folder", unit="file"):
+    root = Path(input_dir).resolve()
+    files = find_images(Path(input_dir))
+    for link in linked_folders(Path(input_dir)):
+        reason = f"symlink to the folder {link.resolve()}: not followed"
+        log.warning("skipped %s: %s", link, reason)
+        rejected.append({"source": "folder", "item": str(link), "reason": reason})
+    for file in progress(files, "acquire folder", unit="file"):
         item = str(file)
+        outside = outside_link(file, root)
+        if outside is not None:
+            log.warning("skipped %s: %s", item, outside)
+            rejected.append({"source": "folder", "item": item, "reason": outside})
+            continue
         data = file.read_bytes()
         try:
             rgb = decode_rgb(data, min_size=min_size)
