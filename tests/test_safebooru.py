@@ -487,7 +487,7 @@ def test_resume_reconciles_journal_and_disk(site, tmp_path):
     rows, _ = acquire(site, tmp_path)
     images = tmp_path / "images"
     (images / "safebooru-2.jpg").unlink()  # journal names a missing file
-    (images / ".tmp-safebooru-9.jpg.x1y2").write_bytes(b"half")  # a kill mid-write
+    (images / ".tmp-safebooru-9.jpg.x1y2z3w4").write_bytes(b"half")  # a kill mid-write (atomic_path names)
     (images / "safebooru-77.jpg").write_bytes(make_image(77))  # complete but never journalled nor listed
     (images / "safebooru-6.jpg").rename(images / "safebooru-6.keep")
     journal = tmp_path / ".safebooru-journal.jsonl"
