@@ -110,11 +110,15 @@ def run_acquire(params: AcquireParams) -> AcquireSummary:
     if params.source == "synthetic":
         accepted = acquire_synthetic(params.synthetic.count, params.synthetic.size, params.seed, out)
     elif params.source == "folder":
-        accepted, rejected = acquire_folder(Path(params.folder.input), out, params.min_size)
+        accepted, rejected = acquire_folder(
+            Path(params.folder.input), out, params.min_size, params.max_pixels, params.max_file_bytes
+        )
     else:
         from colorization.sources.safebooru import acquire_safebooru
 
-        accepted, rejected = acquire_safebooru(params.safebooru, out, seed=params.seed)
+        accepted, rejected = acquire_safebooru(
+            params.safebooru, out, seed=params.seed, max_pixels=params.max_pixels
+        )
     if not accepted:
         raise NothingAcquired(f"no valid image acquired from source {params.source!r}")
     _remove_unlisted(out, accepted, previous)

@@ -20,8 +20,16 @@ import numpy as np
 from colorization.atomic import atomic_write_bytes
 from colorization.config import LineartParams
 from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS, color_histogram
-from colorization.images import IMAGE_EXTENSIONS, ImageRejected, encode_png, read_rgb
+from colorization.images import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageRejected,
+    encode_png,
+    read_rgb,
+)
 from colorization.lineart import extract_lineart
+from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +81,24 @@ def parse_palette(spec: str) -> np.ndarray:
     return (hint / hint.sum()).astype(np.float32)
 
 
-def reference_hint(path: str | Path) -> np.ndarray:
+def reference_hint(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
     """The hint of a colour reference image: its 512-bin histogram, as in training."""
-    return color_histogram(read_image(path))
+    return color_histogram(read_image(path, limits))
 
 
 # ---------------------------------------------------------------- inputs
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
+    """An input image within `limits` (lineart.max_pixels / max_file_bytes; else the defaults)."""
+    max_pixels = limits.max_pixels if limits is not None else DEFAULT_MAX_PIXELS
+    max_file_bytes = limits.max_file_bytes if limits is not None else DEFAULT_MAX_FILE_BYTES
     try:
-        return read_rgb(path)
+        return read_rgb(path, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
     except FileNotFoundError:
-        raise ColorizeError(f"{path}: no such file") from None
+        raise ColorizeError(f"{escaped(path)}: no such file") from None
     except (ImageRejected, OSError) as err:
-        raise ColorizeError(f"{path}: unreadable image ({err})") from None
+        raise ColorizeError(f"{escaped(path)}: unreadable image ({err})") from None
 
 
 def collect_inputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
@@ -244,7 +255,7 @@ def colorize_files(
     from colorization.inference import colorize, predict_hint
 
     size = generator.image_size
-    fitted = [fit_input(read_image(src), size, lineart_params) for src, _ in pairs]
+    fitted = [fit_input(read_image(src, lineart_params), size, lineart_params) for src, _ in pairs]
     lineart = np.stack([f.lineart for f in fitted])
     if hints.fixed is not None:
         hint = np.repeat(hints.fixed[None], len(pairs), axis=0)
@@ -262,12 +273,14 @@ def colorize_files(
     return [dst for _, dst in pairs]
 
 
-def given_hint(reference: Path | None, palette: str | None) -> np.ndarray | None:
+def given_hint(
+    reference: Path | None, palette: str | None, limits: LineartParams | None = None
+) -> np.ndarray | None:
     """The user's hint from --reference or --palette; None means: predict it."""
     if reference is not None and palette is not None:
         raise ColorizeError("give --reference or --palette, not both")
     if reference is not None:
-        return reference_hint(reference)
+        return reference_hint(reference, limits)
     if palette is not None:
         return parse_palette(palette)
     return None
@@ -289,7 +302,7 @@ def run_colorize(
 
     pairs = collect_inputs(inputs, out)
     torch_device = str(pick_device(device))
-    fixed = given_hint(reference, palette)  # a bad palette fails before any model loads
+    fixed = given_hint(reference, palette, lineart_params)  # a bad palette fails before any model loads
     generator = load_model(model, torch_device, GENERATOR_KINDS)
     if fixed is not None:
         hints = HintSource(fixed=fixed)

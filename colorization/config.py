@@ -67,6 +67,8 @@ class AcquireParams(Strict):
     source: Literal["synthetic", "folder", "safebooru"]
     out: str
     min_size: PositiveInt
+    max_pixels: PositiveInt  # width x height read from the header, before decoding
+    max_file_bytes: PositiveInt  # folder source; safebooru downloads are capped by safebooru.max_bytes
     seed: int
     synthetic: SyntheticSource
     folder: FolderSource
@@ -120,6 +122,8 @@ class LineartParams(Strict):
     dilate: NonNegInt  # extra line thickness in pixels
     shard_size: PositiveInt
     workers: NonNegInt  # 0 = all cores
+    max_pixels: PositiveInt  # a raw image over either limit stops the stage, naming the file
+    max_file_bytes: PositiveInt
     split: SplitParams
 
 
@@ -127,6 +131,8 @@ class HistogramParams(Strict):
     raw: str
     out: str
     workers: NonNegInt
+    max_pixels: PositiveInt
+    max_file_bytes: PositiveInt
 
 
 # ---------------------------------------------------------------- train

@@ -3,14 +3,26 @@
 Every source and stage goes through `decode_rgb`, so a grayscale, RGBA, palette or
 16-bit file is converted the same way everywhere, and a corrupt one is rejected with
 a reason instead of an exception from deep inside OpenCV.
+
+Memory is bounded before anything is decoded: `read_rgb` refuses a file over
+`max_file_bytes` from its size alone, and `decode_rgb` reads the width and height from
+the header (PNG IHDR, JPEG SOF, WebP VP8/VP8L/VP8X) and refuses more than `max_pixels`
+pixels. A 1 MB PNG can declare 30000 x 30000 pixels (5 GB decoded).
 """
 
 from __future__ import annotations
+
+import os
 
 import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# Image files we recognise but do not read: listed as rejected, never skipped silently.
+UNSUPPORTED_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff")
+
+DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: 150 MB as RGB; 8K UHD is 33 MP
+DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 
 # Magic numbers of the formats we accept; anything else is rejected before decoding.
 _MAGIC = {
@@ -19,6 +31,13 @@ _MAGIC = {
     "webp": (b"RIFF",),
 }
 
+
+# Formats we recognise only to name them in a rejection.
+_OTHER_MAGIC = {
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+}
 
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
 
@@ -35,6 +54,87 @@ def sniff_format(data: bytes) -> str | None:
                 continue
             return fmt
     return None
+
+
+def unsupported_format(data: bytes) -> str | None:
+    """'GIF', 'BMP' or 'TIFF' when the magic bytes say so, else None."""
+    for name, magics in _OTHER_MAGIC.items():
+        if any(data.startswith(m) for m in magics):
+            return name
+    return None
+
+
+def _be(data: bytes, start: int, size: int) -> int:
+    return int.from_bytes(data[start : start + size], "big")
+
+
+def _le(data: bytes, start: int, size: int) -> int:
+    return int.from_bytes(data[start : start + size], "little")
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT, JPG, DAC.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i, n = 2, len(data)
+    while i < n:
+        if data[i] != 0xFF:
+            return None
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > n:  # end of image or scan before any frame header
+            return None
+        if marker in _SOF:
+            return (_be(data, i + 5, 2), _be(data, i + 3, 2)) if i + 7 <= n else None
+        i += _be(data, i, 2)
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return _le(data, 24, 3) + 1, _le(data, 27, 3) + 1
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = _le(data, 21, 4)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        return _le(data, 26, 2) & 0x3FFF, _le(data, 28, 2) & 0x3FFF
+    return None
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares them, without decoding; None if unreadable."""
+    if fmt == "png":
+        return (_be(data, 16, 4), _be(data, 20, 4)) if data[12:16] == b"IHDR" else None
+    if fmt == "jpeg":
+        return _jpeg_size(data)
+    if fmt == "webp":
+        return _webp_size(data)
+    return None
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g} MP"
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageRejected(
+            f"too large: {width}x{height} = {_megapixels(pixels)} > max_pixels {_megapixels(max_pixels)}"
+        )
+
+
+def check_file_size(size: int, max_file_bytes: int) -> None:
+    if size > max_file_bytes:
+        raise ImageRejected(f"file too large: {size} bytes > max_file_bytes {max_file_bytes}")
 
 
 def _looks_truncated(data: bytes, fmt: str) -> bool:
@@ -75,26 +175,41 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     raise ImageRejected(f"unsupported channel count {channels}")
 
 
-def decode_rgb(data: bytes, min_size: int = 1) -> np.ndarray:
-    """Decode image bytes to RGB uint8 [H, W, 3], or raise ImageRejected with the reason."""
+def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to RGB uint8 [H, W, 3], or raise ImageRejected with the reason.
+
+    The header's size is checked against `max_pixels` before the decoder allocates anything.
+    """
     if not data:
         raise ImageRejected("empty file")
     fmt = sniff_format(data)
     if fmt is None:
+        other = unsupported_format(data)
+        if other is not None:
+            raise ImageRejected(f"{other} image: not supported (JPEG, PNG or WebP only)")
         raise ImageRejected("not a JPEG, PNG or WebP image")
+    declared = header_size(data, fmt)
+    if declared is None or 0 in declared:
+        raise ImageRejected(f"corrupt {fmt}: no readable image size in its header")
+    check_pixels(*declared, max_pixels)
     if _looks_truncated(data, fmt):
         raise ImageRejected(f"truncated {fmt}")
     buf = np.frombuffer(data, dtype=np.uint8)
-    if fmt == "jpeg" and _IMREAD_RGB is not None:
-        # JPEG has no alpha and 8 bits: let libjpeg write RGB directly (saves a colour conversion).
-        rgb = cv2.imdecode(buf, _IMREAD_RGB)
-        if rgb is None:
-            raise ImageRejected(f"corrupt {fmt}: decoder failed")
-    else:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise ImageRejected(f"corrupt {fmt}: decoder failed")
-        rgb = to_rgb8(image)
+    try:
+        if fmt == "jpeg" and _IMREAD_RGB is not None:
+            # JPEG has no alpha and 8 bits: let libjpeg write RGB directly (saves a colour conversion).
+            rgb = cv2.imdecode(buf, _IMREAD_RGB)
+            if rgb is None:
+                raise ImageRejected(f"corrupt {fmt}: decoder failed")
+        else:
+            image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise ImageRejected(f"corrupt {fmt}: decoder failed")
+            rgb = to_rgb8(image)
+    except cv2.error as err:  # OpenCV's own limits or a decoder fault: a reason, not a traceback
+        raise ImageRejected(f"corrupt {fmt}: {_cv2_reason(err)}") from None
+    except MemoryError:
+        raise ImageRejected(f"{fmt} too large to decode in memory") from None
     height, width = rgb.shape[:2]
     if min(height, width) < min_size:
         raise ImageRejected(f"too small: {width}x{height} < min_size {min_size}")
@@ -115,6 +230,24 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
     return buf.tobytes()
 
 
-def read_rgb(path, min_size: int = 1) -> np.ndarray:
+def _cv2_reason(err: cv2.error) -> str:
+    text = getattr(err, "err", None) or str(err).strip().splitlines()[-1]
+    return " ".join(str(text).split())[:200]
+
+
+def read_image_bytes(path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, refusing from its size alone (before reading) a file over the limit."""
     with open(path, "rb") as fh:
-        return decode_rgb(fh.read(), min_size=min_size)
+        check_file_size(os.fstat(fh.fileno()).st_size, max_file_bytes)
+        data = fh.read(max_file_bytes + 1)  # a file that grows meanwhile is still bounded
+    check_file_size(len(data), max_file_bytes)
+    return data
+
+
+def read_rgb(
+    path,
+    min_size: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> np.ndarray:
+    return decode_rgb(read_image_bytes(path, max_file_bytes), min_size=min_size, max_pixels=max_pixels)

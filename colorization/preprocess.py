@@ -25,7 +25,7 @@ import numpy as np
 from colorization.atomic import atomic_save_npy, atomic_write_text, publish_dir, remove_stale_temporaries
 from colorization.config import HistogramParams, LineartParams
 from colorization.histogram import color_histogram
-from colorization.images import read_rgb
+from colorization.images import ImageRejected, read_rgb
 from colorization.lineart import prepare_pair
 from colorization.manifest import read_manifest
 from colorization.progress import progress
@@ -38,6 +38,7 @@ from colorization.store import (
     write_index,
     write_meta,
 )
+from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ def _sorted_manifest(raw: Path) -> tuple[list[str], list[str], list[str]]:
 
 
 def _fingerprint(params: LineartParams | HistogramParams, shas: list[str]) -> str:
-    digest = hashlib.sha256(params.model_dump_json(exclude={"workers", "out"}).encode())
+    # Limits only refuse inputs: a store built under other limits holds the same bytes.
+    unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
+    digest = hashlib.sha256(params.model_dump_json(exclude=unshaping).encode())
     digest.update("".join(shas).encode())
     return digest.hexdigest()
 
@@ -138,10 +141,18 @@ def plan_lineart(params: LineartParams) -> ShardPlan:
     return _plan(params, params.shard_size, shard_is_complete)
 
 
+def read_raw(path: str, params: LineartParams | HistogramParams) -> np.ndarray:
+    """A raw image within the stage's limits; else ImageRejected naming the file (one line)."""
+    try:
+        return read_rgb(path, max_pixels=params.max_pixels, max_file_bytes=params.max_file_bytes)
+    except ImageRejected as err:
+        raise ImageRejected(f"{escaped(path)}: {err}") from None
+
+
 def run_lineart_shard(job: ShardJob) -> int:
     """Resize + line art of one shard; the ids file, written last, marks it complete."""
     cv2.setNumThreads(1)
-    pairs = [prepare_pair(read_rgb(p), job.params) for p in job.paths]
+    pairs = [prepare_pair(read_raw(p, job.params), job.params) for p in job.paths]
     stem = Path(job.staging) / shard_stem(job.shard)
     atomic_save_npy(f"{stem}.color.npy", np.stack([c for c, _ in pairs]))
     atomic_save_npy(f"{stem}.lineart.npy", np.stack([line for _, line in pairs]))
@@ -207,7 +218,7 @@ def plan_histograms(params: HistogramParams, chunk: int | None = None) -> ShardP
 def run_histogram_shard(job: ShardJob) -> int:
     """512-bin colour hints of one shard's images (full resolution), into one atomic partial."""
     cv2.setNumThreads(1)
-    hists = np.stack([color_histogram(read_rgb(p)) for p in job.paths])
+    hists = np.stack([color_histogram(read_raw(p, job.params)) for p in job.paths])
     atomic_save_npy(_partial(job.staging, job.shard), hists)
     return len(job.ids)
 

@@ -16,7 +16,16 @@ import cv2
 import numpy as np
 
 from colorization.atomic import atomic_write_bytes
-from colorization.images import IMAGE_EXTENSIONS, ImageRejected, decode_rgb, encode_png, sniff_format
+from colorization.images import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageRejected,
+    decode_rgb,
+    encode_png,
+    read_image_bytes,
+    sniff_format,
+)
 from colorization.manifest import IMAGES_DIR
 from colorization.progress import progress
 
@@ -51,7 +60,13 @@ def linked_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_symlink() and p.is_dir())
 
 
-def acquire_folder(input_dir: Path, out_dir: Path, min_size: int) -> tuple[list[dict], list[dict]]:
+def acquire_folder(
+    input_dir: Path,
+    out_dir: Path,
+    min_size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> tuple[list[dict], list[dict]]:
     accepted: dict[str, dict] = {}
     rejected: list[dict] = []
     root = Path(input_dir).resolve()
@@ -67,9 +82,9 @@ def acquire_folder(input_dir: Path, out_dir: Path, min_size: int) -> tuple[list[
             log.warning("skipped %s: %s", item, outside)
             rejected.append({"source": "folder", "item": item, "reason": outside})
             continue
-        data = file.read_bytes()
         try:
-            rgb = decode_rgb(data, min_size=min_size)
+            data = read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
+            rgb = decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
         except ImageRejected as err:
             log.warning("skipped %s: %s", item, err)
             rejected.append({"source": "folder", "item": item, "reason": str(err)})

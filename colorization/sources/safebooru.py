@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from colorization.atomic import atomic_write_bytes
 from colorization.config import SafebooruSource
-from colorization.images import ImageRejected, decode_rgb, sniff_format
+from colorization.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_rgb, sniff_format
 from colorization.progress import progress_bar
 from colorization.sources.journal import Journal, JournalState
 from colorization.sources.polite_http import (
@@ -65,8 +65,9 @@ class Outcome:
 class _Run:
     """State of one acquisition run; `acquire_safebooru` is the way in."""
 
-    def __init__(self, cfg: SafebooruSource, out_dir: Path, seed: int) -> None:
+    def __init__(self, cfg: SafebooruSource, out_dir: Path, seed: int, max_pixels: int) -> None:
         self.cfg = cfg
+        self.max_pixels = max_pixels
         self.out_dir = Path(out_dir)
         self.allow = HostAllowList(cfg.base_url, cfg.allowed_hosts)
         self.session = PoliteSession(
@@ -124,7 +125,11 @@ class _Run:
                     continue
                 self.seen.add(post.post_id)
                 reason = skip_reason(
-                    post, min_size=self.cfg.min_size, excluded=self.excluded, allow=self.allow
+                    post,
+                    min_size=self.cfg.min_size,
+                    excluded=self.excluded,
+                    allow=self.allow,
+                    max_pixels=self.max_pixels,
                 )
                 if reason is None and post.md5:
                     with self.lock:
@@ -167,7 +172,7 @@ class _Run:
             return self._fail(post, f"not an image: {data[:40]!r}")
         if fmt != STILL_IMAGE_FORMATS[post.ext]:
             return self._reject(post, f"content is {fmt}, expected {STILL_IMAGE_FORMATS[post.ext]}")
-        rgb = decode_rgb(data, min_size=self.cfg.min_size)
+        rgb = decode_rgb(data, min_size=self.cfg.min_size, max_pixels=self.max_pixels)
         sha256 = hashlib.sha256(data).hexdigest()
         with self.lock:
             owner = self.owner_of_sha.setdefault(sha256, post.post_id)
@@ -299,10 +304,12 @@ class _Run:
         return not self.listing_failed
 
 
-def acquire_safebooru(cfg: SafebooruSource, out_dir: Path, *, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def acquire_safebooru(
+    cfg: SafebooruSource, out_dir: Path, *, seed: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list[dict], list[dict]]:
     """Fill `out_dir/images` from safebooru; return (manifest rows of every image held, rejected rows).
 
     Rejected rows cover this run's skips and failures and the posts earlier runs
     decided against; a reason starting with "failed:" may succeed on a later run.
     """
-    return _Run(cfg, out_dir, seed).run()
+    return _Run(cfg, out_dir, seed, max_pixels).run()

@@ -114,12 +114,22 @@ def excluded_tags(query: str) -> frozenset[str]:
     )
 
 
-def skip_reason(post: Post, *, min_size: int, excluded: frozenset[str], allow: HostAllowList) -> str | None:
+def skip_reason(
+    post: Post,
+    *,
+    min_size: int,
+    excluded: frozenset[str],
+    allow: HostAllowList,
+    max_pixels: int | None = None,
+) -> str | None:
     """Why a post is not worth downloading, judged from metadata only; None when it is."""
     if post.ext not in STILL_IMAGE_FORMATS:
         return f"not a still image (.{post.ext or '?'})"
     if post.width and post.height and min(post.width, post.height) < min_size:
         return f"too small: {post.width}x{post.height} < min_size {min_size}"
+    if max_pixels and post.width and post.height and post.width * post.height > max_pixels:
+        # The bytes are checked again after download: metadata may understate the size.
+        return f"too large: {post.width}x{post.height} > max_pixels {max_pixels}"
     hit = excluded.intersection(post.tags.lower().split())
     if hit:
         return f"excluded tag: {sorted(hit)[0]}"
