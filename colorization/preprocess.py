@@ -28,6 +28,7 @@ from colorization.histogram import color_histogram
 from colorization.images import ImageRejected, read_rgb
 from colorization.lineart import prepare_pair
 from colorization.manifest import read_manifest
+from colorization.processes import die_with_parent
 from colorization.progress import progress
 from colorization.store import (
     SPLITS,
@@ -47,7 +48,8 @@ def worker_count(requested: int, jobs: int) -> int:
     return max(1, min(requested or os.cpu_count() or 1, jobs))
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int | None = None) -> None:
+    die_with_parent(parent_pid)  # a killed stage leaves no workers behind
     cv2.setNumThreads(1)
 
 
@@ -58,7 +60,9 @@ def _map(fn, jobs: list, workers: int, desc: str):
         yield from progress(map(fn, jobs), desc, total=len(jobs), unit="shard")
         return
     ctx = __import__("multiprocessing").get_context("spawn")  # safe under threaded callers (Prefect)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         yield from progress(pool.map(fn, jobs), desc, total=len(jobs), unit="shard")
 
 
