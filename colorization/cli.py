@@ -124,6 +124,7 @@ def train(
     out: Path | None = typer.Option(None, "--out", help="model folder (default: models/<model>)"),
 ) -> None:
     """Train one model; resumes from checkpoints/<model>/ when a matching checkpoint is there."""
+    from colorization.locking import FolderBusy
     from colorization.train import STEPS, NonFiniteLoss
     from colorization.train import train as run_train
 
@@ -132,7 +133,7 @@ def train(
     params = params_or_exit(params_file, {f"train.{model}.steps": steps})
     try:
         folder = run_train(params, model, out_dir=out)
-    except (FileNotFoundError, ValueError, NonFiniteLoss) as err:
+    except (FileNotFoundError, ValueError, NonFiniteLoss, FolderBusy) as err:
         fail(str(err), code=1)
     typer.echo(f"trained {model} -> {folder}")
 

@@ -49,6 +49,7 @@ from colorization.augment import Batch, DeviceData, sample_batch
 from colorization.config import Params
 from colorization.device import autocast, configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
+from colorization.locking import FolderLock, NoLock
 from colorization.models import (
     CONFIG_FILE,
     RUN_FILE,
@@ -229,11 +230,14 @@ def _code_digest() -> str:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
-def save_checkpoint(path: Path, step: int, nets: Nets, gen: torch.Generator, tag: str, run_id: str | None):
+def save_checkpoint(
+    path: Path, step: int, nets: Nets, gen: torch.Generator, tag: str, run_id: str | None, loss_rows: str = ""
+):
     state = {
         "step": step,
         "fingerprint": tag,
         "run_id": run_id or "",
+        "loss_rows": loss_rows,  # the CSV up to this step: DVC deletes the file before a re-run
         "models": {k: v.state_dict() for k, v in nets.modules.items()},
         "optimizers": {k: v.state_dict() for k, v in nets.optimizers.items()},
         "rng": {"torch": torch.get_rng_state(), "sampler": gen.get_state()},
@@ -269,23 +273,33 @@ def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
 
 
 class LossCsv:
-    """plots/train/<kind>.csv: one row per step. On resume, rows after the checkpoint are dropped
-    (that part of the run is replayed), so the file always reads as one uninterrupted run."""
+    """plots/train/<kind>.csv: one row per step. On resume the rows up to the checkpoint come
+    from the checkpoint itself (`restored`; DVC deletes the file before re-running a stage), and
+    rows after it are dropped (that part of the run is replayed), so the file always reads as
+    one uninterrupted run."""
 
-    def __init__(self, path: Path, columns: list[str], resume_step: int):
+    def __init__(self, path: Path, columns: list[str], resume_step: int, restored: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.columns = columns
         header = ",".join(["step", *columns]) + "\n"
         kept = [header]
-        if resume_step and path.exists():
+        if resume_step and restored:
+            kept.append(restored)
+        elif resume_step and path.exists():  # a checkpoint from before rows were kept in it
             lines = path.read_text().splitlines(keepends=True)[1:]
             kept += [line for line in lines if line.strip() and int(line.split(",")[0]) <= resume_step]
         atomic_write_text(path, "".join(kept))
-        path.chmod(0o644)  # a plain readable file, not the temp file's private mode
+        self.rows = kept[1:]
         self.file = path.open("a")
 
     def write(self, step: int, values: dict[str, float]) -> None:
-        self.file.write(",".join([str(step), *(f"{values[c]:.6g}" for c in self.columns)]) + "\n")
+        row = ",".join([str(step), *(f"{values[c]:.6g}" for c in self.columns)]) + "\n"
+        self.file.write(row)
+        self.rows.append(row)
+
+    def text(self) -> str:
+        """Every row so far, without the header: saved with each checkpoint."""
+        return "".join(self.rows)
 
     def flush(self) -> None:
         self.file.flush()
@@ -298,6 +312,9 @@ class NoLossCsv:
     """Stands in for LossCsv on the ranks other than 0 of a DDP run."""
 
     def write(self, step: int, values: dict[str, float]) -> None: ...
+    def text(self) -> str:
+        return ""
+
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -444,7 +461,10 @@ def train(
         if cfg.compile:
             nets.forward = {k: torch.compile(v) for k, v in nets.forward.items()}
 
-    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], resume_step=start) if master else NoLossCsv()
+    # One trainer per checkpoint folder: a second (a re-run while an orphaned one runs) refuses.
+    lock = FolderLock(checkpoint.parent, "trainer") if master else NoLock()
+    restored = (state or {}).get("loss_rows")
+    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], start, restored) if master else NoLossCsv()
     resume_id = (state or {}).get("run_id") or None
     tracking = open_tracking(params, kind, resume_id) if master else NoTracking()
     tracking.log_params(
@@ -501,11 +521,12 @@ def train(
                 losses_csv.flush()
                 tracking.flush()
                 if master:
-                    save_checkpoint(checkpoint, step, nets, gen, tag, tracking.run_id)
+                    save_checkpoint(checkpoint, step, nets, gen, tag, tracking.run_id, losses_csv.text())
                 if ddp:
                     dist.barrier()
     except BaseException:
         losses_csv.close()
+        lock.release()
         tracking.finish("FAILED")
         if ddp:
             dist.destroy_process_group()
@@ -537,6 +558,7 @@ def train(
     (staging / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
     publish_dir(staging, out_dir)
     checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
+    lock.release()
     tracking.finish()
     if ddp:
         dist.destroy_process_group()

@@ -24,6 +24,7 @@ from colorization.acquire import run_acquire
 from colorization.config import load_params
 from colorization.histogram import color_histogram
 from colorization.inference import colorize, predict_hint
+from colorization.locking import FolderBusy
 from colorization.models import load_trained
 from colorization.preprocess import build_histograms, build_lineart
 from colorization.train import NonFiniteLoss, train
@@ -110,6 +111,7 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     killed_at = torch.load(checkpoint, weights_only=True)["step"]
     assert 0 < killed_at < steps
     assert not (work / "models" / "cgan").exists()
+    (work / "plots" / "train" / "cgan.csv").unlink()  # as `dvc repro` does before re-running the stage
 
     resumed = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -120,7 +122,7 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
-    # The loss log reads as one uninterrupted run, too.
+    # The loss log reads as one uninterrupted run, too: the rows up to the checkpoint came from it.
     ref_rows = (tmp_path / "reference" / "losses.csv").read_text()
     assert (work / "plots" / "train" / "cgan.csv").read_text() == ref_rows
     assert len(ref_rows.splitlines()) == steps + 1
@@ -213,3 +215,50 @@ def test_training_runs_without_mlflow_installed(store_params: Path, tmp_path: Pa
 def test_importing_the_training_path_does_not_import_mlflow():
     code = "import sys, colorization.train, colorization.cli; assert 'mlflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_a_second_trainer_on_the_same_checkpoints_refuses(store_params: Path, tmp_path: Path):
+    # The CLI's default checkpoint folder, relative to its working directory tmp_path.
+    paths = {**run_folder(tmp_path, "locked"), "checkpoint_dir": tmp_path / "checkpoints" / "hint"}
+    hold = (
+        "import sys; from colorization.locking import FolderLock; lock = FolderLock(sys.argv[1]);"
+        " print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(paths["checkpoint_dir"])],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match=rf"in use by another trainer \(PID {holder.pid}\)"):
+            train(tiny_params(store_params), "hint", steps=3, **paths)
+        assert not paths["plots_path"].exists()  # the holder's loss log is not touched
+
+        data = yaml.safe_load(store_params.read_text())
+        data["train"]["mlflow"] = False
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+        cmd = [
+            sys.executable,
+            "-m",
+            "colorization",
+            "train",
+            "hint",
+            "--steps",
+            "3",
+            "--params",
+            "params.yaml",
+        ]
+        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1
+        lines = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+        expected = (
+            f"error: checkpoints/hint is in use by another trainer (PID {holder.pid}); wait for it or stop it"
+        )
+        assert lines == [expected], result.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    train(tiny_params(store_params), "hint", steps=3, **paths)  # the holder gone, the lock is free

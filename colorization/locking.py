@@ -1,0 +1,56 @@
+"""One writer per folder: an exclusive, advisory lock (fcntl.flock) held while it works.
+
+Killing only `dvc` leaves its trainer running; a second `dvc repro` would start another
+trainer on the same checkpoint folder, both writing checkpoints and the loss CSV. The
+lock file stays in the folder (removing it would race with a waiting locker); the
+kernel drops the lock when the holder exits, however it exits, so a killed trainer
+never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+LOCK_FILE = "lock"
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the folder's lock; the message is one line naming its PID."""
+
+
+class FolderLock:
+    """Held from construction until `release()` (or until the process ends)."""
+
+    def __init__(self, folder: str | os.PathLike, holder: str = "process") -> None:
+        self.fd: int | None = None
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by child processes
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderBusy(
+                f"{folder} is in use by another {holder} (PID {pid}); wait for it or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+class NoLock:
+    """Stands in for FolderLock where another process (DDP rank 0) holds it."""
+
+    def release(self) -> None: ...
