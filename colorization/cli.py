@@ -196,7 +196,7 @@ def register(params_file: Path = ParamsOption) -> None:
 @app.command()
 def colorize(
     inputs: list[Path] = typer.Argument(..., help="line art or colour images, or folders of them"),
-    out: Path = typer.Option(..., "--out", "-o", help="output PNG (for one input image) or folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output image (.png, .jpg or .webp; one input image only) or folder"),
     model: str = typer.Option(
         "models:/lineart-cgan@champion", "--model", help="registry URI or a local models/<name> folder"
     ),
@@ -207,21 +207,40 @@ def colorize(
     ),
     device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
     batch_size: int = typer.Option(16, min=1, help="images per forward pass"),
-    params_file: Path = ParamsOption,
+    params_file: Path | None = typer.Option(
+        None,
+        "--params",
+        help="its `lineart` section is used (default: ./params.yaml if there, else built in)",
+    ),
 ) -> None:
-    """Colour line art (or colour images, via their line art) of any size; writes PNGs of the same size."""
-    from colorization.colorize import ColorizeError, run_colorize
+    """Colour line art (or colour images, via their line art) of any size; writes images of the same size.
 
-    params = params_or_exit(params_file)
+    An input that cannot be read is reported on its own line and the others are coloured;
+    the exit code is 1 when any failed.
+    """
+    from colorization.colorize import ColorizeError, default_lineart_params, run_colorize
+
+    if params_file is None and not DEFAULT_PARAMS.exists():
+        lineart_params = default_lineart_params()  # run outside a project folder: no pipeline params
+    else:
+        lineart_params = params_or_exit(params_file or DEFAULT_PARAMS).lineart
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
-        written = run_colorize(
-            inputs, out, params.lineart, model, reference, palette, hint_model, device, batch_size
+        result = run_colorize(
+            inputs, out, lineart_params, model, reference, palette, hint_model, device, batch_size
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)
-    typer.echo(f"coloured {len(written)} image(s) -> {out}")
+    for line in result.failed:
+        typer.echo(f"error: {line}", err=True)
+    done, failed = len(result.written), len(result.failed)
+    target = result.written[0] if done == 1 else out
+    if failed:
+        if done:
+            typer.echo(f"coloured {done} of {done + failed} images -> {target}; {failed} failed")
+        raise typer.Exit(1)
+    typer.echo(f"coloured {done} image(s) -> {target}")
 
 
 def prefect_console() -> None:

@@ -24,7 +24,9 @@ from colorization.images import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    UNSUPPORTED_EXTENSIONS,
     ImageRejected,
+    encode_jpeg,
     encode_png,
     read_rgb,
 )
@@ -49,6 +51,30 @@ LINE_LEVEL = 128  # after fitting, darker than this is line (the models saw 0/25
 
 class ColorizeError(ValueError):
     """A refused request; the message is the one line shown to the user."""
+
+
+# The demo profile's `lineart` section (params.yaml), for `colorize` run where no params file
+# is: it needs only the extractor and the limits. A model trained on line art made with other
+# settings wants `--params` naming its params file.
+DEFAULT_LINEART = {
+    "raw": "data/raw",
+    "out": "data/processed/lineart",
+    "image_size": 64,
+    "resize": "center_crop",
+    "extractor": "canny",
+    "canny": {"low": 100, "high": 200, "blur": 3},
+    "xdog": {"sigma": 0.8, "k": 1.6, "tau": 0.98, "epsilon": 0.0, "phi": 200.0},
+    "dilate": 0,
+    "shard_size": 256,
+    "workers": 0,
+    "max_pixels": DEFAULT_MAX_PIXELS,
+    "max_file_bytes": DEFAULT_MAX_FILE_BYTES,
+    "split": {"val": 0.1, "test": 0.1},
+}
+
+
+def default_lineart_params() -> LineartParams:
+    return LineartParams.model_validate(DEFAULT_LINEART)
 
 
 # ---------------------------------------------------------------- hints
@@ -101,31 +127,41 @@ def read_image(path: str | Path, limits: LineartParams | None = None) -> np.ndar
         raise ColorizeError(f"{escaped(path)}: unreadable image ({err})") from None
 
 
-def collect_inputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
-    """(input image, output PNG) pairs. A folder is searched recursively and mirrored under OUT.
+def names_a_file(out: Path) -> bool:
+    """-o y.png (or .jpg, .webp; or .gif, refused later) names one output image, unless a folder."""
+    return out.suffix.lower() in IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS and not out.is_dir()
 
-    OUT is a file only for a single image input and an image suffix; otherwise a folder.
+
+def collect_inputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """(input image, output image) pairs. A folder is searched recursively and mirrored under OUT.
+
+    OUT is a file for a single image input and an image suffix (the format follows the
+    suffix: PNG, JPEG or WebP); otherwise a folder of PNGs. Several inputs with an image
+    file name as OUT are refused: there would be nowhere to put the others.
     """
+    if out.suffix.lower() in UNSUPPORTED_EXTENSIONS and not out.is_dir():
+        raise ColorizeError(f"-o {escaped(out)}: cannot write {out.suffix}; use .png, .jpg or .webp")
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         if item.is_dir():
-            images = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            readable = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS  # the latter are reported, not skipped
+            images = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in readable)
             if not images:
-                raise ColorizeError(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+                raise ColorizeError(
+                    f"{escaped(item)}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder"
+                )
             found += [(p, p.relative_to(item).with_suffix(".png")) for p in images]
         elif item.is_file():
             found.append((item, Path(item.name).with_suffix(".png")))
         else:
-            raise ColorizeError(f"{item}: no such file or folder")
-    if (
-        len(inputs) == 1
-        and len(found) == 1
-        and inputs[0].is_file()
-        and out.suffix.lower() in IMAGE_EXTENSIONS
-    ):
-        return [(found[0][0], out.with_suffix(".png"))]
+            raise ColorizeError(f"{escaped(item)}: no such file or folder")
+    if names_a_file(out):
+        if len(inputs) == 1 and inputs[0].is_file():
+            return [(found[0][0], out)]
+        raise ColorizeError(
+            f"{len(found)} input images need an output folder, but -o {escaped(out)} names one image file; "
+            "give -o a folder"
+        )
     pairs = [(src, out / rel) for src, rel in found]
     targets = [dst for _, dst in pairs]
     if len(set(targets)) != len(targets):
@@ -239,6 +275,25 @@ class HintSource:
     model: LoadedModel | None = None
 
 
+@dataclass
+class ColorizeResult:
+    written: list[Path]
+    failed: list[str]  # one line per input that could not be coloured, naming it
+
+
+def encode_for(path: Path, rgb: np.ndarray) -> bytes:
+    """The image in the format its file name says: JPEG for .jpg / .jpeg, WebP for .webp, else PNG."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return encode_jpeg(rgb, quality=95)
+    if suffix == ".webp":
+        ok, buf = cv2.imencode(".webp", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 95])
+        if not ok:
+            raise RuntimeError("WebP encoding failed")
+        return buf.tobytes()
+    return encode_png(rgb)
+
+
 def colorize_files(
     pairs: list[tuple[Path, Path]],
     generator: LoadedModel,
@@ -246,16 +301,29 @@ def colorize_files(
     lineart_params: LineartParams,
     device: str,
     batch_size: int = 16,
-) -> list[Path]:
-    """Colour every (input, output) pair; returns the written paths.
+) -> ColorizeResult:
+    """Colour every (input, output) pair; an input that cannot be read is reported, the rest coloured.
 
-    Every input is read and fitted before anything is written, so an unreadable file
-    refuses the whole request; only the small model-sized line art is kept meanwhile.
+    Every input is read and fitted before anything is written; only the small model-sized
+    line art is kept meanwhile.
     """
     from colorization.inference import colorize, predict_hint
 
     size = generator.image_size
-    fitted = [fit_input(read_image(src, lineart_params), size, lineart_params) for src, _ in pairs]
+    failed: list[str] = []
+    fitted: list[Fitted] = []
+    kept: list[tuple[Path, Path]] = []
+    for src, dst in pairs:
+        try:
+            fitted.append(fit_input(read_image(src, lineart_params), size, lineart_params))
+            kept.append((src, dst))
+        except ColorizeError as err:
+            failed.append(str(err))
+        except cv2.error as err:
+            failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
+    if not kept:
+        return ColorizeResult([], failed)
+    pairs = kept
     lineart = np.stack([f.lineart for f in fitted])
     if hints.fixed is not None:
         hint = np.repeat(hints.fixed[None], len(pairs), axis=0)
@@ -267,10 +335,16 @@ def colorize_files(
             at_hint_size = np.stack([cv2.resize(x, dsize, interpolation=cv2.INTER_AREA) for x in lineart])
         hint = predict_hint(model.module, at_hint_size, device=device)
     colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size)
+    written = []
     for (_, dst), image, fit in zip(pairs, colored, fitted, strict=True):
-        atomic_write_bytes(dst, encode_png(restore_size(image, fit)))
-        log.info("wrote %s", dst)
-    return [dst for _, dst in pairs]
+        try:
+            atomic_write_bytes(dst, encode_for(dst, restore_size(image, fit)))
+        except OSError as err:
+            failed.append(f"{escaped(dst)}: cannot be written ({err.strerror or err})")
+            continue
+        written.append(dst)
+        log.info("wrote %s", escaped(dst))
+    return ColorizeResult(written, failed)
 
 
 def given_hint(
@@ -296,7 +370,7 @@ def run_colorize(
     hint_model: str | None = None,
     device: str = "auto",
     batch_size: int = 16,
-) -> list[Path]:
+) -> ColorizeResult:
     """Everything the CLI does after parsing: validate, load, colour, write."""
     from colorization.device import pick_device
 

@@ -171,13 +171,76 @@ def test_refusals(models, tmp_path, monkeypatch):
     one_line_error(run(str(good), "-o", str(out), "--model", cgan, "--palette", "#12345"), "palette entry")
     one_line_error(run(str(tmp_path / "nope.png"), "-o", str(out), "--model", cgan), "no such file")
     one_line_error(
-        run(str(good), str(corrupt), "-o", str(out), "--model", cgan, "--palette", "#ff0000"),
-        "unreadable image",
+        run(str(corrupt), "-o", str(out), "--model", cgan, "--palette", "#ff0000"), "unreadable image"
     )
-    assert not out.exists(), "nothing is written when one input is unreadable"
+    assert not out.exists(), "nothing is written when the one input is unreadable"
     one_line_error(run(str(good), "-o", str(out), "--model", str(tmp_path / "none")), "model not found")
     one_line_error(
         run(str(good), "-o", str(out), "--model", str(models / "hint"), "--palette", "#ff0000"), "hint"
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-registry.db'}")
     one_line_error(run(str(good), "-o", str(out), "--palette", "#ff0000"), "no MLflow registry")
+
+
+def test_a_bad_file_in_a_batch_is_reported_and_the_rest_coloured(models, tmp_path):
+    save(tmp_path / "in/a.png", drawing(40, 40))
+    (tmp_path / "in/b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    save(tmp_path / "in/c.jpg", painting(30, 50))
+    save(tmp_path / "in/d.bmp", painting(30, 50))  # a real BMP: named, not silently skipped
+    out = tmp_path / "out"
+    result = run(
+        str(tmp_path / "in"), "-o", str(out), "--model", str(models / "cgan"), "--palette", "#ff0000"
+    )
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, result.output
+    assert "b.png: unreadable image (corrupt png" in errors[0]
+    assert "d.bmp: unreadable image (BMP image: not supported" in errors[1]
+    assert "coloured 2 of 4 images" in result.output and "2 failed" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"), [("y.jpg", b"\xff\xd8\xff"), ("y.webp", b"RIFF"), ("y.png", b"\x89PNG")]
+)
+def test_the_output_suffix_is_the_format_written_and_printed(models, tmp_path, name, magic):
+    source = save(tmp_path / "in.png", drawing(40, 60))
+    out = tmp_path / name
+    result = run(str(source), "-o", str(out), "--model", str(models / "cgan"), "--palette", "#ff0000")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(f"-> {out}")
+    assert out.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("y.")] == [name]
+    assert cv2.imread(str(out)).shape == (40, 60, 3)
+
+
+def test_several_inputs_need_an_output_folder(models, tmp_path):
+    a, b = save(tmp_path / "a.png", drawing(30, 30)), save(tmp_path / "b.png", drawing(30, 30))
+    cgan = str(models / "cgan")
+    one_line_error(
+        run(str(a), str(b), "-o", str(tmp_path / "y.png"), "--model", cgan), "need an output folder"
+    )
+    save(tmp_path / "dir/c.png", drawing(30, 30))
+    one_line_error(
+        run(str(tmp_path / "dir"), "-o", str(tmp_path / "y.jpg"), "--model", cgan), "give -o a folder"
+    )
+    one_line_error(run(str(a), "-o", str(tmp_path / "y.gif"), "--model", cgan), "cannot write .gif")
+    assert not list(tmp_path.glob("y.*"))
+
+
+def test_colorize_needs_no_params_file(models, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    source = save(elsewhere / "in.png", painting(30, 40))
+    monkeypatch.chdir(elsewhere)  # no params.yaml here
+    args = ["colorize", "in.png", "-o", "out.png", "--model", str(models / "cgan"), "--palette", "#00ff00"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "out.png").exists() and source.exists()
+    missing = CliRunner().invoke(app, [*args, "--params", "nope.yaml"])  # named, it must be there
+    assert missing.exit_code != 0 and "nope.yaml: file not found" in missing.output
+
+
+def test_built_in_lineart_defaults_are_the_demo_profiles():
+    from colorization.colorize import default_lineart_params
+
+    assert default_lineart_params() == load_params(PARAMS).lineart

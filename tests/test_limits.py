@@ -170,3 +170,21 @@ def test_stages_refuse_a_huge_raw_image_in_one_line(huge, tmp_path, small_params
     assert len(lines) == 1 and lines[0].startswith("error: ") and target.name in lines[0], result.stderr
     assert "too large" in lines[0]
     assert peak < PEAK_LIMIT
+
+
+def test_colorize_refuses_huge_inputs_and_colours_the_rest(huge, tmp_path, monkeypatch):
+    from tests.test_evaluate import save_model_dir
+
+    save_model_dir(tmp_path / "cgan", "cgan")
+    fine = write_image(tmp_path / "in/fine.png", random_bgr(50, 70))
+    inputs = [str(huge["wide"]), str(huge["vast"]), str(huge["sparse"]), str(fine)]
+    out = tmp_path / "out"
+    cmd = cli("colorize", *inputs, "-o", str(out), "--model", str(tmp_path / "cgan"), "--palette", "#ff0000")
+    result, peak = measured([*cmd, "--device", "cpu"], cwd=tmp_path)
+    report("colorize", peak)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr  # some inputs failed
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3, result.stderr
+    assert (out / "fine.png").exists()
+    assert peak < PEAK_LIMIT
