@@ -196,7 +196,9 @@ def register(params_file: Path = ParamsOption) -> None:
 @app.command()
 def colorize(
     inputs: list[Path] = typer.Argument(..., help="line art or colour images, or folders of them"),
-    out: Path = typer.Option(..., "--out", "-o", help="output image (.png, .jpg or .webp; one input image only) or folder"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="output image (.png, .jpg or .webp; one input image only) or folder"
+    ),
     model: str = typer.Option(
         "models:/lineart-cgan@champion", "--model", help="registry URI or a local models/<name> folder"
     ),
