@@ -14,6 +14,7 @@ from colorization.manifest import IMAGES_DIR, MANIFEST_FILE, read_manifest, writ
 from colorization.progress import progress
 from colorization.sources.folder import acquire_folder
 from colorization.sources.synthetic import render
+from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,17 @@ def check_folders(input_dir: Path, out_dir: Path) -> None:
     """
     src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
     if src == dst:
-        raise FoldersOverlap(f"--out {out_dir} is the input folder; give acquire an output folder of its own")
+        raise FoldersOverlap(
+            f"--out {escaped(out_dir)} is the input folder; give acquire an output folder of its own"
+        )
     if dst.is_relative_to(src):
-        raise FoldersOverlap(f"--out {out_dir} lies inside the input folder {input_dir}; choose another")
+        raise FoldersOverlap(
+            f"--out {escaped(out_dir)} lies inside the input folder {escaped(input_dir)}; choose another"
+        )
     if src.is_relative_to(dst):
-        raise FoldersOverlap(f"the input folder {input_dir} lies inside --out {out_dir}; choose another")
+        raise FoldersOverlap(
+            f"the input folder {escaped(input_dir)} lies inside --out {escaped(out_dir)}; choose another"
+        )
 
 
 def previous_paths(out_dir: Path) -> set[str]:

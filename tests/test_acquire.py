@@ -222,3 +222,43 @@ def test_folder_source_does_not_follow_symlinks_out_of_the_input(tmp_path, small
     assert str(elsewhere / "private.png") in rejected["link.png"]
     assert rejected["dir"].endswith("not followed")
     assert (rejected.get("inner.png") or rejected["own.png"]).startswith("duplicate")
+
+
+GIF_1X1 = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def test_unsupported_formats_are_rejected_with_a_reason(tmp_path, small_params):
+    inbox = tmp_path / "inbox"
+    write_image(inbox / "ok.png", random_bgr(80, 80, 1))
+    write_image(inbox / "pic.bmp", random_bgr(80, 80, 2))
+    write_image(inbox / "sub/scan.tiff", random_bgr(80, 80, 3))
+    write_image(inbox / "scan2.TIF", random_bgr(80, 80, 4))
+    (inbox / "anim.gif").write_bytes(GIF_1X1)
+    summary = run_acquire(load_params(small_params, {"acquire.source": "folder"}).acquire)
+    assert summary.accepted == 1
+    rows = pq.read_table(tmp_path / "raw/rejected.parquet").to_pylist()
+    rejected = {Path(r["item"]).name: r["reason"] for r in rows}
+    assert rejected == {
+        "pic.bmp": "BMP image: not supported (JPEG, PNG or WebP only)",
+        "scan.tiff": "TIFF image: not supported (JPEG, PNG or WebP only)",
+        "scan2.TIF": "TIFF image: not supported (JPEG, PNG or WebP only)",
+        "anim.gif": "GIF image: not supported (JPEG, PNG or WebP only)",
+    }
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_log_line(tmp_path, small_params):
+    inbox = tmp_path / "inbox"
+    write_image(inbox / "ok.png", random_bgr(80, 80, 1))
+    forged = "INFO colorization.acquire: acquire: 0 accepted, 0 rejected"
+    (inbox / f"x\n{forged}\x1b[2K.png").write_bytes(b"not an image")
+    result = acquire_cli(small_params, "--source", "folder")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert not any(line.startswith(forged) for line in lines), lines
+    skipped = [line for line in lines if "skipped" in line]
+    assert len(skipped) == 1 and f"x\\n{forged}\\x1b[2K.png: not a JPEG" in skipped[0], skipped
+    item = pq.read_table(tmp_path / "raw/rejected.parquet")["item"][0].as_py()
+    assert item.endswith(f"x\n{forged}\x1b[2K.png")  # the data keeps the real name

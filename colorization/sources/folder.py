@@ -20,6 +20,7 @@ from colorization.images import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    UNSUPPORTED_EXTENSIONS,
     ImageRejected,
     decode_rgb,
     encode_png,
@@ -28,6 +29,7 @@ from colorization.images import (
 )
 from colorization.manifest import IMAGES_DIR
 from colorization.progress import progress
+from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
 EXTENSION_OF = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
@@ -36,7 +38,9 @@ EXTENSION_OF = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 def find_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    # .gif, .bmp and .tiff are listed too: rejected with a reason, not silently left out.
+    wanted = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
     if not files:
         raise FileNotFoundError(f"input folder {folder} holds no .jpg, .png or .webp files")
     return files
@@ -73,26 +77,26 @@ def acquire_folder(
     files = find_images(Path(input_dir))
     for link in linked_folders(Path(input_dir)):
         reason = f"symlink to the folder {link.resolve()}: not followed"
-        log.warning("skipped %s: %s", link, reason)
+        log.warning("skipped %s: %s", escaped(link), escaped(reason))
         rejected.append({"source": "folder", "item": str(link), "reason": reason})
     for file in progress(files, "acquire folder", unit="file"):
         item = str(file)
         outside = outside_link(file, root)
         if outside is not None:
-            log.warning("skipped %s: %s", item, outside)
+            log.warning("skipped %s: %s", escaped(item), escaped(outside))
             rejected.append({"source": "folder", "item": item, "reason": outside})
             continue
         try:
             data = read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
             rgb = decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
         except ImageRejected as err:
-            log.warning("skipped %s: %s", item, err)
+            log.warning("skipped %s: %s", escaped(item), err)
             rejected.append({"source": "folder", "item": item, "reason": str(err)})
             continue
         image_id = "folder-" + hashlib.sha256(data).hexdigest()[:16]
         if image_id in accepted:
             reason = f"duplicate of {accepted[image_id]['tags']}"
-            log.warning("skipped %s: %s", item, reason)
+            log.warning("skipped %s: %s", escaped(item), escaped(reason))
             rejected.append({"source": "folder", "item": item, "reason": reason})
             continue
         if _is_plain_rgb8(data):

@@ -49,6 +49,7 @@ from colorization.sources.safebooru_api import (
     post_id_of,
     skip_reason,
 )
+from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
 SOURCE = "safebooru"
@@ -104,10 +105,10 @@ class _Run:
         self.problems[item] = {"source": SOURCE, "item": item, "reason": reason}
         if failed:
             self.failed += 1
-            log.warning("safebooru: failed %s: %s", item, reason)
+            log.warning("safebooru: failed %s: %s", escaped(item), escaped(reason))
         else:
             self.skipped += 1
-            log.debug("safebooru: skipped %s: %s", item, reason)
+            log.debug("safebooru: skipped %s: %s", escaped(item), escaped(reason))
 
     def candidates(self, floor_id: int | None) -> Iterator[Post]:
         """Posts worth downloading, in listing order; metadata-only rejections are recorded here."""
