@@ -317,6 +317,15 @@ def set_by_dotted_key(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: where the YAML parser gave up (1-based line and column) and why."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
     """Read and validate params; `overrides` maps dotted keys to values (CLI flags)."""
     path = Path(path)
@@ -325,7 +334,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ParamsError(f"{path}: {yaml_problem(err)}") from None
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     file_data = copy.deepcopy(data)
     for key, value in given.items():

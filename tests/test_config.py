@@ -22,6 +22,30 @@ def test_repository_params_are_valid():
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "seed: 0\nacquire:\n  out: x\n   min_size: 3\n",
+            "line 4, column 12: mapping values are not allowed here",
+        ),
+        (
+            "seed: [0, 1\nlineart: {}\n",
+            "line 2, column 8: expected ',' or ']', but got ':' (while parsing a flow sequence)",
+        ),
+        ('seed: "0\n', "line 2, column 1: found unexpected end of stream (while scanning a quoted scalar)"),
+    ],
+)
+def test_yaml_syntax_errors_name_line_and_column(tmp_path, text, expected):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert message == f"{path}: not valid YAML at {expected}"
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
     ("mutate", "expected"),
     [
         (lambda p: p["lineart"].update(image_size=-8), "lineart.image_size: Input should be greater than"),
