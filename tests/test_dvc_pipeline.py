@@ -38,6 +38,7 @@ def test_data_stages_are_reproducible_and_cached(tiny_repo):
     assert set(lock["stages"]["lineart"]["params"]["params.yaml"]) == {
         "lineart.raw", "lineart.out", "lineart.image_size", "lineart.resize", "lineart.extractor",
         "lineart.canny", "lineart.xdog", "lineart.dilate", "lineart.shard_size", "lineart.split",
+        "lineart.max_pixels", "lineart.max_file_bytes",
     }  # fmt: skip
     # A knob the stage does not read (its worker count) re-runs nothing.
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
