@@ -51,6 +51,7 @@ class Batch:
     lineart: torch.Tensor  # float [B, 1, S, S] in [-1, 1]
     color: torch.Tensor  # float [B, 3, S, S] in [-1, 1]
     hint: torch.Tensor  # float [B, 512]
+    certainty: torch.Tensor | None = None  # float [B]: 1 = the picture's own hint, less when blended
 
 
 def sample_batch(
@@ -66,15 +67,15 @@ def sample_batch(
     """A random batch, augmented; `recolour` (generators) adds recolouring and hint blending."""
     idx = torch.randint(len(data), (batch_size,), generator=gen, device=gen.device)
     color, lineart = augment(data.color[idx], data.lineart[idx], gen, cfg, xdog)
-    hint = data.hint[idx].float()
+    hint, certainty = data.hint[idx].float(), None
     if recolour:
-        color, hint = recolour_batch(
-            color, hint, gen, cfg, data.mean_hint() if mean_hint is None else mean_hint
-        )
+        mean_hint = data.mean_hint() if mean_hint is None else mean_hint
+        color, hint, certainty = recolour_batch(color, hint, gen, cfg, mean_hint)
     return Batch(
         lineart=lineart.contiguous(memory_format=memory_format),
         color=color.contiguous(memory_format=memory_format),
         hint=hint,
+        certainty=certainty,
     )
 
 
@@ -131,9 +132,10 @@ def xdog_lines(
 
 def recolour_batch(
     color: torch.Tensor, hint: torch.Tensor, gen: torch.Generator, cfg: AugmentParams, mean_hint: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Recolour a `cfg.recolour_p` share of the pictures (new hints from the new colours) and blend
-    a `cfg.hint_blend_p` share of the others' hints with `mean_hint`."""
+    a `cfg.hint_blend_p` share of the others' hints with `mean_hint`. Returns the pictures, the
+    hints and each hint's certainty (the share of the picture's own hint in it, 1 unless blended)."""
     b = color.shape[0]
     u = torch.rand(b, 4, generator=gen, device=gen.device)
     recoloured = u[:, 0] < cfg.recolour_p
@@ -149,7 +151,8 @@ def recolour_batch(
     blended = ~recoloured & (u[:, 3] < cfg.hint_blend_p)
     amount = torch.rand(b, generator=gen, device=gen.device)[:, None]
     mixed = amount * hint + (1 - amount) * mean_hint.to(hint)[None]
-    return color, torch.where(blended[:, None], mixed, hint)
+    certainty = torch.where(blended, amount[:, 0], torch.ones_like(amount[:, 0]))
+    return color, torch.where(blended[:, None], mixed, hint), certainty
 
 
 def augment(

@@ -153,7 +153,18 @@ def cgan_step(nets: Nets, batch: Batch, params: Params, device: torch.device) ->
     nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
     with autocast(device):
         fooled = disc(batch.lineart, fake)
-    g_adv = F.binary_cross_entropy_with_logits(fooled.float(), torch.ones_like(fooled, dtype=torch.float))
+    g_adv = (
+        F.binary_cross_entropy_with_logits(
+            fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none"
+        )
+        .flatten(1)
+        .mean(dim=1)
+    )
+    if batch.certainty is not None:
+        # An uncertain (blended) hint asks for the likeliest colours, which L1 gives; a vivid
+        # guess that fools D is only wanted when the hint says which colours to use.
+        g_adv = g_adv * batch.certainty
+    g_adv = g_adv.mean()
     g_l1 = F.l1_loss(fake.float(), batch.color)
     g_loss = g_adv + params.train.cgan.l1_weight * g_l1
     opt_g.zero_grad(set_to_none=True)

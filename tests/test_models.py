@@ -148,7 +148,10 @@ def test_recoloured_hints_are_the_histograms_of_the_recoloured_pictures():
     )
     torch.testing.assert_close(histograms(color), stored.float())  # the stored-hint rule, on tensors
     cfg = AugmentParams(**{**NO_AUG.model_dump(), "recolour_p": 1.0, "saturation": 0.3})
-    out, hint = recolour_batch(color, stored.float(), torch.Generator().manual_seed(0), cfg, stored.mean(0))
+    out, hint, sure = recolour_batch(
+        color, stored.float(), torch.Generator().manual_seed(0), cfg, stored.mean(0)
+    )
+    assert (sure == 1).all()  # recoloured hints are the pictures' own
     assert not torch.allclose(out, color, atol=0.05)  # the colours changed...
     uint8 = ((out + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     torch.testing.assert_close(hint, torch.from_numpy(batch_histograms(uint8)).float())  # ...and the hint too
@@ -166,7 +169,7 @@ def test_blended_hints_lie_between_the_true_and_the_average_hint():
     mean = torch.full((512,), 1 / 512)
     color = torch.zeros(64, 3, S, S)
     cfg = AugmentParams(**{**NO_AUG.model_dump(), "hint_blend_p": 0.5})
-    out, hint = recolour_batch(color, true, torch.Generator().manual_seed(1), cfg, mean)
+    out, hint, sure = recolour_batch(color, true, torch.Generator().manual_seed(1), cfg, mean)
     torch.testing.assert_close(out, color)  # blending never touches the picture
     red_weight = hint[:, 448]
     blended = red_weight < 1.0
@@ -175,6 +178,7 @@ def test_blended_hints_lie_between_the_true_and_the_average_hint():
     # A blend is amount * true + (1 - amount) * mean: every other bin holds (1 - amount) / 512.
     amount = (red_weight - 1 / 512) / (1 - 1 / 512)
     torch.testing.assert_close(hint[:, 0], (1 - amount) / 512)
+    torch.testing.assert_close(sure, amount)  # the certainty is the share of the own hint
 
 
 def test_on_device_xdog_draws_the_lines_of_the_opencv_extractor():
