@@ -42,7 +42,7 @@ def colorize(
     `device` defaults to where the generator's weights are; if given, the generator is moved there.
     """
     _check_lineart(lineart)
-    hint = np.ascontiguousarray(hint, dtype=np.float32)  # a writable copy of a broadcast view
+    hint = np.asarray(hint, dtype=np.float32)
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
     device = _device_of(generator, device)
@@ -51,7 +51,7 @@ def colorize(
     for start in range(0, len(lineart), batch_size):
         stop = start + batch_size
         x = lineart_to_input(torch.from_numpy(np.ascontiguousarray(lineart[start:stop])).to(device))
-        h = torch.from_numpy(hint[start:stop]).to(device)
+        h = torch.tensor(hint[start:stop], device=device)  # a copy: hints may be read-only views
         out[start:stop] = output_to_rgb(generator(x, h)).cpu().numpy()
     return out
 
