@@ -214,8 +214,14 @@ def colorize(
         "--params",
         help="its `lineart` section is used (default: ./params.yaml if there, else built in)",
     ),
+    layers: bool = typer.Option(
+        False, "--layers", help="also write NAME.colour.png (colour only) and NAME.lines.png (lines, alpha)"
+    ),
 ) -> None:
     """Colour line art (or colour images, via their line art) of any size; writes images of the same size.
+
+    The colour is made at the model's size and scaled up; the lines on top are the input's
+    own, at full size.
 
     An input that cannot be read is reported on its own line and the others are coloured;
     the exit code is 1 when any failed.
@@ -230,7 +236,7 @@ def colorize(
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
         result = run_colorize(
-            inputs, out, lineart_params, model, reference, palette, hint_model, device, batch_size
+            inputs, out, lineart_params, model, reference, palette, hint_model, device, batch_size, layers
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)
