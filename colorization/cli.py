@@ -203,7 +203,9 @@ def colorize(
         "models:/lineart-cgan@champion", "--model", help="registry URI or a local models/<name> folder"
     ),
     reference: Path | None = typer.Option(None, "--reference", help="colour image; its histogram = hint"),
-    palette: str | None = typer.Option(None, "--palette", help="hint from colours: '#rrggbb:weight,...'"),
+    palette: str | None = typer.Option(
+        None, "--palette", help="hint from colours: '#rrggbb:weight,...', or a palette file (.gpl, .json)"
+    ),
     hint_model: str | None = typer.Option(
         None, "--hint-model", help="automatic hint: URI or folder (default models:/lineart-hint@champion)"
     ),
@@ -249,6 +251,31 @@ def colorize(
             typer.echo(f"coloured {done} of {done + failed} images -> {target}; {failed} failed")
         raise typer.Exit(1)
     typer.echo(f"coloured {done} image(s) -> {target}")
+
+
+@app.command("palette")
+def palette_command(
+    image: Path = typer.Argument(..., help="a colour picture (PNG, JPEG or WebP)"),
+    out: Path = typer.Option(..., "--out", "-o", help="palette file: .gpl (GIMP) or .json"),
+    colours: int = typer.Option(16, "--colours", min=1, max=512, help="at most this many colours"),
+) -> None:
+    """Write an image's palette (its heaviest colour bins, with their weights), for --palette."""
+    from colorization.atomic import atomic_write_text
+    from colorization.colorize import ColorizeError, read_image
+    from colorization.palette import PALETTE_SUFFIXES, PaletteError, format_palette, image_palette
+
+    if out.suffix.lower() not in PALETTE_SUFFIXES:
+        fail(f"-o {out}: a palette file is .gpl or .json")
+    try:
+        entries = image_palette(read_image(image), colours)
+        text = format_palette(entries, out.suffix, name=image.stem)
+        atomic_write_text(out, text)
+    except (ColorizeError, PaletteError) as err:
+        fail(str(err), code=1)
+    except OSError as err:
+        fail(f"{out}: cannot be written ({err.strerror or err})", code=1)
+    share = sum(w for _, w in entries)
+    typer.echo(f"{len(entries)} colours ({share:.1%} of the pixels) -> {out}")
 
 
 def prefect_console() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from colorization.atomic import atomic_write_bytes
 from colorization.config import LineartParams
-from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS, color_histogram
+from colorization.histogram import color_histogram
 from colorization.images import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -33,6 +33,7 @@ from colorization.images import (
     read_rgb,
 )
 from colorization.lineart import extract_lineart
+from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ _PALETTE_ENTRY = re.compile(r"^#?([0-9a-fA-F]{6})(?::(.+))?$")
 
 def parse_palette(spec: str) -> np.ndarray:
     """'#rrggbb:weight,...' (weight optional, default 1) -> the 512-bin hint, float32, sums to 1."""
-    colours, weights = [], []
+    entries = []
     for entry in (e.strip() for e in spec.split(",")):
         match = _PALETTE_ENTRY.match(entry)
         if not match:
@@ -99,14 +100,21 @@ def parse_palette(spec: str) -> np.ndarray:
             raise ColorizeError(f"palette entry {entry!r}: weight {weight_text!r} is not a number") from None
         if not np.isfinite(weight) or weight <= 0:
             raise ColorizeError(f"palette entry {entry!r}: weight must be a positive number")
-        colours.append([int(hexa[i : i + 2], 16) for i in (0, 2, 4)])
-        weights.append(weight)
-    rgb = np.array(colours, np.int64)
-    shift = 8 - int(np.log2(BINS_PER_CHANNEL))
-    q = rgb >> shift
-    bins = q[:, 0] * BINS_PER_CHANNEL**2 + q[:, 1] * BINS_PER_CHANNEL + q[:, 2]
-    hint = np.bincount(bins, weights=weights, minlength=HIST_BINS)
-    return (hint / hint.sum()).astype(np.float32)
+        entries.append((tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4)), weight))
+    return palette_hint(entries)
+
+
+def is_palette_file(spec: str) -> bool:
+    """--palette names a file (.gpl or .json) rather than listing colours."""
+    return spec.strip().lower().endswith(PALETTE_SUFFIXES)
+
+
+def palette_file_hint(path: str | Path) -> np.ndarray:
+    """The hint of a .gpl or .json palette file."""
+    try:
+        return palette_hint(read_palette(path))
+    except PaletteError as err:
+        raise ColorizeError(str(err)) from None
 
 
 def reference_hint(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
@@ -454,7 +462,7 @@ def given_hint(
     if reference is not None:
         return reference_hint(reference, limits)
     if palette is not None:
-        return parse_palette(palette)
+        return palette_file_hint(palette.strip()) if is_palette_file(palette) else parse_palette(palette)
     return None
 
 
