@@ -278,6 +278,48 @@ def palette_command(
     typer.echo(f"{len(entries)} colours ({share:.1%} of the pixels) -> {out}")
 
 
+@app.command()
+def studio(
+    models_dir: Path = typer.Option(Path("models"), "--models", help="folder with cnn/, cgan/, hint/"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (loopback: only this machine)"),
+    port: int = typer.Option(8000, min=0, max=65535),
+    device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
+    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, help="largest upload, MiB"),
+    params_file: Path | None = typer.Option(
+        None,
+        "--params",
+        help="its `lineart` section: extractor, limits (default: ./params.yaml or built in)",
+    ),
+) -> None:
+    """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
+    import os
+
+    import uvicorn
+
+    from colorization.colorize import default_lineart_params
+    from colorization.device import pick_device
+    from colorization.studio import StudioConfig, create_app
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    if params_file is None and not DEFAULT_PARAMS.exists():
+        lineart_params = default_lineart_params()
+    else:
+        lineart_params = params_or_exit(params_file or DEFAULT_PARAMS).lineart
+    try:
+        torch_device = str(pick_device(device))
+    except RuntimeError as err:
+        fail(str(err))
+    # A registry that is down should answer the page in seconds, not after MLflow's retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    config = StudioConfig(models_dir, lineart_params, torch_device, int(max_upload_mb * 2**20))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: binding {host}: anyone who can reach this machine can use the studio", err=True)
+    typer.echo(f"studio: http://{host}:{port}/ (models: {models_dir}, device: {torch_device})")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+
+
 def prefect_console() -> None:
     # Call before Prefect is imported: with the root logger free, Prefect's logging setup
     # prints run logs with their flow and task run names, and not every HTTP request its

@@ -382,6 +382,35 @@ def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     return as_network(served, config).to(device).eval(), config
 
 
+def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """{name: [{"version", "aliases"}, newest first]} for each registered name that exists.
+
+    For a model picker (the studio); a store that is missing or down is a RegistryError.
+    """
+    _check_store_exists(tracking_uri())
+    c = client()
+    found: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for name in names:
+            try:
+                model = c.get_registered_model(name)
+            except MlflowException as err:
+                if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")):
+                    continue
+                raise
+            aliases: dict[str, list[str]] = {}
+            for alias, version in (model.aliases or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
+            versions = sorted(
+                (int(v.version) for v in c.search_model_versions(f"name='{name}'")), reverse=True
+            )
+            found[name] = [{"version": str(v), "aliases": sorted(aliases.get(str(v), []))} for v in versions]
+    except Exception as err:  # a server that is down, a store that cannot be read: one line
+        text = " ".join(str(err).split())[:200]
+        raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
+    return found
+
+
 def config_from_signature(uri: str) -> dict:
     """Kind and image size from the logged signature: in [N, S*S (+512)], out [N, S, S, 3] or [N, 512]."""
     from colorization.histogram import HIST_BINS
