@@ -270,11 +270,18 @@ def line_layer(rgb: np.ndarray, params: LineartParams) -> np.ndarray:
     return layer
 
 
-def over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    """RGBA `top` over opaque RGB `bottom` (straight alpha): where alpha is 255, exactly `top`."""
-    alpha = top[..., 3:4].astype(np.uint16)
-    mixed = top[..., :3].astype(np.uint16) * alpha + bottom.astype(np.uint16) * (255 - alpha) + 127
-    return (mixed // 255).astype(np.uint8)
+def over(top: np.ndarray, bottom: np.ndarray, rows: int = 512) -> np.ndarray:
+    """RGBA `top` over opaque RGB `bottom` (straight alpha): where alpha is 255, exactly `top`.
+
+    In strips of `rows`, so the 16-bit intermediates of a 50 MP picture stay small.
+    """
+    out = np.empty(bottom.shape, np.uint8)
+    for start in range(0, len(out), rows):
+        strip = slice(start, start + rows)
+        alpha = top[strip, :, 3:4].astype(np.uint16)
+        mixed = top[strip, :, :3] * alpha + bottom[strip].astype(np.uint16) * (255 - alpha) + 127
+        out[strip] = mixed // 255
+    return out
 
 
 def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
