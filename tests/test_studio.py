@@ -201,3 +201,20 @@ def test_the_command_binds_loopback_by_default(models, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8765
     assert TestClient(seen["app"]).get("/").status_code == 200
+
+
+def test_the_page_script_parses(tmp_path):
+    """No browser here (see issue 13 for the headless-browser test): at least the script is valid JS."""
+    import re
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    page = resources.files("colorization.studio").joinpath("index.html").read_text("utf-8")
+    script = tmp_path / "page.js"
+    script.write_text(re.search(r"<script>(.*)</script>", page, re.S).group(1))
+    result = subprocess.run([node, "--check", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
