@@ -428,23 +428,30 @@ def colorize_files(
     failed: list[str] = []
     written: list[Path] = []
     for start in range(0, len(pairs), batch_size):
-        images, kept = [], []
+        images, sources, kept = [], [], []
         for src, dst in pairs[start : start + batch_size]:
             try:
                 images.append(read_image(src, lineart_params))
+                sources.append(src)
                 kept.append(dst)
             except ColorizeError as err:
                 failed.append(str(err))
         if not kept:
             continue
         try:
-            results, _ = colorize_images(images, generator, hints, lineart_params, device, batch_size)
-        except cv2.error as err:
-            reason = " ".join(str(err).split())[:200]
-            failed += [f"{escaped(dst)}: cannot be processed ({reason})" for dst in kept]
-            continue
+            results = colorize_images(images, generator, hints, lineart_params, device, batch_size)[0]
+        except cv2.error:  # one picture OpenCV cannot process: find it, colour the others
+            results = []
+            for src, image in zip(sources, images, strict=True):
+                try:
+                    results += colorize_images([image], generator, hints, lineart_params, device)[0]
+                except cv2.error as err:
+                    failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
+                    results.append(None)
         del images
         for dst, result in zip(kept, results, strict=True):
+            if result is None:
+                continue
             files = [(dst, encode_for(dst, result.composite))]
             if layers:
                 colour_path, lines_path = layer_paths(dst)

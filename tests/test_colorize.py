@@ -317,3 +317,29 @@ def test_layers_are_written_beside_each_composite_and_never_over_another_output(
     with pytest.raises(ColorizeError, match="both be written to"):
         collect_inputs([tmp_path / "clash"], tmp_path / "out2", layers=True)
     assert collect_inputs([tmp_path / "clash"], tmp_path / "out2")  # without layers, no clash
+
+
+def test_a_picture_opencv_cannot_process_is_reported_and_its_batch_still_coloured(
+    models, tmp_path, monkeypatch
+):
+    import colorization.colorize as colorize_module
+
+    real = colorize_module.fit_input
+
+    def fit_or_fail(rgb, size, params):
+        if rgb.shape[1] == 31:
+            raise cv2.error("simulated OpenCV failure")
+        return real(rgb, size, params)
+
+    monkeypatch.setattr(colorize_module, "fit_input", fit_or_fail)
+    save(tmp_path / "in/a.png", drawing(40, 40))
+    save(tmp_path / "in/b.png", drawing(40, 31))
+    save(tmp_path / "in/c.png", painting(30, 50))
+    result = run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(models / "cgan"),
+                 "--palette", "#ff0000", "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "b.png: cannot be processed (simulated OpenCV failure" in errors[0], (
+        result.output
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
