@@ -218,3 +218,27 @@ def test_the_page_script_parses(tmp_path):
     script.write_text(re.search(r"<script>(.*)</script>", page, re.S).group(1))
     result = subprocess.run([node, "--check", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_model_fails_its_result_only(models, tmp_path):
+    client = client_for(models)
+    answer = colorize(client, png(drawing(30, 30)), {"cnn_model": str(tmp_path / "absent")})
+    assert answer.status_code == 200, answer.text
+    cnn, cgan, auto = answer.json()["results"]
+    assert "model not found" in cnn["error"] and "composite" not in cnn
+    assert "error" not in cgan and "error" not in auto
+
+
+def test_a_registry_server_that_is_down_is_a_one_line_answer(client, monkeypatch):
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as `colorization studio` sets it
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    choices = client.get("/api/models").json()
+    assert "cannot be read" in choices["registry"]["error"] and "\n" not in choices["registry"]["error"]
+    answer = colorize(
+        client, png(drawing(30, 30)), {"cgan_model": "models:/lineart-cgan@champion", "methods": "cgan"}
+    )
+    assert answer.status_code == 424 and list(answer.json()) == ["error"], answer.text
+    assert "lineart-cgan" in answer.json()["error"] and "\n" not in answer.json()["error"]

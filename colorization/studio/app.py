@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +34,7 @@ from colorization.colorize import (
     GENERATOR_KINDS,
     ColorizeError,
     HintSource,
+    Layers,
     LoadedModel,
     colorize_images,
     is_lineart,
@@ -236,6 +238,33 @@ class Studio:
             return self.models.get(spec, kinds)
         except ColorizeError as err:
             raise StudioError(424, str(err)) from None
+        except Exception as err:  # a registry server that is down or answers nonsense, a broken file
+            log.warning("cannot load %s", escaped(spec), exc_info=True)
+            raise StudioError(424, f"cannot load {escaped(spec)}: {type(err).__name__}: {err}") from None
+
+    def colour_one(
+        self, method: str, image: np.ndarray, hint: np.ndarray | None, mode: str, specs: dict[str, str]
+    ) -> tuple[dict[str, Any], Layers]:
+        """One result of the page: a method's picture, the palette it used and its time."""
+        _, kind, always_auto = METHODS[method]
+        generator = self.model(specs[kind], GENERATOR_KINDS)
+        auto = always_auto or hint is None
+        source = HintSource(model=self.model(specs["hint"], ("hint",))) if auto else HintSource(fixed=hint)
+        started = time.perf_counter()
+        try:
+            (layers,), used = colorize_images(
+                [image], generator, source, self.config.lineart, self.config.device
+            )
+        except cv2.error as err:
+            raise StudioError(422, f"the picture cannot be processed ({err})") from None
+        seconds = time.perf_counter() - started
+        return {
+            "hint": "auto" if auto else mode,
+            "palette": palette_of(used[0]),
+            "seconds": round(seconds, 3),
+            "composite": data_url(layers.composite),
+            "colour": data_url(layers.colour),
+        }, layers
 
     def colorize(self, parts: dict[str, Part]) -> dict[str, Any]:
         lineart = self.config.lineart
@@ -248,35 +277,21 @@ class Studio:
         unknown = [m for m in wanted if m not in METHODS]
         if unknown or not wanted:
             raise StudioError(422, f"methods must be some of {', '.join(METHODS)}, got {escaped(unknown)}")
-        results, lines = [], None
+        results, lines, refusals = [], None, []
         with self.busy:
             for method in wanted:
-                label, kind, always_auto = METHODS[method]
+                label, kind, _ = METHODS[method]
                 entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
                 try:
-                    generator = self.model(specs[kind], GENERATOR_KINDS)
-                    auto = always_auto or hint is None
-                    source = (
-                        HintSource(model=self.model(specs["hint"], ("hint",)))
-                        if auto
-                        else HintSource(fixed=hint)
-                    )
-                    started = time.perf_counter()
-                    (layers,), used = colorize_images([image], generator, source, lineart, self.config.device)
-                    entry |= {
-                        "hint": "auto" if auto else mode,
-                        "palette": palette_of(used[0]),
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "composite": data_url(layers.composite),
-                        "colour": data_url(layers.colour),
-                    }
+                    coloured, layers = self.colour_one(method, image, hint, mode, specs)
+                    entry |= coloured
                     lines = lines or data_url(layers.lines)
                 except StudioError as err:
                     entry["error"] = err.message
+                    refusals.append(err)
                 results.append(entry)
-        errors = [r["error"] for r in results if "error" in r]
-        if len(errors) == len(results):
-            raise StudioError(424, errors[0])
+        if len(refusals) == len(results):
+            raise refusals[0]
         height, width = image.shape[:2]
         kind = "line art" if is_lineart(image) else "colour picture"
         return {"width": width, "height": height, "input": kind, "lines": lines, "results": results}
