@@ -241,4 +241,5 @@ def test_a_registry_server_that_is_down_is_a_one_line_answer(client, monkeypatch
         client, png(drawing(30, 30)), {"cgan_model": "models:/lineart-cgan@champion", "methods": "cgan"}
     )
     assert answer.status_code == 424 and list(answer.json()) == ["error"], answer.text
-    assert "lineart-cgan" in answer.json()["error"] and "\n" not in answer.json()["error"]
+    error = answer.json()["error"]
+    assert "MLflow registry at http://127.0.0.1" in error and "cannot be read" in error and "\n" not in error
