@@ -203,7 +203,9 @@ def colorize(
         "models:/lineart-cgan@champion", "--model", help="registry URI or a local models/<name> folder"
     ),
     reference: Path | None = typer.Option(None, "--reference", help="colour image; its histogram = hint"),
-    palette: str | None = typer.Option(None, "--palette", help="hint from colours: '#rrggbb:weight,...'"),
+    palette: str | None = typer.Option(
+        None, "--palette", help="hint from colours: '#rrggbb:weight,...', or a palette file (.gpl, .json)"
+    ),
     hint_model: str | None = typer.Option(
         None, "--hint-model", help="automatic hint: URI or folder (default models:/lineart-hint@champion)"
     ),
@@ -214,8 +216,14 @@ def colorize(
         "--params",
         help="its `lineart` section is used (default: ./params.yaml if there, else built in)",
     ),
+    layers: bool = typer.Option(
+        False, "--layers", help="also write NAME.colour.png (colour only) and NAME.lines.png (lines, alpha)"
+    ),
 ) -> None:
     """Colour line art (or colour images, via their line art) of any size; writes images of the same size.
+
+    The colour is made at the model's size and scaled up; the lines on top are the input's
+    own, at full size.
 
     An input that cannot be read is reported on its own line and the others are coloured;
     the exit code is 1 when any failed.
@@ -230,7 +238,7 @@ def colorize(
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
         result = run_colorize(
-            inputs, out, lineart_params, model, reference, palette, hint_model, device, batch_size
+            inputs, out, lineart_params, model, reference, palette, hint_model, device, batch_size, layers
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)
@@ -243,6 +251,73 @@ def colorize(
             typer.echo(f"coloured {done} of {done + failed} images -> {target}; {failed} failed")
         raise typer.Exit(1)
     typer.echo(f"coloured {done} image(s) -> {target}")
+
+
+@app.command("palette")
+def palette_command(
+    image: Path = typer.Argument(..., help="a colour picture (PNG, JPEG or WebP)"),
+    out: Path = typer.Option(..., "--out", "-o", help="palette file: .gpl (GIMP) or .json"),
+    colours: int = typer.Option(16, "--colours", min=1, max=512, help="at most this many colours"),
+) -> None:
+    """Write an image's palette (its heaviest colour bins, with their weights), for --palette."""
+    from colorization.atomic import atomic_write_text
+    from colorization.colorize import ColorizeError, read_image
+    from colorization.palette import PALETTE_SUFFIXES, PaletteError, format_palette, image_palette
+
+    if out.suffix.lower() not in PALETTE_SUFFIXES:
+        fail(f"-o {out}: a palette file is .gpl or .json")
+    try:
+        entries = image_palette(read_image(image), colours)
+        text = format_palette(entries, out.suffix, name=image.stem)
+        atomic_write_text(out, text)
+    except (ColorizeError, PaletteError) as err:
+        fail(str(err), code=1)
+    except OSError as err:
+        fail(f"{out}: cannot be written ({err.strerror or err})", code=1)
+    share = sum(w for _, w in entries)
+    typer.echo(f"{len(entries)} colours ({share:.1%} of the pixels) -> {out}")
+
+
+@app.command()
+def studio(
+    models_dir: Path = typer.Option(Path("models"), "--models", help="folder with cnn/, cgan/, hint/"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (loopback: only this machine)"),
+    port: int = typer.Option(8000, min=0, max=65535),
+    device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
+    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, help="largest upload, MiB"),
+    params_file: Path | None = typer.Option(
+        None,
+        "--params",
+        help="its `lineart` section: extractor, limits (default: ./params.yaml or built in)",
+    ),
+) -> None:
+    """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
+    import os
+
+    import uvicorn
+
+    from colorization.colorize import default_lineart_params
+    from colorization.device import pick_device
+    from colorization.studio import StudioConfig, create_app
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    if params_file is None and not DEFAULT_PARAMS.exists():
+        lineart_params = default_lineart_params()
+    else:
+        lineart_params = params_or_exit(params_file or DEFAULT_PARAMS).lineart
+    try:
+        torch_device = str(pick_device(device))
+    except RuntimeError as err:
+        fail(str(err))
+    # A registry that is down should answer the page in seconds, not after MLflow's retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    config = StudioConfig(models_dir, lineart_params, torch_device, int(max_upload_mb * 2**20))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: binding {host}: anyone who can reach this machine can use the studio", err=True)
+    typer.echo(f"studio: http://{host}:{port}/ (models: {models_dir}, device: {torch_device})")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 
 def prefect_console() -> None:

@@ -1,10 +1,12 @@
 """The `colorize` command: colour any line art (or colour image) with a trained generator.
 
 Inputs of any size are fitted into the model's square (longer side scaled to the model's
-image size, white paper around it), coloured, and the result is cut out and scaled back
-to the input's size. A colour input is turned into line art first with the same
-extractor the training data went through. The hint comes from a reference image, a
-palette string, or the hint model.
+image size, white paper around it) and coloured there. Only the colour is scaled back to
+the input's size; the lines drawn over it are the input's own, at full resolution
+(`Layers`): a colour layer, a line layer (lines opaque, paper transparent) and their
+composite. A colour input is turned into line art first with the same extractor the
+training data went through (at the model's size for the model, at full size for the line
+layer). The hint comes from a reference image, a palette (string or file), or the hint model.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from colorization.atomic import atomic_write_bytes
 from colorization.config import LineartParams
-from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS, color_histogram
+from colorization.histogram import color_histogram
 from colorization.images import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -31,6 +33,7 @@ from colorization.images import (
     read_rgb,
 )
 from colorization.lineart import extract_lineart
+from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ _PALETTE_ENTRY = re.compile(r"^#?([0-9a-fA-F]{6})(?::(.+))?$")
 
 def parse_palette(spec: str) -> np.ndarray:
     """'#rrggbb:weight,...' (weight optional, default 1) -> the 512-bin hint, float32, sums to 1."""
-    colours, weights = [], []
+    entries = []
     for entry in (e.strip() for e in spec.split(",")):
         match = _PALETTE_ENTRY.match(entry)
         if not match:
@@ -97,14 +100,21 @@ def parse_palette(spec: str) -> np.ndarray:
             raise ColorizeError(f"palette entry {entry!r}: weight {weight_text!r} is not a number") from None
         if not np.isfinite(weight) or weight <= 0:
             raise ColorizeError(f"palette entry {entry!r}: weight must be a positive number")
-        colours.append([int(hexa[i : i + 2], 16) for i in (0, 2, 4)])
-        weights.append(weight)
-    rgb = np.array(colours, np.int64)
-    shift = 8 - int(np.log2(BINS_PER_CHANNEL))
-    q = rgb >> shift
-    bins = q[:, 0] * BINS_PER_CHANNEL**2 + q[:, 1] * BINS_PER_CHANNEL + q[:, 2]
-    hint = np.bincount(bins, weights=weights, minlength=HIST_BINS)
-    return (hint / hint.sum()).astype(np.float32)
+        entries.append((tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4)), weight))
+    return palette_hint(entries)
+
+
+def is_palette_file(spec: str) -> bool:
+    """--palette names a file (.gpl or .json) rather than listing colours."""
+    return spec.strip().lower().endswith(PALETTE_SUFFIXES)
+
+
+def palette_file_hint(path: str | Path) -> np.ndarray:
+    """The hint of a .gpl or .json palette file."""
+    try:
+        return palette_hint(read_palette(path))
+    except PaletteError as err:
+        raise ColorizeError(str(err)) from None
 
 
 def reference_hint(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
@@ -132,7 +142,7 @@ def names_a_file(out: Path) -> bool:
     return out.suffix.lower() in IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS and not out.is_dir()
 
 
-def collect_inputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[tuple[Path, Path]]:
     """(input image, output image) pairs. A folder is searched recursively and mirrored under OUT.
 
     OUT is a file for a single image input and an image suffix (the format follows the
@@ -164,6 +174,8 @@ def collect_inputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
         )
     pairs = [(src, out / rel) for src, rel in found]
     targets = [dst for _, dst in pairs]
+    if layers:
+        targets += [path for dst in list(targets) for path in layer_paths(dst)]
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise ColorizeError(f"two inputs would both be written to {duplicate}; colour them separately")
@@ -222,6 +234,73 @@ def restore_size(colored: np.ndarray, fitted: Fitted) -> np.ndarray:
     crop = np.ascontiguousarray(colored[top : top + h, left : left + w])
     interp = cv2.INTER_CUBIC if height > h else cv2.INTER_AREA
     return cv2.resize(crop, (width, height), interpolation=interp)
+
+
+# ---------------------------------------------------------------- layers at full size
+
+
+@dataclass
+class Layers:
+    """One coloured picture at the input's size, as an artist would stack it."""
+
+    colour: np.ndarray  # uint8 [H, W, 3]: the model's colour, scaled up; its own lines painted out
+    lines: np.ndarray  # uint8 [H, W, 4]: the input's lines, opaque; paper transparent
+    composite: np.ndarray  # uint8 [H, W, 3]: the line layer over the colour layer
+
+
+def line_layer(rgb: np.ndarray, params: LineartParams) -> np.ndarray:
+    """The input's lines at full size as RGBA: lines opaque, paper transparent.
+
+    Line art keeps its own pixels: anything darker than LINE_LEVEL is opaque and unchanged;
+    lighter (anti-aliased) pixels fade out towards white paper, coloured so that over white
+    they give the input back. A colour picture gets the extractor's lines, drawn black.
+    """
+    height, width = rgb.shape[:2]
+    layer = np.empty((height, width, 4), np.uint8)
+    if is_lineart(rgb):
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        alpha = np.minimum((255 - gray).astype(np.uint16) * 255 // (255 - LINE_LEVEL), 255)
+        solid = gray <= LINE_LEVEL
+        layer[..., :3] = np.where(solid[..., None], rgb, np.uint8(LINE_LEVEL))
+        layer[..., 3] = alpha
+    else:
+        lines = extract_lineart(rgb, params)
+        layer[..., :3] = 0
+        layer[..., 3] = 255 - lines
+    return layer
+
+
+def over(top: np.ndarray, bottom: np.ndarray, rows: int = 512) -> np.ndarray:
+    """RGBA `top` over opaque RGB `bottom` (straight alpha): where alpha is 255, exactly `top`.
+
+    In strips of `rows`, so the 16-bit intermediates of a 50 MP picture stay small.
+    """
+    out = np.empty(bottom.shape, np.uint8)
+    for start in range(0, len(out), rows):
+        strip = slice(start, start + rows)
+        alpha = top[strip, :, 3:4].astype(np.uint16)
+        mixed = top[strip, :, :3] * alpha + bottom[strip].astype(np.uint16) * (255 - alpha) + 127
+        out[strip] = mixed // 255
+    return out
+
+
+def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
+    """The model's output with the pixels under its input lines filled from their surroundings.
+
+    Scaled up as they are, the model's own dark strokes would show as blurred halos around
+    the sharp full-size lines: the colour layer carries colour only.
+    """
+    mask = cv2.dilate((lineart < LINE_LEVEL).astype(np.uint8) * 255, np.ones((3, 3), np.uint8))
+    if not mask.any():
+        return colored
+    return cv2.inpaint(np.ascontiguousarray(colored), mask, 3, cv2.INPAINT_TELEA)
+
+
+def to_layers(rgb: np.ndarray, colored: np.ndarray, fitted: Fitted, params: LineartParams) -> Layers:
+    """The full-size layers of an input from the model's output for it."""
+    colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
+    lines = line_layer(rgb, params)
+    return Layers(colour, lines, over(lines, colour))
 
 
 # ---------------------------------------------------------------- models
@@ -294,6 +373,43 @@ def encode_for(path: Path, rgb: np.ndarray) -> bytes:
     return encode_png(rgb)
 
 
+def layer_paths(dst: Path) -> tuple[Path, Path]:
+    """Where --layers writes the colour layer and the line layer of the composite `dst`."""
+    return dst.with_name(f"{dst.stem}.colour.png"), dst.with_name(f"{dst.stem}.lines.png")
+
+
+def hints_for(hints: HintSource, lineart: np.ndarray, device: str, batch_size: int = 256) -> np.ndarray:
+    """float32 [N, 512]: the fixed hint for every line art, or the hint model's prediction."""
+    from colorization.inference import predict_hint
+
+    if hints.fixed is not None:
+        return np.repeat(hints.fixed[None], len(lineart), axis=0)
+    model = hints.model
+    if model.image_size != lineart.shape[1]:  # the hint net sees line art at its own training size
+        dsize = (model.image_size, model.image_size)
+        lineart = np.stack([cv2.resize(x, dsize, interpolation=cv2.INTER_AREA) for x in lineart])
+    return predict_hint(model.module, lineart, device=device, batch_size=batch_size)
+
+
+def colorize_images(
+    images: list[np.ndarray],
+    generator: LoadedModel,
+    hints: HintSource,
+    lineart_params: LineartParams,
+    device: str,
+    batch_size: int = 16,
+) -> tuple[list[Layers], np.ndarray]:
+    """The one inference path (CLI and studio): RGB inputs of any size -> their layers, and the hints used."""
+    from colorization.inference import colorize
+
+    fitted = [fit_input(rgb, generator.image_size, lineart_params) for rgb in images]
+    lineart = np.stack([f.lineart for f in fitted])
+    hint = hints_for(hints, lineart, device)
+    colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size)
+    layers = [to_layers(rgb, c, f, lineart_params) for rgb, c, f in zip(images, colored, fitted, strict=True)]
+    return layers, hint
+
+
 def colorize_files(
     pairs: list[tuple[Path, Path]],
     generator: LoadedModel,
@@ -301,49 +417,53 @@ def colorize_files(
     lineart_params: LineartParams,
     device: str,
     batch_size: int = 16,
+    layers: bool = False,
 ) -> ColorizeResult:
     """Colour every (input, output) pair; an input that cannot be read is reported, the rest coloured.
 
-    Every input is read and fitted before anything is written; only the small model-sized
-    line art is kept meanwhile.
+    Inputs are read, coloured and written `batch_size` at a time, so only that many
+    full-size pictures are in memory at once. With `layers`, the colour and line layers are
+    written beside each composite (`layer_paths`).
     """
-    from colorization.inference import colorize, predict_hint
-
-    size = generator.image_size
     failed: list[str] = []
-    fitted: list[Fitted] = []
-    kept: list[tuple[Path, Path]] = []
-    for src, dst in pairs:
-        try:
-            fitted.append(fit_input(read_image(src, lineart_params), size, lineart_params))
-            kept.append((src, dst))
-        except ColorizeError as err:
-            failed.append(str(err))
-        except cv2.error as err:
-            failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
-    if not kept:
-        return ColorizeResult([], failed)
-    pairs = kept
-    lineart = np.stack([f.lineart for f in fitted])
-    if hints.fixed is not None:
-        hint = np.repeat(hints.fixed[None], len(pairs), axis=0)
-    else:
-        model = hints.model
-        at_hint_size = lineart
-        if model.image_size != size:  # the hint net sees line art at its own training size
-            dsize = (model.image_size, model.image_size)
-            at_hint_size = np.stack([cv2.resize(x, dsize, interpolation=cv2.INTER_AREA) for x in lineart])
-        hint = predict_hint(model.module, at_hint_size, device=device)
-    colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size)
-    written = []
-    for (_, dst), image, fit in zip(pairs, colored, fitted, strict=True):
-        try:
-            atomic_write_bytes(dst, encode_for(dst, restore_size(image, fit)))
-        except OSError as err:
-            failed.append(f"{escaped(dst)}: cannot be written ({err.strerror or err})")
+    written: list[Path] = []
+    for start in range(0, len(pairs), batch_size):
+        images, sources, kept = [], [], []
+        for src, dst in pairs[start : start + batch_size]:
+            try:
+                images.append(read_image(src, lineart_params))
+                sources.append(src)
+                kept.append(dst)
+            except ColorizeError as err:
+                failed.append(str(err))
+        if not kept:
             continue
-        written.append(dst)
-        log.info("wrote %s", escaped(dst))
+        try:
+            results = colorize_images(images, generator, hints, lineart_params, device, batch_size)[0]
+        except cv2.error:  # one picture OpenCV cannot process: find it, colour the others
+            results = []
+            for src, image in zip(sources, images, strict=True):
+                try:
+                    results += colorize_images([image], generator, hints, lineart_params, device)[0]
+                except cv2.error as err:
+                    failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
+                    results.append(None)
+        del images
+        for dst, result in zip(kept, results, strict=True):
+            if result is None:
+                continue
+            files = [(dst, encode_for(dst, result.composite))]
+            if layers:
+                colour_path, lines_path = layer_paths(dst)
+                files += [(colour_path, encode_png(result.colour)), (lines_path, encode_png(result.lines))]
+            try:
+                for path, data in files:
+                    atomic_write_bytes(path, data)
+            except OSError as err:
+                failed.append(f"{escaped(path)}: cannot be written ({err.strerror or err})")
+                continue
+            written.append(dst)
+            log.info("wrote %s", escaped(dst))
     return ColorizeResult(written, failed)
 
 
@@ -356,7 +476,7 @@ def given_hint(
     if reference is not None:
         return reference_hint(reference, limits)
     if palette is not None:
-        return parse_palette(palette)
+        return palette_file_hint(palette.strip()) if is_palette_file(palette) else parse_palette(palette)
     return None
 
 
@@ -370,11 +490,12 @@ def run_colorize(
     hint_model: str | None = None,
     device: str = "auto",
     batch_size: int = 16,
+    layers: bool = False,
 ) -> ColorizeResult:
     """Everything the CLI does after parsing: validate, load, colour, write."""
     from colorization.device import pick_device
 
-    pairs = collect_inputs(inputs, out)
+    pairs = collect_inputs(inputs, out, layers)
     torch_device = str(pick_device(device))
     fixed = given_hint(reference, palette, lineart_params)  # a bad palette fails before any model loads
     generator = load_model(model, torch_device, GENERATOR_KINDS)
@@ -382,4 +503,4 @@ def run_colorize(
         hints = HintSource(fixed=fixed)
     else:
         hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, ("hint",)))
-    return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size)
+    return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size, layers)

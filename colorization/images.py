@@ -217,7 +217,9 @@ def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIX
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    """PNG of an RGB or RGBA (straight alpha) uint8 image."""
+    code = cv2.COLOR_RGBA2BGRA if rgb.ndim == 3 and rgb.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, code))
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()

@@ -244,3 +244,102 @@ def test_built_in_lineart_defaults_are_the_demo_profiles():
     from colorization.colorize import default_lineart_params
 
     assert default_lineart_params() == load_params(PARAMS).lineart
+
+
+# ---------------------------------------------------------------- full size, layers
+
+
+def read_any(path: Path) -> np.ndarray:
+    """RGB or RGBA as written."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)
+
+
+def test_a_large_line_art_keeps_its_size_and_its_own_lines(models, tmp_path):
+    from colorization.colorize import LINE_LEVEL
+
+    image = np.full((1400, 2000, 3), 255, np.uint8)  # 2000 x 1400: wider than tall
+    cv2.rectangle(image, (300, 200), (1700, 1200), (30, 30, 30), 3, cv2.LINE_AA)  # dark grey, anti-aliased
+    cv2.circle(image, (1000, 700), 350, (0, 0, 0), 2, cv2.LINE_AA)
+    cv2.line(image, (100, 1300), (1900, 100), (90, 90, 90), 1, cv2.LINE_AA)
+    source = save(tmp_path / "big.png", image)
+    out = tmp_path / "big-coloured.png"
+    result = run(
+        str(source), "-o", str(out), "--model", str(models / "cgan"), "--palette", "#ff8800", "--layers"
+    )
+    assert result.exit_code == 0, result.output
+    composite, colour = read_any(out), read_any(tmp_path / "big-coloured.colour.png")
+    lines = read_any(tmp_path / "big-coloured.lines.png")
+    assert composite.shape == colour.shape == (1400, 2000, 3) and lines.shape == (1400, 2000, 4)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    line = gray <= LINE_LEVEL
+    assert line.sum() > 10_000
+    assert (composite[line] == image[line]).all(), "the line pixels are the input's own"
+    assert (lines[..., 3][line] == 255).all() and (lines[..., :3][line] == image[line]).all()
+    paper = gray == 255
+    assert (lines[..., 3][paper] == 0).all(), "paper is transparent in the line layer"
+    assert (composite[paper] == colour[paper]).all(), "on paper the composite is the colour layer"
+    soft = ~line & ~paper  # anti-aliasing: partly opaque
+    assert soft.any() and (lines[..., 3][soft] > 0).all() and (lines[..., 3][soft] < 255).all()
+
+
+def test_a_colour_picture_gets_its_lines_extracted_at_full_size(models, tmp_path):
+    from colorization.lineart import extract_lineart
+
+    image = painting(480, 640)
+    source = save(tmp_path / "photo.png", image)
+    out = tmp_path / "out.png"
+    result = run(
+        str(source), "-o", str(out), "--model", str(models / "cgan"), "--palette", "#3366ff", "--layers"
+    )
+    assert result.exit_code == 0, result.output
+    lines = read_any(tmp_path / "out.lines.png")
+    expected = extract_lineart(image, load_params(PARAMS).lineart)  # at 640 x 480, not the model's size
+    assert lines.shape == (480, 640, 4)
+    assert (lines[..., 3] == 255 - expected).all()
+    composite = read_any(out)
+    assert composite.shape == (480, 640, 3) and (composite[expected == 0] == 0).all()
+
+
+def test_layers_are_written_beside_each_composite_and_never_over_another_output(models, tmp_path):
+    save(tmp_path / "in/a.png", drawing(40, 40))
+    save(tmp_path / "in/b.jpg", painting(30, 50))
+    out = tmp_path / "out"
+    cgan = str(models / "cgan")
+    result = run(str(tmp_path / "in"), "-o", str(out), "--model", cgan, "--palette", "#ff0000", "--layers")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.colour.png", "a.lines.png", "a.png", "b.colour.png", "b.lines.png", "b.png"
+    ]  # fmt: skip
+    save(tmp_path / "clash/a.png", drawing(40, 40))
+    save(tmp_path / "clash/a.lines.png", drawing(40, 40))
+    with pytest.raises(ColorizeError, match="both be written to"):
+        collect_inputs([tmp_path / "clash"], tmp_path / "out2", layers=True)
+    assert collect_inputs([tmp_path / "clash"], tmp_path / "out2")  # without layers, no clash
+
+
+def test_a_picture_opencv_cannot_process_is_reported_and_its_batch_still_coloured(
+    models, tmp_path, monkeypatch
+):
+    import colorization.colorize as colorize_module
+
+    real = colorize_module.fit_input
+
+    def fit_or_fail(rgb, size, params):
+        if rgb.shape[1] == 31:
+            raise cv2.error("simulated OpenCV failure")
+        return real(rgb, size, params)
+
+    monkeypatch.setattr(colorize_module, "fit_input", fit_or_fail)
+    save(tmp_path / "in/a.png", drawing(40, 40))
+    save(tmp_path / "in/b.png", drawing(40, 31))
+    save(tmp_path / "in/c.png", painting(30, 50))
+    result = run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(models / "cgan"),
+                 "--palette", "#ff0000", "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "b.png: cannot be processed (simulated OpenCV failure" in errors[0], (
+        result.output
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]

@@ -292,3 +292,36 @@ def test_register_without_tracking_skips_in_one_line_and_records_it(tmp_path, mo
         ("lineart-cnn", "lineart-cgan", "lineart-hint")
     )
     assert not (tmp_path / "mlflow.db").exists()  # no registry was created for nothing
+
+
+def test_the_studio_lists_registry_versions_and_colours_with_the_champion(sqlite_store, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from colorization.colorize import default_lineart_params
+    from colorization.studio import StudioConfig, create_app
+
+    registry.run_register(load_params(sqlite_store))  # v1 champions (idempotent if an earlier test made them)
+    studio = TestClient(create_app(StudioConfig(tmp_path / "no-models", default_lineart_params(), "cpu")))
+    choices = studio.get("/api/models").json()
+    assert "error" not in choices["registry"], choices
+    assert choices["folder"]["kinds"] == {"cnn": False, "cgan": False, "hint": False}
+    for kind in ("cnn", "cgan", "hint"):
+        versions = choices["registry"]["models"][kind]
+        assert [int(v["version"]) for v in versions] == sorted(
+            (int(v["version"]) for v in versions), reverse=True
+        )
+        assert sum(CHAMPION in v["aliases"] for v in versions) == 1
+        assert all(v["uri"] == f"models:/lineart-{kind}/{v['version']}" for v in versions)
+    image = np.full((90, 120, 3), 255, np.uint8)
+    cv2.circle(image, (60, 45), 30, (0, 0, 0), 2)
+    data = {
+        "cgan_model": f"models:/lineart-cgan@{CHAMPION}",
+        "hint_model": f"models:/lineart-hint@{CHAMPION}",
+        "methods": "cgan,cgan_auto",
+    }
+    png = cv2.imencode(".png", image)[1].tobytes()
+    answer = studio.post("/api/colorize", files={"image": ("in.png", png, "image/png")}, data=data)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["width"], body["height"]) == (120, 90)
+    assert [("error" in r, r["hint"]) for r in body["results"]] == [(False, "auto"), (False, "auto")]

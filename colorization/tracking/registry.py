@@ -337,6 +337,10 @@ def _check_store_exists(uri: str) -> None:
         )
 
 
+# What MLflow answers for a missing model, version or alias (an absent alias is a bad parameter).
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def resolve_version(uri: str):
     """The model version a `models:/name@alias` or `models:/name/<version>` URI points at."""
     if not uri.startswith("models:/"):
@@ -350,7 +354,10 @@ def resolve_version(uri: str):
             return c.get_model_version_by_alias(name, alias)
         name, _, version = body.partition("/")
         return c.get_model_version(name, version)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code not in NOT_FOUND_CODES:  # a server that is down or failing: not a missing model
+            text = " ".join(str(err).split())[:200]
+            raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
         what = f"no alias {alias!r} on {name!r}" if "@" in body else "no such registered model or version"
         raise RegistryError(f"model not found: {uri} ({what} in {tracking_uri()})") from None
 
@@ -380,6 +387,35 @@ def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     except (MlflowException, OSError) as err:
         raise RegistryError(f"cannot load {uri}: {str(err).splitlines()[0]}") from None
     return as_network(served, config).to(device).eval(), config
+
+
+def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """{name: [{"version", "aliases"}, newest first]} for each registered name that exists.
+
+    For a model picker (the studio); a store that is missing or down is a RegistryError.
+    """
+    _check_store_exists(tracking_uri())
+    c = client()
+    found: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for name in names:
+            try:
+                model = c.get_registered_model(name)
+            except MlflowException as err:
+                if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    continue
+                raise
+            aliases: dict[str, list[str]] = {}
+            for alias, version in (model.aliases or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
+            versions = sorted(
+                (int(v.version) for v in c.search_model_versions(f"name='{name}'")), reverse=True
+            )
+            found[name] = [{"version": str(v), "aliases": sorted(aliases.get(str(v), []))} for v in versions]
+    except Exception as err:  # a server that is down, a store that cannot be read: one line
+        text = " ".join(str(err).split())[:200]
+        raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
+    return found
 
 
 def config_from_signature(uri: str) -> dict:

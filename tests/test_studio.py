@@ -1,0 +1,245 @@
+"""`colorization studio`: the page, POST /api/colorize and its refusals, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from colorization.colorize import LINE_LEVEL, default_lineart_params
+from colorization.models import build_model, model_config
+from colorization.studio import StudioConfig, create_app
+from tests.test_colorize import drawing, painting
+from tests.test_evaluate import IMAGE_SIZE, save_model_dir
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """cnn and hint as the tests elsewhere build them; a c-GAN that follows the hint's colour."""
+    root = tmp_path_factory.mktemp("models")
+    save_model_dir(root / "cnn", "cnn")
+    save_model_dir(root / "hint", "hint")
+    arch = {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True}
+    torch.manual_seed(0)
+    (root / "cgan").mkdir()
+    torch.save(build_model("cgan", arch).state_dict(), root / "cgan/model.pt")
+    (root / "cgan/config.json").write_text(json.dumps(model_config("cgan", arch, IMAGE_SIZE)))
+    return root
+
+
+def client_for(models: Path, **config) -> TestClient:
+    return TestClient(create_app(StudioConfig(models, default_lineart_params(), "cpu", **config)))
+
+
+@pytest.fixture(scope="module")
+def client(models) -> TestClient:
+    return client_for(models)
+
+
+def png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def decode(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    image = cv2.imdecode(
+        np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_UNCHANGED
+    )
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def colorize(client: TestClient, image: bytes, data: dict | None = None, files: dict | None = None):
+    return client.post("/api/colorize", files={"image": ("in.png", image, "image/png"), **(files or {})},
+                       data=data or {})  # fmt: skip
+
+
+def refused(answer, status: int, fragment: str) -> None:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert list(body) == ["error"] and fragment in body["error"], body
+    assert "\n" not in body["error"] and "Traceback" not in body["error"]
+
+
+def test_the_page_and_the_api_docs_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "api/colorize" in page.text and 'type="color"' in page.text
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    form = schema["paths"]["/api/colorize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["image"] and {"hint", "palette", "palette_file", "reference"} <= set(
+        form["properties"]
+    )
+
+
+def test_three_results_with_the_palette_each_used_and_the_time(client):
+    answer = colorize(client, png(drawing(60, 80)), {"hint": "palette", "palette": "#ff0000:3,#ffffff"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["width"], body["height"], body["input"]) == (80, 60, "line art")
+    assert [r["method"] for r in body["results"]] == ["cnn", "cgan", "cgan_auto"]
+    for result in body["results"]:
+        assert "error" not in result, result
+        assert result["seconds"] >= 0
+        assert decode(result["composite"]).shape == decode(result["colour"]).shape == (60, 80, 3)
+    cnn, cgan, auto = body["results"]
+    assert cnn["hint"] == cgan["hint"] == "palette" and auto["hint"] == "auto"
+    assert cgan["palette"] == [{"colour": "#f01010", "weight": 0.75}, {"colour": "#f0f0f0", "weight": 0.25}]
+    weights = [c["weight"] for c in auto["palette"]]  # the predicted hint's heaviest bins, at most 12
+    assert 1 <= len(weights) <= 12 and weights == sorted(weights, reverse=True) and min(weights) > 0
+    assert decode(body["lines"]).shape == (60, 80, 4)
+
+
+def test_a_large_picture_comes_back_at_its_size_with_its_lines(client):
+    image = np.full((1400, 2000, 3), 255, np.uint8)
+    cv2.rectangle(image, (300, 200), (1700, 1200), (20, 20, 20), 3, cv2.LINE_AA)
+    cv2.circle(image, (1000, 700), 400, (0, 0, 0), 2, cv2.LINE_AA)
+    answer = colorize(client, png(image), {"hint": "palette", "palette": "#33aa55", "methods": "cgan"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    composite = decode(body["results"][0]["composite"])
+    assert composite.shape == (1400, 2000, 3)
+    line = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) <= LINE_LEVEL
+    assert line.sum() > 10_000 and (composite[line] == image[line]).all()
+    lines = decode(body["lines"])
+    assert (lines[..., 3][line] == 255).all() and (lines[..., 3][~line].max() < 255)
+
+
+def redness(answer) -> float:
+    assert answer.status_code == 200, answer.text
+    rgb = decode(answer.json()["results"][0]["composite"]).astype(np.float64)
+    return float((rgb[..., 0] - rgb[..., 2]).mean())
+
+
+def test_each_kind_of_hint(client):
+    image = png(drawing(64, 64))
+    only_cgan = {"methods": "cgan"}
+    red_file = ("red.gpl", b"GIMP Palette\n230 30 30\tweight 2\n", "text/plain")
+    blue_file = ("blue.json", json.dumps({"#2030e0": 1}).encode(), "application/json")
+    red = redness(colorize(client, image, {**only_cgan, "hint": "palette_file"}, {"palette_file": red_file}))
+    blue = redness(
+        colorize(client, image, {**only_cgan, "hint": "palette_file"}, {"palette_file": blue_file})
+    )
+    assert red > blue + 50, (red, blue)
+    reference = ("ref.png", png(painting(40, 40)), "image/png")
+    answer = colorize(client, image, {**only_cgan, "hint": "reference"}, {"reference": reference})
+    assert answer.status_code == 200 and answer.json()["results"][0]["hint"] == "reference"
+    answer = colorize(client, png(painting(50, 70)), {"methods": "cgan"})  # automatic, colour picture
+    body = answer.json()
+    assert answer.status_code == 200 and body["input"] == "colour picture"
+    assert body["results"][0]["hint"] == "auto"
+
+
+def test_each_model_is_loaded_once(models, monkeypatch):
+    import colorization.studio.app as studio_app
+
+    calls = []
+    real = studio_app.load_model
+    monkeypatch.setattr(studio_app, "load_model", lambda *a: calls.append(a[0]) or real(*a))
+    client = client_for(models)
+    for _ in range(2):
+        assert colorize(client, png(drawing(30, 30))).status_code == 200
+    assert sorted(calls) == sorted(str(models / k) for k in ("cnn", "cgan", "hint"))
+
+
+def test_bad_input_is_a_one_line_4xx(client, models, tmp_path, monkeypatch):
+    good = png(drawing(30, 30))
+    refused(colorize(client, b"hello, not an image"), 422, "not a JPEG, PNG or WebP image")
+    bomb = bytearray(png(drawing(8, 8)))  # a PNG whose header declares 30000 x 30000 pixels
+    bomb[16:24] = (30000).to_bytes(4, "big") * 2
+    refused(colorize(client, bytes(bomb)), 413, "too large: 30000x30000")
+    refused(colorize(client, good, {"hint": "palette", "palette": "#12345"}), 422, "palette entry")
+    bad_gpl = ("p.gpl", b"not a palette", "text/plain")
+    refused(
+        colorize(client, good, {"hint": "palette_file"}, {"palette_file": bad_gpl}), 422, "not a GIMP palette"
+    )
+    refused(colorize(client, good, {"hint": "sparkles"}), 422, "hint must be one of")
+    refused(
+        colorize(client, good, {"cgan_model": str(tmp_path / "none"), "methods": "cgan"}),
+        424,
+        "model not found",
+    )
+    refused(
+        client.post("/api/colorize", content=b"{}", headers={"content-type": "application/json"}),
+        415,
+        "multipart",
+    )
+    refused(client.post("/api/colorize", files={"other": ("x", b"1")}), 422, "no image uploaded")
+    small = client_for(models, max_upload_bytes=10_000)
+    refused(
+        colorize(small, png(np.random.default_rng(0).integers(0, 255, (80, 80, 3), np.uint8))),
+        413,
+        "upload too large",
+    )
+    # A registry that is not there: the page's list says so, and colouring from it is refused.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-registry.db'}")
+    choices = client.get("/api/models").json()
+    assert choices["folder"]["kinds"] == {"cnn": True, "cgan": True, "hint": True}
+    assert "no MLflow registry" in choices["registry"]["error"]
+    answer = colorize(client, good, {"cgan_model": "models:/lineart-cgan@champion", "methods": "cgan"})
+    refused(answer, 424, "no MLflow registry")
+    assert not (tmp_path / "no-registry.db").exists()
+
+
+def test_the_command_binds_loopback_by_default(models, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from colorization.cli import app
+
+    seen = {}
+    monkeypatch.setattr(
+        uvicorn, "run", lambda app, host, port, **kw: seen.update(host=host, port=port, app=app)
+    )
+    result = CliRunner().invoke(app, ["studio", "--models", str(models), "--device", "cpu", "--port", "8765"])
+    assert result.exit_code == 0, result.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8765
+    assert TestClient(seen["app"]).get("/").status_code == 200
+
+
+def test_the_page_script_parses(tmp_path):
+    """No browser here (see issue 13 for the headless-browser test): at least the script is valid JS."""
+    import re
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    page = resources.files("colorization.studio").joinpath("index.html").read_text("utf-8")
+    script = tmp_path / "page.js"
+    script.write_text(re.search(r"<script>(.*)</script>", page, re.S).group(1))
+    result = subprocess.run([node, "--check", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_model_fails_its_result_only(models, tmp_path):
+    client = client_for(models)
+    answer = colorize(client, png(drawing(30, 30)), {"cnn_model": str(tmp_path / "absent")})
+    assert answer.status_code == 200, answer.text
+    cnn, cgan, auto = answer.json()["results"]
+    assert "model not found" in cnn["error"] and "composite" not in cnn
+    assert "error" not in cgan and "error" not in auto
+
+
+def test_a_registry_server_that_is_down_is_a_one_line_answer(client, monkeypatch):
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as `colorization studio` sets it
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    choices = client.get("/api/models").json()
+    assert "cannot be read" in choices["registry"]["error"] and "\n" not in choices["registry"]["error"]
+    answer = colorize(
+        client, png(drawing(30, 30)), {"cgan_model": "models:/lineart-cgan@champion", "methods": "cgan"}
+    )
+    assert answer.status_code == 424 and list(answer.json()) == ["error"], answer.text
+    error = answer.json()["error"]
+    assert "MLflow registry at http://127.0.0.1" in error and "cannot be read" in error and "\n" not in error
