@@ -326,15 +326,20 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate params; `overrides` maps dotted keys to values (CLI flags)."""
-    path = Path(path)
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content ({} when empty); a missing file or bad YAML is one ParamsError line."""
     if not path.exists():
         raise ParamsError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: {yaml_problem(err)}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate params; `overrides` maps dotted keys to values (CLI flags)."""
+    path = Path(path)
+    data = read_yaml(path)
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     file_data = copy.deepcopy(data)
     for key, value in given.items():
@@ -373,12 +378,7 @@ def profile_overrides(path: str | Path) -> dict[str, Any]:
     """A profile file (YAML holding only the keys that differ from params.yaml) as dotted overrides
     for `load_params`, e.g. {"lineart.image_size": 64}. Leaves are values; sections nest."""
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: a profile is a mapping of params sections")
 
