@@ -209,3 +209,14 @@ def test_augmentation_mixes_in_xdog_lines():
     assert 3 <= int(redrawn.sum()) <= 13  # about half got XDoG lines drawn from their colours
     _, line = augment(color, canny_like, torch.Generator().manual_seed(0), NO_AUG, settings)
     assert not (line < 0.9).any()  # xdog_p 0: the stored lines only
+
+
+def test_learning_rate_is_constant_then_falls_linearly_to_nearly_zero():
+    from colorization.train import learning_rate
+
+    steps = 100
+    lrs = [learning_rate(1e-3, step, steps, decay=0.5) for step in range(1, steps + 1)]
+    assert lrs[:50] == [1e-3] * 50  # the first half untouched
+    assert all(a > b for a, b in zip(lrs[50:], lrs[51:], strict=False))  # then strictly falling
+    assert lrs[-1] == pytest.approx(1e-3 / 51)  # the last step still moves, a little
+    assert [learning_rate(1e-3, s, steps, decay=0.0) for s in (1, 99, 100)] == [1e-3] * 3
