@@ -1,0 +1,121 @@
+"""MLflow's own serving: `mlflow models serve -m models:/lineart-cgan@champion --env-manager local`.
+
+A tiny c-GAN that follows its hint's colour is logged exactly as training logs it
+(TrainingRun.log_model: the packed serving wrapper with its signature), registered and made
+champion in a temporary sqlite registry; the real `mlflow models serve` then colours through
+`/invocations` with the request the README shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+import torch
+
+from colorization.colorize import default_lineart_params, fit_input, parse_palette
+from colorization.models import build_model, model_config
+from colorization.models.serving import PackedColorizer, pack
+from colorization.tracking import registry
+from colorization.tracking.registry import CHAMPION
+from colorization.tracking.runs import TrainingRun
+from tests.servers import free_port, stop_group
+from tests.test_colorize import drawing
+from tests.test_evaluate import IMAGE_SIZE
+
+MLFLOW = Path(sys.executable).with_name("mlflow")
+NAME = "lineart-cgan"
+HINT_FOLLOWING = {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True}
+
+
+def register_hint_following_cgan(root: Path) -> PackedColorizer:
+    """models/cgan as `train` leaves it (weights, config, run.json), logged and registered as champion."""
+    folder = root / "models" / "cgan"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = build_model("cgan", HINT_FOLLOWING).eval()
+    torch.save(net.state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps(model_config("cgan", HINT_FOLLOWING, IMAGE_SIZE)))
+    served = PackedColorizer(net, IMAGE_SIZE)
+    paper = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
+    example = pack(paper, np.full((2, 512), 1 / 512, np.float32))
+    with torch.no_grad():
+        output = served(torch.from_numpy(example)).numpy()
+    run = TrainingRun("serving-test", run_name="train-cgan", tags={"model": "cgan"})
+    uri = run.log_model(served, example, output)
+    run.finish()
+    (folder / "run.json").write_text(json.dumps({"run_id": run.run_id, "model_uri": uri, "kind": "cgan"}))
+    evaluation = {"cgan": {"psnr": 20.0}, "split_fingerprint": "test", "split": "test"}
+    result = registry.register_model("cgan", NAME, "cgan.psnr", "max", folder, evaluation, {})
+    assert result.champion == result.version == "1"
+    return served
+
+
+def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[str, subprocess.Popen]:
+    """`mlflow models serve` on a free 127.0.0.1 port, ready when `/ping` answers 200.
+
+    The free port can be taken between choosing and binding it: a server that exits before
+    it is ready is retried on a fresh port.
+    """
+    # MLflow starts `uvicorn` by name: the venv's bin must be on PATH, as `make test` has it.
+    path = os.pathsep.join([str(MLFLOW.parent), os.environ.get("PATH", "")])
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "PATH": path}
+    for attempt in range(attempts):
+        port = free_port()
+        cmd = [str(MLFLOW), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        with log.open("w") as out:
+            # Its own session: the server forks workers, and stopping must reach them too.
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    return url, proc
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)  # polling interval, not a wait for readiness
+        stop_group(proc)
+        if attempt + 1 == attempts or "address already in use" not in log.read_text().lower():
+            break
+    raise RuntimeError(f"`mlflow models serve` did not become ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    served = register_hint_following_cgan(tmp_path)
+    signature = mlflow.models.get_model_info(f"models:/{NAME}@{CHAMPION}").signature
+    assert signature.inputs.inputs[0].shape == (-1, IMAGE_SIZE * IMAGE_SIZE + 512)
+    assert signature.outputs.inputs[0].shape == (-1, IMAGE_SIZE, IMAGE_SIZE, 3)
+
+    lineart = fit_input(drawing(48, 64), IMAGE_SIZE, default_lineart_params()).lineart
+    hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
+    body = {"inputs": pack(np.stack([lineart, lineart]), hints).tolist()}  # the README's request
+
+    url, proc = serve(f"models:/{NAME}@{CHAMPION}", tracking, tmp_path / "serve.log")
+    try:
+        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+    finally:
+        stop_group(proc)
+        mlflow.set_tracking_uri(None)  # the global URI registry.client() set: not for later tests
+    assert answer.status_code == 200, answer.text
+    rgb = np.asarray(answer.json()["predictions"], np.float64)
+    assert rgb.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+    with torch.no_grad():
+        expected = served(torch.from_numpy(pack(np.stack([lineart, lineart]), hints))).numpy()
+    np.testing.assert_allclose(rgb, expected, atol=1.0)  # the champion's weights, not another model's
+    redness = (rgb[..., 0] - rgb[..., 2]).mean(axis=(1, 2))
+    assert redness[0] > redness[1] + 50, redness  # coloured, and by the hint each row carried
