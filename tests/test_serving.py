@@ -33,17 +33,26 @@ from tests.test_evaluate import IMAGE_SIZE
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 NAME = "lineart-cgan"
-HINT_FOLLOWING = {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True}
+HINT_FOLLOWING = {  # the hint's mean colour as input planes: colours follow the hint even untrained
+    "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8, "hint_planes": True},
+    "cgan": {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True},
+}
+
+
+def save_hint_following(folder: Path, kind: str = "cgan"):
+    """A models/<kind> folder: a tiny untrained generator whose colours follow its hint's mean."""
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = build_model(kind, HINT_FOLLOWING[kind]).eval()
+    torch.save(net.state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps(model_config(kind, HINT_FOLLOWING[kind], IMAGE_SIZE)))
+    return net
 
 
 def register_hint_following_cgan(root: Path) -> PackedColorizer:
     """models/cgan as `train` leaves it (weights, config, run.json), logged and registered as champion."""
     folder = root / "models" / "cgan"
-    folder.mkdir(parents=True)
-    torch.manual_seed(0)
-    net = build_model("cgan", HINT_FOLLOWING).eval()
-    torch.save(net.state_dict(), folder / "model.pt")
-    (folder / "config.json").write_text(json.dumps(model_config("cgan", HINT_FOLLOWING, IMAGE_SIZE)))
+    net = save_hint_following(folder)
     served = PackedColorizer(net, IMAGE_SIZE)
     paper = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
     example = pack(paper, np.full((2, 512), 1 / 512, np.float32))

@@ -1,0 +1,211 @@
+"""The studio in a real browser: headless Chromium (the system's package) driven through chromedriver.
+
+A person's path through the page: upload a line art, choose "colours with weights", make the
+palette red, colour, wait for the three results; then blue. The images the browser shows must
+be at the input's size and coloured, the red run redder than the blue one, and every layer
+downloadable. No browser is ever downloaded: without /usr/bin/chromium (Debian's `chromium`
+and `chromium-driver`) the test is skipped, unless COLORIZATION_REQUIRE_BROWSER=1 (set by
+`.ci/run`), where a missing browser fails it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from colorization.colorize import default_lineart_params
+from colorization.studio import StudioConfig, create_app
+from tests.test_colorize import drawing, save
+from tests.test_evaluate import save_model_dir
+from tests.test_serving import save_hint_following
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# Chromium on a closed network: without the background-networking flags it hangs on start-up.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1400",
+]
+WIDTH, HEIGHT = 300, 200  # not square, not the model's size: results must come back at this size
+METHODS = ("cnn", "cgan", "cgan_auto")
+WAIT_S = 180  # the whole colouring of one picture, on a loaded 2-core machine
+
+
+def browser_missing() -> str | None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        return f"{' and '.join(missing)} not found: apt-get install chromium chromium-driver"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: make setup"
+    return None
+
+
+@pytest.fixture(scope="module")
+def studio_url(tmp_path_factory):
+    """The studio app served by uvicorn on a socket bound to 127.0.0.1:0 (no port race)."""
+    import uvicorn
+
+    models = tmp_path_factory.mktemp("models")
+    save_hint_following(models / "cnn", "cnn")
+    save_hint_following(models / "cgan", "cgan")
+    save_model_dir(models / "hint", "hint")
+    app = create_app(StudioConfig(models, default_lineart_params(), "cpu"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    ready = threading.Event()
+    while thread.is_alive() and not server.started:
+        ready.wait(0.05)
+    assert server.started, "the studio did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    reason = browser_missing()
+    if reason:
+        if os.environ.get("COLORIZATION_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"COLORIZATION_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(log)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,"), url[:40]
+    data = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def set_palette(driver, colour: str) -> None:
+    """One row in 'colours with weights': `colour`, weight 1 (the picker's value set as a pick does)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, "input[name=hint][value=palette]").click()
+    assert driver.find_element(By.ID, "panel-palette").is_displayed()
+    for remove in driver.find_elements(By.CSS_SELECTOR, ".colour-row button"):
+        remove.click()
+    driver.find_element(By.ID, "add-colour").click()
+    (row,) = driver.find_elements(By.CSS_SELECTOR, ".colour-row")
+    picker = row.find_element(By.CSS_SELECTOR, "input.colour")
+    driver.execute_script(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));", picker, colour
+    )
+    weight = row.find_element(By.CSS_SELECTOR, "input.weight")
+    weight.clear()
+    weight.send_keys("1")
+
+
+def colour_and_wait(driver) -> dict[str, dict]:
+    """Click 'Colour it' and wait for the three results; {method: {image, shown size, downloads}}."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    previous = driver.find_elements(By.CSS_SELECTOR, "#results .result")
+    driver.find_element(By.ID, "colorize").click()
+    wait = WebDriverWait(driver, WAIT_S)
+    for box in previous:  # the page replaces its results: wait until the old ones are gone
+        wait.until(ec.staleness_of(box))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == len(METHODS))
+    # Every image decoded by the browser (naturalWidth > 0), not only inserted.
+    wait.until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#results img.composite')]"
+            ".every((i) => i.complete && i.naturalWidth > 0)"
+        )
+    )
+    assert driver.find_element(By.ID, "message").text == "done"
+    found = {}
+    for box in driver.find_elements(By.CSS_SELECTOR, "#results .result"):
+        method = box.get_attribute("data-method")
+        assert not box.find_elements(By.CSS_SELECTOR, ".error"), box.text
+        img = box.find_element(By.CSS_SELECTOR, "img.composite")
+        shown = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img)
+        links = {
+            a.get_attribute("download"): a.get_attribute("href")
+            for a in box.find_elements(By.CSS_SELECTOR, ".downloads a")
+        }
+        found[method] = {"image": decode_data_url(img.get_attribute("src")), "shown": shown, "links": links}
+    return found
+
+
+def redness(rgb: np.ndarray) -> float:
+    return float((rgb[..., 0].astype(np.float64) - rgb[..., 2]).mean())
+
+
+@pytest.mark.slow
+def test_a_person_colours_a_line_art_red_then_blue_in_chromium(browser, studio_url, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    picture = save(tmp_path / "sketch.png", drawing(HEIGHT, WIDTH))
+    browser.get(studio_url)
+    # The model lists arrive from /api/models: the page is live, not only loaded.
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cgan-model option"))
+    browser.find_element(By.ID, "image").send_keys(str(picture))
+
+    runs = {}
+    for name, colour in (("red", "#e02020"), ("blue", "#2030e0")):
+        set_palette(browser, colour)
+        results = colour_and_wait(browser)
+        assert sorted(results) == sorted(METHODS)
+        for method, result in results.items():
+            image = result["image"]
+            assert image.shape == (HEIGHT, WIDTH, 3), method
+            assert result["shown"] == [WIDTH, HEIGHT], method
+            assert set(result["links"]) == {
+                f"sketch.{method}.png",
+                f"sketch.{method}.colour.png",
+                "sketch.lines.png",
+            }
+            for href in result["links"].values():
+                decode_data_url(href)  # each download is a PNG
+        shot = tmp_path / f"studio-{name}.png"
+        assert browser.save_screenshot(str(shot))
+        screenshot = cv2.imread(str(shot))
+        assert screenshot is not None and screenshot.shape[1] >= 1000
+        runs[name] = results
+
+    # The CNN and the c-GAN are coloured by the palette the page sent, the red run redder;
+    # the automatic hint ignores the palette (its untrained hint net predicts near-grey).
+    for method in ("cnn", "cgan"):
+        red, blue = (redness(runs[name][method]["image"]) for name in ("red", "blue"))
+        assert red > 30 and blue < -30 and red > blue + 60, (method, red, blue)
+    np.testing.assert_array_equal(runs["red"]["cgan_auto"]["image"], runs["blue"]["cgan_auto"]["image"])
