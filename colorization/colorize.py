@@ -321,12 +321,16 @@ def is_registry_uri(spec: str) -> bool:
 def load_model(spec: str, device: str, kinds: tuple[str, ...]) -> LoadedModel:
     """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder."""
     if is_registry_uri(spec):
-        from colorization.tracking.registry import RegistryError, load_registered
+        from colorization.tracking.model_cache import load_cached  # imports MLflow only on a cache miss
 
         try:
-            module, config = load_registered(spec, device)
-        except RegistryError as err:
-            raise ColorizeError(str(err)) from None
+            module, config = load_cached(spec, device)
+        except ValueError as err:
+            from colorization.tracking.registry import RegistryError
+
+            if isinstance(err, RegistryError):
+                raise ColorizeError(str(err)) from None
+            raise
     else:
         from colorization.models import CONFIG_FILE, WEIGHTS_FILE, load_trained, read_config
 

@@ -14,6 +14,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """Registry models loaded by tests are cached in a temporary folder, never in ~/.cache."""
+    os.environ["COLORIZATION_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment():
     """Undo what a library leaves in os.environ (Dask's LocalCluster sets OMP_NUM_THREADS=1

@@ -39,20 +39,22 @@ HINT_FOLLOWING = {  # the hint's mean colour as input planes: colours follow the
 }
 
 
-def save_hint_following(folder: Path, kind: str = "cgan"):
+def save_hint_following(folder: Path, kind: str = "cgan", seed: int = 0):
     """A models/<kind> folder: a tiny untrained generator whose colours follow its hint's mean."""
     folder.mkdir(parents=True)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = build_model(kind, HINT_FOLLOWING[kind]).eval()
     torch.save(net.state_dict(), folder / "model.pt")
     (folder / "config.json").write_text(json.dumps(model_config(kind, HINT_FOLLOWING[kind], IMAGE_SIZE)))
     return net
 
 
-def register_hint_following_cgan(root: Path) -> PackedColorizer:
-    """models/cgan as `train` leaves it (weights, config, run.json), logged and registered as champion."""
-    folder = root / "models" / "cgan"
-    net = save_hint_following(folder)
+def register_hint_following_cgan(root: Path, seed: int = 0, psnr: float = 20.0):
+    """models/cgan as `train` leaves it (weights, config, run.json), logged and registered.
+
+    Returns the serving module and the Registration (a better `psnr` takes champion)."""
+    folder = root / f"models-{seed}" / "cgan"
+    net = save_hint_following(folder, seed=seed)
     served = PackedColorizer(net, IMAGE_SIZE)
     paper = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
     example = pack(paper, np.full((2, 512), 1 / 512, np.float32))
@@ -62,10 +64,8 @@ def register_hint_following_cgan(root: Path) -> PackedColorizer:
     uri = run.log_model(served, example, output)
     run.finish()
     (folder / "run.json").write_text(json.dumps({"run_id": run.run_id, "model_uri": uri, "kind": "cgan"}))
-    evaluation = {"cgan": {"psnr": 20.0}, "split_fingerprint": "test", "split": "test"}
-    result = registry.register_model("cgan", NAME, "cgan.psnr", "max", folder, evaluation, {})
-    assert result.champion == result.version == "1"
-    return served
+    evaluation = {"cgan": {"psnr": psnr}, "split_fingerprint": "test", "split": "test"}
+    return served, registry.register_model("cgan", NAME, "cgan.psnr", "max", folder, evaluation, {})
 
 
 def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[str, subprocess.Popen]:
@@ -105,7 +105,8 @@ def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[
 def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    served = register_hint_following_cgan(tmp_path)
+    served, registered = register_hint_following_cgan(tmp_path)
+    assert registered.champion == registered.version == "1"
     signature = mlflow.models.get_model_info(f"models:/{NAME}@{CHAMPION}").signature
     assert signature.inputs.inputs[0].shape == (-1, IMAGE_SIZE * IMAGE_SIZE + 512)
     assert signature.outputs.inputs[0].shape == (-1, IMAGE_SIZE, IMAGE_SIZE, 3)

@@ -1,0 +1,120 @@
+"""The local cache of registry versions: filled by the first load, checked by the logged md5.
+
+Against a real sqlite registry in a temporary folder; the cache folder is temporary too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+
+from colorization.colorize import GENERATOR_KINDS, ColorizeError, load_model, parse_palette
+from colorization.inference import colorize
+from colorization.tracking import model_cache, registry
+from colorization.tracking.model_cache import CACHE_ENV, entry_dir
+from colorization.tracking.registry import file_md5
+from tests.test_evaluate import IMAGE_SIZE
+from tests.test_serving import NAME, register_hint_following_cgan
+
+CHAMPION_URI = f"models:/{NAME}@champion"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A sqlite registry with v1 of lineart-cgan as champion, and an empty cache folder."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    register_hint_following_cgan(tmp_path, seed=0, psnr=20.0)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def colours(model) -> np.ndarray:
+    lineart = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
+    lineart[:, 8:24, 16] = 0
+    hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
+    return colorize(model.module, lineart, hints, device="cpu")
+
+
+def no_mlflow_loads(monkeypatch):
+    def refuse(*_, **__):
+        raise AssertionError("loaded through MLflow")
+
+    monkeypatch.setattr(registry, "load_registered", refuse)
+
+
+def test_the_first_load_fills_the_cache_with_exactly_the_registered_weights(store, monkeypatch):
+    first = load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    entry = entry_dir(store / "cache", NAME, "1")
+    version = registry.client().get_model_version(NAME, "1")
+    trained = file_md5(store / "models-0/cgan/model.pt")
+    assert file_md5(entry / "model.pt") == version.tags["model_md5"] == trained
+
+    no_mlflow_loads(monkeypatch)
+    second = load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    assert (second.kind, second.image_size) == (first.kind, first.image_size) == ("cgan", IMAGE_SIZE)
+    np.testing.assert_array_equal(colours(second), colours(first))
+    by_version = load_model(f"models:/{NAME}/1", "cpu", GENERATOR_KINDS)
+    np.testing.assert_array_equal(colours(by_version), colours(first))
+
+
+def test_a_cached_load_does_not_import_mlflow(store):
+    load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)  # fills the cache
+    code = (
+        "import sys; from colorization.colorize import load_model, GENERATOR_KINDS; "
+        f"m = load_model({CHAMPION_URI!r}, 'cpu', GENERATOR_KINDS); "
+        "print(m.kind, m.image_size, 'mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["cgan", str(IMAGE_SIZE), "False"], out.stderr[-2000:]
+
+
+def test_the_cache_reads_the_registry_runs_writes(monkeypatch):
+    from colorization.tracking import runs
+
+    for value in (None, "sqlite:////somewhere/else.db"):
+        if value is None:
+            monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        else:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", value)
+        assert model_cache.tracking_uri() == runs.tracking_uri()
+
+
+def test_a_damaged_entry_is_not_used_and_is_replaced(store, monkeypatch):
+    expected = colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS))
+    weights = entry_dir(store / "cache", NAME, "1") / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    reloads = []
+    real = registry.load_registered
+    monkeypatch.setattr(registry, "load_registered", lambda *a, **k: reloads.append(a) or real(*a, **k))
+    np.testing.assert_array_equal(colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)), expected)
+    assert len(reloads) == 1
+    assert file_md5(weights) == registry.client().get_model_version(NAME, "1").tags["model_md5"]
+
+
+def test_a_moved_alias_loads_the_new_champion(store):
+    old = colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS))
+    _, registered = register_hint_following_cgan(store, seed=1, psnr=30.0)
+    assert registered.promoted and registered.champion == "2"
+    new = colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS))
+    assert not np.array_equal(new, old)
+    assert (entry_dir(store / "cache", NAME, "2") / "model.pt").is_file()
+
+
+def test_off_writes_nothing_and_a_missing_registry_is_the_same_one_line_error(store, tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert model_cache.cache_root() is None
+    load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    assert not (store / "cache").exists()
+
+    monkeypatch.setenv(CACHE_ENV, str(store / "cache"))
+    load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    with pytest.raises(ColorizeError, match="no MLflow registry"):
+        load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)  # a cached entry is no answer without its registry
