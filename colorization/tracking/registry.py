@@ -26,6 +26,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from colorization.tracking.descriptions import describe_model, version_description
 from colorization.tracking.runs import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,8 @@ def register_model(
     value = metric_value(evaluation, metric)
     split = str(evaluation.get("split_fingerprint", "unknown"))
     _ensure_registered_model(c, name, f"{kind} model of the line-art colorization pipeline")
+    config = json.loads(config_file.read_text())
+    describe_model(c, name, kind, config, tags.get("data_source"))
 
     existing = _existing_version(c, name, run_id, model_md5)
     if existing is not None:
@@ -281,12 +284,13 @@ def register_model(
             "kind": kind,
             "source_run_id": run_id,
             "model_md5": model_md5,
-            "config": json.dumps(json.loads(config_file.read_text()), separators=(",", ":")),
+            "config": json.dumps(config, separators=(",", ":")),
             "eval_split": split,
             "eval_split_name": str(evaluation.get("split", "test")),
             "promotion_metric": f"{metric} ({direction})",
             **{f"metric.{section}.{k}": str(v) for k, v in evaluation.get(section, {}).items()},
         }
+        base = _alias_version(c, name, CHAMPION)  # what the new version challenges
         promoted, reason = decide_promotion(c, name, metric, direction, value, split, rescore)
         source = run_info.get("model_uri") or f"runs:/{run_id}/{LOGGED_MODEL_NAME}"
         version = _create_version(name, source, version_tags)
@@ -296,6 +300,9 @@ def register_model(
             c.set_registered_model_alias(name, CHAMPION, version.version)
             c.delete_registered_model_alias(name, CHALLENGER)  # the challenge is decided
         c.set_model_version_tag(name, version.version, "promotion", reason)
+        base_info = (str(base.version), dict(base.tags)) if base is not None else None
+        text = version_description(kind, version_tags, base_info, promoted, reason)
+        c.update_model_version(name, version.version, description=text)
     log.info("%s v%s: %s", name, version.version, reason)
     champion, challenger = _alias_version(c, name, CHAMPION), _alias_version(c, name, CHALLENGER)
     return Registration(
@@ -501,7 +508,7 @@ def run_register(params) -> list[Registration]:
     if not evaluation_path.exists():
         raise RegistryError(f"{evaluation_path} not found: run the evaluate stage first")
     evaluation = json.loads(evaluation_path.read_text())
-    common = {**git_state(), **dvc_data_hash()}
+    common = {**git_state(), **dvc_data_hash(), "data_source": params.acquire.source}
     split_cache: dict = {}
 
     def rescorer(kind: str, metric: str) -> Callable[[str], dict]:

@@ -1,0 +1,150 @@
+"""What the registry page tells a person browsing it: descriptions and tags, built from the facts.
+
+A registered model says what it colours, its input and output, the hint it takes, and carries
+the tags `task`, `image_size` and `data_source` (plus `input`, `output`, `hint`). A version
+says what changed against the champion it challenged (code, data, params, architecture),
+its test scores, and why it was or was not promoted. Pure text builders; `describe_model`
+applies the model's texts through an MLflow client it is given.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
+SERVED_GENERATOR = (
+    "float32 [N, S*S + 512]: the S x S line art (0 = line, 255 = paper) row by row, then the hint"
+)
+
+KINDS = {
+    "cnn": {
+        "what": "Colours anime line art: the plain CNN baseline (encoder-decoder, L2 loss).",
+        "task": "line-art colorization",
+    },
+    "cgan": {
+        "what": "Colours anime line art: a pix2pix-style conditional GAN (U-Net generator, PatchGAN critic, "
+        "adversarial + L1 loss), the project's main colourizer.",
+        "task": "line-art colorization",
+    },
+    "hint": {
+        "what": "Guesses the colours of a line art: predicts the colour hint the colourizers take, so the "
+        "c-GAN can colour with no hint from the user (`c-GAN, automatic hint` in the studio).",
+        "task": "colour-hint prediction",
+    },
+}
+
+
+def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
+    """Registered-model tags: task, image size, data source, and the interface in short."""
+    size = int(config["image_size"])
+    generator = kind != "hint"
+    return {
+        "task": KINDS[kind]["task"],
+        "image_size": str(size),
+        "data_source": data_source or "unknown",
+        "input": f"line art {size}x{size}" + (" + colour hint [512]" if generator else ""),
+        "output": f"RGB {size}x{size}" if generator else "colour hint [512]",
+        "hint": "palette, reference picture or lineart-hint" if generator else "none (it makes the hint)",
+    }
+
+
+def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
+    """The registered model's description: what it colours, its input and output, the hint it takes."""
+    size = int(config["image_size"])
+    source = f" Trained on {data_source} pictures." if data_source else ""
+    if kind == "hint":
+        io = (
+            f"Input: a {size} x {size} line art (0 = line, 255 = paper). Output: {HIST}. "
+            f"Served (`mlflow models serve`): float32 [N, {size}*{size}] -> [N, 512]."
+        )
+        hint = "Takes no hint: it makes one, for lineart-cnn and lineart-cgan."
+    else:
+        io = (
+            f"Input: a {size} x {size} line art (0 = line, 255 = paper) and a colour hint. Output: an RGB "
+            f"picture, {size} x {size}. Served (`mlflow models serve`): float32 [N, {size}*{size} + 512] "
+            f"(the line art row by row, then the hint) -> RGB [N, {size}, {size}, 3], 0..255."
+        )
+        hint = (
+            f"Hint: {HIST}, from a palette ('#rrggbb:weight,...', .gpl or .json), a reference picture's "
+            "colours, or lineart-hint's guess."
+        )
+    use = (
+        f"Any size with the lines kept, and layers: `colorization colorize --model models:/{name}@champion` "
+        "or `colorization studio`."
+    )
+    if kind == "hint":
+        use = f"Used by `colorization colorize --hint-model models:/{name}@champion` and the studio."
+    return f"{KINDS[kind]['what']}{source}\n\n{io}\n\n{hint}\n\n{use}"
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out |= _flat(inner, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
+
+
+def changes(new: dict[str, str], old: dict[str, str], limit: int = 8) -> list[str]:
+    """What differs between two versions' tags: commit, data, params, architecture."""
+    found = []
+    if new.get("git_commit") != old.get("git_commit"):
+        found.append(f"code: commit {old.get('git_commit', '?')[:12]} -> {new.get('git_commit', '?')[:12]}")
+    if new.get("data_md5") != old.get("data_md5"):
+        found.append(f"data: md5 {old.get('data_md5', '?')[:12]} -> {new.get('data_md5', '?')[:12]}")
+    for tag, what in (("params", "params"), ("config", "architecture")):
+        a, b = _flat(_json(old.get(tag))), _flat(_json(new.get(tag)))
+        diffs = [
+            f"{k} {a.get(k, '-')} -> {b.get(k, '-')}"
+            for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)
+        ]
+        if diffs:
+            more = f" (+{len(diffs) - limit} more)" if len(diffs) > limit else ""
+            found.append(f"{what}: " + ", ".join(diffs[:limit]) + more)
+    return found
+
+
+def version_description(
+    kind: str, tags: dict[str, str], base: tuple[str, dict[str, str]] | None, promoted: bool, reason: str
+) -> str:
+    """A version's description: what changed against `base` (the champion it challenged), scores, decision."""
+    commit = tags.get("git_commit", "unknown")
+    dirty = " (with uncommitted changes)" if commit.endswith("-dirty") else ""
+    data = tags.get("data_md5", "unknown")[:12]
+    run = tags.get("source_run_id")
+    lines = [f"{kind} model trained at commit {commit[:12]}{dirty}, data md5 {data}, run {run}."]
+    if base is None:
+        lines.append("What changed: the first version of this model.")
+    else:
+        version, old = base
+        found = changes(tags, old)
+        lines.append(
+            f"What changed against champion v{version}: "
+            + ("; ".join(found) if found else "nothing in code, data, params or architecture (a retrain).")
+        )
+    scores = {k.removeprefix("metric."): v for k, v in tags.items() if k.startswith("metric.")}
+    if scores:
+        split = tags.get("eval_split_name", "test")
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(scores.items()))
+        lines.append(f"Scores on the {split} split ({tags.get('eval_split', '?')}): {shown}.")
+    decision = "Promoted to champion" if promoted else "Not promoted (stays challenger)"
+    why = reason.removeprefix("not promoted: ").removeprefix("promoted: ")
+    lines.append(f"{decision}. Why: {why} (rule: {tags.get('promotion_metric', '?')}).")
+    return "\n\n".join(lines)
+
+
+def describe_model(client, name: str, kind: str, config: dict[str, Any], data_source: str | None) -> None:
+    """Set the registered model's description and tags (again on each registration: they follow the code)."""
+    client.update_registered_model(name, description=model_description(name, kind, config, data_source))
+    for key, value in model_tags(kind, config, data_source).items():
+        client.set_registered_model_tag(name, key, value)
