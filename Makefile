@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+	$(BIN)/colorization curves   # reports/curves/index.html: the training curves, readable offline
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" pytest

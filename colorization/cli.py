@@ -279,6 +279,21 @@ def palette_command(
 
 
 @app.command()
+def curves(
+    out: Path = typer.Option(Path("reports/curves"), "--out", "-o", help="folder for PNGs and index.html"),
+    dvc_yaml: Path = typer.Option(Path("dvc.yaml"), "--dvc-yaml", help="the plots to draw: its `plots:`"),
+) -> None:
+    """The training curves of dvc.yaml's plots as PNGs and a page that works offline."""
+    from colorization.curves import CurvesError, render_curves
+
+    try:
+        written = render_curves(dvc_yaml, out)
+    except CurvesError as err:
+        fail(str(err), code=1)
+    typer.echo(f"{len(written) - 1} curves -> {written[-1]}")
+
+
+@app.command()
 def studio(
     models_dir: Path = typer.Option(Path("models"), "--models", help="folder with cnn/, cgan/, hint/"),
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback: only this machine)"),

@@ -1,0 +1,143 @@
+"""The training curves as images and a page that needs no network: `colorization curves`.
+
+`dvc plots show` writes a page that loads its charting library (Vega) from a CDN, so with no
+internet it opens blank. This renders the same plots, as `dvc.yaml` declares them (top-level
+`plots:`: title, x, and y as {csv file: column(s)}), to PNGs with matplotlib, and writes
+`index.html` beside them: images and text only, no script, nothing fetched. `make run` calls
+it after `dvc repro`; the output folder (default reports/curves) is not a DVC output.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from colorization.atomic import atomic_write_bytes, atomic_write_text
+
+DEFAULT_OUT = "reports/curves"
+LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+class CurvesError(ValueError):
+    """dvc.yaml or a CSV that cannot be read; the message is one line."""
+
+
+@dataclass
+class Plot:
+    name: str
+    title: str
+    x: str
+    y: list[tuple[str, str]]  # (csv file, column)
+
+
+def plot_definitions(dvc_yaml: str | Path = "dvc.yaml") -> list[Plot]:
+    """The top-level `plots:` of dvc.yaml that name a CSV column to draw (x, y: {file: column})."""
+    try:
+        spec = yaml.safe_load(Path(dvc_yaml).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise CurvesError(f"{dvc_yaml}: cannot be read ({err})") from None
+    plots = []
+    for entry in spec.get("plots") or []:
+        if not isinstance(entry, dict):
+            continue  # a bare path: DVC's own default rendering, nothing declared to draw
+        for name, body in entry.items():
+            body = body or {}
+            y = body.get("y")
+            if not isinstance(y, dict):
+                continue
+            pairs = [(f, c) for f, cols in y.items() for c in ([cols] if isinstance(cols, str) else cols)]
+            plots.append(Plot(name, body.get("title", name), body.get("x", "step"), pairs))
+    return plots
+
+
+def read_columns(path: Path, x: str, y: str) -> tuple[list[float], list[float]]:
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as err:
+        raise CurvesError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if rows and (x not in rows[0] or y not in rows[0]):
+        raise CurvesError(f"{path}: no column {x if x not in rows[0] else y!r} (has {', '.join(rows[0])})")
+    xs, ys = [], []
+    for row in rows:
+        try:
+            xv, yv = float(row[x]), float(row[y])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(xv) and math.isfinite(yv):
+            xs.append(xv)
+            ys.append(yv)
+    return xs, ys
+
+
+def render_plot(plot: Plot, root: Path) -> tuple[bytes, str]:
+    """(PNG bytes, a one-line summary) of one plot; CSVs relative to `root`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    summary = []
+    try:
+        for (file, column), colour in zip(plot.y, LINE_COLOURS * len(plot.y), strict=False):
+            xs, ys = read_columns(root / file, plot.x, column)
+            if not xs:
+                summary.append(f"{file}: {column}: no data")
+                continue
+            ax.plot(xs, ys, color=colour, linewidth=1.2, label=f"{column} ({Path(file).stem})")
+            summary.append(
+                f"{Path(file).stem} {column}: {len(xs)} points, first {ys[0]:.4g}, last {ys[-1]:.4g}, "
+                f"min {min(ys):.4g} at {plot.x} {xs[ys.index(min(ys))]:g}"
+            )
+        ax.set_title(plot.title)
+        ax.set_xlabel(plot.x)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="upper right", fontsize="small")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue(), "; ".join(summary)
+
+
+def render_curves(dvc_yaml: str | Path = "dvc.yaml", out: str | Path = DEFAULT_OUT) -> list[Path]:
+    """Each declared plot as `<out>/<name>.png`, and `<out>/index.html`; returns the files written."""
+    dvc_yaml = Path(dvc_yaml)
+    out = Path(out)
+    plots = plot_definitions(dvc_yaml)
+    if not plots:
+        raise CurvesError(f"{dvc_yaml}: no plots with x and y columns under `plots:`")
+    written, figures = [], []
+    for plot in plots:
+        if not all((dvc_yaml.parent / f).is_file() for f, _ in plot.y):
+            missing = ", ".join(f for f, _ in plot.y if not (dvc_yaml.parent / f).is_file())
+            title = html.escape(plot.title)
+            figures.append(f"<h2>{title}</h2>\n<p>not trained yet: no {html.escape(missing)}</p>")
+            continue
+        png, summary = render_plot(plot, dvc_yaml.parent)
+        path = out / f"{plot.name}.png"
+        atomic_write_bytes(path, png)
+        written.append(path)
+        figures.append(
+            f'<h2>{html.escape(plot.title)}</h2>\n<img src="{html.escape(path.name)}" '
+            f'alt="{html.escape(plot.title)}">\n<p>{html.escape(summary)}</p>'
+        )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Training curves</title>\n'
+        "<style>body { font-family: sans-serif; margin: 2em; } img { max-width: 100%; }</style>\n"
+        "</head>\n<body>\n<h1>Training curves</h1>\n"
+        f"<p>The plots of {html.escape(str(dvc_yaml))}, drawn from the CSVs the train stages wrote.</p>\n"
+        + "\n".join(figures)
+        + "\n</body>\n</html>\n"
+    )
+    index = out / "index.html"
+    atomic_write_text(index, page)
+    return [*written, index]
