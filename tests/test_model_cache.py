@@ -107,14 +107,19 @@ def test_a_moved_alias_loads_the_new_champion(store):
     assert (entry_dir(store / "cache", NAME, "2") / "model.pt").is_file()
 
 
-def test_off_writes_nothing_and_a_missing_registry_is_the_same_one_line_error(store, tmp_path, monkeypatch):
+def test_off_or_unwritable_still_loads_a_missing_registry_is_one_line(store, tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, "off")
     assert model_cache.cache_root() is None
     load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
     assert not (store / "cache").exists()
 
+    (store / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(store / "a-file" / "cache"))  # a cache that cannot be written
+    assert load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS).kind == "cgan"
+
     monkeypatch.setenv(CACHE_ENV, str(store / "cache"))
     load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    assert (entry_dir(store / "cache", NAME, "1") / "model.pt").is_file()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     with pytest.raises(ColorizeError, match="no MLflow registry"):
         load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)  # a cached entry is no answer without its registry

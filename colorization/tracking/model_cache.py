@@ -175,11 +175,11 @@ def store_entry(root: Path, name: str, version: str, tags: dict[str, str], modul
     model_md5, config_text = tags.get("model_md5"), tags.get("config")
     if not model_md5 or not config_text:
         return False  # not registered by `colorization register`: nothing to check an entry against
-    config = json.loads(config_text)
-    final = entry_dir(root, name, version)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    final, staging = entry_dir(root, name, version), None
     try:
+        config = json.loads(config_text)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
         net = build_model(config["kind"], config["arch"])
         net.load_state_dict(inference_state(module))
         torch.save(net.state_dict(), staging / WEIGHTS_FILE)
@@ -195,7 +195,7 @@ def store_entry(root: Path, name: str, version: str, tags: dict[str, str], modul
         log.info("not caching %s v%s: %s", name, version, err)
         return False
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
