@@ -179,7 +179,8 @@ def evaluate(
 @app.command()
 def register(params_file: Path = ParamsOption) -> None:
     """Register the trained models in MLflow; a version beating the champion becomes champion."""
-    from colorization.tracking.registry import RegistryError, run_register
+    from colorization.register import run_register
+    from colorization.tracking.registry import RegistryError
 
     params = params_or_exit(params_file)
     try:

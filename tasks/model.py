@@ -75,6 +75,6 @@ def register(params: Params) -> list[dict]:
     """Register every trained model; promotes a version only when it beats the champion."""
     from dataclasses import asdict
 
-    from colorization.tracking.registry import run_register
+    from colorization.register import run_register
 
     return [asdict(r) for r in run_register(params)]
