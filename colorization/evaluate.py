@@ -130,7 +130,7 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
     for name in MODEL_NAMES:
         folder = Path(models_dir) / name
         if not (folder / "model.pt").exists():
-            raise FileNotFoundError(f"{folder}/model.pt not found: run the train_{name} stage first")
+            raise FileNotFoundError(f"{folder}/model.pt not found: run the train@{name} stage first")
         models[name] = load_trained(folder, device=device or "cpu")
     return models
 

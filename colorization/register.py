@@ -29,7 +29,7 @@ def trained_run_id(kind: str, model_dir: Path) -> str | None:
 
     run_file = model_dir / "run.json"
     if not run_file.exists():
-        raise RegistryError(f"{run_file} not found: run the train_{kind} stage first")
+        raise RegistryError(f"{run_file} not found: run the train@{kind} stage first")
     return json.loads(run_file.read_text()).get("run_id") or None
 
 

@@ -26,7 +26,7 @@ from colorization.histogram import color_histogram
 from colorization.inference import colorize, predict_hint
 from colorization.locking import FolderBusy
 from colorization.models import load_trained
-from colorization.preprocess import build_histograms, build_lineart
+from colorization.preprocess import build_preprocess
 from colorization.train import NonFiniteLoss, train
 from tests.conftest import synthetic_data_params
 
@@ -60,8 +60,7 @@ def store_params(tmp_path_factory) -> Path:
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(path)
     run_acquire(params.acquire)
-    build_lineart(params.lineart)
-    build_histograms(params.histograms)
+    build_preprocess(params.lineart, params.histograms)
     return path
 
 

@@ -150,7 +150,7 @@ def register_model(
     run_file, weights, config_file = model_dir / "run.json", model_dir / "model.pt", model_dir / "config.json"
     for required in (run_file, weights, config_file):
         if not required.exists():
-            raise RegistryError(f"{required} not found: run the train_{kind} stage first")
+            raise RegistryError(f"{required} not found: run the train@{kind} stage first")
     run_info = json.loads(run_file.read_text())
     run_id = run_info.get("run_id")
     if not run_id:
