@@ -79,7 +79,7 @@ def step_flops_per_image(params: Params, size: int) -> float:
         hint=torch.zeros(1, 512, device=meta),
     )
     with FlopCounterMode(display=False) as counter:
-        cgan_step(nets, batch, params, meta)
+        cgan_step(nets, batch, params.train.cgan, meta)
     return float(counter.get_total_flops())
 
 
@@ -116,7 +116,7 @@ def run_size(args, size: int, device: torch.device) -> dict:
         return sample_batch(data, batch_size, gen, aug, fmt, recolour=True, mean_hint=mean_hint, xdog=xdog)
 
     def train_step():
-        return cgan_step(nets, batch(), params, device)["g_loss"]
+        return cgan_step(nets, batch(), params.train.cgan, device)["g_loss"]
 
     def data_step():
         return batch()

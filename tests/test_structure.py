@@ -104,3 +104,19 @@ def test_the_domain_imports_neither_prefect_nor_mlflow_outside_tracking():
         assert "prefect" not in roots, path
         if "tracking" not in path.parts:
             assert "mlflow" not in roots, path
+
+
+def longest_functions(limit: int = 5) -> list[tuple[int, str]]:
+    """The longest functions of the package (lines from `def` to the end of the body), longest first."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}"
+                found.append((node.end_lineno - node.lineno + 1, where))
+    return sorted(found, reverse=True)[:limit]
+
+
+def test_every_function_reads_in_one_screen():
+    (length, where), *_ = longest_functions()
+    assert length < 80, f"{where} is {length} lines long"
