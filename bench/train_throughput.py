@@ -30,9 +30,10 @@ from colorization.acquire import run_acquire
 from colorization.augment import Batch, DeviceData, sample_batch
 from colorization.config import Params, load_params, profile_overrides
 from colorization.device import configure, memory_format, pick_device
+from colorization.models.steps import cgan_step
 from colorization.preprocess import build_preprocess
 from colorization.store import ProcessedStore
-from colorization.train import build_nets, cgan_step
+from colorization.train import build_nets
 
 REPO = Path(__file__).resolve().parents[1]
 H100_BF16_DENSE_TFLOPS = 989.0

@@ -126,11 +126,12 @@ def train(
 ) -> None:
     """Train one model; resumes from checkpoints/<model>/ when a matching checkpoint is there."""
     from colorization.locking import FolderBusy
-    from colorization.train import STEPS, NonFiniteLoss
+    from colorization.models import KINDS
+    from colorization.train import NonFiniteLoss
     from colorization.train import train as run_train
 
-    if model not in STEPS:
-        fail(f"unknown model {model!r}; expected one of {', '.join(STEPS)}")
+    if model not in KINDS:
+        fail(f"unknown model {model!r}; expected one of {', '.join(KINDS)}")
     params = params_or_exit(params_file, {f"train.{model}.steps": steps})
     try:
         folder = run_train(params, model, out_dir=out)

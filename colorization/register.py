@@ -43,8 +43,10 @@ def params_tag(params, kind: str) -> str:
 
     (The register stage lists these keys in dvc.yaml.)
     """
+    from colorization.models import KINDS
+
     train = params.train.model_dump()
-    shared = {k: v for k, v in train.items() if k not in ("cnn", "cgan", "hint")}
+    shared = {k: v for k, v in train.items() if k not in KINDS}
     unshaping = {"raw", "out", "workers", "shard_size", "max_pixels", "max_file_bytes"}
     picked = {
         "lineart": params.lineart.model_dump(exclude=unshaping),
@@ -81,7 +83,9 @@ def run_register(params) -> list[Registration]:
         return rescore
 
     results = []
-    for kind in ("cnn", "cgan", "hint"):
+    from colorization.models import KINDS
+
+    for kind in KINDS:
         spec = getattr(reg.models, kind)
         tags = common | {"params": params_tag(params, kind)}
         model_dir = Path(reg.models_dir) / kind

@@ -33,7 +33,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,31 +41,22 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from colorization.atomic import atomic_path, atomic_write_text, publish_dir
-from colorization.augment import Batch, DeviceData, sample_batch
-from colorization.config import CganTrainParams, CnnTrainParams, HintTrainParams, Params, TrainParams
-from colorization.device import autocast, configure, memory_format, pick_device
+from colorization.augment import DeviceData, sample_batch
+from colorization.config import Params, TrainParams
+from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
-from colorization.models import (
-    CONFIG_FILE,
-    RUN_FILE,
-    WEIGHTS_FILE,
-    build_discriminator,
-    build_model,
-    model_config,
-)
+from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, build_model, model_config
 from colorization.models.serving import PackedColorizer, PackedHint, pack
+from colorization.models.specs import SPECS
+from colorization.models.steps import Nets
 from colorization.store import ProcessedStore
 
 log = logging.getLogger(__name__)
 
-# The losses each model logs, in CSV column order (the first is its main curve).
-LOSS_COLUMNS = {"cnn": ["loss"], "cgan": ["d_loss", "g_loss", "g_adv", "g_l1"], "hint": ["kl", "chi2"]}
 CHECKPOINT_FILE = "last.pt"
 PREVIEW_IMAGES = 6
 
@@ -74,136 +65,18 @@ class NonFiniteLoss(RuntimeError):
     """A loss became NaN or inf; the message names the step and the checkpoint kept."""
 
 
-@dataclass
-class Nets:
-    modules: dict[str, nn.Module]  # what is saved: the plain modules
-    forward: dict[str, nn.Module]  # what is called: the same, torch.compile'd when asked
-    optimizers: dict[str, torch.optim.Optimizer]
-    arch: dict[str, dict] = field(default_factory=dict)  # constructor kwargs per module
-
-
-def architecture(kind: str, params: Params) -> dict[str, dict]:
-    """Constructor kwargs per network, from the model's params section."""
-    m = getattr(params.train, kind)
-    if kind in ("cnn", "cgan"):
-        generator = {
-            "base_channels": m.base_channels,
-            "depth": m.depth,
-            "hint_dim": m.hint_dim,
-            "hint_planes": m.hint_planes,
-        }
-    if kind == "cnn":
-        return {"model": generator}
-    if kind == "cgan":
-        return {
-            "model": generator,
-            "discriminator": {"base_channels": m.disc_channels, "layers": m.disc_layers},
-        }
-    return {"model": {"base_channels": m.base_channels, "depth": m.depth}}
-
-
 def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
-    m = getattr(params.train, kind)
-    arch = architecture(kind, params)
-    modules = {"model": build_model(kind, arch["model"])}
-    if kind == "cgan":
-        modules["discriminator"] = build_discriminator(arch["discriminator"])
+    """The model's networks (its spec's builders, from its own section) and their optimisers."""
+    spec, section = SPECS[kind], getattr(params.train, kind)
+    arch = spec.networks(section)
+    modules = {name: spec.builders[name](**kwargs) for name, kwargs in arch.items()}
     fmt = memory_format(device)
     for net in modules.values():
         net.to(device=device, memory_format=fmt).train()
     forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
-    betas = (m.beta1, 0.999) if kind == "cgan" else (0.9, 0.999)
-    optimizers = {k: torch.optim.Adam(v.parameters(), lr=m.lr, betas=betas) for k, v in modules.items()}
+    betas = (getattr(section, "beta1", 0.9), 0.999)  # pix2pix's beta1 where the section sets one
+    optimizers = {k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=betas) for k, v in modules.items()}
     return Nets(modules, forward, optimizers, arch)
-
-
-# ---------------------------------------------------------------- one optimisation step per model
-# Each gets its model's own params section and returns its losses as detached 0-d tensors
-# (no host sync here; the loop syncs once).
-
-
-def cnn_step(
-    nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
-    with autocast(device):
-        out = nets.forward["model"](batch.lineart, batch.hint)
-    loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
-    nets.optimizers["model"].zero_grad(set_to_none=True)
-    loss.backward()
-    nets.optimizers["model"].step()
-    return {"loss": loss.detach()}
-
-
-def cgan_step(
-    nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
-    gen, disc = nets.forward["model"], nets.forward["discriminator"]
-    opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
-    with autocast(device):
-        fake = gen(batch.lineart, batch.hint)
-        # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
-        real_logits = disc(batch.lineart, batch.color)
-        fake_logits = disc(batch.lineart, fake.detach())
-    d_loss = 0.5 * (
-        F.binary_cross_entropy_with_logits(
-            real_logits.float(), torch.ones_like(real_logits, dtype=torch.float)
-        )
-        + F.binary_cross_entropy_with_logits(
-            fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float)
-        )
-    )
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-    # Generator: fool the (just updated) discriminator and stay close to the target.
-    nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
-    with autocast(device):
-        fooled = disc(batch.lineart, fake)
-    g_adv = (
-        F.binary_cross_entropy_with_logits(
-            fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none"
-        )
-        .flatten(1)
-        .mean(dim=1)
-    )
-    if batch.certainty is not None:
-        # An uncertain (blended) hint asks for the likeliest colours, which L1 gives; a vivid
-        # guess that fools D is only wanted when the hint says which colours to use.
-        g_adv = g_adv * batch.certainty
-    g_adv = g_adv.mean()
-    g_l1 = F.l1_loss(fake.float(), batch.color)
-    g_loss = g_adv + section.l1_weight * g_l1
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
-    nets.modules["discriminator"].requires_grad_(True)
-    return {
-        "d_loss": d_loss.detach(),
-        "g_loss": g_loss.detach(),
-        "g_adv": g_adv.detach(),
-        "g_l1": g_l1.detach(),
-    }
-
-
-def hint_step(
-    nets: Nets, batch: Batch, section: HintTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
-    with autocast(device):
-        logits = nets.forward["model"](batch.lineart)
-    log_p = F.log_softmax(logits.float(), dim=1)
-    # KL(target || predicted): the histogram the picture has vs the one guessed from lines alone.
-    kl = F.kl_div(log_p, batch.hint, reduction="batchmean")
-    # The evaluation's distance; minimising it favours sharper guesses than KL's cover-everything.
-    p = log_p.exp()
-    chi2 = 0.5 * ((p - batch.hint) ** 2 / (p + batch.hint).clamp_min(1e-8)).sum(dim=1).mean()
-    loss = chi2 if section.loss == "chi2" else kl
-    nets.optimizers["model"].zero_grad(set_to_none=True)
-    loss.backward()
-    nets.optimizers["model"].step()
-    return {"kl": kl.detach(), "chi2": chi2.detach()}
-
-
-STEPS = {"cnn": cnn_step, "cgan": cgan_step, "hint": hint_step}
 
 
 def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
@@ -371,7 +244,7 @@ def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
     net = nets.modules["model"]
     s = images.lineart.shape[1]
     try:
-        if kind == "hint":
+        if not SPECS[kind].generator:
             guessed = predict_hint(net, images.lineart, device)
             cols = [images.lineart, [palette(h, s) for h in guessed], [palette(h, s) for h in images.hint]]
             return sample_grid([np.asarray(c) for c in [*cols, images.color]])
@@ -430,8 +303,8 @@ def train(
     plots_path: str | Path | None = None,
 ) -> Path:
     """Train model `kind`, resuming from its checkpoint when one matches; returns the model folder."""
-    if kind not in STEPS:
-        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(STEPS)}")
+    if kind not in SPECS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(SPECS)}")
     steps = steps or getattr(params.train, kind).steps
     out_dir = Path(out_dir or Path("models") / kind)
     checkpoint = Path(checkpoint_dir or Path("checkpoints") / kind) / CHECKPOINT_FILE
@@ -506,7 +379,7 @@ def load_data(params: Params, kind: str, ranks: Ranks) -> TrainData:
         raise ValueError(f"the train split of {params.lineart.out} is empty")
     if ranks.ddp:
         images = shard(images, ranks.rank, ranks.world)
-    if kind != "hint" and store.image_size % 2**section.depth:
+    if SPECS[kind].generator and store.image_size % 2**section.depth:
         raise ValueError(
             f"train.{kind}.depth {section.depth} needs an image size divisible by {2**section.depth}, "
             f"the store has {store.image_size}px"
@@ -556,13 +429,13 @@ def open_run(
     # One trainer per checkpoint folder: a second (a re-run while an orphaned one runs) refuses.
     lock = FolderLock(checkpoint.parent, "trainer") if master else NoLock()
     restored = (state or {}).get("loss_rows")
-    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], start, restored) if master else NoLossCsv()
+    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoLossCsv()
     resume_id = (state or {}).get("run_id") or None
     tracking = open_tracking(params, kind, resume_id) if master else NoTracking()
     tracking.log_params(
         {
             "model": kind,
-            "train": cfg.model_dump(exclude={"cnn", "cgan", "hint"}),
+            "train": cfg.model_dump(exclude=set(SPECS)),
             kind: getattr(cfg, kind).model_dump(),
             "image_size": data.store.image_size,
             "train_images": len(data.images) * ranks.world,
@@ -577,8 +450,9 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
     """Steps `run.start + 1 .. run.steps`: a batch, a step, the logs, and a checkpoint every so often."""
     cfg, kind, device = params.train, run.kind, ranks.device
     section = getattr(cfg, kind)
-    step_fn, fmt = STEPS[kind], memory_format(device)
-    recolour, mean_hint = kind != "hint", data.images.mean_hint()  # the hint model learns real colours
+    step_fn, fmt = SPECS[kind].step, memory_format(device)
+    # The hint model learns real colours only: no recolouring for it.
+    recolour, mean_hint = SPECS[kind].generator, data.images.mean_hint()
     log.info(
         "training %s on %s (rank %d of %d): %d images at %dpx, steps %d..%d",
         kind,
@@ -676,7 +550,7 @@ def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str |
     net = build_model(kind, nets.arch["model"])  # a CPU copy: the logged model must load anywhere
     net.load_state_dict({k: v.cpu() for k, v in nets.modules["model"].state_dict().items()})
     net.eval()
-    if kind == "hint":
+    if not SPECS[kind].generator:
         served, example = PackedHint(net, image_size), pack(images.lineart[:2])
     else:
         served, example = PackedColorizer(net, image_size), pack(images.lineart[:2], images.hint[:2])

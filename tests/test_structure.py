@@ -1,7 +1,8 @@
 """The package's shape: no import cycles, and the domain never imports the orchestrator.
 
 Imports are read from the source (module level and inside functions), so an import made
-lazily to dodge a cycle still counts as the dependency it is.
+lazily to dodge a cycle still counts as the dependency it is; only imports for type
+annotations (`if TYPE_CHECKING:`), which never run, are left out.
 """
 
 from __future__ import annotations
@@ -22,10 +23,22 @@ def is_module(name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except the bodies of `if TYPE_CHECKING:` (imports for annotations, never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def imported_modules(path: Path) -> set[str]:
     """The package's modules `path` imports anywhere in its body (`from a import b`: a.b if a module)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

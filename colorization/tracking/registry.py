@@ -389,9 +389,11 @@ def log_evaluation(experiment: str, result: dict, figure: Path, source_runs: dic
         mlflow.log_metrics(_numeric(flatten(result)))
         mlflow.log_dict(result, "evaluation.json")
         mlflow.log_artifact(str(figure), "reports")
-    sections = {"cnn": ("cnn",), "cgan": ("cgan", "cgan_auto_hint"), "hint": ("hint",)}
+    from colorization.models.specs import SPECS
+
     for kind, run_id in source_runs.items():
-        scores = {f"test.{s}": result[s] for s in sections.get(kind, ()) if s in result}
+        evaluated = SPECS[kind].evaluated if kind in SPECS else ()
+        scores = {f"test.{s}": result[s] for s in evaluated if s in result}
         try:
             for key, value in _numeric(flatten(scores)).items():
                 c.log_metric(run_id, key, value)
