@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from colorization.config import OVERRIDES_ENV, ParamsError, load_params
+from colorization.models import KINDS
 from flows.pipeline import changed_params, check_run, parse_overrides, pipeline
 from tasks.dvc import pipeline_stages, tracked_params
 from tasks.summary import SUMMARY_KEY, summary_markdown
@@ -162,6 +163,7 @@ def test_flow_stages_are_dvc_yaml_stages_in_order():
     assert sorted(stages) == sorted(listed)  # every stage DVC knows, foreach ones expanded
     assert stages[0] == "acquire" and stages[-1] == "register"
     assert stages.index("preprocess") < min(stages.index(s) for s in stages if s.startswith("train@"))
+    assert [s.split("@")[1] for s in stages if s.startswith("train@")] == list(KINDS)  # one per spec
     assert check_run("params.yaml", None, "train", REPO)[1] == stages[: stages.index("evaluate")]
     with pytest.raises(
         ParamsError, match="until: unknown stage 'lineart'; expected one of acquire, preprocess"
