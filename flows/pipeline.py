@@ -234,12 +234,12 @@ def pipeline(
             for stage in stages:
                 started = time.monotonic()
                 logger.info("stage %s started", stage)
-                slot = None
-                if stage == "acquire" and params.acquire.source == "safebooru":
+                slot, crawl = None, stage == "acquire" and params.acquire.source == "safebooru"
+                if crawl:  # the site has new posts without any local change: always run it
                     ensure_download_limit()
                     slot = SAFEBOORU_LIMIT  # one crawl of the site at a time, across flow runs
                 with stage_env(stage, settings) as env:
-                    ran = stage_runner(stage, settings)(stage, passed_on, env, slot)
+                    ran = stage_runner(stage, settings)(stage, passed_on, env, slot, force=crawl)
                 run["stages"].append(stage)
                 run["ran" if ran else "skipped"].append(stage)
                 run["seconds"][stage] = round(time.monotonic() - started, 1)

@@ -122,24 +122,27 @@ def run_stage(
     overrides: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     slot: str | None = None,
+    force: bool = False,
 ) -> bool:
-    """Reproduce `stage` alone when DVC finds it stale; True when it ran.
+    """Reproduce `stage` alone when DVC finds it stale (or `force`); True when it ran.
 
     `overrides` (untracked keys only, checked by the flow) reach the stage's command through
     the environment; `env` adds more (the Dask scheduler). `slot` names a global concurrency
-    limit held while the stage runs.
+    limit held while the stage runs. `force` runs it whatever DVC thinks: a network source can
+    have new data without any local change.
     """
     from prefect.concurrency.sync import concurrency
 
     logger = run_logger()
-    if not stale(stage):
+    if not force and not stale(stage):
         logger.info("stage %s is up to date (dvc status): skipped", stage)
         return False
     extra = dict(env or {})
     if overrides:
         extra[OVERRIDES_ENV] = json.dumps(overrides)
     with concurrency(slot, occupy=1) if slot else nullcontext():
-        output = dvc("repro", "--single-item", stage, env=extra)
+        forced = ["--force", "--no-run-cache"] if force else []  # run the command, restore nothing
+        output = dvc("repro", "--single-item", *forced, stage, env=extra)
     for line in output.strip().splitlines()[-5:]:
         logger.info("%s: %s", stage, line)
     return True

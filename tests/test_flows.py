@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -235,7 +236,7 @@ def safebooru_project(root: Path, base_url: str) -> Path:
         "acquire.source": "safebooru",
         "acquire.safebooru.base_url": base_url,
         "acquire.safebooru.allowed_hosts": [],
-        "acquire.safebooru.limit": 5,
+        "acquire.safebooru.limit": 10,
         "acquire.safebooru.min_size": 32,
         "acquire.safebooru.max_retries": 0,  # the source gives up at once; the flow retries the stage
         "acquire.safebooru.requests_per_second": 0.0,
@@ -256,9 +257,13 @@ def test_temporary_acquire_failure_is_retried_through_dvc(prefect_api, tmp_path)
         project = safebooru_project(tmp_path / "project", site.base_url)
         state = pipeline(workdir=str(project), until="acquire", return_state=True)
         result = state.result()
-    assert result["ran"] == ["acquire"]
-    assert task_run_counts(state.state_details.flow_run_id, "acquire") == [3]  # two retries
-    assert "acquire" not in dvc_status(project)  # dvc.lock records the run that succeeded
+        assert result["ran"] == ["acquire"]
+        assert task_run_counts(state.state_details.flow_run_id, "acquire") == [3]  # two retries
+        assert "acquire" not in dvc_status(project)  # dvc.lock records the run that succeeded
+        # The site has a new post, and nothing changed here: a crawl always runs, and finds it.
+        site.add_post(6)
+        assert pipeline(workdir=str(project), until="acquire")["ran"] == ["acquire"]
+    assert pq.read_table(project / "data" / "raw" / "manifest.parquet").num_rows == 6
 
 
 def test_a_bad_input_is_not_retried_and_the_failed_run_says_why(prefect_api, tmp_path, caplog):
