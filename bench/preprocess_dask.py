@@ -1,13 +1,13 @@
-"""Preprocessing (lineart + histograms) throughput through the Prefect flow on 1 vs N Dask workers.
+"""Preprocessing throughput on 1 vs N Dask workers, against the stage's own process pool.
 
     python bench/preprocess_dask.py [--images 800] [--size 128] [--workers 1 2]
 
 Acquires N synthetic images (params.yaml otherwise), then for each worker count starts a
-LocalCluster (one thread per worker, processes, as `pipeline.task_runner: dask` does), and
-times the `lineart` and `histograms` subflows with their shards mapped over it, twice:
-cold (the workers' first tasks import Prefect and OpenCV) and warm. Cluster start-up is
-timed apart. The local run (`build_*`, the stages' own process pool) is the
-reference. Prints images/s; asserts nothing.
+LocalCluster (one thread per worker, processes, as the flow does for
+`pipeline.task_runner: dask`), names it to the `preprocess` stage as the flow does
+(COLORIZATION_DASK_SCHEDULER) and times the stage twice: cold (the workers' first shards
+import OpenCV) and warm. Cluster start-up is timed apart. The local run (the stage's own
+process pool) is the reference. Prints images/s; asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from colorization.acquire import run_acquire
 from colorization.config import load_params
-from colorization.preprocess import build_histograms, build_lineart
+from colorization.preprocess import DASK_SCHEDULER_ENV, build_preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,12 +32,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from prefect.testing.utilities import prefect_test_harness
+    from flows.pipeline import dask_scheduler
 
-    from flows.pipeline import histograms_stage, lineart_stage, on_runner, preprocessing_runner
-
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+    with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         params = load_params(
             REPO / "params.yaml",
@@ -46,7 +43,6 @@ def main() -> None:
                 "acquire.synthetic.size": args.size,
                 "acquire.out": "raw",
                 "lineart.raw": "raw",
-                "histograms.raw": "raw",
                 "pipeline.task_runner": "dask",
             },
         )
@@ -60,28 +56,26 @@ def main() -> None:
                 params.histograms.model_copy(update={"out": f"{tag}/histograms.parquet"}),
             )
 
-        lineart, histograms = outs("local")
         start = time.perf_counter()
-        build_lineart(lineart)
-        build_histograms(histograms)
+        build_preprocess(*outs("local"))
         elapsed = time.perf_counter() - start
         print(f"local process pool (workers=0): {elapsed:6.2f} s  {n / elapsed:7.1f} images/s")
 
         for workers in args.workers:
             settings = params.pipeline.model_copy(update={"dask_workers": workers})
             start = time.perf_counter()
-            with preprocessing_runner(settings) as runner:
+            with dask_scheduler(settings) as address:
                 up = time.perf_counter() - start
-                for run in ("cold", "warm"):  # cold: the worker processes import prefect, cv2 first
-                    lineart, histograms = outs(f"dask{workers}-{run}")
+                os.environ[DASK_SCHEDULER_ENV] = address
+                for run in ("cold", "warm"):  # cold: the worker processes import cv2 first
                     start = time.perf_counter()
-                    on_runner(lineart_stage, runner)(lineart, sharded=True)
-                    on_runner(histograms_stage, runner)(histograms, sharded=True)
+                    build_preprocess(*outs(f"dask{workers}-{run}"))
                     elapsed = time.perf_counter() - start
                     print(
                         f"dask, {workers} worker(s), {run}: {elapsed:6.2f} s  {n / elapsed:7.1f} images/s"
                         f"  (cluster start {up:.1f} s, not counted)"
                     )
+                del os.environ[DASK_SCHEDULER_ENV]
 
 
 if __name__ == "__main__":

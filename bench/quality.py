@@ -2,7 +2,7 @@
 
     python bench/quality.py FOLDER [--profile profiles/real-cpu.yaml] [--work DIR]
 
-In a fresh work folder: folder source -> line art -> histograms -> train cnn, cgan, hint ->
+In a fresh work folder: folder source -> preprocess (line art + histograms) -> train cnn, cgan, hint ->
 evaluate, with params.yaml overridden by the profile (which holds only what differs) and
 every path pointed into the work folder; MLflow stays off. Prints the stage times, the
 table of methods (PSNR on the test split) and each target of issue 10 met or missed.
@@ -48,7 +48,6 @@ def work_params(folder: Path, work: Path, profile: Path | None) -> Params:
         "acquire.out": str(work / "raw"),
         "lineart.raw": str(work / "raw"),
         "lineart.out": str(work / "lineart"),
-        "histograms.raw": str(work / "raw"),
         "histograms.out": str(work / "histograms.parquet"),
         "train.mlflow": False,
         "evaluate.lineart": str(work / "lineart"),
@@ -63,7 +62,7 @@ def work_params(folder: Path, work: Path, profile: Path | None) -> Params:
 def run_pipeline(params: Params, work: Path) -> tuple[dict, dict[str, float]]:
     from colorization.acquire import run_acquire
     from colorization.evaluate import run_evaluate
-    from colorization.preprocess import build_histograms, build_lineart
+    from colorization.preprocess import build_preprocess
     from colorization.train import train
 
     times: dict[str, float] = {}
@@ -76,11 +75,10 @@ def run_pipeline(params: Params, work: Path) -> tuple[dict, dict[str, float]]:
         return out
 
     timed("acquire", run_acquire, params.acquire)
-    timed("lineart", build_lineart, params.lineart)
-    timed("histograms", build_histograms, params.histograms)
+    timed("preprocess", build_preprocess, params.lineart, params.histograms)
     for kind in ("cnn", "cgan", "hint"):
         timed(
-            f"train_{kind}",
+            f"train@{kind}",
             train,
             params,
             kind,

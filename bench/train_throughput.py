@@ -28,25 +28,32 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from colorization.acquire import run_acquire
 from colorization.augment import Batch, DeviceData, sample_batch
-from colorization.config import Params, load_params
+from colorization.config import Params, load_params, profile_overrides
 from colorization.device import configure, memory_format, pick_device
-from colorization.preprocess import build_histograms, build_lineart
+from colorization.models.steps import cgan_step
+from colorization.preprocess import build_preprocess
 from colorization.store import ProcessedStore
-from colorization.train import build_nets, cgan_step
+from colorization.train import build_nets
 
 REPO = Path(__file__).resolve().parents[1]
 H100_BF16_DENSE_TFLOPS = 989.0
 DEFAULT_BATCH = {256: 256, 512: 64}  # GPU: fills an 80 GB H100 comfortably
 
 
-def bench_params(base: Path, size: int, root: Path, images: int, compile_: bool, device: str) -> Params:
-    """The profile's c-GAN settings, pointed at a temp store of `images` synthetic pictures."""
-    data = yaml.safe_load(base.read_text())
+def bench_params(profile: Path, size: int, root: Path, images: int, compile_: bool, device: str) -> Params:
+    """The profile's c-GAN settings (params.yaml + its overrides), on a temp store of `images` pictures."""
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in profile_overrides(profile).items():
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = value
     data["acquire"].update(source="synthetic", out=str(root / "raw"), min_size=min(64, size))
     data["acquire"]["synthetic"].update(count=images, size=size)
     data["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=size)
     data["lineart"]["split"].update(val=0.0, test=0.0)  # every picture is a training picture
-    data["histograms"].update(raw=str(root / "raw"), out=str(root / "histograms.parquet"))
+    data["histograms"].update(out=str(root / "histograms.parquet"))
     cgan = data["train"]["cgan"]
     cgan["depth"] = min(cgan["depth"], int(math.log2(size)) - 1)  # small smoke sizes need a shallower U-Net
     data["train"].update(compile=compile_, device=device, mlflow=False)
@@ -57,8 +64,7 @@ def bench_params(base: Path, size: int, root: Path, images: int, compile_: bool,
 
 def build_store(params: Params) -> ProcessedStore:
     run_acquire(params.acquire)
-    build_lineart(params.lineart)
-    build_histograms(params.histograms)
+    build_preprocess(params.lineart, params.histograms)
     return ProcessedStore(params.lineart.out, params.histograms.out)
 
 
@@ -74,7 +80,7 @@ def step_flops_per_image(params: Params, size: int) -> float:
         hint=torch.zeros(1, 512, device=meta),
     )
     with FlopCounterMode(display=False) as counter:
-        cgan_step(nets, batch, params, meta)
+        cgan_step(nets, batch, params.train.cgan, meta)
     return float(counter.get_total_flops())
 
 
@@ -96,7 +102,7 @@ def run_size(args, size: int, device: torch.device) -> dict:
     batch_size = args.batch or DEFAULT_BATCH.get(size, 64)
     with tempfile.TemporaryDirectory(prefix=f"bench-{size}-") as tmp:
         params = bench_params(
-            args.params, size, Path(tmp), max(args.images, batch_size), args.compile, args.device
+            args.profile, size, Path(tmp), max(args.images, batch_size), args.compile, args.device
         )
         store = build_store(params)
         configure(device, params.train.seed)
@@ -111,7 +117,7 @@ def run_size(args, size: int, device: torch.device) -> dict:
         return sample_batch(data, batch_size, gen, aug, fmt, recolour=True, mean_hint=mean_hint, xdog=xdog)
 
     def train_step():
-        return cgan_step(nets, batch(), params, device)["g_loss"]
+        return cgan_step(nets, batch(), params.train.cgan, device)["g_loss"]
 
     def data_step():
         return batch()
@@ -141,7 +147,7 @@ def print_table(rows: list[dict], device: torch.device, args) -> None:
         f"bf16 autocast={device.type == 'cuda'} channels_last={device.type == 'cuda'} "
         f"compile={args.compile} threads={torch.get_num_threads()}"
     )
-    print(f"\nc-GAN training throughput on {name} ({settings}); params: {args.params}")
+    print(f"\nc-GAN training throughput on {name} ({settings}); profile: {args.profile}")
     cols = list(rows[0])
     print(" | ".join(f"{c:>12}" for c in cols))
     print("-|-".join("-" * 12 for _ in cols))
@@ -170,7 +176,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per size")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
     parser.add_argument("--images", type=int, default=256, help="pictures in the temp store")
-    parser.add_argument("--params", type=Path, default=REPO / "profiles" / "paper.yaml")
+    parser.add_argument("--profile", type=Path, default=REPO / "profiles" / "paper.yaml")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

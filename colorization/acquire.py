@@ -23,6 +23,28 @@ class NothingAcquired(RuntimeError):
     """No valid image remains: the stage fails rather than feed an empty dataset onward."""
 
 
+# The exit status of `colorization acquire` when the failure is worth another try later
+# (BSD's EX_TEMPFAIL): the Prefect flow, which runs the stage through DVC, retries on it.
+TEMPORARY_FAILURE = 75
+
+
+def is_transient(exc: BaseException, source: str) -> bool:
+    """Failures of the network path, worth a retry; bad params or input folders are not.
+
+    An empty crawl from a live site (`NothingAcquired` from safebooru) means it was down.
+    """
+    import requests
+
+    from colorization.sources.polite_http import FetchError
+    from colorization.sources.safebooru_api import PageFailed
+
+    if isinstance(exc, NothingAcquired):
+        return source == "safebooru"
+    if isinstance(exc, FetchError):
+        return not exc.permanent
+    return isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError, PageFailed))
+
+
 class FoldersOverlap(ValueError):
     """The output folder is, holds or lies inside the input folder; the message is one line."""
 

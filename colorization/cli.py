@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from colorization.config import DEFAULT_PARAMS, Params, ParamsError, load_params
+from colorization.config import DEFAULT_PARAMS, Params, ParamsError, load_params, run_overrides
 
 app = typer.Typer(
     help="Automatic colorization of anime line art: data stages, training, evaluation, registry.",
@@ -31,8 +31,9 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
+    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`."""
     try:
-        return load_params(path, overrides)
+        return load_params(path, {**run_overrides(), **(overrides or {})})
     except ParamsError as err:
         fail(str(err))
 
@@ -59,7 +60,13 @@ def acquire(
     min_size: int | None = typer.Option(None, help="smallest accepted width/height, px"),
 ) -> None:
     """Fill the raw folder with images and write manifest.parquet."""
-    from colorization.acquire import FoldersOverlap, NothingAcquired, run_acquire
+    from colorization.acquire import (
+        TEMPORARY_FAILURE,
+        FoldersOverlap,
+        NothingAcquired,
+        is_transient,
+        run_acquire,
+    )
 
     overrides = {
         "acquire.source": source,
@@ -75,45 +82,39 @@ def acquire(
     params = params_or_exit(params_file, overrides)
     try:
         summary = run_acquire(params.acquire)
-    except (FileNotFoundError, NothingAcquired, FoldersOverlap) as err:
-        fail(str(err), code=1)
+    except Exception as err:
+        if is_transient(err, params.acquire.source):
+            fail(f"{type(err).__name__}: {err}", code=TEMPORARY_FAILURE)
+        if isinstance(err, (FileNotFoundError, NothingAcquired, FoldersOverlap)):
+            fail(str(err), code=1)
+        raise
     typer.echo(f"acquired {summary.accepted} images ({summary.rejected} rejected) -> {summary.manifest}")
 
 
 @app.command()
-def lineart(
+def preprocess(
     params_file: Path = ParamsOption,
     raw: Path | None = typer.Option(None, help="raw data folder (with manifest.parquet)"),
     out: Path | None = typer.Option(None, help="output store folder"),
+    histograms: Path | None = typer.Option(None, help="output histograms Parquet file"),
 ) -> None:
-    """Resize every raw image and extract its line art into the processed store."""
-    from colorization.preprocess import build_lineart
+    """Decode every raw image once: its colour hint, then resized colour + line art, into the store."""
+    from colorization.preprocess import build_preprocess
 
-    overrides = {"lineart.raw": str(raw) if raw else None, "lineart.out": str(out) if out else None}
+    overrides = {
+        "lineart.raw": str(raw) if raw else None,
+        "lineart.out": str(out) if out else None,
+        "histograms.out": str(histograms) if histograms else None,
+    }
     params = params_or_exit(params_file, overrides)
     try:
-        meta = build_lineart(params.lineart)
+        meta = build_preprocess(params.lineart, params.histograms)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err), code=1)
-    typer.echo(f"line art for {meta['count']} images at {meta['image_size']}px, splits {meta['splits']}")
-
-
-@app.command()
-def histograms(
-    params_file: Path = ParamsOption,
-    raw: Path | None = typer.Option(None, help="raw data folder (with manifest.parquet)"),
-    out: Path | None = typer.Option(None, help="output Parquet file"),
-) -> None:
-    """Compute the 512-bin colour hint of every raw image."""
-    from colorization.preprocess import build_histograms
-
-    overrides = {"histograms.raw": str(raw) if raw else None, "histograms.out": str(out) if out else None}
-    params = params_or_exit(params_file, overrides)
-    try:
-        count = build_histograms(params.histograms)
-    except (FileNotFoundError, ValueError) as err:
-        fail(str(err), code=1)
-    typer.echo(f"histograms for {count} images -> {params.histograms.out}")
+    typer.echo(
+        f"line art for {meta['count']} images at {meta['image_size']}px, splits {meta['splits']}; "
+        f"histograms -> {params.histograms.out}"
+    )
 
 
 @app.command()
@@ -125,11 +126,12 @@ def train(
 ) -> None:
     """Train one model; resumes from checkpoints/<model>/ when a matching checkpoint is there."""
     from colorization.locking import FolderBusy
-    from colorization.train import STEPS, NonFiniteLoss
+    from colorization.models import KINDS
+    from colorization.train import NonFiniteLoss
     from colorization.train import train as run_train
 
-    if model not in STEPS:
-        fail(f"unknown model {model!r}; expected one of {', '.join(STEPS)}")
+    if model not in KINDS:
+        fail(f"unknown model {model!r}; expected one of {', '.join(KINDS)}")
     params = params_or_exit(params_file, {f"train.{model}.steps": steps})
     try:
         folder = run_train(params, model, out_dir=out)
@@ -179,7 +181,8 @@ def evaluate(
 @app.command()
 def register(params_file: Path = ParamsOption) -> None:
     """Register the trained models in MLflow; a version beating the champion becomes champion."""
-    from colorization.tracking.registry import RegistryError, run_register
+    from colorization.register import run_register
+    from colorization.tracking.registry import RegistryError
 
     params = params_or_exit(params_file)
     try:
@@ -353,22 +356,25 @@ def pipeline(
     set_: list[str] = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)"),
     until: str | None = typer.Option(None, help="last stage to run: acquire ... register (default: all)"),
 ) -> None:
-    """Run every stage as one Prefect flow run; dvc.lock records what it produced."""
+    """Run dvc.yaml's stages through DVC as one Prefect flow run (retries, schedule, summary)."""
     # Prefect is imported here only: the other commands must not pay for it or need it.
     prefect_console()
-    from flows.pipeline import parse_overrides
+    from flows.pipeline import check_run, parse_overrides
     from flows.pipeline import pipeline as run_pipeline
 
     overrides = parse_overrides(set_) or None
-    params_or_exit(workdir / params_file, overrides)
+    try:
+        check_run(params_file, overrides, until, workdir)  # refused in one line, before a run starts
+    except ParamsError as err:
+        fail(str(err))
     try:
         result = run_pipeline(
             params_path=str(params_file), workdir=str(workdir), overrides=overrides, until=until
         )
     except Exception as err:  # the flow run's log has the traceback
         fail(f"pipeline failed: {type(err).__name__}: {err}", code=1)
-    recorded = ", ".join(result["dvc_committed"]) or "nothing"
-    typer.echo(f"pipeline done: {', '.join(result['stages'])}; dvc.lock records {recorded}")
+    ran, skipped = ", ".join(result["ran"]) or "nothing", ", ".join(result["skipped"]) or "nothing"
+    typer.echo(f"pipeline done: DVC ran {ran}; up to date: {skipped}")
 
 
 SetOption = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -128,11 +129,8 @@ class LineartParams(Strict):
 
 
 class HistogramParams(Strict):
-    raw: str
+    # Made by the `preprocess` stage from the same decode as the line art (section lineart).
     out: str
-    workers: NonNegInt
-    max_pixels: PositiveInt
-    max_file_bytes: PositiveInt
 
 
 # ---------------------------------------------------------------- train
@@ -210,8 +208,7 @@ class PipelineParams(Strict):
     deployment: str  # deployment name: runs are triggered as 'pipeline/<deployment>'
     cron: str  # schedule of the deployment, five fields
     timezone: str  # IANA name the cron is read in
-    parallel_trainings: PositiveInt  # trainings at once; above 1 only where the device has room
-    task_runner: Literal["local", "dask"]  # dask: lineart/histograms shards mapped over a Dask cluster
+    task_runner: Literal["local", "dask"]  # dask: the preprocess stage maps its shards over Dask
     dask_address: str | None  # scheduler address (tcp://host:8786); null = a temporary LocalCluster
     dask_workers: PositiveInt  # workers of that LocalCluster, one thread each
     retries: NonNegInt  # extra attempts of network steps (acquire)
@@ -271,7 +268,6 @@ class RegistryParams(Strict):
 
 
 class Params(Strict):
-    seed: int
     acquire: AcquireParams
     lineart: LineartParams
     histograms: HistogramParams
@@ -372,6 +368,26 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value) if isinstance(value, (dict, list, bool)) or value is None else str(value)
+
+
+# Overrides a Prefect flow run passes to the stage commands DVC runs for it (JSON of dotted
+# keys). The flow refuses an override of a key any stage tracks, so these only ever change
+# knobs dvc.lock does not record (worker counts and the like): dvc.lock stays truthful.
+OVERRIDES_ENV = "COLORIZATION_OVERRIDES"
+
+
+def run_overrides() -> dict[str, Any]:
+    """The overrides of the flow run this process is a stage of; {} outside one."""
+    text = os.environ.get(OVERRIDES_ENV)
+    if not text:
+        return {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ParamsError(f"{OVERRIDES_ENV}: not JSON ({err})") from None
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{OVERRIDES_ENV}: expected a JSON object of dotted keys")
+    return overrides
 
 
 def profile_overrides(path: str | Path) -> dict[str, Any]:

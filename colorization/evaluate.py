@@ -42,7 +42,6 @@ from colorization.store import ProcessedStore, Split
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("cnn", "cgan", "hint")
 GENERATOR_METHODS = {"cnn": "cnn", "cgan": "cgan"}  # method -> model, coloured with the true hint
 METHODS = (
     "cnn",
@@ -124,13 +123,13 @@ def split_fingerprint(split: Split) -> str:
 
 
 def load_models(models_dir: str | Path, device: str | None = None) -> dict:
-    from colorization.models import load_trained
+    from colorization.models import KINDS, load_trained
 
     models = {}
-    for name in MODEL_NAMES:
+    for name in KINDS:
         folder = Path(models_dir) / name
         if not (folder / "model.pt").exists():
-            raise FileNotFoundError(f"{folder}/model.pt not found: run the train_{name} stage first")
+            raise FileNotFoundError(f"{folder}/model.pt not found: run the train@{name} stage first")
         models[name] = load_trained(folder, device=device or "cpu")
     return models
 
@@ -258,11 +257,12 @@ def score_model(kind: str, model, split: Split, batch_size: int = 64, device: st
     The registry uses this to re-score a champion on a test split it was not scored on.
     """
     from colorization.inference import colorize, predict_hint
+    from colorization.models.specs import SPECS
 
     scores = Scores()
     for start in range(0, len(split), batch_size):
         sl = slice(start, start + batch_size)
-        if kind == "hint":
+        if not SPECS[kind].generator:
             scores.add(
                 kind, hint_scores(predict_hint(model, split.lineart[sl], device=device), split.hint[sl])
             )
@@ -326,8 +326,10 @@ def run_evaluate(
 
 def source_runs(models_dir: str | Path) -> dict[str, str]:
     """MLflow run id of each trained model (models/<name>/run.json), where present."""
+    from colorization.models import KINDS
+
     runs = {}
-    for name in MODEL_NAMES:
+    for name in KINDS:
         path = Path(models_dir) / name / "run.json"
         if path.exists():
             runs[name] = json.loads(path.read_text())["run_id"]

@@ -1,10 +1,12 @@
-"""Stages `lineart` and `histograms`: raw images -> the processed store.
+"""Stage `preprocess`: raw images -> the processed store (line art + colour hints).
 
-Work is split into shards of the manifest and spread over processes (OpenCV is
-pinned to one thread per process, so N processes use N cores without contention), or,
-from the Prefect flow, over a Dask cluster (`plan_*` / `run_*_shard` / `finish_*`).
-Both stages build in a hidden staging folder next to their output, finished shards are
-kept across a killed run, and the output is published by rename only when complete.
+Each raw image is decoded once: its 512-bin colour histogram is computed on the full-size
+picture, then it is resized and its line art extracted. Work is split into shards of the
+manifest and spread over processes (OpenCV is pinned to one thread per process, so N
+processes use N cores without contention), or over a Dask cluster when the environment
+names one (`COLORIZATION_DASK_SCHEDULER`, set by the Prefect flow's dask task runner).
+The stage builds in a hidden staging folder next to the store, finished shards are kept
+across a killed run, and each output is published atomically only when complete.
 """
 
 from __future__ import annotations
@@ -53,8 +55,26 @@ def _init_worker(parent_pid: int | None = None) -> None:
     cv2.setNumThreads(1)
 
 
+# The Dask scheduler to map shards over; unset = local processes. A worker process of that
+# cluster imports this package, so the domain stays free of any orchestrator.
+DASK_SCHEDULER_ENV = "COLORIZATION_DASK_SCHEDULER"
+SHARD_RETRIES = 2  # on Dask: a lost or failed shard is run again on its own (its writes are atomic)
+
+
+def _map_on_dask(fn, jobs: list, address: str, desc: str):
+    from distributed import Client
+
+    with Client(address) as client:
+        futures = client.map(fn, jobs, retries=SHARD_RETRIES, pure=False)
+        yield from progress((f.result() for f in futures), desc, total=len(jobs), unit="shard")
+
+
 def _map(fn, jobs: list, workers: int, desc: str):
-    """Ordered map over `jobs`, in-process when one worker suffices."""
+    """Ordered map over `jobs`: on Dask when the environment names a scheduler, else local
+    processes, in-process when one worker suffices."""
+    if address := os.environ.get(DASK_SCHEDULER_ENV):
+        yield from _map_on_dask(fn, jobs, address, desc)
+        return
     if workers <= 1 or len(jobs) <= 1:
         _init_worker()
         yield from progress(map(fn, jobs), desc, total=len(jobs), unit="shard")
@@ -66,27 +86,26 @@ def _map(fn, jobs: list, workers: int, desc: str):
         yield from progress(pool.map(fn, jobs), desc, total=len(jobs), unit="shard")
 
 
-# ---------------------------------------------------------------- lineart
+# ---------------------------------------------------------------- shards
 #
-# Each stage is split in three: `plan_*` (lists the shards still to build), `run_*_shard`
-# (one shard, its output written atomically, safe to run again) and `finish_*` (joins the
-# shards and publishes). `build_*` chains them on local processes; the Prefect flow maps
-# the shards over its task runner (Dask) instead, so a lost worker costs one shard.
+# The stage is split in three: `plan_preprocess` (lists the shards still to build),
+# `run_shard` (one shard, its outputs written atomically, safe to run again) and
+# `finish_preprocess` (joins the shards and publishes both outputs).
 
 
 class ShardJob(NamedTuple):
-    """One shard of a stage: the manifest rows `ids` (images `paths`), built into `staging`."""
+    """One shard: the manifest rows `ids` (images `paths`), built into `staging`."""
 
     staging: str
     shard: int
     ids: list[str]
     paths: list[str]
-    params: LineartParams | HistogramParams
+    params: LineartParams
 
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """A stage's staging folder, every manifest id in order, and the shards left to build."""
+    """The staging folder, every manifest id in order, and the shards left to build."""
 
     staging: str
     ids: list[str]
@@ -104,7 +123,7 @@ def _sorted_manifest(raw: Path) -> tuple[list[str], list[str], list[str]]:
     return ids, paths, manifest["sha256"].to_pylist()
 
 
-def _fingerprint(params: LineartParams | HistogramParams, shas: list[str]) -> str:
+def _fingerprint(params: LineartParams, shas: list[str]) -> str:
     # Limits only refuse inputs: a store built under other limits holds the same bytes.
     unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
     digest = hashlib.sha256(params.model_dump_json(exclude=unshaping).encode())
@@ -122,17 +141,22 @@ def _open_staging(staging: Path, fingerprint: str) -> None:
     remove_stale_temporaries(staging)
 
 
-def _plan(params, size: int, is_done) -> ShardPlan:
+def _histogram_part(staging: str | Path, shard: int) -> Path:
+    return Path(staging) / f"{shard_stem(shard)}.histograms.npy"
+
+
+def plan_preprocess(params: LineartParams) -> ShardPlan:
+    """Open the staging folder and list the shards not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(params.raw).resolve(), Path(params.out).resolve()
     ids, paths, shas = _sorted_manifest(raw)
     fingerprint = _fingerprint(params, shas)
     staging = out.with_name(f".{out.name}.partial")
     _open_staging(staging, fingerprint)
-    jobs = []
+    size, jobs = params.shard_size, []
     for shard, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
-        if not is_done(staging, shard, shard_ids):
+        if not shard_is_complete(staging, shard, shard_ids):
             jobs.append(ShardJob(str(staging), shard, shard_ids, paths[start : start + size], params))
     shards = -(-len(ids) // size)
     if shards - len(jobs):
@@ -140,12 +164,7 @@ def _plan(params, size: int, is_done) -> ShardPlan:
     return ShardPlan(str(staging), ids, fingerprint, shards, jobs)
 
 
-def plan_lineart(params: LineartParams) -> ShardPlan:
-    """Open the staging folder and list the shards not yet built there."""
-    return _plan(params, params.shard_size, shard_is_complete)
-
-
-def read_raw(path: str, params: LineartParams | HistogramParams) -> np.ndarray:
+def read_raw(path: str, params: LineartParams) -> np.ndarray:
     """A raw image within the stage's limits; else ImageRejected naming the file (one line)."""
     try:
         return read_rgb(path, max_pixels=params.max_pixels, max_file_bytes=params.max_file_bytes)
@@ -153,28 +172,42 @@ def read_raw(path: str, params: LineartParams | HistogramParams) -> np.ndarray:
         raise ImageRejected(f"{escaped(path)}: {err}") from None
 
 
-def run_lineart_shard(job: ShardJob) -> int:
-    """Resize + line art of one shard; the ids file, written last, marks it complete."""
+def run_shard(job: ShardJob) -> int:
+    """One decode per image: its histogram (full size), then resize + line art.
+
+    The ids file, written last, marks the shard complete.
+    """
     cv2.setNumThreads(1)
-    pairs = [prepare_pair(read_raw(p, job.params), job.params) for p in job.paths]
+    colours, lines, hists = [], [], []
+    for path in job.paths:
+        rgb = read_raw(path, job.params)
+        hists.append(color_histogram(rgb))  # the contract: the hint of the full-size raw image
+        colour, line = prepare_pair(rgb, job.params)
+        colours.append(colour)
+        lines.append(line)
     stem = Path(job.staging) / shard_stem(job.shard)
-    atomic_save_npy(f"{stem}.color.npy", np.stack([c for c, _ in pairs]))
-    atomic_save_npy(f"{stem}.lineart.npy", np.stack([line for _, line in pairs]))
+    atomic_save_npy(f"{stem}.color.npy", np.stack(colours))
+    atomic_save_npy(f"{stem}.lineart.npy", np.stack(lines))
+    atomic_save_npy(_histogram_part(job.staging, job.shard), np.stack(hists))
     atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
     return len(job.ids)
 
 
-_lineart_shard = run_lineart_shard  # what build_lineart maps (a test stands in for it)
+_run_shard = run_shard  # what build_preprocess maps (a test stands in for it)
 
 
-def finish_lineart(params: LineartParams, plan: ShardPlan) -> dict:
-    """Index + meta of the built shards, then publish the staging folder as `params.out`."""
+def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: ShardPlan) -> dict:
+    """Index + meta of the built shards; publish the histograms file, then the store at `params.out`."""
     staging, ids, size = Path(plan.staging), plan.ids, params.shard_size
     missing = [
         s for s in range(plan.shards) if not shard_is_complete(staging, s, ids[s * size : (s + 1) * size])
     ]
     if missing:
-        raise RuntimeError(f"lineart: shards {missing[:5]} of {plan.shards} are not built")
+        raise RuntimeError(f"preprocess: shards {missing[:5]} of {plan.shards} are not built")
+    parts = [_histogram_part(staging, s) for s in range(plan.shards)]
+    hists = np.concatenate([np.load(p, allow_pickle=False) for p in parts])
+    if len(hists) != len(ids):
+        raise RuntimeError(f"preprocess: {len(hists)} histograms for {len(ids)} images")
     positions = np.arange(len(ids))
     splits = [split_of(i, params.split.val, params.split.test) for i in ids]
     write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
@@ -186,65 +219,19 @@ def finish_lineart(params: LineartParams, plan: ShardPlan) -> dict:
         "fingerprint": plan.fingerprint,
     }
     write_meta(staging, meta)
+    Path(histograms.out).parent.mkdir(parents=True, exist_ok=True)
+    write_histograms(Path(histograms.out), ids, hists)
+    for part in parts:
+        part.unlink()
     (staging / "fingerprint").unlink()
     publish_dir(staging, Path(params.out))
     return meta
 
 
-def build_lineart(params: LineartParams) -> dict:
-    """Resize + line art for every manifest row into shards; returns the store's meta."""
-    plan = plan_lineart(params)
+def build_preprocess(params: LineartParams, histograms: HistogramParams) -> dict:
+    """Line art + colour hint of every manifest row, one decode each; returns the store's meta."""
+    plan = plan_preprocess(params)
     jobs = plan.jobs
-    for _ in _map(_lineart_shard, jobs, worker_count(params.workers, len(jobs)), "lineart"):
+    for _ in _map(_run_shard, jobs, worker_count(params.workers, len(jobs)), "preprocess"):
         pass
-    return finish_lineart(params, plan)
-
-
-# ---------------------------------------------------------------- histograms
-
-HISTOGRAM_SHARD = 128  # images per partial
-
-
-def _partial(staging: str | Path, shard: int) -> Path:
-    return Path(staging) / f"part-{shard:05d}.npy"
-
-
-def _partial_is_complete(staging: Path, shard: int, ids: list[str]) -> bool:
-    # The staging folder's fingerprint pins the manifest, so a partial that exists is this shard's.
-    return _partial(staging, shard).exists()
-
-
-def plan_histograms(params: HistogramParams, chunk: int | None = None) -> ShardPlan:
-    """Open the staging folder of per-shard `.npy` partials and list those still missing."""
-    return _plan(params, chunk or HISTOGRAM_SHARD, _partial_is_complete)
-
-
-def run_histogram_shard(job: ShardJob) -> int:
-    """512-bin colour hints of one shard's images (full resolution), into one atomic partial."""
-    cv2.setNumThreads(1)
-    hists = np.stack([color_histogram(read_raw(p, job.params)) for p in job.paths])
-    atomic_save_npy(_partial(job.staging, job.shard), hists)
-    return len(job.ids)
-
-
-def finish_histograms(params: HistogramParams, plan: ShardPlan) -> int:
-    """Join the partials into one Parquet file at `params.out`; drop the staging folder."""
-    parts = [_partial(plan.staging, s) for s in range(plan.shards)]
-    missing = [p.name for p in parts if not p.exists()]
-    if missing:
-        raise RuntimeError(f"histograms: partials {missing[:5]} of {plan.shards} are not built")
-    hists = np.concatenate([np.load(p, allow_pickle=False) for p in parts])
-    if len(hists) != len(plan.ids):
-        raise RuntimeError(f"histograms: {len(hists)} rows for {len(plan.ids)} images")
-    write_histograms(Path(params.out), plan.ids, hists)
-    shutil.rmtree(plan.staging)
-    return len(plan.ids)
-
-
-def build_histograms(params: HistogramParams, chunk: int | None = None) -> int:
-    """512-bin colour hint of every raw image (full resolution), into one Parquet file."""
-    plan = plan_histograms(params, chunk)
-    jobs = plan.jobs
-    for _ in _map(run_histogram_shard, jobs, worker_count(params.workers, len(jobs)), "histograms"):
-        pass
-    return finish_histograms(params, plan)
+    return finish_preprocess(params, histograms, plan)

@@ -99,7 +99,7 @@ class ProcessedStore:
         self.histograms_path = Path(histograms_path)
         for required in (self.folder / INDEX_FILE, self.histograms_path):
             if not required.exists():
-                raise FileNotFoundError(f"{required} not found: run the lineart and histograms stages first")
+                raise FileNotFoundError(f"{required} not found: run the preprocess stage first")
         self.index = pq.read_table(self.folder / INDEX_FILE)
         self.meta = json.loads((self.folder / META_FILE).read_text())
 
@@ -160,6 +160,8 @@ class ProcessedStore:
         position = {image_id: k for k, image_id in enumerate(hist_ids)}
         missing = [i for i in ids if i not in position]
         if missing:
-            raise ValueError(f"{len(missing)} ids have no histogram (e.g. {missing[0]}): re-run histograms")
+            raise ValueError(
+                f"{len(missing)} ids have no histogram (e.g. {missing[0]}): re-run the preprocess stage"
+            )
         hint = hists[[position[i] for i in ids]]
         return Split(ids=list(ids), color=color, lineart=line, hint=hint)

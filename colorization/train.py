@@ -33,38 +33,30 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from colorization.atomic import atomic_path, atomic_write_text, publish_dir
-from colorization.augment import Batch, DeviceData, sample_batch
-from colorization.config import Params
-from colorization.device import autocast, configure, memory_format, pick_device
+from colorization.augment import DeviceData, sample_batch
+from colorization.config import Params, TrainParams
+from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
-from colorization.models import (
-    CONFIG_FILE,
-    RUN_FILE,
-    WEIGHTS_FILE,
-    build_discriminator,
-    build_model,
-    model_config,
-)
+from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, build_model, model_config
 from colorization.models.serving import PackedColorizer, PackedHint, pack
+from colorization.models.specs import SPECS
+from colorization.models.steps import Nets
 from colorization.store import ProcessedStore
 
 log = logging.getLogger(__name__)
 
-# The losses each model logs, in CSV column order (the first is its main curve).
-LOSS_COLUMNS = {"cnn": ["loss"], "cgan": ["d_loss", "g_loss", "g_adv", "g_l1"], "hint": ["kl", "chi2"]}
 CHECKPOINT_FILE = "last.pt"
 PREVIEW_IMAGES = 6
 
@@ -73,129 +65,18 @@ class NonFiniteLoss(RuntimeError):
     """A loss became NaN or inf; the message names the step and the checkpoint kept."""
 
 
-@dataclass
-class Nets:
-    modules: dict[str, nn.Module]  # what is saved: the plain modules
-    forward: dict[str, nn.Module]  # what is called: the same, torch.compile'd when asked
-    optimizers: dict[str, torch.optim.Optimizer]
-    arch: dict[str, dict] = field(default_factory=dict)  # constructor kwargs per module
-
-
-def architecture(kind: str, params: Params) -> dict[str, dict]:
-    """Constructor kwargs per network, from the model's params section."""
-    m = getattr(params.train, kind)
-    if kind in ("cnn", "cgan"):
-        generator = {
-            "base_channels": m.base_channels,
-            "depth": m.depth,
-            "hint_dim": m.hint_dim,
-            "hint_planes": m.hint_planes,
-        }
-    if kind == "cnn":
-        return {"model": generator}
-    if kind == "cgan":
-        return {
-            "model": generator,
-            "discriminator": {"base_channels": m.disc_channels, "layers": m.disc_layers},
-        }
-    return {"model": {"base_channels": m.base_channels, "depth": m.depth}}
-
-
 def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
-    m = getattr(params.train, kind)
-    arch = architecture(kind, params)
-    modules = {"model": build_model(kind, arch["model"])}
-    if kind == "cgan":
-        modules["discriminator"] = build_discriminator(arch["discriminator"])
+    """The model's networks (its spec's builders, from its own section) and their optimisers."""
+    spec, section = SPECS[kind], getattr(params.train, kind)
+    arch = spec.networks(section)
+    modules = {name: spec.builders[name](**kwargs) for name, kwargs in arch.items()}
     fmt = memory_format(device)
     for net in modules.values():
         net.to(device=device, memory_format=fmt).train()
     forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
-    betas = (m.beta1, 0.999) if kind == "cgan" else (0.9, 0.999)
-    optimizers = {k: torch.optim.Adam(v.parameters(), lr=m.lr, betas=betas) for k, v in modules.items()}
+    betas = (getattr(section, "beta1", 0.9), 0.999)  # pix2pix's beta1 where the section sets one
+    optimizers = {k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=betas) for k, v in modules.items()}
     return Nets(modules, forward, optimizers, arch)
-
-
-# ---------------------------------------------------------------- one optimisation step per model
-# Each returns its losses as detached 0-d tensors (no host sync here; the loop syncs once).
-
-
-def cnn_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
-    with autocast(device):
-        out = nets.forward["model"](batch.lineart, batch.hint)
-    loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
-    nets.optimizers["model"].zero_grad(set_to_none=True)
-    loss.backward()
-    nets.optimizers["model"].step()
-    return {"loss": loss.detach()}
-
-
-def cgan_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
-    gen, disc = nets.forward["model"], nets.forward["discriminator"]
-    opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
-    with autocast(device):
-        fake = gen(batch.lineart, batch.hint)
-        # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
-        real_logits = disc(batch.lineart, batch.color)
-        fake_logits = disc(batch.lineart, fake.detach())
-    d_loss = 0.5 * (
-        F.binary_cross_entropy_with_logits(
-            real_logits.float(), torch.ones_like(real_logits, dtype=torch.float)
-        )
-        + F.binary_cross_entropy_with_logits(
-            fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float)
-        )
-    )
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-    # Generator: fool the (just updated) discriminator and stay close to the target.
-    nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
-    with autocast(device):
-        fooled = disc(batch.lineart, fake)
-    g_adv = (
-        F.binary_cross_entropy_with_logits(
-            fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none"
-        )
-        .flatten(1)
-        .mean(dim=1)
-    )
-    if batch.certainty is not None:
-        # An uncertain (blended) hint asks for the likeliest colours, which L1 gives; a vivid
-        # guess that fools D is only wanted when the hint says which colours to use.
-        g_adv = g_adv * batch.certainty
-    g_adv = g_adv.mean()
-    g_l1 = F.l1_loss(fake.float(), batch.color)
-    g_loss = g_adv + params.train.cgan.l1_weight * g_l1
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
-    nets.modules["discriminator"].requires_grad_(True)
-    return {
-        "d_loss": d_loss.detach(),
-        "g_loss": g_loss.detach(),
-        "g_adv": g_adv.detach(),
-        "g_l1": g_l1.detach(),
-    }
-
-
-def hint_step(nets: Nets, batch: Batch, params: Params, device: torch.device) -> dict[str, torch.Tensor]:
-    with autocast(device):
-        logits = nets.forward["model"](batch.lineart)
-    log_p = F.log_softmax(logits.float(), dim=1)
-    # KL(target || predicted): the histogram the picture has vs the one guessed from lines alone.
-    kl = F.kl_div(log_p, batch.hint, reduction="batchmean")
-    # The evaluation's distance; minimising it favours sharper guesses than KL's cover-everything.
-    p = log_p.exp()
-    chi2 = 0.5 * ((p - batch.hint) ** 2 / (p + batch.hint).clamp_min(1e-8)).sum(dim=1).mean()
-    loss = chi2 if params.train.hint.loss == "chi2" else kl
-    nets.optimizers["model"].zero_grad(set_to_none=True)
-    loss.backward()
-    nets.optimizers["model"].step()
-    return {"kl": kl.detach(), "chi2": chi2.detach()}
-
-
-STEPS = {"cnn": cnn_step, "cgan": cgan_step, "hint": hint_step}
 
 
 def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
@@ -363,7 +244,7 @@ def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
     net = nets.modules["model"]
     s = images.lineart.shape[1]
     try:
-        if kind == "hint":
+        if not SPECS[kind].generator:
             guessed = predict_hint(net, images.lineart, device)
             cols = [images.lineart, [palette(h, s) for h in guessed], [palette(h, s) for h in images.hint]]
             return sample_grid([np.asarray(c) for c in [*cols, images.color]])
@@ -410,7 +291,7 @@ def weights_hash(nets: Nets) -> str:
     return digest.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the loop, top to bottom
 
 
 def train(
@@ -422,14 +303,50 @@ def train(
     plots_path: str | Path | None = None,
 ) -> Path:
     """Train model `kind`, resuming from its checkpoint when one matches; returns the model folder."""
-    if kind not in STEPS:
-        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(STEPS)}")
-    cfg, section = params.train, getattr(params.train, kind)
-    steps = steps or section.steps
+    if kind not in SPECS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(SPECS)}")
+    steps = steps or getattr(params.train, kind).steps
     out_dir = Path(out_dir or Path("models") / kind)
     checkpoint = Path(checkpoint_dir or Path("checkpoints") / kind) / CHECKPOINT_FILE
     plots_path = Path(plots_path or Path("plots") / "train" / f"{kind}.csv")
 
+    ranks = start_ranks(params.train)  # set-up: device, torchrun's processes, seeds
+    data = load_data(params, kind, ranks)  # data: the train split on the device once
+    run = open_run(params, kind, steps, ranks, data, checkpoint, plots_path)  # nets, resume, logs
+    started = time.perf_counter()
+    try:
+        train_loop(run, params, ranks, data)  # the loop
+    except BaseException:
+        run.losses_csv.close()
+        run.lock.release()
+        run.tracking.finish("FAILED")
+        end_ranks(ranks)
+        raise
+    run.losses_csv.close()
+    if ranks.ddp:
+        log.debug("rank %d weights %s", ranks.rank, weights_hash(run.nets))  # the same on every rank
+    if ranks.master:  # rank 0 alone publishes
+        publish(run, data, ranks.device, out_dir)
+        log.info("%s trained in %.1fs -> %s", kind, time.perf_counter() - started, out_dir)
+    end_ranks(ranks)
+    return out_dir
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process trains: its device, and its place among torchrun's processes."""
+
+    device: torch.device
+    ddp: bool
+    rank: int
+    world: int
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0  # the one process that logs and writes files
+
+
+def start_ranks(cfg: TrainParams) -> Ranks:
     device = pick_device(cfg.device)
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # launched by torchrun
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
@@ -438,143 +355,192 @@ def train(
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    master = rank == 0  # the one process that logs and writes files
     configure(device, cfg.seed)
+    return Ranks(device, ddp, rank, world)
 
-    # Data: the train split on the device once; a few validation images for sample grids.
+
+def end_ranks(ranks: Ranks) -> None:
+    if ranks.ddp:
+        dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class TrainData:
+    store: ProcessedStore
+    images: DeviceData  # this rank's share of the train split, on the device
+    shown: Any  # a few validation images for the sample grids
+
+
+def load_data(params: Params, kind: str, ranks: Ranks) -> TrainData:
+    section = getattr(params.train, kind)
     store = ProcessedStore(params.lineart.out, params.histograms.out)
-    data = DeviceData.from_split(store.load("train"), device)
-    if len(data) == 0:
+    images = DeviceData.from_split(store.load("train"), ranks.device)
+    if len(images) == 0:
         raise ValueError(f"the train split of {params.lineart.out} is empty")
-    if ddp:
-        data = shard(data, rank, world)
-    if kind != "hint" and store.image_size % 2**section.depth:
+    if ranks.ddp:
+        images = shard(images, ranks.rank, ranks.world)
+    if SPECS[kind].generator and store.image_size % 2**section.depth:
         raise ValueError(
             f"train.{kind}.depth {section.depth} needs an image size divisible by {2**section.depth}, "
             f"the store has {store.image_size}px"
         )
     shown = store.load("val", limit=PREVIEW_IMAGES)
     shown = shown if len(shown) else store.load("train", limit=PREVIEW_IMAGES)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # every batch index and augmentation draw
+    return TrainData(store, images, shown)
 
+
+@dataclass
+class Run:
+    """One training's state (networks, generator, first step) and where it reports."""
+
+    kind: str
+    steps: int
+    nets: Nets
+    gen: torch.Generator  # every batch index and augmentation draw
+    start: int  # the last step already done (0, or the checkpoint's)
+    checkpoint: Path
+    tag: str  # what the checkpoint must have been made for
+    lock: Any
+    losses_csv: Any
+    tracking: Any
+
+
+def open_run(
+    params: Params, kind: str, steps: int, ranks: Ranks, data: TrainData, checkpoint: Path, plots_path: Path
+) -> Run:
+    """Networks and generator, resumed from a matching checkpoint; the CSV, lock and MLflow run."""
+    cfg, device = params.train, ranks.device
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     nets = build_nets(kind, params, device)
-    tag = fingerprint(kind, params, store, world)
+    tag = fingerprint(kind, params, data.store, ranks.world)
     state = load_checkpoint(checkpoint, tag, device)  # under DDP every rank loads rank 0's
     start = 0
     if state is not None:
         restore(state, nets, gen)
         start = int(state["step"])
         log.info("resuming %s from step %d (%s)", kind, start, checkpoint)
-    if ddp:
+    if ranks.ddp:
         dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
         ids = [device.index] if device.type == "cuda" else None
         nets.forward = {k: DistributedDataParallel(v, device_ids=ids) for k, v in nets.modules.items()}
         if cfg.compile:
             nets.forward = {k: torch.compile(v) for k, v in nets.forward.items()}
-
+    master = ranks.master
     # One trainer per checkpoint folder: a second (a re-run while an orphaned one runs) refuses.
     lock = FolderLock(checkpoint.parent, "trainer") if master else NoLock()
     restored = (state or {}).get("loss_rows")
-    losses_csv = LossCsv(plots_path, LOSS_COLUMNS[kind], start, restored) if master else NoLossCsv()
+    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoLossCsv()
     resume_id = (state or {}).get("run_id") or None
     tracking = open_tracking(params, kind, resume_id) if master else NoTracking()
     tracking.log_params(
         {
             "model": kind,
-            "train": cfg.model_dump(exclude={"cnn", "cgan", "hint"}),
-            kind: section.model_dump(),
-            "image_size": store.image_size,
-            "train_images": len(data) * world,
+            "train": cfg.model_dump(exclude=set(SPECS)),
+            kind: getattr(cfg, kind).model_dump(),
+            "image_size": data.store.image_size,
+            "train_images": len(data.images) * ranks.world,
             "device": str(device),
-            "world_size": world,
+            "world_size": ranks.world,
         }
     )
-    step_fn, fmt = STEPS[kind], memory_format(device)
-    recolour, mean_hint = kind != "hint", data.mean_hint()  # the hint model learns real colours only
+    return Run(kind, steps, nets, gen, start, checkpoint, tag, lock, losses_csv, tracking)
+
+
+def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
+    """Steps `run.start + 1 .. run.steps`: a batch, a step, the logs, and a checkpoint every so often."""
+    cfg, kind, device = params.train, run.kind, ranks.device
+    section = getattr(cfg, kind)
+    step_fn, fmt = SPECS[kind].step, memory_format(device)
+    # The hint model learns real colours only: no recolouring for it.
+    recolour, mean_hint = SPECS[kind].generator, data.images.mean_hint()
     log.info(
         "training %s on %s (rank %d of %d): %d images at %dpx, steps %d..%d",
         kind,
         device,
-        rank,
-        world,
-        len(data),
-        store.image_size,
-        start + 1,
-        steps,
+        ranks.rank,
+        ranks.world,
+        len(data.images),
+        data.store.image_size,
+        run.start + 1,
+        run.steps,
     )
-    t0 = time.perf_counter()
-    try:
-        for step in range(start + 1, steps + 1):
-            set_learning_rate(nets, learning_rate(section.lr, step, steps, cfg.lr_decay))
-            batch = sample_batch(
-                data, section.batch_size, gen, cfg.augment, fmt, recolour, mean_hint, params.lineart.xdog
-            )
-            losses = step_fn(nets, batch, params, device)
-            if ddp:
-                losses = mean_over_ranks(losses, world)
-            values = {k: v.item() for k, v in losses.items()}
-            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-            if bad:
-                kept = (
-                    f"last good checkpoint kept: {checkpoint}" if checkpoint.exists() else "no checkpoint yet"
-                )
-                raise NonFiniteLoss(f"{kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
-            losses_csv.write(step, values)
-            tracking.log_metrics(values, step)
-            if step % cfg.log_every == 0 and master:
-                rate = (step - start) * section.batch_size * world / (time.perf_counter() - t0)
-                log.info("%s step %d/%d %s (%.0f img/s)", kind, step, steps, _fmt(values), rate)
-            if step % cfg.sample_every == 0 and master:
-                tracking.log_image(preview(kind, nets, shown, device), key="samples", step=step)
-            if step % cfg.checkpoint_every == 0 or step == steps:
-                # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays
-                # the steps after it without logging any step twice.
-                losses_csv.flush()
-                tracking.flush()
-                if master:
-                    save_checkpoint(checkpoint, step, nets, gen, tag, tracking.run_id, losses_csv.text())
-                if ddp:
-                    dist.barrier()
-    except BaseException:
-        losses_csv.close()
-        lock.release()
-        tracking.finish("FAILED")
-        if ddp:
-            dist.destroy_process_group()
-        raise
-    losses_csv.close()
-    if ddp:
-        log.debug("rank %d weights %s", rank, weights_hash(nets))  # the same on every rank
-        if not master:  # rank 0 alone publishes
-            dist.destroy_process_group()
-            return out_dir
+    started = time.perf_counter()
+    for step in range(run.start + 1, run.steps + 1):
+        set_learning_rate(run.nets, learning_rate(section.lr, step, run.steps, cfg.lr_decay))
+        batch = sample_batch(
+            data.images,
+            section.batch_size,
+            run.gen,
+            cfg.augment,
+            fmt,
+            recolour,
+            mean_hint,
+            params.lineart.xdog,
+        )
+        losses = step_fn(run.nets, batch, section, device)
+        if ranks.ddp:
+            losses = mean_over_ranks(losses, ranks.world)
+        values = finite_values(losses, run, step)
+        run.losses_csv.write(step, values)
+        run.tracking.log_metrics(values, step)
+        if step % cfg.log_every == 0 and ranks.master:
+            rate = (step - run.start) * section.batch_size * ranks.world / (time.perf_counter() - started)
+            log.info("%s step %d/%d %s (%.0f img/s)", kind, step, run.steps, _fmt(values), rate)
+        if step % cfg.sample_every == 0 and ranks.master:
+            run.tracking.log_image(preview(kind, run.nets, data.shown, device), key="samples", step=step)
+        if step % cfg.checkpoint_every == 0 or step == run.steps:
+            checkpoint_step(run, step, ranks)
 
-    # Publish: model.pt (state_dict), config.json, samples.png, run.json, all at once.
-    grid = preview(kind, nets, shown, device)
-    tracking.log_image(grid, key="samples", step=steps)
-    model_uri = log_model(tracking, kind, nets, store.image_size, shown)
+
+def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[str, float]:
+    """The losses as floats (one host sync); NonFiniteLoss when one is NaN or inf."""
+    values = {k: v.item() for k, v in losses.items()}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        kept = (
+            f"last good checkpoint kept: {run.checkpoint}" if run.checkpoint.exists() else "no checkpoint yet"
+        )
+        raise NonFiniteLoss(f"{run.kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
+    return values
+
+
+def checkpoint_step(run: Run, step: int, ranks: Ranks) -> None:
+    # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the steps
+    # after it without logging any step twice.
+    run.losses_csv.flush()
+    run.tracking.flush()
+    if ranks.master:
+        save_checkpoint(
+            run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, run.losses_csv.text()
+        )
+    if ranks.ddp:
+        dist.barrier()
+
+
+def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> None:
+    """model.pt (state_dict), config.json, samples.png, run.json, all at once; then the run ends."""
+    kind, image_size = run.kind, data.store.image_size
+    grid = preview(kind, run.nets, data.shown, device)
+    run.tracking.log_image(grid, key="samples", step=run.steps)
+    model_uri = log_model(run.tracking, kind, run.nets, image_size, data.shown)
     staging = out_dir.with_name(f".tmp-{out_dir.name}")
     staging.mkdir(parents=True, exist_ok=True)
-    torch.save(nets.modules["model"].state_dict(), staging / WEIGHTS_FILE)
-    config = model_config(kind, nets.arch["model"], store.image_size)
+    torch.save(run.nets.modules["model"].state_dict(), staging / WEIGHTS_FILE)
+    config = model_config(kind, run.nets.arch["model"], image_size)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     run_info = {
-        "run_id": tracking.run_id,
-        "experiment_id": tracking.experiment_id,
+        "run_id": run.tracking.run_id,
+        "experiment_id": run.tracking.experiment_id,
         "model_uri": model_uri,
         "kind": kind,
-        "steps": steps,
+        "steps": run.steps,
     }
     (staging / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
     publish_dir(staging, out_dir)
-    checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
-    lock.release()
-    tracking.finish()
-    if ddp:
-        dist.destroy_process_group()
-    log.info("%s trained in %.1fs -> %s", kind, time.perf_counter() - t0, out_dir)
-    return out_dir
+    run.checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
+    run.lock.release()
+    run.tracking.finish()
 
 
 def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str | None:
@@ -584,7 +550,7 @@ def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str |
     net = build_model(kind, nets.arch["model"])  # a CPU copy: the logged model must load anywhere
     net.load_state_dict({k: v.cpu() for k, v in nets.modules["model"].state_dict().items()})
     net.eval()
-    if kind == "hint":
+    if not SPECS[kind].generator:
         served, example = PackedHint(net, image_size), pack(images.lineart[:2])
     else:
         served, example = PackedColorizer(net, image_size), pack(images.lineart[:2], images.hint[:2])

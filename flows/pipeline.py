@@ -1,15 +1,20 @@
-"""The `pipeline` flow: acquire -> lineart -> histograms -> train -> evaluate -> register.
+"""The `pipeline` flow: the stages of dvc.yaml, run through DVC, with retries and a summary.
 
-    python -m flows.pipeline [--params params.yaml] [--workdir .] [--set key=value ...]
+    python -m flows.pipeline [--workdir .] [--set key=value ...] [--until STAGE]
     colorization pipeline
 
-Each stage is a subflow, so the Prefect UI shows the chain, and each calls the same
-function as its `dvc.yaml` command with the same params.yaml. When a stage has
-published its outputs, `dvc commit` records it in dvc.lock: DVC knows what the run
-produced, later stages (register tags versions with the data's DVC hash) see it, and a
-failed run still leaves DVC in step with every stage that finished. At the end the
-outputs are pushed to the default DVC remote and a `pipeline-summary` artifact is
-published, for failed runs too.
+dvc.yaml is the one definition of a stage. The flow reads the stages and their order from
+it (DVC's Python API) and runs each with `dvc repro --single-item`: DVC decides whether the
+stage is stale, runs its command and records dvc.lock, as `dvc repro` does (the way
+Prefect's examples wrap dbt: the tool that owns the graph runs it). The flow adds what DVC
+lacks: retries of the network stage, schedules, the Dask cluster preprocessing may use, a
+log line per stage in the UI, a push to the DVC remote and a `pipeline-summary` artifact,
+for failed runs too.
+
+Overrides (`--set`, a deployment's `pipeline.overrides`) must leave dvc.lock truthful: one
+that changes a key a stage tracks is refused with a one-line reason (set it in params.yaml,
+or run `dvc exp run -S key=value`, which records it); the others (worker counts, the
+`pipeline` section) reach the stage commands through the environment.
 """
 
 # No `from __future__ import annotations`: Prefect validates flow parameters against the
@@ -20,32 +25,21 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import flow
-from prefect.futures import wait
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from colorization.config import (
-    AcquireParams,
-    HistogramParams,
-    LineartParams,
-    Params,
-    ParamsError,
-    PipelineParams,
-    load_params,
-)
-from tasks import data, dvc, model, summary
-from tasks.caching import call_pure, refresh_if_stale, run_logger
-
-DATA_STAGES = ("acquire", "lineart", "histograms")
-TRAIN_STAGES = tuple(f"train_{kind}" for kind in model.MODELS)
-DVC_STAGES = (*DATA_STAGES, *TRAIN_STAGES, "evaluate", "register")  # the stages of dvc.yaml, in order
+from colorization.acquire import TEMPORARY_FAILURE
+from colorization.config import Params, ParamsError, PipelineParams, load_params
+from colorization.preprocess import DASK_SCHEDULER_ENV
+from tasks import dvc, summary
+from tasks.data import SAFEBOORU_LIMIT, ensure_download_limit
+from tasks.dvc import PARAMS_FILE, run_logger
 
 
 @contextmanager
@@ -99,28 +93,53 @@ def changed_params(params_path: str | Path, overrides: dict[str, Any] | None) ->
     return changed
 
 
-# ---------------------------------------------------------------- stages (subflows)
+def check_run(
+    params_path: str | Path, overrides: dict[str, Any] | None, until: str | None, root: str | Path = "."
+) -> tuple[Params, list[str], dict[str, Any]]:
+    """(params, the stages to run, the overrides to pass on), or ParamsError in one line.
+
+    Refuses a params file other than dvc.yaml's, an override of a tracked key (dvc.lock would
+    record the file's value, not the one used) and an unknown `until`.
+    """
+    root = Path(root)
+    if Path(root / params_path).resolve() != (root / PARAMS_FILE).resolve():
+        raise ParamsError(
+            f"params {params_path}: the stages of dvc.yaml read {PARAMS_FILE}; apply a profile with "
+            "`dvc exp run $(colorization profile FILE)`"
+        )
+    params = load_params(root / PARAMS_FILE, overrides)
+    tracked = dvc.tracked_params(root)
+    for key, value in changed_params(root / PARAMS_FILE, overrides).items():
+        if stages := dvc.stages_tracking(key, tracked):
+            raise ParamsError(
+                f"override {key}={value}: dvc.yaml tracks it (stage {', '.join(stages)}), so dvc.lock "
+                f"must record it: set it in {PARAMS_FILE} or run `dvc exp run -S {key}={value}`"
+            )
+    stages = dvc.pipeline_stages(root)
+    if until is not None:
+        last = [i for i, s in enumerate(stages) if until in (s, s.split("@")[0])]
+        if not last:
+            groups = dict.fromkeys(s.split("@")[0] for s in stages)
+            raise ParamsError(f"until: unknown stage {until!r}; expected one of {', '.join(groups)}")
+        stages = stages[: last[-1] + 1]
+    return params, stages, dict(overrides or {})
 
 
-@flow(name="acquire")
-def acquire_stage(params: AcquireParams, retries: int = 3, retry_delay_s: float = 30.0) -> dict:
-    delays = exponential_backoff(backoff_factor=retry_delay_s) if retry_delay_s > 0 else 0
-    if params.source == "safebooru":
-        data.ensure_download_limit()
-    return data.acquire.with_options(retries=retries, retry_delay_seconds=delays)(params)
+def is_temporary(exc: BaseException) -> bool:
+    """The stage command exited with acquire's 'try again later' status."""
+    return isinstance(exc, dvc.DvcFailed) and exc.status == TEMPORARY_FAILURE
 
 
-@flow(name="lineart")
-def lineart_stage(params: LineartParams, sharded: bool = False) -> dict:
-    """`sharded`: map the shards over this flow's task runner (give it a DaskTaskRunner)."""
-    return call_pure(data.lineart, params=params, sharded=sharded)
+def retry_temporary(task, task_run, state) -> bool:
+    """`retry_condition_fn`: retry a stage whose command said the failure was temporary."""
+    try:
+        state.result()
+    except Exception as exc:
+        return is_temporary(exc)
+    return False
 
 
-@flow(name="histograms")
-def histograms_stage(params: HistogramParams, sharded: bool = False) -> dict:
-    """`sharded`: map the shards over this flow's task runner (give it a DaskTaskRunner)."""
-    return call_pure(data.histograms, params=params, sharded=sharded)
-
+# ---------------------------------------------------------------- the Dask cluster
 
 # A temporary LocalCluster's workers are processes (one thread each): OpenCV and NumPy then
 # use one core per worker without contending for the GIL.
@@ -128,19 +147,17 @@ LOCAL_CLUSTER_PROCESSES = True
 
 
 @contextmanager
-def preprocessing_runner(settings: PipelineParams) -> Iterator[Any]:
-    """The task runner `lineart` and `histograms` map their shards over; None = local processes.
+def dask_scheduler(settings: PipelineParams) -> Iterator[str | None]:
+    """The Dask scheduler the preprocess stage maps its shards over; None = local processes.
 
     `pipeline.task_runner: dask` with `pipeline.dask_address` null starts a LocalCluster of
-    `pipeline.dask_workers` workers for as long as the block runs; else it joins that scheduler.
+    `pipeline.dask_workers` workers for as long as the block runs; else it names that scheduler.
     """
     if settings.task_runner == "local":
         yield None
         return
-    from prefect_dask import DaskTaskRunner
-
     if settings.dask_address:
-        yield DaskTaskRunner(address=settings.dask_address)
+        yield settings.dask_address
         return
     from distributed import LocalCluster
 
@@ -150,58 +167,48 @@ def preprocessing_runner(settings: PipelineParams) -> Iterator[Any]:
         processes=LOCAL_CLUSTER_PROCESSES,
         dashboard_address=None,
     ) as cluster:
-        yield DaskTaskRunner(address=cluster.scheduler_address)
+        yield cluster.scheduler_address
 
 
-def on_runner(stage, runner):
-    """`stage` (a subflow) running its tasks on `runner`, or as it is when runner is None."""
-    return stage if runner is None else stage.with_options(task_runner=runner)
+def stage_runner(stage: str, settings: PipelineParams):
+    """The task that runs `stage`: acquire (the network) is retried when its command says so."""
+    if stage != "acquire":
+        return dvc.run_stage
+    delays = exponential_backoff(backoff_factor=settings.retry_delay_s) if settings.retry_delay_s > 0 else 0
+    return dvc.run_stage.with_options(
+        retries=settings.retries,
+        retry_delay_seconds=delays,
+        retry_jitter_factor=0.5 if settings.retry_delay_s > 0 else None,
+        retry_condition_fn=retry_temporary,
+    )
 
 
-@flow(name="train")
-def train_stage(params: Params) -> dict[str, dict]:
-    """The three trainings; they run side by side when the flow's task runner has the workers."""
-    futures = {kind: model.train_model.submit(params=params, kind=kind) for kind in model.MODELS}
-    wait(list(futures.values()))  # let every training finish (or fail) before reporting any
-    return {
-        kind: refresh_if_stale(model.train_model, future.result(), params=params, kind=kind)
-        for kind, future in futures.items()
-    }
-
-
-@flow(name="evaluate")
-def evaluate_stage(params: Params) -> dict:
-    return model.evaluate(params)
-
-
-@flow(name="register")
-def register_stage(params: Params) -> list[dict]:
-    return model.register(params)
+@contextmanager
+def stage_env(stage: str, settings: PipelineParams) -> Iterator[dict[str, str]]:
+    """Extra environment for the stage's command: preprocess gets the Dask scheduler, if any,
+    which lives as long as the stage."""
+    if stage != "preprocess":
+        yield {}
+        return
+    with dask_scheduler(settings) as address:
+        yield {DASK_SCHEDULER_ENV: address} if address else {}
 
 
 # ---------------------------------------------------------------- the pipeline
 
 
-def dvc_stage_names(stage: str) -> tuple[str, ...]:
-    """The dvc.yaml stages a flow stage produces (the train subflow runs three)."""
-    return TRAIN_STAGES if stage == "train" else (stage,)
-
-
-STAGES = ("acquire", "lineart", "histograms", "train", "evaluate", "register")  # the flow's, in order
-
-
-@flow(name="pipeline", description="acquire -> lineart -> histograms -> train -> evaluate -> register")
+@flow(name="pipeline", description="the stages of dvc.yaml, run through DVC")
 def pipeline(
-    params_path: str = "params.yaml",
+    params_path: str = PARAMS_FILE,
     workdir: str = ".",
     overrides: dict[str, Any] | None = None,
     until: str | None = None,
 ) -> dict:
-    """Run the stages on `workdir`'s data with `params_path` (+ dotted-key `overrides`).
+    """Run dvc.yaml's stages on `workdir` (up to `until`, a stage or a foreach group like `train`).
 
-    `until` names the last stage to run (default: all, up to register). Each stage's start,
-    end and duration, and a failure's cause, are logged on this (the parent) flow run, so
-    `prefect deployment run --watch` and the run's log show the progress of the subflows.
+    Each stage's start, end (or skip, when DVC finds it up to date) and duration, and a
+    failure's cause, are logged on this flow run, so `prefect deployment run --watch` and
+    the run's log show the progress.
     """
     logger = run_logger()
     run: dict[str, Any] = {
@@ -211,62 +218,34 @@ def pipeline(
         "overrides": overrides or {},
         "until": until,
         "stages": [],
+        "ran": [],
+        "skipped": [],
         "seconds": {},
-        "dvc_committed": [],
-        "data": {},
     }
     outputs: tuple[str | None, ...] = (None, None, None)  # unknown until the params are read
-    with working_directory(workdir) as root, domain_logs_in_prefect(), ExitStack() as cluster:
+    with working_directory(workdir) as root, domain_logs_in_prefect():
         run["workdir"] = str(root)
         stage, started = "params", time.monotonic()
         try:
-            if until is not None and until not in STAGES:
-                raise ValueError(f"until: unknown stage {until!r}; expected one of {', '.join(STAGES)}")
-            params = load_params(params_path, overrides)
+            params, stages, passed_on = check_run(params_path, overrides, until)
             outputs = (params.evaluate.metrics, params.evaluate.models_dir, params.registry.out)
-            changed = changed_params(params_path, overrides)
             settings = params.pipeline
-            trainer = train_stage.with_options(
-                task_runner=ThreadPoolTaskRunner(max_workers=settings.parallel_trainings)
-            )
-            runner: list[Any] = []  # the preprocessing task runner, started when lineart first needs it
-
-            def preprocessing() -> Any:
-                if not runner:
-                    runner.append(cluster.enter_context(preprocessing_runner(settings)))
-                return runner[0]
-
-            def sharded(subflow, stage_params) -> dict:
-                mapped = preprocessing()
-                return on_runner(subflow, mapped)(stage_params, sharded=mapped is not None)
-
-            plan = {
-                "acquire": lambda: acquire_stage(params.acquire, settings.retries, settings.retry_delay_s),
-                "lineart": lambda: sharded(lineart_stage, params.lineart)["meta"],
-                "histograms": lambda: {"count": sharded(histograms_stage, params.histograms)["count"]},
-                "train": lambda: {kind: r["run"] for kind, r in trainer(params).items()},
-                "evaluate": lambda: evaluate_stage(params),
-                "register": lambda: register_stage(params),
-            }
-            assert tuple(plan) == STAGES
-            stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
             logger.info("pipeline: stages %s on %s", ", ".join(stages), root)
             for stage in stages:
                 started = time.monotonic()
                 logger.info("stage %s started", stage)
-                result = plan[stage]()
-                run["dvc_committed"] += dvc.commit(list(dvc_stage_names(stage)), changed, params_path)
+                slot, crawl = None, stage == "acquire" and params.acquire.source == "safebooru"
+                if crawl:  # the site has new posts without any local change: always run it
+                    ensure_download_limit()
+                    slot = SAFEBOORU_LIMIT  # one crawl of the site at a time, across flow runs
+                with stage_env(stage, settings) as env:
+                    ran = stage_runner(stage, settings)(stage, passed_on, env, slot, force=crawl)
                 run["stages"].append(stage)
+                run["ran" if ran else "skipped"].append(stage)
                 run["seconds"][stage] = round(time.monotonic() - started, 1)
                 logger.info("stage %s finished in %.1f s", stage, run["seconds"][stage])
-                if stage in DATA_STAGES:
-                    run["data"][stage] = result
-                elif stage == "evaluate":
-                    run["evaluate_run_id"] = result["mlflow_run_id"]
-                if stage == "histograms":
-                    cluster.close()  # the Dask cluster, if one was started, is done
             stage, started = "dvc_push", time.monotonic()
-            run["dvc_remote"] = dvc.push(run["dvc_committed"]) if settings.dvc_push else None
+            run["dvc_remote"] = dvc.push(run["stages"]) if settings.dvc_push else None
         except BaseException as err:
             run["failed"] = f"{type(err).__name__}: {err}"
             run["failed_stage"] = stage
@@ -305,17 +284,16 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file, relative to --workdir")
     parser.add_argument("--workdir", default=".", help="the project folder (dvc.yaml, data/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     parser.add_argument("--until", default=None, help="last stage to run (default: register)")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set) or None
     try:
-        load_params(Path(args.workdir) / args.params, overrides)  # fail in one line, before Prefect starts
+        check_run(PARAMS_FILE, overrides, args.until, args.workdir)  # fail in one line, before Prefect starts
     except ParamsError as err:
         raise SystemExit(f"error: {err}") from None
-    pipeline(params_path=args.params, workdir=args.workdir, overrides=overrides, until=args.until)
+    pipeline(workdir=args.workdir, overrides=overrides, until=args.until)
 
 
 if __name__ == "__main__":

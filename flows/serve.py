@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from colorization.config import Params, ParamsError, load_params
+from colorization.config import Params, ParamsError
 
 
 def deployment_settings(
@@ -66,15 +66,12 @@ def serve(
     overrides: dict[str, Any] | None = None,
     until: str | None = None,
 ) -> None:
-    from flows.pipeline import STAGES
+    from flows.pipeline import check_run, pipeline
 
-    if until is not None and until not in STAGES:
-        raise ParamsError(f"--until: unknown stage {until!r}; expected one of {', '.join(STAGES)}")
     root = Path(workdir).resolve()
-    params = load_params(root / params_path, overrides)
-    # A bad scheduled override fails now, not at 03:00.
-    load_params(root / params_path, {**(overrides or {}), **params.pipeline.overrides})
-    from flows.pipeline import pipeline
+    params, _, _ = check_run(params_path, overrides, until, root)
+    # A bad scheduled override (or one of a key DVC tracks) fails now, not at 03:00.
+    check_run(params_path, {**(overrides or {}), **params.pipeline.overrides}, until, root)
     from tasks.data import ensure_download_limit
 
     ensure_download_limit()

@@ -21,7 +21,6 @@ from uuid import UUID
 
 import httpx
 
-from colorization.config import ParamsError, load_params
 from tasks.summary import SUMMARY_KEY
 
 PAGE = 200  # logs per request: the most the Prefect API returns
@@ -44,15 +43,14 @@ def run_parameters(
 
 
 def check_locally(defaults: dict[str, Any], parameters: dict[str, Any]) -> None:
-    """Validate the run's params here when the deployment's params file is on this machine."""
-    path = Path(defaults.get("workdir", ".")) / defaults.get("params_path", "params.yaml")
-    if path.exists():
-        load_params(path, parameters.get("overrides", defaults.get("overrides")))
-    from flows.pipeline import STAGES
+    """Check the run's params, overrides and `until` here when the deployment's project is on
+    this machine (as the flow would, before it runs anything)."""
+    from flows.pipeline import check_run
 
-    until = parameters.get("until")
-    if until is not None and until not in STAGES:
-        raise ParamsError(f"--until: unknown stage {until!r}; expected one of {', '.join(STAGES)}")
+    workdir = Path(defaults.get("workdir", "."))
+    if (workdir / "dvc.yaml").exists():
+        overrides = parameters.get("overrides", defaults.get("overrides"))
+        check_run(defaults.get("params_path", "params.yaml"), overrides, parameters.get("until"), workdir)
 
 
 async def _summary_of(client, flow_run_id: UUID) -> str | None:

@@ -1,100 +1,151 @@
-"""Keep DVC in step with a Prefect run: record what the flow's stages produced, then push.
+"""The flow's view of `dvc.yaml`: its stages in order, the params they track, and running them.
 
-The flow runs the stage functions itself (the same ones the `dvc.yaml` commands call),
-so DVC has not seen the run. `dvc commit --force <stages>` then hashes each stage's
-deps, params and outs as they now are, stores the outs in the DVC cache and writes
-`dvc.lock` -- exactly what `dvc repro` would have recorded -- and `dvc status` is clean.
-(`dvc repro --single-item` would run the stage's shell command instead, a second
-definition of the step.) `--no-relink` leaves the files the step wrote in place rather
-than replacing them by copies from the cache: same content, no second write, and the
-digests a cached Prefect result recorded stay valid.
+dvc.yaml is the one definition of a stage. The flow reads it through DVC's Python API
+(`dvc.repo.Repo`: stage names after `foreach` expansion and `${...}` interpolation, the
+graph, each stage's params), and runs a stage with `dvc repro --single-item <stage>`, so
+DVC alone decides whether it is stale, runs its `cmd` and writes dvc.lock -- exactly what
+`dvc repro` at the shell does. There is no second cache and no `dvc commit --force`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
 import subprocess
 import sys
+from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import task
 
-from tasks.caching import run_logger
+from colorization.config import OVERRIDES_ENV
+
+log = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.yaml"  # the file dvc.yaml's `params` entries name (DVC's default)
 
 
 class DvcFailed(RuntimeError):
-    """A dvc command exited non-zero; the message carries its own last lines."""
+    """A dvc command exited non-zero; the message carries its own last lines (the stage's error)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the stage command's exit status, when it was the command that failed
 
 
-def dvc(*args: str) -> str:
-    """Run `dvc ARGS` with this interpreter's DVC in the working directory; stdout back."""
-    cmd = [sys.executable, "-m", "dvc", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-        raise DvcFailed(f"`dvc {' '.join(args)}` exited {done.returncode}: {tail}")
-    return done.stdout
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run (shown in the UI), else this module's logger."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
 
 
-def dvc_stages(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, dict]:
-    path = Path(dvc_yaml)
-    return (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
+def _repo(root: str | Path = "."):
+    from dvc.repo import Repo
+
+    return Repo(str(root))
 
 
-def tracked_params(stage: dict) -> list[str]:
-    """The params.yaml keys a stage lists (entries naming other params files are skipped)."""
-    keys: list[str] = []
-    for entry in stage.get("params", []):
-        if isinstance(entry, str):
-            keys.append(entry)
-        elif isinstance(entry, dict):
-            keys.extend(k for file, ks in entry.items() if file == "params.yaml" for k in ks or [])
-    return keys
+def pipeline_stages(root: str | Path = ".") -> list[str]:
+    """dvc.yaml's stages (`train@cnn` for a foreach), upstream first, ties in dvc.yaml's order."""
+    import networkx as nx
+
+    with _repo(root) as repo:
+        stages = [s for s in repo.index.stages if Path(s.path).name == "dvc.yaml"]
+        order = {s: i for i, s in enumerate(stages)}
+        graph = repo.index.graph.subgraph(stages)  # edges point from a stage to what it depends on
+        ordered = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: order[s])
+        return [stage.name for stage in ordered]
 
 
-def _touches(override: str, key: str) -> bool:
-    return override == key or override.startswith(key + ".") or key.startswith(override + ".")
+def tracked_params(root: str | Path = ".") -> dict[str, list[str]]:
+    """Per stage, the params.yaml keys dvc.yaml lists for it (`acquire` for a whole section)."""
+    from dvc.dependency.param import ParamsDependency
 
-
-def overridden_tracked_params(stages: list[str], changed: dict[str, Any]) -> dict[str, list[str]]:
-    """Per stage, the overrides (differing from params.yaml) that change a key DVC tracks for it."""
-    found = {}
-    for name, stage in dvc_stages().items():
-        if name in stages:
-            hits = [o for o in changed if any(_touches(o, k) for k in tracked_params(stage))]
-            if hits:
-                found[name] = hits
+    found: dict[str, list[str]] = {}
+    with _repo(root) as repo:
+        for stage in repo.index.stages:
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency) and Path(dep.def_path).name == PARAMS_FILE:
+                    found.setdefault(stage.name, []).extend(dep.params or [])
     return found
 
 
-@task(name="dvc_commit", retries=2, retry_delay_seconds=5)  # retried: a concurrent dvc holds the repo lock
-def commit(
-    stages: list[str], changed_params: dict[str, Any] | None = None, params_file: str = "params.yaml"
-) -> list[str]:
-    """Record `stages` in dvc.lock and the DVC cache; returns the stages recorded."""
+def touches(override: str, key: str) -> bool:
+    """Whether setting the dotted `override` changes the tracked `key` (or a part of it)."""
+    return override == key or override.startswith(key + ".") or key.startswith(override + ".")
+
+
+def stages_tracking(override: str, tracked: Mapping[str, list[str]]) -> list[str]:
+    return [stage for stage, keys in tracked.items() if any(touches(override, k) for k in keys)]
+
+
+def stale(stage: str, root: str | Path = ".") -> bool:
+    """`dvc status <stage>` is not clean: its deps, params or outs differ from dvc.lock."""
+    with _repo(root) as repo:
+        return bool(repo.status(targets=[stage]))
+
+
+def _exit_status(text: str) -> int | None:
+    found = re.findall(r"exited with (-?\d+)", text)
+    return int(found[-1]) if found else None
+
+
+def dvc(*args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run `dvc ARGS` with this interpreter's DVC in the working directory; stdout back.
+
+    The interpreter's bin folder leads PATH, so a stage's `colorization ...` command is this
+    environment's, as under `make run`.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [sys.executable, "-m", "dvc", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=full_env)
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        tail = errors[-1:] or (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise DvcFailed(f"`dvc {' '.join(args)}`: {' | '.join(tail)}", _exit_status(done.stderr))
+    return done.stdout
+
+
+@task(name="dvc_stage", task_run_name="{stage}")
+def run_stage(
+    stage: str,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    slot: str | None = None,
+    force: bool = False,
+) -> bool:
+    """Reproduce `stage` alone when DVC finds it stale (or `force`); True when it ran.
+
+    `overrides` (untracked keys only, checked by the flow) reach the stage's command through
+    the environment; `env` adds more (the Dask scheduler). `slot` names a global concurrency
+    limit held while the stage runs. `force` runs it whatever DVC thinks: a network source can
+    have new data without any local change.
+    """
+    from prefect.concurrency.sync import concurrency
+
     logger = run_logger()
-    if not Path(".dvc").is_dir():
-        logger.warning("%s is not a DVC repository: outputs not recorded", Path.cwd())
-        return []
-    if Path(params_file).resolve() != Path("params.yaml").resolve():
-        logger.warning("this run read %s; dvc.lock records the values of params.yaml", params_file)
-    known = dvc_stages()
-    targets = [s for s in stages if s in known]
-    if unknown := [s for s in stages if s not in known]:
-        logger.warning("dvc.yaml has no stage %s: not recorded", ", ".join(unknown))
-    for stage, keys in overridden_tracked_params(targets, changed_params or {}).items():
-        # The run's outputs are still versioned; only the params recorded with them differ.
-        logger.warning(
-            "stage %s ran with overrides %s: dvc.lock records the params.yaml values with its "
-            "outputs, not the ones this run used (set them in params.yaml to make them reproducible)",
-            stage,
-            ", ".join(keys),
-        )
-    if targets:
-        dvc("commit", "--force", "--no-relink", "--quiet", *targets)
-        logger.info("dvc.lock updated for %s", ", ".join(targets))
-    return targets
+    if not force and not stale(stage):
+        logger.info("stage %s is up to date (dvc status): skipped", stage)
+        return False
+    extra = dict(env or {})
+    if overrides:
+        extra[OVERRIDES_ENV] = json.dumps(overrides)
+    with concurrency(slot, occupy=1) if slot else nullcontext():
+        forced = ["--force", "--no-run-cache"] if force else []  # run the command, restore nothing
+        output = dvc("repro", "--single-item", *forced, stage, env=extra)
+    for line in output.strip().splitlines()[-5:]:
+        logger.info("%s: %s", stage, line)
+    return True
 
 
 def default_remote() -> str | None:

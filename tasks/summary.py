@@ -58,7 +58,7 @@ SECTION_STAGE = {"training": "train", "evaluation": "evaluate", "registry": "reg
 def _earlier(run: dict, section: str, written: dict[str, str], run_ids: list[str]) -> list[str]:
     """The label of a section that this run did not produce (empty when it did)."""
     stage = SECTION_STAGE[section]
-    if stage in run.get("stages", []):
+    if any(done.split("@")[0] == stage for done in run.get("stages", [])):  # train@cnn is a train stage
         return []
     when = f", written {written[section]}" if written.get(section) else ""
     runs = "runs" if len(set(run_ids)) > 1 else "run"
@@ -88,15 +88,10 @@ def summary_markdown(
     if run.get("until"):
         lines += [f"- until: `{run['until']}`"]
     lines += [f"- stages finished in this run: {finished}"]
-    lines += [f"- DVC: recorded {', '.join(run.get('dvc_committed', [])) or 'nothing'} in dvc.lock"]
+    lines += [f"- DVC ran (and recorded in dvc.lock): {', '.join(run.get('ran', [])) or 'nothing'}"]
+    lines += [f"- DVC found up to date: {', '.join(run.get('skipped', [])) or 'nothing'}"]
     lines += [f"- DVC remote: {run.get('dvc_remote') or 'none (not pushed)'}", ""]
-    lines += ["## Data", ""]
-    for stage, info in run.get("data", {}).items():
-        facts = ", ".join(f"{k} {_cell(v)}" for k, v in info.items() if k != "fingerprint")
-        lines.append(f"- **{stage}**: {facts}")
-    if not run.get("data"):
-        lines.append("(no data stage ran in this run)")
-    lines += ["", "## MLflow training runs", ""]
+    lines += ["## MLflow training runs", ""]
     if training:
         ids = [info["run_id"] for info in training.values() if isinstance(info, dict) and info.get("run_id")]
         lines += _earlier(run, "training", written, ids)

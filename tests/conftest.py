@@ -42,7 +42,7 @@ def synthetic_data_params(root: Path, count: int, image_size: int) -> dict:
     p["acquire"].update(out=str(root / "raw"), source="synthetic", min_size=32)
     p["acquire"]["synthetic"].update(count=count, size=64)
     p["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=image_size, workers=1)
-    p["histograms"].update(raw=str(root / "raw"), out=str(root / "histograms.parquet"), workers=1)
+    p["histograms"].update(out=str(root / "histograms.parquet"))
     return p
 
 
@@ -56,7 +56,7 @@ def small_params(tmp_path: Path, params_dict: dict) -> Path:
     p["lineart"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "processed/lineart"), image_size=32)
     p["lineart"]["shard_size"] = 10
     p["lineart"]["workers"] = 1
-    p["histograms"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "processed/histograms.parquet"))
+    p["histograms"].update(out=str(tmp_path / "processed/histograms.parquet"))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path

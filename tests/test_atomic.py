@@ -40,12 +40,12 @@ def test_atomic_files_take_the_process_umask(tmp_path, umask, mask, expected):
 def test_stage_outputs_are_readable_by_others(tmp_path, small_params, umask):
     from colorization.acquire import run_acquire
     from colorization.config import load_params
-    from colorization.preprocess import build_lineart
+    from colorization.preprocess import build_preprocess
 
     umask(0o022)
     params = load_params(small_params)
     run_acquire(params.acquire)
-    build_lineart(params.lineart)
+    build_preprocess(params.lineart, params.histograms)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
     assert len(files) > 30
     assert {p.relative_to(tmp_path).as_posix(): mode(p) for p in files if mode(p) != 0o644} == {}

@@ -136,3 +136,18 @@ def test_profile_command_prints_dvc_set_arguments_and_refuses_unknown_keys(tmp_p
     bad = write(tmp_path, {"lineart": {"image_sise": 32}})
     out = CliRunner().invoke(app, ["profile", str(bad), "--params", str(REPO / "params.yaml")])
     assert out.exit_code != 0 and "lineart.image_sise" in out.output and "unknown key" in out.output
+
+
+def test_paper_profile_is_only_what_differs_from_params():
+    from colorization.config import profile_overrides
+
+    overrides = profile_overrides(REPO / "profiles" / "paper.yaml")
+    base = load_params(REPO / "params.yaml")
+    params = load_params(REPO / "params.yaml", overrides)
+    picked = (params.acquire.source, params.lineart.image_size, params.train.cgan.depth)
+    assert picked == ("safebooru", 512, 8)
+    for key, value in overrides.items():  # every key it names changes something
+        node = base
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node != value, f"{key} is the same as in params.yaml"

@@ -13,7 +13,7 @@ import yaml
 
 from colorization.acquire import run_acquire
 from colorization.config import load_params
-from colorization.preprocess import build_histograms, build_lineart
+from colorization.preprocess import build_preprocess
 from tests.conftest import synthetic_data_params
 from tests.servers import free_port
 
@@ -30,8 +30,7 @@ def test_two_ranks_train_identical_weights_one_mlflow_run(tmp_path: Path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(tmp_path / "params.yaml")
     run_acquire(params.acquire)
-    build_lineart(params.lineart)
-    build_histograms(params.histograms)
+    build_preprocess(params.lineart, params.histograms)
 
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": db}

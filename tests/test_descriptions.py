@@ -11,6 +11,7 @@ import mlflow
 import pytest
 
 from colorization.config import load_params
+from colorization.register import run_register
 from colorization.tracking import registry
 from colorization.tracking.descriptions import changes
 from tests.test_registry_server import log_toy_model, sqlite_store  # noqa: F401 (a fixture)
@@ -75,7 +76,7 @@ def test_changes_name_code_data_params_and_architecture():
 
 def test_the_register_stage_describes_all_three_models(sqlite_store):  # noqa: F811
     params = load_params(sqlite_store)
-    registry.run_register(params)
+    run_register(params)
     c = registry.client()
     tasks = {}
     for name in ("lineart-cnn", "lineart-cgan", "lineart-hint"):

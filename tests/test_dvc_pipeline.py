@@ -29,17 +29,20 @@ def tiny_repo(repo_copy: Path) -> Path:
 
 
 def test_data_stages_are_reproducible_and_cached(tiny_repo):
-    stages = "acquire lineart histograms"
+    stages = "acquire preprocess"
     sh(f"dvc repro {stages}", tiny_repo)
     assert "up to date" in sh(f"dvc status {stages}", tiny_repo)
     second = sh(f"dvc repro {stages}", tiny_repo)
     assert "didn't change, skipping" in second and "Running stage" not in second
     lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
-    assert set(lock["stages"]["lineart"]["params"]["params.yaml"]) == {
+    assert set(lock["stages"]["preprocess"]["params"]["params.yaml"]) == {
         "lineart.raw", "lineart.out", "lineart.image_size", "lineart.resize", "lineart.extractor",
         "lineart.canny", "lineart.xdog", "lineart.dilate", "lineart.shard_size", "lineart.split",
-        "lineart.max_pixels", "lineart.max_file_bytes",
+        "lineart.max_pixels", "lineart.max_file_bytes", "histograms.out",
     }  # fmt: skip
+    # One stage, two outputs: the line-art store and the histograms, from one decode per image.
+    outs = {out["path"] for out in lock["stages"]["preprocess"]["outs"]}
+    assert outs == {"data/processed/lineart", "data/processed/histograms.parquet"}
     # A knob the stage does not read (its worker count) re-runs nothing.
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
     params["lineart"]["workers"] = 1

@@ -36,7 +36,7 @@ from colorization.evaluate import (
 )
 from colorization.histogram import bin_centers
 from colorization.models import build_model, model_config
-from colorization.preprocess import build_histograms, build_lineart
+from colorization.preprocess import build_preprocess
 from tests.conftest import synthetic_data_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +89,7 @@ def build_project(root: Path) -> Path:
     path = write_test_params(root)
     params = load_params(path)
     run_acquire(params.acquire)
-    build_lineart(params.lineart)
-    build_histograms(params.histograms)
+    build_preprocess(params.lineart, params.histograms)
     for kind in TINY_ARCH:
         save_model_dir(root / "models" / kind, kind, run_id=f"run-{kind}")
     return path
@@ -222,4 +221,4 @@ def test_cli_prints_the_table_and_refuses_missing_models(project, tmp_path):
     assert "cgan_auto_hint" in ok.output and "psnr" in ok.output
     missing = runner.invoke(app, ["evaluate", "--params", str(project), "--models", str(tmp_path / "none")])
     assert missing.exit_code == 1
-    assert "model.pt not found" in missing.output and "train_cnn" in missing.output
+    assert "model.pt not found" in missing.output and "train@cnn" in missing.output

@@ -55,7 +55,7 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def test_sigkill_of_lineart_leaves_no_worker(tmp_path, params_dict):
+def test_sigkill_of_preprocess_leaves_no_worker(tmp_path, params_dict):
     raw = tmp_path / "raw"
     write_image(raw / "images/one.png", random_bgr(256, 256))
     row = {"source": "folder", "path": "images/one.png", "width": 256, "height": 256, "sha256": "0"}
@@ -68,7 +68,7 @@ def test_sigkill_of_lineart_leaves_no_worker(tmp_path, params_dict):
     staging = tmp_path / ".lineart.partial"
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "colorization", "lineart", "--params", str(params)],
+        [sys.executable, "-m", "colorization", "preprocess", "--params", str(params)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -81,7 +81,7 @@ def test_sigkill_of_lineart_leaves_no_worker(tmp_path, params_dict):
             tree.update(descendants(proc.pid))
             return len(tree) >= 2 and staging.is_dir() and any(staging.glob("*.ids.json"))
 
-        wait_until(at_work, 120, "lineart workers to finish a shard")
+        wait_until(at_work, 120, "preprocess workers to finish a shard")
         tree.update(descendants(proc.pid))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

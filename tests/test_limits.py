@@ -149,9 +149,8 @@ def test_acquire_folder_rejects_huge_images_in_bounded_memory(huge, tmp_path, sm
     assert peak < PEAK_LIMIT
 
 
-@pytest.mark.parametrize("stage", ["lineart", "histograms"])
 @pytest.mark.parametrize("name", ["vast", "sparse"])
-def test_stages_refuse_a_huge_raw_image_in_one_line(huge, tmp_path, small_params, stage, name):
+def test_preprocess_refuses_a_huge_raw_image_in_one_line(huge, tmp_path, small_params, name):
     raw = tmp_path / "raw"
     (raw / "images").mkdir(parents=True)
     write_image(raw / "images/fine.png", random_bgr(80, 80))
@@ -163,8 +162,8 @@ def test_stages_refuse_a_huge_raw_image_in_one_line(huge, tmp_path, small_params
         {**row, "id": "b-huge", "path": f"images/{target.name}"},  # the manifest need not say so
     ]
     write_manifest(raw, rows)
-    result, peak = measured(cli(stage, "--params", str(small_params)))
-    report(f"{stage} {name}", peak)
+    result, peak = measured(cli("preprocess", "--params", str(small_params)))
+    report(f"preprocess {name}", peak)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and target.name in lines[0], result.stderr

@@ -14,9 +14,9 @@ import pytest
 
 from colorization.colorize import GENERATOR_KINDS, ColorizeError, load_model, parse_palette
 from colorization.inference import colorize
+from colorization.provenance import file_md5
 from colorization.tracking import model_cache, registry
 from colorization.tracking.model_cache import CACHE_ENV, entry_dir
-from colorization.tracking.registry import file_md5
 from tests.test_evaluate import IMAGE_SIZE
 from tests.test_serving import NAME, register_hint_following_cgan
 

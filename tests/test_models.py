@@ -13,7 +13,8 @@ import torch
 from colorization.augment import augment
 from colorization.config import AugmentParams
 from colorization.inference import colorize, palette, predict_hint
-from colorization.models import build_discriminator, build_model, load_trained, model_config
+from colorization.models import build_model, load_trained, model_config
+from colorization.models.cgan import PatchDiscriminator
 from colorization.models.serving import PackedColorizer, pack
 
 ARCH = {
@@ -50,7 +51,7 @@ def test_generators_map_lineart_and_hint_to_rgb_and_use_the_hint(kind):
 
 
 def test_discriminator_scores_patches():
-    disc = build_discriminator({"base_channels": 4, "layers": 2})
+    disc = PatchDiscriminator(base_channels=4, layers=2)
     logits = disc(torch.zeros(2, 1, S, S), torch.zeros(2, 3, S, S))
     assert logits.shape[:2] == (2, 1) and logits.shape[2] > 1
 

@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from tasks.dvc import pipeline_stages
 from tests.servers import free_port
 from tests.test_flows import REPO, tiny_project
 
@@ -118,16 +119,22 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
         assert bad.returncode == 2 and bad.stderr.startswith("error: override lineart.image_size=3: "), bad
         assert by_hand(api, deployment["id"]) == []  # refused before a run was created
 
-        # Triggered by hand with an override, followed to its end.
+        # An override of a key DVC tracks is refused too; an untracked one runs, followed to its end.
+        tracked = subprocess.run(
+            [*cli, "--set", "train.cnn.steps=3"], env=env, capture_output=True, text=True
+        )
+        assert tracked.returncode == 2, tracked
+        assert tracked.stderr.startswith("error: override train.cnn.steps=3: dvc.yaml tracks it"), tracked
+        assert by_hand(api, deployment["id"]) == []  # dvc.lock could not record it: refused, no run
         watched = subprocess.run(
-            [*cli, "--set", "train.cnn.steps=3", "--watch"],
+            [*cli, "--set", "lineart.workers=1", "--watch"],
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert watched.returncode == 0, watched.stdout[-6000:] + watched.stderr[-3000:]
-        for stage in ("acquire", "lineart", "histograms", "train", "evaluate", "register"):
+        for stage in pipeline_stages(project):
             assert (
                 f"stage {stage} started" in watched.stdout and f"stage {stage} finished in" in watched.stdout
             )
@@ -135,7 +142,7 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
         (run,) = by_hand(api, deployment["id"])  # the schedule's own runs are for 03:00
         run_id = run["id"]
         assert run["state"]["type"] == "COMPLETED", run["state"]
-        assert run["parameters"]["overrides"] == {"train.cnn.steps": 3}
+        assert run["parameters"]["overrides"] == {"lineart.workers": 1}
 
         printed = subprocess.run(
             [sys.executable, "-m", "colorization", "summary", "--run", run["name"]],
@@ -156,7 +163,7 @@ def test_served_deployment_runs_the_pipeline(tmp_path: Path):
         registry = json.loads((project / "metrics" / "registry.json").read_text())
         assert {r["version"] for r in registry.values()} == {"1"}
         lock = yaml.safe_load((project / "dvc.lock").read_text())
-        assert set(lock["stages"]) == set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+        assert set(lock["stages"]) == set(pipeline_stages(project))
         status = subprocess.run(
             [sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True, check=True
         )

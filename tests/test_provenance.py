@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from colorization.tracking.registry import git_commit, git_state
+from colorization.provenance import git_commit, git_state
 
 REPO = Path(__file__).resolve().parents[1]
 

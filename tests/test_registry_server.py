@@ -26,6 +26,7 @@ from colorization.config import load_params
 from colorization.evaluate import load_models, load_split, run_evaluate
 from colorization.inference import colorize, predict_hint
 from colorization.models.serving import PackedColorizer, PackedHint, pack
+from colorization.register import run_register
 from colorization.tracking import registry
 from colorization.tracking.registry import CHALLENGER, CHAMPION, RegistryError
 from colorization.tracking.runs import TrainingRun
@@ -73,7 +74,7 @@ def evaluation_of(params_file: Path) -> dict:
 
 def test_register_all_then_rerun_adds_nothing(sqlite_store):
     params = load_params(sqlite_store)
-    first = registry.run_register(params)
+    first = run_register(params)
     assert [(r.name, r.version, r.registered, r.champion) for r in first] == [
         (name, "1", True, "1") for name in ("lineart-cnn", "lineart-cgan", "lineart-hint")
     ]
@@ -92,7 +93,7 @@ def test_register_all_then_rerun_adds_nothing(sqlite_store):
     recorded = json.loads(Path(params.registry.out).read_text())
     assert recorded["lineart-hint"]["champion"] == "1"
 
-    again = registry.run_register(params)
+    again = run_register(params)
     assert [r.registered for r in again] == [False, False, False]
     assert "already registered as v1" in again[1].reason
     assert len(client.search_model_versions("name='lineart-cgan'")) == 1
@@ -141,7 +142,7 @@ def test_a_champion_scored_on_another_split_is_rescored(sqlite_store, tmp_path):
 
 def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sqlite_store, tmp_path):
     params = load_params(sqlite_store)
-    registry.run_register(params)  # v1 champions (idempotent if an earlier test made them)
+    run_register(params)  # v1 champions (idempotent if an earlier test made them)
     models = tmp_path / "models"
     shutil.copytree(params.registry.models_dir, models)
     log_toy_model(models, "cgan", seed=5)  # a new cgan run
@@ -156,7 +157,7 @@ def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sql
             "registry.out": str(tmp_path / "registry.json"),
         },
     )
-    cnn, cgan, hint = registry.run_register(moved)
+    cnn, cgan, hint = run_register(moved)
     assert not cnn.registered and not hint.registered
     assert cgan.registered and not cgan.promoted and cgan.champion == "1"
     # The champion was loaded from the registry and scored on the current split: its real PSNR.
@@ -166,7 +167,7 @@ def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sql
 
 def test_registered_models_colour_like_the_local_folders(sqlite_store):
     params = load_params(sqlite_store)
-    registry.run_register(params)
+    run_register(params)
     split = load_split(params.evaluate)
     local = load_models(params.registry.models_dir)
     generator, config = registry.load_registered("models:/lineart-cgan@champion")
@@ -251,7 +252,7 @@ def test_registry_through_mlflow_server(mlflow_server, tmp_path, monkeypatch):
     for kind in ("cnn", "cgan", "hint"):
         log_toy_model(Path(params.registry.models_dir), kind)
     run_evaluate(params.evaluate)
-    registry.run_register(params)
+    run_register(params)
 
     api = f"{mlflow_server}/api/2.0/mlflow/registered-models"
     found = requests.get(f"{api}/search", params={"max_results": 100}, timeout=10).json()["registered_models"]
@@ -300,7 +301,7 @@ def test_the_studio_lists_registry_versions_and_colours_with_the_champion(sqlite
     from colorization.colorize import default_lineart_params
     from colorization.studio import StudioConfig, create_app
 
-    registry.run_register(load_params(sqlite_store))  # v1 champions (idempotent if an earlier test made them)
+    run_register(load_params(sqlite_store))  # v1 champions (idempotent if an earlier test made them)
     studio = TestClient(create_app(StudioConfig(tmp_path / "no-models", default_lineart_params(), "cpu")))
     choices = studio.get("/api/models").json()
     assert "error" not in choices["registry"], choices

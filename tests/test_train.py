@@ -6,6 +6,7 @@ seconds on 2 CPU cores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,14 +20,14 @@ import pytest
 import torch
 import yaml
 
-from colorization import train as train_module
 from colorization.acquire import run_acquire
 from colorization.config import load_params
 from colorization.histogram import color_histogram
 from colorization.inference import colorize, predict_hint
 from colorization.locking import FolderBusy
 from colorization.models import load_trained
-from colorization.preprocess import build_histograms, build_lineart
+from colorization.models.specs import SPECS
+from colorization.preprocess import build_preprocess
 from colorization.train import NonFiniteLoss, train
 from tests.conftest import synthetic_data_params
 
@@ -60,8 +61,7 @@ def store_params(tmp_path_factory) -> Path:
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(path)
     run_acquire(params.acquire)
-    build_lineart(params.lineart)
-    build_histograms(params.histograms)
+    build_preprocess(params.lineart, params.histograms)
     return path
 
 
@@ -130,7 +130,7 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
 
 
 def test_non_finite_loss_stops_naming_the_step(store_params: Path, tmp_path: Path, monkeypatch):
-    real_step = train_module.STEPS["cnn"]
+    real_step = SPECS["cnn"].step
     calls = {"n": 0}
 
     def poisoned(*args):
@@ -138,7 +138,7 @@ def test_non_finite_loss_stops_naming_the_step(store_params: Path, tmp_path: Pat
         losses = real_step(*args)
         return {"loss": losses["loss"] * float("nan")} if calls["n"] == 13 else losses
 
-    monkeypatch.setitem(train_module.STEPS, "cnn", poisoned)
+    monkeypatch.setitem(SPECS, "cnn", dataclasses.replace(SPECS["cnn"], step=poisoned))
     paths = run_folder(tmp_path, "nan")
     with pytest.raises(NonFiniteLoss, match=r"step 13 .*last good checkpoint kept"):
         train(tiny_params(store_params), "cnn", steps=30, **paths)

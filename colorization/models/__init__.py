@@ -21,27 +21,19 @@ import torch
 from torch import nn
 
 from colorization.histogram import HIST_BINS
-from colorization.models.cgan import PatchDiscriminator, UNetGenerator
-from colorization.models.cnn import ColorCNN
-from colorization.models.hint import HintNet
+from colorization.models.specs import SPECS
 
-KINDS = ("cnn", "cgan", "hint")
+KINDS = tuple(SPECS)  # cnn, cgan, hint
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 
-_BUILDERS: dict[str, type[nn.Module]] = {"cnn": ColorCNN, "cgan": UNetGenerator, "hint": HintNet}
-
 
 def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:
     """The inference network of `kind` from its architecture kwargs (config.json's "arch")."""
-    if kind not in _BUILDERS:
+    if kind not in SPECS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-    return _BUILDERS[kind](**dict(cfg))
-
-
-def build_discriminator(cfg: Mapping[str, Any]) -> nn.Module:
-    return PatchDiscriminator(**dict(cfg))
+    return SPECS[kind].builders["model"](**dict(cfg))
 
 
 def model_config(kind: str, arch: Mapping[str, Any], image_size: int) -> dict[str, Any]:

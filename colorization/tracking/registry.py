@@ -1,31 +1,29 @@
-"""The MLflow model registry: register trained models, promote champions, load by URI.
+"""The MLflow model registry: register a model version, promote champions, load by URI.
 
-Each trained model (`models/<kind>/`, whose run.json names the MLflow run that logged it)
-becomes a version of its registered model, tagged with the git commit, the DVC hash of
-the processed data, the params, the source run and the weights' md5. A new version gets
-the alias `challenger`; it takes `champion` only if it beats the champion on the declared
-metric over the same test split, and the tag `promotion` says why it did or did not.
-Registering is idempotent: a version whose weights or run are already registered is
-never added twice, whatever DVC decides to re-run.
+Only MLflow's side; the `register` stage (colorization.register) calls it with each trained
+model (`models/<kind>/`, whose run.json names the MLflow run that logged it) and the tags
+the stage chose (git commit, DVC hash of the data, params). A new version also gets the
+source run and the weights' md5, and the alias `challenger`; it takes `champion` only if it
+beats the champion on the declared metric over the same test split, and the tag `promotion`
+says why it did or did not. Registering is idempotent: a version whose weights or run are
+already registered is never added twice, whatever DVC decides to re-run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import mlflow.pytorch
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from colorization.provenance import file_md5, git_commit
 from colorization.tracking.descriptions import describe_model, version_description
 from colorization.tracking.runs import tracking_uri
 
@@ -34,105 +32,10 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"  # the name TrainingRun.log_model gives the model inside its run
-DATA_OUTS = ("data/processed/lineart", "data/processed/histograms.parquet")
 
 
 class RegistryError(ValueError):
     """A registry request that cannot be served; the message is one line."""
-
-
-# ---------------------------------------------------------------- provenance
-
-
-# What the pipeline itself rewrites in tracked files before `register` runs: never a sign that
-# the code or params that made a model differ from the commit.
-PIPELINE_OUTPUTS = ("dvc.lock", "metrics/", "plots/")
-
-
-def pipeline_outputs(cwd: str | Path = ".") -> set[str]:
-    """dvc.lock, metrics/, plots/ and every out, metric and plot dvc.yaml declares."""
-    found = set(PIPELINE_OUTPUTS)
-    try:
-        stages = (yaml.safe_load((Path(cwd) / "dvc.yaml").read_text()) or {}).get("stages") or {}
-    except (OSError, yaml.YAMLError):
-        return found
-    for stage in stages.values():
-        for key in ("outs", "metrics", "plots"):
-            for entry in (stage or {}).get(key) or []:
-                found.add(next(iter(entry)) if isinstance(entry, dict) else str(entry))
-    return found
-
-
-def _is_output(path: str, outputs: set[str]) -> bool:
-    return any(path == o.rstrip("/") or path.startswith(o.rstrip("/") + "/") for o in outputs)
-
-
-def changed_files(cwd: str | Path = ".") -> list[str] | None:
-    """Tracked files that differ from HEAD (staged or not); None outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "-z", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    entries, paths = iter(out.split("\0")), []
-    for entry in entries:
-        if len(entry) > 3:
-            paths.append(entry[3:])
-            if entry[0] in "RC":
-                next(entries, None)  # a rename's or copy's original path follows
-    return paths
-
-
-def git_state(cwd: str | Path = ".") -> dict[str, str]:
-    """Tags for a model's provenance: `git_commit` is HEAD's hash, with '-dirty' only when files
-    other than the pipeline's own outputs differ from it; then `git_changed` names them."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": "unknown"}
-    outputs = pipeline_outputs(cwd)
-    others = sorted(p for p in changed_files(cwd) or [] if not _is_output(p, outputs))
-    if not others:
-        return {"git_commit": head}
-    shown = ", ".join(others[:5]) + (f" (+{len(others) - 5} more)" if len(others) > 5 else "")
-    return {"git_commit": head + "-dirty", "git_changed": shown}
-
-
-def git_commit(cwd: str | Path = ".") -> str:
-    """HEAD's hash, '-dirty' when files besides the pipeline's outputs differ; 'unknown' outside git."""
-    return git_state(cwd)["git_commit"]
-
-
-def dvc_data_hash(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
-    """md5 of each processed-data output as dvc.lock records it, plus one combined hash."""
-    path = Path(lock_path)
-    if not path.exists():
-        return {"data_md5": "unknown"}
-    lock = yaml.safe_load(path.read_text()) or {}
-    found = {}
-    for stage in (lock.get("stages") or {}).values():
-        for out in stage.get("outs") or []:
-            if out.get("path") in DATA_OUTS:
-                found[out["path"]] = out.get("md5", "unknown")
-    if not found:
-        return {"data_md5": "unknown"}
-    combined = hashlib.md5("".join(f"{p}:{found[p]}\n" for p in sorted(found)).encode()).hexdigest()
-    return {"data_md5": combined} | {f"data_md5.{Path(p).name}": md5 for p, md5 in sorted(found.items())}
-
-
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- registering
@@ -233,14 +136,6 @@ def decide_promotion(
     )
 
 
-def trained_run_id(kind: str, model_dir: Path) -> str | None:
-    """The MLflow run that trained models/<kind> (None when it was trained without MLflow)."""
-    run_file = model_dir / "run.json"
-    if not run_file.exists():
-        raise RegistryError(f"{run_file} not found: run the train_{kind} stage first")
-    return json.loads(run_file.read_text()).get("run_id") or None
-
-
 def register_model(
     kind: str,
     name: str,
@@ -256,7 +151,7 @@ def register_model(
     run_file, weights, config_file = model_dir / "run.json", model_dir / "model.pt", model_dir / "config.json"
     for required in (run_file, weights, config_file):
         if not required.exists():
-            raise RegistryError(f"{required} not found: run the train_{kind} stage first")
+            raise RegistryError(f"{required} not found: run the train@{kind} stage first")
     run_info = json.loads(run_file.read_text())
     run_id = run_info.get("run_id")
     if not run_id:
@@ -323,13 +218,6 @@ def _create_version(name: str, source: str, tags: dict[str, str]):
         return mlflow.register_model(source, name, tags=tags)
     except MlflowException as err:
         raise RegistryError(f"cannot register {source} as {name}: {str(err).splitlines()[0]}") from None
-
-
-def write_registrations(path: str | Path, registrations: list[Registration]) -> None:
-    from colorization.atomic import atomic_write_text
-
-    body = {r.name: asdict(r) for r in registrations}
-    atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------- loading
@@ -486,62 +374,7 @@ def as_network(served, config: dict):
     return ServedHint() if config["kind"] == "hint" else ServedGenerator()
 
 
-# ---------------------------------------------------------------- the stages' MLflow side
-
-
-def params_tag(params, kind: str) -> str:
-    """The params that shaped this model: seed, line art, shared training knobs and its own section."""
-    train = params.train.model_dump()
-    shared = {k: v for k, v in train.items() if k not in ("cnn", "cgan", "hint")}
-    picked = {
-        "seed": params.seed,
-        "lineart": params.lineart.model_dump(exclude={"raw", "out", "workers", "shard_size"}),
-        "train": shared | {kind: train[kind]},
-    }
-    return json.dumps(picked, sort_keys=True, separators=(",", ":"))
-
-
-def run_register(params) -> list[Registration]:
-    """The `register` stage: all three models, then metrics/registry.json."""
-    reg = params.registry
-    evaluation_path = Path(reg.evaluation)
-    if not evaluation_path.exists():
-        raise RegistryError(f"{evaluation_path} not found: run the evaluate stage first")
-    evaluation = json.loads(evaluation_path.read_text())
-    common = {**git_state(), **dvc_data_hash(), "data_source": params.acquire.source}
-    split_cache: dict = {}
-
-    def rescorer(kind: str, metric: str) -> Callable[[str], dict]:
-        def rescore(uri: str) -> dict:
-            from colorization.evaluate import load_split, score_model
-
-            if metric.split(".")[0] != kind:
-                raise RegistryError(
-                    f"cannot re-score {metric} with the {kind} model alone; declare a {kind}.* metric"
-                )
-            if "split" not in split_cache:
-                split_cache["split"] = load_split(params.evaluate)
-            module, _ = load_registered(uri)
-            return score_model(kind, module, split_cache["split"], params.evaluate.batch_size)
-
-        return rescore
-
-    results = []
-    for kind in ("cnn", "cgan", "hint"):
-        spec = getattr(reg.models, kind)
-        tags = common | {"params": params_tag(params, kind)}
-        model_dir = Path(reg.models_dir) / kind
-        if not trained_run_id(kind, model_dir):
-            reason = f"skipped: {model_dir} was trained without MLflow (train.mlflow: false)"
-            log.info("%s: %s", spec.name, reason)
-            results.append(Registration.skipped(spec.name, reason))
-            continue
-        rescore = rescorer(kind, spec.metric)
-        results.append(
-            register_model(kind, spec.name, spec.metric, spec.direction, model_dir, evaluation, tags, rescore)
-        )
-    write_registrations(reg.out, results)
-    return results
+# ---------------------------------------------------------------- evaluate's MLflow side
 
 
 def _numeric(flat: dict[str, Any]) -> dict[str, float]:
@@ -563,9 +396,11 @@ def log_evaluation(experiment: str, result: dict, figure: Path, source_runs: dic
         mlflow.log_metrics(_numeric(flatten(result)))
         mlflow.log_dict(result, "evaluation.json")
         mlflow.log_artifact(str(figure), "reports")
-    sections = {"cnn": ("cnn",), "cgan": ("cgan", "cgan_auto_hint"), "hint": ("hint",)}
+    from colorization.models.specs import SPECS
+
     for kind, run_id in source_runs.items():
-        scores = {f"test.{s}": result[s] for s in sections.get(kind, ()) if s in result}
+        evaluated = SPECS[kind].evaluated if kind in SPECS else ()
+        scores = {f"test.{s}": result[s] for s in evaluated if s in result}
         try:
             for key, value in _numeric(flatten(scores)).items():
                 c.log_metric(run_id, key, value)

@@ -1,0 +1,78 @@
+"""One spec per model kind: everything that differs between cnn, cgan and hint.
+
+Training, evaluation, the registry and the CLI iterate over `SPECS`; nothing else lists
+the kinds or branches on a kind's name. A spec names its params section (`train.<kind>`),
+the networks it trains (their classes and constructor kwargs, from that section), its
+optimisation step, the loss columns it logs (main curve first) and the evaluation
+sections scored with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from colorization.models.cgan import PatchDiscriminator, UNetGenerator
+from colorization.models.cnn import ColorCNN
+from colorization.models.hint import HintNet
+from colorization.models.steps import cgan_step, cnn_step, hint_step
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str  # also its params section, train.<kind>, and its dvc.yaml stage, train@<kind>
+    builders: Mapping[str, type[nn.Module]]  # network name -> class; "model" is the one served
+    networks: Callable[[Any], dict[str, dict]]  # its section -> constructor kwargs per network
+    step: Callable  # (nets, batch, section, device) -> losses
+    losses: tuple[str, ...]  # CSV columns of plots/train/<kind>.csv, the main curve first
+    evaluated: tuple[str, ...]  # evaluation.json sections scored with this model
+    generator: bool  # colours line art from a hint (else: guesses the hint from the lines)
+
+
+def _generator(section) -> dict:
+    return {
+        "base_channels": section.base_channels,
+        "depth": section.depth,
+        "hint_dim": section.hint_dim,
+        "hint_planes": section.hint_planes,
+    }
+
+
+SPECS: dict[str, ModelSpec] = {
+    spec.kind: spec
+    for spec in (
+        ModelSpec(
+            kind="cnn",
+            builders={"model": ColorCNN},
+            networks=lambda s: {"model": _generator(s)},
+            step=cnn_step,
+            losses=("loss",),
+            evaluated=("cnn",),
+            generator=True,
+        ),
+        ModelSpec(
+            kind="cgan",
+            builders={"model": UNetGenerator, "discriminator": PatchDiscriminator},
+            networks=lambda s: {
+                "model": _generator(s),
+                "discriminator": {"base_channels": s.disc_channels, "layers": s.disc_layers},
+            },
+            step=cgan_step,
+            losses=("d_loss", "g_loss", "g_adv", "g_l1"),
+            evaluated=("cgan", "cgan_auto_hint"),
+            generator=True,
+        ),
+        ModelSpec(
+            kind="hint",
+            builders={"model": HintNet},
+            networks=lambda s: {"model": {"base_channels": s.base_channels, "depth": s.depth}},
+            step=hint_step,
+            losses=("kl", "chi2"),
+            evaluated=("hint",),
+            generator=False,
+        ),
+    )
+}

@@ -1,0 +1,110 @@
+"""One optimisation step per model kind, and the networks and optimisers it updates.
+
+Each step gets its model's own params section and returns its losses as detached 0-d
+tensors (no host sync here; the training loop syncs once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from colorization.config import CganTrainParams, CnnTrainParams, HintTrainParams
+from colorization.device import autocast
+
+if TYPE_CHECKING:  # a type only: colorization.augment imports this package
+    from colorization.augment import Batch
+
+
+@dataclass
+class Nets:
+    modules: dict[str, nn.Module]  # what is saved: the plain modules
+    forward: dict[str, nn.Module]  # what is called: the same, torch.compile'd when asked
+    optimizers: dict[str, torch.optim.Optimizer]
+    arch: dict[str, dict] = field(default_factory=dict)  # constructor kwargs per module
+
+
+
+def cnn_step(
+    nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device
+) -> dict[str, torch.Tensor]:
+    with autocast(device):
+        out = nets.forward["model"](batch.lineart, batch.hint)
+    loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
+    nets.optimizers["model"].zero_grad(set_to_none=True)
+    loss.backward()
+    nets.optimizers["model"].step()
+    return {"loss": loss.detach()}
+
+
+def cgan_step(
+    nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device
+) -> dict[str, torch.Tensor]:
+    gen, disc = nets.forward["model"], nets.forward["discriminator"]
+    opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
+    with autocast(device):
+        fake = gen(batch.lineart, batch.hint)
+        # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
+        real_logits = disc(batch.lineart, batch.color)
+        fake_logits = disc(batch.lineart, fake.detach())
+    d_loss = 0.5 * (
+        F.binary_cross_entropy_with_logits(
+            real_logits.float(), torch.ones_like(real_logits, dtype=torch.float)
+        )
+        + F.binary_cross_entropy_with_logits(
+            fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float)
+        )
+    )
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    # Generator: fool the (just updated) discriminator and stay close to the target.
+    nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
+    with autocast(device):
+        fooled = disc(batch.lineart, fake)
+    g_adv = (
+        F.binary_cross_entropy_with_logits(
+            fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none"
+        )
+        .flatten(1)
+        .mean(dim=1)
+    )
+    if batch.certainty is not None:
+        # An uncertain (blended) hint asks for the likeliest colours, which L1 gives; a vivid
+        # guess that fools D is only wanted when the hint says which colours to use.
+        g_adv = g_adv * batch.certainty
+    g_adv = g_adv.mean()
+    g_l1 = F.l1_loss(fake.float(), batch.color)
+    g_loss = g_adv + section.l1_weight * g_l1
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    nets.modules["discriminator"].requires_grad_(True)
+    return {
+        "d_loss": d_loss.detach(),
+        "g_loss": g_loss.detach(),
+        "g_adv": g_adv.detach(),
+        "g_l1": g_l1.detach(),
+    }
+
+
+def hint_step(
+    nets: Nets, batch: Batch, section: HintTrainParams, device: torch.device
+) -> dict[str, torch.Tensor]:
+    with autocast(device):
+        logits = nets.forward["model"](batch.lineart)
+    log_p = F.log_softmax(logits.float(), dim=1)
+    # KL(target || predicted): the histogram the picture has vs the one guessed from lines alone.
+    kl = F.kl_div(log_p, batch.hint, reduction="batchmean")
+    # The evaluation's distance; minimising it favours sharper guesses than KL's cover-everything.
+    p = log_p.exp()
+    chi2 = 0.5 * ((p - batch.hint) ** 2 / (p + batch.hint).clamp_min(1e-8)).sum(dim=1).mean()
+    loss = chi2 if section.loss == "chi2" else kl
+    nets.optimizers["model"].zero_grad(set_to_none=True)
+    loss.backward()
+    nets.optimizers["model"].step()
+    return {"kl": kl.detach(), "chi2": chi2.detach()}

@@ -1,0 +1,106 @@
+"""The `register` stage: every trained model becomes a version of its registered model.
+
+Tags each version with its provenance (git commit, DVC hash of the data, the params that
+shaped it), lets `tracking.registry` decide the promotion (re-scoring the champion on this
+test split when needed), and writes metrics/registry.json for DVC.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colorization.atomic import atomic_write_text
+from colorization.provenance import dvc_data_hash, git_state
+
+if TYPE_CHECKING:  # MLflow is imported when a model is registered, not with this module
+    from colorization.tracking.registry import Registration
+
+log = logging.getLogger(__name__)
+
+
+def trained_run_id(kind: str, model_dir: Path) -> str | None:
+    """The MLflow run that trained models/<kind> (None when it was trained without MLflow)."""
+    from colorization.tracking.registry import RegistryError
+
+    run_file = model_dir / "run.json"
+    if not run_file.exists():
+        raise RegistryError(f"{run_file} not found: run the train@{kind} stage first")
+    return json.loads(run_file.read_text()).get("run_id") or None
+
+
+def write_registrations(path: str | Path, registrations: list[Registration]) -> None:
+    body = {r.name: asdict(r) for r in registrations}
+    atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+def params_tag(params, kind: str) -> str:
+    """The params that shaped this model: the line art, shared training knobs and its own section.
+
+    (The register stage lists these keys in dvc.yaml.)
+    """
+    from colorization.models import KINDS
+
+    train = params.train.model_dump()
+    shared = {k: v for k, v in train.items() if k not in KINDS}
+    unshaping = {"raw", "out", "workers", "shard_size", "max_pixels", "max_file_bytes"}
+    picked = {
+        "lineart": params.lineart.model_dump(exclude=unshaping),
+        "train": shared | {kind: train[kind]},
+    }
+    return json.dumps(picked, sort_keys=True, separators=(",", ":"))
+
+
+def run_register(params) -> list[Registration]:
+    """The `register` stage: all three models, then metrics/registry.json."""
+    from colorization.tracking.registry import Registration, RegistryError, load_registered, register_model
+
+    reg = params.registry
+    evaluation_path = Path(reg.evaluation)
+    if not evaluation_path.exists():
+        raise RegistryError(f"{evaluation_path} not found: run the evaluate stage first")
+    evaluation = json.loads(evaluation_path.read_text())
+    common = {
+        **git_state(),
+        **dvc_data_hash((params.lineart.out, params.histograms.out)),
+        "data_source": params.acquire.source,
+    }
+    split_cache: dict = {}
+
+    def rescorer(kind: str, metric: str) -> Callable[[str], dict]:
+        def rescore(uri: str) -> dict:
+            from colorization.evaluate import load_split, score_model
+
+            if metric.split(".")[0] != kind:
+                raise RegistryError(
+                    f"cannot re-score {metric} with the {kind} model alone; declare a {kind}.* metric"
+                )
+            if "split" not in split_cache:
+                split_cache["split"] = load_split(params.evaluate)
+            module, _ = load_registered(uri)
+            return score_model(kind, module, split_cache["split"], params.evaluate.batch_size)
+
+        return rescore
+
+    results = []
+    from colorization.models import KINDS
+
+    for kind in KINDS:
+        spec = getattr(reg.models, kind)
+        tags = common | {"params": params_tag(params, kind)}
+        model_dir = Path(reg.models_dir) / kind
+        if not trained_run_id(kind, model_dir):
+            reason = f"skipped: {model_dir} was trained without MLflow (train.mlflow: false)"
+            log.info("%s: %s", spec.name, reason)
+            results.append(Registration.skipped(spec.name, reason))
+            continue
+        rescore = rescorer(kind, spec.metric)
+        results.append(
+            register_model(kind, spec.name, spec.metric, spec.direction, model_dir, evaluation, tags, rescore)
+        )
+    write_registrations(reg.out, results)
+    return results
