@@ -1,0 +1,158 @@
+"""Behaviour of the rules, checked against hand-computed expectations: the resize rule, the
+promotion rule (strict improvement only), Retry-After pausing every download thread.
+
+Each test here was seen to fail on a deliberately broken version of the code it guards
+(see bench/MUTATION.md, "Behaviour tests and the broken versions they catch").
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from colorization.lineart import prepare_pair, resize_square
+from colorization.sources.polite_http import HostAllowList, PoliteSession, RetryPolicy
+from colorization.tracking.registry import CHAMPION, decide_promotion
+from tests.fake_safebooru import FakeSafebooru, Fault
+
+# ---------------------------------------------------------------- the resize rule
+
+
+def row_bands(height: int, width: int) -> np.ndarray:
+    """RGB whose row i is grey level (i // 2) * 10: every 2 x 2 block is flat, so halving it
+    with area averaging is exact and the expected pixels can be written down by hand."""
+    levels = (np.arange(height) // 2 * 10).astype(np.uint8)
+    return np.repeat(np.repeat(levels[:, None, None], width, axis=1), 3, axis=2)
+
+
+def test_center_crop_scales_the_shorter_side_then_cuts_the_middle():
+    tall = row_bands(40, 20)  # 40 rows x 20 columns -> scale 1/2 -> 20 x 10 -> rows 5..14 kept
+    out = resize_square(tall, 10, "center_crop")
+    assert out.shape == (10, 10, 3)
+    expected_rows = np.arange(5, 15) * 10  # row r of the halved image is grey r * 10
+    np.testing.assert_array_equal(out[:, :, 0], np.repeat(expected_rows[:, None], 10, axis=1))
+    # A stretch (40 x 20 squeezed to 10 x 10) would give rows 5, 25, ..., 185: not a crop.
+
+
+def test_center_crop_of_a_wide_picture_keeps_its_middle_columns():
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :10] = 255  # a white band on the left quarter only
+    out = resize_square(wide, 10, "center_crop")  # scale 1/2 -> 10 x 20, columns 5..14 kept
+    assert out.shape == (10, 10, 3)
+    np.testing.assert_array_equal(out, np.zeros((10, 10, 3), np.uint8))  # the band was cut away
+
+
+def test_pad_scales_the_longer_side_and_pads_with_white_evenly():
+    wide = np.full((20, 40, 3), 50, np.uint8)  # scale 1/4 -> 5 rows x 10 columns, 5 rows of paper
+    out = resize_square(wide, 10, "pad")
+    assert out.shape == (10, 10, 3)
+    assert (out[:2] == 255).all() and (out[2:7] == 50).all() and (out[7:] == 255).all()
+
+
+def test_a_training_pair_is_the_cropped_picture_and_its_lines(params_dict):
+    from colorization.config import LineartParams
+
+    params = LineartParams.model_validate(
+        {**params_dict["lineart"], "image_size": 16, "resize": "center_crop"}
+    )
+    color, lines = prepare_pair(row_bands(64, 32), params)  # halved to 32 x 16: rows 8..23 kept
+    expected_rows = np.arange(8, 24) * 10
+    np.testing.assert_array_equal(color[:, :, 1], np.repeat(expected_rows[:, None], 16, axis=1))
+    assert lines.shape == (16, 16) and lines.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- the promotion rule
+
+
+class OneChampion:
+    """The part of MlflowClient that `decide_promotion` reads: a champion scored `old`."""
+
+    def __init__(self, old: float, split: str = "s1") -> None:
+        self.champion = SimpleNamespace(version="3", tags={"metric.cgan.psnr": str(old), "eval_split": split})
+
+    def get_model_version_by_alias(self, name: str, alias: str):
+        assert alias == CHAMPION
+        return self.champion
+
+
+@pytest.mark.parametrize(
+    ("direction", "new", "old", "promoted"),
+    [
+        ("max", 20.5, 20.0, True),
+        ("max", 20.0, 20.0, False),  # a tie keeps the champion
+        ("max", 19.5, 20.0, False),
+        ("min", 0.10, 0.20, True),
+        ("min", 0.20, 0.20, False),  # a tie keeps the champion
+        ("min", 0.30, 0.20, False),
+    ],
+)
+def test_promotion_only_on_strict_improvement(direction, new, old, promoted):
+    decision, why = decide_promotion(OneChampion(old), "m", "cgan.psnr", direction, new, "s1", rescore=None)
+    assert decision is promoted, why
+    assert why.startswith("promoted" if promoted else "not promoted")
+
+
+def test_a_tie_with_a_rescored_champion_is_not_a_promotion():
+    client = OneChampion(99.0, split="old-split")  # recorded on another split: rescored, scores 20
+    decision, why = decide_promotion(
+        client, "m", "cgan.psnr", "max", 20.0, "s1", rescore=lambda uri: {"psnr": 20.0}
+    )
+    assert decision is False and "re-scored" in why
+    decision, _ = decide_promotion(
+        client, "m", "cgan.psnr", "max", 20.01, "s1", rescore=lambda uri: {"psnr": 20.0}
+    )
+    assert decision is True
+
+
+# ---------------------------------------------------------------- Retry-After, every thread
+
+
+class StoppedClock:
+    """A clock that never moves; each thread's sleeps are recorded, none is slept."""
+
+    def __init__(self) -> None:
+        self.sleeps: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+
+    def now(self) -> float:
+        return 500.0
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.sleeps.setdefault(threading.current_thread().name, []).append(seconds)
+
+
+def test_retry_after_told_to_one_thread_pauses_every_download_thread():
+    clock = StoppedClock()
+    with FakeSafebooru() as site:
+        for post_id in (1, 2, 3):
+            site.add_post(post_id)
+        first, *others = (site.file_path(i) for i in (1, 2, 3))
+        site.file_faults[first] = [Fault(status=429, headers={"Retry-After": "30"})]
+        session = PoliteSession(
+            user_agent="tests",
+            timeout_s=30,
+            policy=RetryPolicy(max_retries=2, backoff_s=0.001, max_wait_s=60),
+            allow=HostAllowList(site.base_url, []),
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
+
+        def download(path: str) -> None:
+            session.get(site.base_url + path, max_bytes=1 << 20)
+
+        told = threading.Thread(target=download, args=(first,), name="told")
+        told.start()
+        told.join()
+        # Later downloads on other threads, while the clock still reads the moment of the 429.
+        for i, path in enumerate(others):
+            thread = threading.Thread(target=download, args=(path,), name=f"other-{i}")
+            thread.start()
+            thread.join()
+        session.close()
+        assert all(site.completed_files[p] == 1 for p in (first, *others))
+    assert clock.sleeps["told"] == [30.0]
+    assert clock.sleeps["other-0"] == [30.0] and clock.sleeps["other-1"] == [30.0], clock.sleeps
