@@ -156,3 +156,62 @@ def test_retry_after_told_to_one_thread_pauses_every_download_thread():
         assert all(site.completed_files[p] == 1 for p in (first, *others))
     assert clock.sleeps["told"] == [30.0]
     assert clock.sleeps["other-0"] == [30.0] and clock.sleeps["other-1"] == [30.0], clock.sleeps
+
+
+class NoChampion:
+    def get_model_version_by_alias(self, name: str, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        raise MlflowException(f"no alias {alias} on {name}")
+
+
+def test_the_first_version_becomes_champion_and_the_reasons_say_why():
+    decision, why = decide_promotion(NoChampion(), "m", "cgan.psnr", "max", 12.5, "s1", rescore=None)
+    assert decision is True and why == "first champion: no earlier champion (cgan.psnr = 12.5)"
+
+    same = decide_promotion(OneChampion(20.0), "m", "cgan.psnr", "max", 21.0, "s1", rescore=None)
+    assert same == (True, "promoted: cgan.psnr 21 > 20 of champion v3 (same test split)")
+    higher = decide_promotion(OneChampion(0.3), "m", "cgan.psnr", "min", 0.4, "s1", rescore=None)
+    assert higher == (False, "not promoted: cgan.psnr 0.4 does not beat 0.3 of champion v3 (same test split)")
+    lower = decide_promotion(OneChampion(0.3), "m", "cgan.psnr", "min", 0.2, "s1", rescore=None)
+    assert lower == (True, "promoted: cgan.psnr 0.2 < 0.3 of champion v3 (same test split)")
+
+    asked = []
+    rescored = decide_promotion(
+        OneChampion(1.0, split="s0"),
+        "m",
+        "cgan.psnr",
+        "max",
+        21.0,
+        "s1",
+        rescore=lambda uri: asked.append(uri) or {"psnr": 20.0},
+    )
+    assert rescored == (
+        True,
+        "promoted: cgan.psnr 21 > 20 of champion v3 (champion re-scored on this test split)",
+    )
+    assert asked == ["models:/m/3"]
+    unscored = decide_promotion(
+        OneChampion(1.0, split="s0"), "m", "cgan.psnr", "max", 21.0, "s1", rescore=None
+    )
+    assert unscored == (False, "not promoted: champion v3 was scored on another test split")
+
+
+def test_the_champion_is_looked_up_by_the_model_name():
+    class Named(OneChampion):
+        def get_model_version_by_alias(self, name: str, alias: str):
+            assert name == "lineart-cgan"
+            return super().get_model_version_by_alias(name, alias)
+
+    assert decide_promotion(Named(1.0), "lineart-cgan", "cgan.psnr", "max", 2.0, "s1", rescore=None)[0]
+
+
+def test_a_metric_is_read_from_its_section_and_a_missing_one_is_named():
+    from colorization.tracking.registry import RegistryError, metric_value
+
+    assert metric_value({"cgan": {"psnr": "21.5"}}, "cgan.psnr") == 21.5
+    assert metric_value({"obedience": {"cgan.red": 3}}, "obedience.cgan.red") == 3.0  # key may hold dots
+    with pytest.raises(
+        RegistryError, match=r"^metric cgan\.fid not in the evaluation \(sections: \['cgan', 'hint'\]\)$"
+    ):
+        metric_value({"hint": {}, "cgan": {"psnr": 1}}, "cgan.fid")
