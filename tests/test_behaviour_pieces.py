@@ -150,3 +150,92 @@ def test_resize_square_always_returns_the_square(size):
     for shape in ((40, 23), (23, 40), (size, size)):
         for mode in ("center_crop", "pad"):
             assert resize_square(np.zeros((*shape, 3), np.uint8), size, mode).shape == (size, size, 3)
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def augment_cfg(**changes):
+    from colorization.config import AugmentParams
+
+    off = {"flip": False, "crop_min": 1.0, "thicken_p": 0.0, "line_intensity_min": 1.0}
+    off |= {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0}
+    return AugmentParams(**(off | changes))
+
+
+def strokes(n: int = 16, size: int = 16):
+    import torch
+
+    rng = np.random.default_rng(5)
+    color = torch.from_numpy(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+    lineart = torch.full((n, 1, size, size), 255, dtype=torch.uint8)
+    lineart[:, :, 4, 2:7] = 0  # a short stroke left of the middle
+    return color, lineart
+
+
+def test_a_flip_mirrors_colour_and_line_art_together_about_half_the_time():
+    import torch
+
+    from colorization.augment import augment
+
+    color, lineart = strokes()
+    out_c, out_l = augment(color, lineart, torch.Generator().manual_seed(0), augment_cfg(flip=True))
+    plain_c, plain_l = color.float() / 127.5 - 1, lineart.float() / 127.5 - 1
+    flipped = []
+    for i in range(len(color)):
+        same = torch.allclose(out_c[i], plain_c[i], atol=1e-4) and torch.allclose(
+            out_l[i], plain_l[i], atol=1e-4
+        )
+        mirrored = torch.allclose(out_c[i], plain_c[i].flip(-1), atol=1e-4) and torch.allclose(
+            out_l[i], plain_l[i].flip(-1), atol=1e-4
+        )
+        assert same != mirrored, i
+        flipped.append(mirrored)
+    assert 0 < sum(flipped) < len(flipped)
+
+
+def test_fainter_lines_are_grey_between_the_floor_and_black_and_paper_stays_white():
+    import torch
+
+    from colorization.augment import augment
+
+    color, lineart = strokes()
+    _, out = augment(color, lineart, torch.Generator().manual_seed(1), augment_cfg(line_intensity_min=0.4))
+    line_values = out[:, 0, 4, 2:7]  # darkness d in [0.4, 1]: the line is 1 - d in [0, 0.6] -> [-1, 0.2]
+    assert line_values.min() >= -1 - 1e-6 and line_values.max() <= 0.2 + 1e-6
+    per_image = line_values[:, 0]
+    assert per_image.max() - per_image.min() > 0.2, "the darkness varies from picture to picture"
+    one_each = torch.allclose(line_values, per_image[:, None].expand_as(line_values), atol=1e-5)
+    assert one_each, "one darkness per picture"
+    paper = torch.ones_like(out, dtype=torch.bool)
+    paper[:, :, 4, 2:7] = False
+    assert (out[paper] - 1).abs().max() < 1e-5
+
+
+def test_thickening_grows_strokes_by_exactly_one_pixel_all_round():
+    import torch
+
+    from colorization.augment import augment
+
+    color, lineart = strokes(n=2)
+    _, out = augment(color, lineart, torch.Generator().manual_seed(2), augment_cfg(thicken_p=1.0))
+    expected = torch.ones(16, 16)
+    expected[3:6, 1:8] = -1  # rows 4 +- 1, columns 2..6 +- 1
+    for line in out[:, 0]:
+        torch.testing.assert_close(line, expected, atol=1e-4, rtol=0)
+
+
+def test_a_crop_zooms_colour_and_line_art_by_the_same_affine_map():
+    import torch
+
+    from colorization.augment import augment
+
+    _, lineart = strokes(n=8)
+    grey = lineart.expand(-1, 3, -1, -1).contiguous()  # a colour picture that is the line art itself
+    out_c, out_l = augment(grey, lineart, torch.Generator().manual_seed(3), augment_cfg(crop_min=0.5))
+    for c in range(3):
+        torch.testing.assert_close(out_c[:, c], out_l[:, 0], atol=1e-5, rtol=0)
+    plain = lineart.float() / 127.5 - 1
+    assert all(not torch.allclose(out_l[i], plain[i], atol=1e-3) for i in range(len(out_l))), (
+        "every one zoomed"
+    )
