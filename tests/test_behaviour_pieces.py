@@ -239,3 +239,95 @@ def test_a_crop_zooms_colour_and_line_art_by_the_same_affine_map():
     assert all(not torch.allclose(out_l[i], plain[i], atol=1e-3) for i in range(len(out_l))), (
         "every one zoomed"
     )
+
+
+# ---------------------------------------------------------------- colorize: fitting, layers, hints
+
+
+def test_palette_colours_are_read_as_rr_gg_bb_and_a_zero_weight_is_refused():
+    from colorization.colorize import ColorizeError, parse_palette
+
+    hint = parse_palette("#204060")  # (0x20, 0x40, 0x60) = (32, 64, 96): bin 1*64 + 2*8 + 3 = 83
+    assert hint[83] == pytest.approx(1.0)
+    with pytest.raises(ColorizeError, match="positive"):
+        parse_palette("#ff0000:0")
+
+
+def test_a_one_pixel_high_drawing_fits_as_one_row(params_dict):
+    from colorization.colorize import fit_input
+
+    params = lineart_params(params_dict)
+    row = np.full((1, 64, 3), 255, np.uint8)
+    row[0, ::4] = 0
+    assert fit_input(row, 32, params).box == (15, 0, 1, 32)
+    column = np.ascontiguousarray(row.transpose(1, 0, 2))
+    assert fit_input(column, 32, params).box == (0, 15, 32, 1)
+
+
+def test_halving_a_drawing_keeps_its_thin_grey_lines_and_same_size_keeps_them_thin(params_dict):
+    from colorization.colorize import fit_input
+
+    params = lineart_params(params_dict)
+    drawing = np.full((64, 64, 3), 255, np.uint8)
+    drawing[::8, :] = 100  # 1 px grey lines: averaged with paper they would fade to 177
+    halved = fit_input(drawing, 32, params).lineart
+    assert (halved[::4] == 0).all() and (halved.min(axis=1) == 0).sum() == 8
+    same = fit_input(drawing[:32, :32], 32, params).lineart
+    np.testing.assert_array_equal(same == 0, (drawing[:32, :32, 0] == 100))  # not thickened
+
+
+def test_the_line_layer_fades_light_pixels_and_keeps_dark_ones(params_dict):
+    from colorization.colorize import LINE_LEVEL, line_layer
+
+    image = np.full((4, 4, 3), 255, np.uint8)
+    image[0, 0], image[0, 1], image[0, 2] = 0, LINE_LEVEL, LINE_LEVEL + 1
+    layer = line_layer(image, lineart_params(params_dict))
+    alpha = layer[0, :4, 3].tolist()
+    assert alpha == [255, 255, (255 - LINE_LEVEL - 1) * 255 // (255 - LINE_LEVEL), 0]  # 252 for 129
+    assert layer[0, 0, :3].tolist() == [0, 0, 0]
+
+
+def test_over_rounds_to_the_nearest_level():
+    from colorization.colorize import over
+
+    top = np.zeros((2, 1, 4), np.uint8)
+    top[..., :3], top[..., 3] = 127, 1  # 127 * 1/255 = 0.498 -> 0; with alpha 2: 0.996 -> 1
+    top[1, 0, 3] = 2
+    out = over(top, np.zeros((2, 1, 3), np.uint8))
+    assert out[:, 0, 0].tolist() == [0, 1]
+
+
+def test_a_reference_beyond_the_pixel_limit_is_refused(params_dict, tmp_path):
+    from colorization.colorize import ColorizeError, reference_hint
+
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), np.zeros((40, 40, 3), np.uint8))
+    limits = lineart_params(params_dict, max_pixels=1000)
+    with pytest.raises(ColorizeError, match="max_pixels"):
+        reference_hint(path, limits)
+    assert reference_hint(path).shape == (512,)
+
+
+def test_the_hint_model_sees_line_art_at_its_own_size(params_dict):
+    import torch
+
+    from colorization.colorize import HintSource, LoadedModel, hints_for
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return torch.zeros(len(x), 512) + self.w
+
+    model = LoadedModel(Recorder(), "hint", 16, "recorder")
+    lineart = np.full((3, 32, 32), 255, np.uint8)
+    hints = hints_for(HintSource(model=model), lineart, "cpu", batch_size=2)
+    assert hints.shape == (3, 512) and seen == [(2, 1, 16, 16), (1, 1, 16, 16)]
+    seen.clear()
+    hints_for(HintSource(model=LoadedModel(Recorder(), "hint", 32, "same")), lineart, "cpu")
+    assert seen == [(3, 1, 32, 32)]
