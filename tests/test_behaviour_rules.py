@@ -141,8 +141,10 @@ def test_retry_after_told_to_one_thread_pauses_every_download_thread():
             sleep=clock.sleep,
         )
 
+        bodies: dict[str, bytes] = {}
+
         def download(path: str) -> None:
-            session.get(site.base_url + path, max_bytes=1 << 20)
+            bodies[path] = session.get(site.base_url + path, max_bytes=1 << 20).body
 
         told = threading.Thread(target=download, args=(first,), name="told")
         told.start()
@@ -153,7 +155,9 @@ def test_retry_after_told_to_one_thread_pauses_every_download_thread():
             thread.start()
             thread.join()
         session.close()
-        assert all(site.completed_files[p] == 1 for p in (first, *others))
+        # What the client got, and what the server was asked (recorded before it answers).
+        assert all(bodies[p] == site.files[p] for p in (first, *others))
+        assert [len(site.file_requests(p)) for p in (first, *others)] == [2, 1, 1]
     assert clock.sleeps["told"] == [30.0]
     assert clock.sleeps["other-0"] == [30.0] and clock.sleeps["other-1"] == [30.0], clock.sleeps
 
