@@ -219,3 +219,110 @@ def test_a_metric_is_read_from_its_section_and_a_missing_one_is_named():
         RegistryError, match=r"^metric cgan\.fid not in the evaluation \(sections: \['cgan', 'hint'\]\)$"
     ):
         metric_value({"hint": {}, "cgan": {"psnr": 1}}, "cgan.fid")
+
+
+# ---------------------------------------------------------------- polite_http edges
+
+
+def polite(site: FakeSafebooru, clock: StoppedClock, **policy) -> PoliteSession:
+    values = {"max_retries": 2, "backoff_s": 0.001, "max_wait_s": 60} | policy
+    return PoliteSession(
+        user_agent="tests",
+        timeout_s=30,
+        policy=RetryPolicy(**values),
+        allow=HostAllowList(site.base_url, []),
+        clock=clock.now,
+        sleep=clock.sleep,
+    )
+
+
+def test_a_first_answer_waits_for_nothing_and_a_retry_after_of_max_wait_is_honoured():
+    clock = StoppedClock()
+    with FakeSafebooru() as site:
+        site.add_post(1)
+        path = site.file_path(1)
+        session = polite(site, clock, max_wait_s=30)
+        assert session.get(site.base_url + path, max_bytes=1 << 20).body == site.files[path]
+        assert clock.sleeps == {}, "no pause before a first request"
+        site.file_faults[path] = [Fault(status=429, headers={"Retry-After": "30"})]  # = max_wait_s
+        assert session.get(site.base_url + path, max_bytes=1 << 20).body == site.files[path]
+        session.close()
+    assert sum(clock.sleeps.values(), []) == [30.0]
+
+
+def test_a_retry_after_beyond_max_wait_is_a_failure_worth_retrying_later():
+    from colorization.sources.polite_http import FetchError
+
+    with FakeSafebooru() as site:
+        site.add_post(1)
+        path = site.file_path(1)
+        site.file_faults[path] = [Fault(status=429, headers={"Retry-After": "31"})]
+        session = polite(site, StoppedClock(), max_wait_s=30)
+        with pytest.raises(FetchError, match=r"^HTTP 429: Retry-After 31s exceeds max_wait_s$") as err:
+            session.get(site.base_url + path, max_bytes=1 << 20)
+        session.close()
+    assert err.value.permanent is False
+
+
+def test_a_body_of_exactly_max_bytes_is_accepted():
+    with FakeSafebooru() as site:
+        site.add_post(1)
+        path = site.file_path(1)
+        size = len(site.files[path])
+        session = polite(site, StoppedClock())
+        assert len(session.get(site.base_url + path, max_bytes=size).body) == size
+        session.close()
+
+
+def test_a_refused_connection_is_named_in_the_failure():
+    import socket
+
+    from colorization.sources.polite_http import FetchError
+
+    with socket.socket() as bound:  # bound, never listening: connections are refused at once
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/x"
+        session = PoliteSession(
+            user_agent="tests",
+            timeout_s=30,
+            policy=RetryPolicy(max_retries=1, backoff_s=0.001, max_wait_s=1),
+            allow=HostAllowList(url, []),
+            sleep=lambda s: None,
+        )
+        with pytest.raises(FetchError, match=r"^ConnectionError: .+ \(gave up after 2 attempts\)$") as err:
+            session.get(url, max_bytes=100)
+        session.close()
+    assert err.value.permanent is False
+
+
+def test_retry_after_values_and_the_seeded_jitter():
+    from datetime import UTC, datetime
+
+    from colorization.sources.polite_http import RateLimiter, retry_after_seconds
+
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("0", now) == 0.0
+    assert retry_after_seconds("Thu, 01 Jan 2026 12:00:10 -0000", now) == 10.0  # no zone: UTC
+    import random
+
+    policy = RetryPolicy(max_retries=3, backoff_s=1.0, max_wait_s=60)
+    draws = [policy.backoff(2, random.Random(seed)) for seed in range(400)]  # ceiling 4
+    assert max(draws) > 3.9 and min(draws) < 2.1  # spread over the whole [ceiling / 2, ceiling]
+
+    def sleeps_of(seed: int) -> list[float]:
+        slept: list[float] = []
+        session = PoliteSession(
+            user_agent="t", timeout_s=1, policy=policy, allow=HostAllowList("http://a", []),
+            sleep=slept.append, seed=seed,
+        )  # fmt: skip
+        for attempt in range(3):
+            session.sleep_backoff(attempt)
+        return slept
+
+    assert sleeps_of(3) == sleeps_of(3) and sleeps_of(3) != sleeps_of(4)
+    never: list[float] = []
+    unlimited = RateLimiter(0.0, sleep=never.append)
+    for _ in range(3):
+        unlimited.acquire()
+        unlimited.release()
+    assert never == []
