@@ -1,7 +1,7 @@
 """The mutation score of `make mutate`, per module, from mutmut's results in mutants/.
 
 Prints Markdown: a table of killed / survived / no tests / timeout per module, the score
-against the 85 % target, and every surviving mutant as a diff (from `mutmut show`).
+against the 85 % target, and every surviving mutant as the lines it changed.
 
     python bench/mutation_report.py [--no-diffs] > bench/MUTATION-results.md
 
@@ -12,8 +12,9 @@ the promotion rule's row, the rest of the file is reported on a row of its own.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -43,13 +44,30 @@ def results() -> dict[str, dict[str, str]]:
     return by_module
 
 
+def _functions(path: Path) -> dict[str, list[str]]:
+    """Source lines of every function (methods included) in a mutated file, by name."""
+    lines = path.read_text().splitlines()
+    found = {}
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = [line.strip() for line in lines[node.lineno - 1 : node.end_lineno]]
+            found[node.name] = [body[0].replace(node.name, "f", 1), *body[1:]]  # the name is not a change
+    return found
+
+
+_SOURCES: dict[str, dict[str, list[str]]] = {}
+
+
 def show(key: str) -> str:
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("mutmut")), "show", key], capture_output=True, text=True
-    )
-    changed = ("-", "+")
-    lines = [s for s in done.stdout.splitlines() if s.startswith(changed) and s[:3] not in ("---", "+++")]
-    return "\n".join(lines) or done.stdout.strip()
+    """The lines a mutant changed: its function against the original, as - / + lines."""
+    module, function = key.rsplit(".", 1)
+    path = MUTANTS / (module.replace(".", "/") + ".py")
+    if module not in _SOURCES:
+        _SOURCES[module] = _functions(path)
+    functions = _SOURCES[module]
+    original = functions.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", [])
+    diff = difflib.unified_diff(original, functions.get(function, []), lineterm="", n=0)
+    return "\n".join(line for line in diff if line[:1] in "-+" and line[:3] not in ("---", "+++"))
 
 
 def main() -> None:
