@@ -15,7 +15,7 @@ TORCH_INDEX = $(shell $(PYTHON) -m pip install --dry-run --no-deps --no-index --
 	"$(TORCH)" >/dev/null 2>&1 || echo --extra-index-url https://download.pytorch.org/whl/cpu)
 endif
 
-.PHONY: setup run test lint lock clean
+.PHONY: setup run test lint lock mutate clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,15 @@ lock:
 	$(LOCK)/bin/pip freeze --exclude-editable | sed 's/+cpu//' \
 		| cat $(LOCK)/header - > $(LOCK)/constraints.txt
 	mv $(LOCK)/constraints.txt requirements/constraints.txt
+
+# Mutation testing of the core modules with their fast tests ([tool.mutmut] in pyproject.toml):
+# slow (about half an hour on 2 cores), so not part of `make test` or CI. The score per module
+# and every surviving mutant go to bench/MUTATION-results.md; bench/MUTATION.md reads them.
+MUTATE_JOBS ?= 2
+mutate: setup
+	rm -rf mutants
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/mutmut run --max-children $(MUTATE_JOBS) || true
+	$(BIN)/python bench/mutation_report.py > bench/MUTATION-results.md
 
 clean:
 	rm -rf $(VENV)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,11 +12,37 @@ from pathlib import Path
 
 import requests
 
+# How long a child process may take before it counts as hung. Generous on purpose: it only
+# ends a test that would otherwise never end, and never decides a result on a slow machine.
+HUNG_S = 900
+
 
 def free_port() -> int:
+    """A port that was free a moment ago. Racy (another process may bind it before the server
+    does): use it only where a collision fails loudly, and prefer `bind 0 and report`
+    (`uvicorn_port`, `ThreadedMotoServer(port=0)`, `torchrun --standalone`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+UVICORN_STARTED = re.compile(r"Uvicorn running on https?://[^:/\s]+:(\d+)")
+
+
+def uvicorn_port(proc: subprocess.Popen, log: Path, timeout: float = HUNG_S) -> int:
+    """The port a server started with `--port 0` bound, read from uvicorn's start line in `log`.
+
+    uvicorn writes that line once its socket listens, with the port the kernel gave it, so
+    no other process can have taken the port in between.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := UVICORN_STARTED.search(log.read_text(errors="replace") if log.exists() else ""):
+            return int(found.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n" + log.read_text()[-3000:])
+        time.sleep(0.1)
+    raise TimeoutError(f"no uvicorn start line in {log} after {timeout}s")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path | None = None, timeout: float = 90.0) -> None:

@@ -44,3 +44,8 @@ def test_bin_centers_fall_in_their_own_bins():
 def test_rejects_non_rgb_input():
     with pytest.raises(ValueError):
         color_histogram(np.zeros((4, 4), np.uint8))
+
+
+def test_the_refusal_names_what_it_got():
+    with pytest.raises(ValueError, match=r"expected uint8 \[H, W, 3\], got float32 \(4, 4, 3\)"):
+        color_histogram(np.zeros((4, 4, 3), np.float32))

@@ -14,6 +14,7 @@ import yaml
 
 from colorization.manifest import write_manifest
 from tests.conftest import random_bgr, write_image
+from tests.servers import HUNG_S
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -81,7 +82,7 @@ def test_sigkill_of_preprocess_leaves_no_worker(tmp_path, params_dict):
             tree.update(descendants(proc.pid))
             return len(tree) >= 2 and staging.is_dir() and any(staging.glob("*.ids.json"))
 
-        wait_until(at_work, 120, "preprocess workers to finish a shard")
+        wait_until(at_work, HUNG_S, "preprocess workers to finish a shard")
         tree.update(descendants(proc.pid))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from tasks.dvc import pipeline_stages
-from tests.servers import free_port
+from tests.servers import uvicorn_port
 from tests.test_flows import REPO, tiny_project
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -72,35 +72,46 @@ def get_json(url: str):
     return response.json() if response.status_code == 200 else None
 
 
-def prefect_env(tmp_path: Path, api: str) -> dict[str, str]:
-    """The environment of a server and a client of their own: home, database, API URL."""
+def prefect_env(tmp_path: Path, api: str | None) -> dict[str, str]:
+    """The environment of a server and a client of their own: home, database, API URL (the
+    server's own has none: it learns its port when it binds)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    return env | {
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",  # the API is what is checked; skips building the UI
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the serving process picks the run up at once
-        "PYTHONUNBUFFERED": "1",
-    }
+    return (
+        env
+        | ({"PREFECT_API_URL": api} if api else {})
+        | {
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",  # the API is what is checked; skips building the UI
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the serving process picks the run up at once
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
 
 
-def start_server(tmp_path: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    return start(cmd, log, env, tmp_path)
+def start_server(tmp_path: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on a port it binds itself (0), read back from uvicorn's start line:
+    (the server, its API URL)."""
+    env = prefect_env(tmp_path, api=None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "0"]
+    cmd += ["--log-level", "INFO"]  # uvicorn's start line (with the port it bound) is an INFO
+    proc = start(cmd, log, env, tmp_path)
+    try:
+        return proc, f"http://127.0.0.1:{uvicorn_port(proc, log)}/api"
+    except BaseException:
+        stop(proc)
+        raise
 
 
 @pytest.mark.slow
 def test_served_deployment_runs_the_pipeline(tmp_path: Path):
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(tmp_path, api)
     project = tiny_project(tmp_path / "project", remote=tmp_path / "dvc-remote")
     procs: dict[str, subprocess.Popen] = {}
     logs = {"server": tmp_path / "server.log", "serve": tmp_path / "serve.log"}
     try:
-        procs["server"] = start_server(tmp_path, env, port, logs["server"])
+        procs["server"], api = start_server(tmp_path, logs["server"])
+        env = prefect_env(tmp_path, api)
         wait_for("the server", lambda: get_json(f"{api}/health"), 150, procs)
 
         procs["serve"] = start(
@@ -197,14 +208,12 @@ def by_hand(api: str, deployment_id: str) -> list[dict]:
 def test_the_schedule_creates_a_run_and_it_completes(tmp_path: Path):
     """The server's scheduler service (not the test) creates a run of a schedule due within a
     minute, the serving process runs it to the end, and the server logs no traceback."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(tmp_path, api)
     project = tiny_project(tmp_path / "project")
     procs: dict[str, subprocess.Popen] = {}
     logs = {"server": tmp_path / "server.log", "serve": tmp_path / "serve.log"}
     try:
-        procs["server"] = start_server(tmp_path, env, port, logs["server"])
+        procs["server"], api = start_server(tmp_path, logs["server"])
+        env = prefect_env(tmp_path, api)
         wait_for("the server", lambda: get_json(f"{api}/health"), 150, procs)
         serve = [sys.executable, "-m", "flows.serve", "--workdir", str(project), "--until", "acquire"]
         serve += ["--set", "pipeline.cron=* * * * *", "--set", "pipeline.deployment=every-minute"]

@@ -30,7 +30,7 @@ from colorization.register import run_register
 from colorization.tracking import registry
 from colorization.tracking.registry import CHALLENGER, CHAMPION, RegistryError
 from colorization.tracking.runs import TrainingRun
-from tests.servers import free_port, stop_group, wait_healthy
+from tests.servers import stop_group, uvicorn_port, wait_healthy
 from tests.test_evaluate import IMAGE_SIZE, build_project, save_model_dir
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -208,8 +208,8 @@ def test_log_evaluation_adds_a_run_with_the_figure(sqlite_store):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """`mlflow server` on a free 127.0.0.1 port over a fresh sqlite store with proxied artifacts."""
-    port = free_port()
+    """`mlflow server` on a 127.0.0.1 port of its own (bound at 0, read back from its log) over a
+    fresh sqlite store with proxied artifacts."""
     store = tmp_path / "server"
     store.mkdir()
     cmd = [
@@ -218,7 +218,7 @@ def mlflow_server(tmp_path):
         "--host",
         "127.0.0.1",
         "--port",
-        str(port),
+        "0",
         "--workers",
         "1",
         "--backend-store-uri",
@@ -226,7 +226,8 @@ def mlflow_server(tmp_path):
         "--artifacts-destination",
         str(store / "mlartifacts"),
     ]
-    log = (tmp_path / "server.log").open("w")
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # not the client's setting
     # The job runner (GenAI jobs) would add five worker processes and seconds of start-up.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
@@ -234,9 +235,9 @@ def mlflow_server(tmp_path):
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, cwd=store, env=env, start_new_session=True
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, timeout=90.0)
+        url = f"http://127.0.0.1:{uvicorn_port(proc, log_path)}"
+        wait_healthy(url, proc, log_path)
         yield url
     finally:
         stop_group(proc)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.servers import free_port, stop_group, wait_healthy
+from tests.servers import HUNG_S, stop_group, uvicorn_port, wait_healthy
 
 pytest.importorskip("dvc_s3", reason="the s3 extra: pip install -e '.[s3]'")
 boto3 = pytest.importorskip("boto3")
@@ -50,12 +50,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on a free 127.0.0.1 port with an empty bucket: (endpoint, boto3 client)."""
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    """A moto S3 server on a 127.0.0.1 port it binds itself, with an empty bucket: (endpoint, client)."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
         client = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -83,7 +82,7 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 def dvc(repo: Path, env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+        [str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=HUNG_S
     )
     assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -128,7 +127,6 @@ def test_dvc_push_then_pull_from_an_empty_cache_restores_the_data(s3, tmp_path):
 def mlflow_s3_server(s3, tmp_path):
     """`mlflow server` over sqlite with artifacts proxied to s3://BUCKET/mlflow; yields its URL."""
     endpoint, _ = s3
-    port = free_port()
     home = tmp_path / "server"
     home.mkdir()
     cmd = [
@@ -137,7 +135,7 @@ def mlflow_s3_server(s3, tmp_path):
         "--host",
         "127.0.0.1",
         "--port",
-        str(port),
+        "0",
         "--workers",
         "1",
         "--backend-store-uri",
@@ -154,8 +152,8 @@ def mlflow_s3_server(s3, tmp_path):
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=home, env=env, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{uvicorn_port(proc, log)}"
         wait_healthy(url, proc, log)
         yield url
     finally:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from colorization.models.specs import SPECS
 from colorization.preprocess import build_preprocess
 from colorization.train import NonFiniteLoss, train
 from tests.conftest import synthetic_data_params
+from tests.servers import HUNG_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,6 +77,19 @@ def run_folder(tmp_path: Path, name: str) -> dict:
     }
 
 
+# `python -c` this, then the CLI's arguments: the CLI, stopping itself once last.pt is published.
+STOP_AT_FIRST_CHECKPOINT = """
+import os, runpy, signal
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if os.path.basename(os.fspath(dst)) == "last.pt":
+        os.kill(os.getpid(), signal.SIGSTOP)
+os.replace = replace
+runpy.run_module("colorization", run_name="__main__")
+"""
+
+
 def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Path):
     steps = 60
     reference = train(tiny_params(store_params), "cgan", steps=steps, **run_folder(tmp_path, "reference"))
@@ -99,21 +112,25 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     checkpoint = work / "checkpoints" / "cgan" / "last.pt"
 
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not checkpoint.exists():
-        assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read().decode()}"
-        assert time.monotonic() < deadline, "no checkpoint within 60 s"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # The first run stops itself (SIGSTOP) the moment its first checkpoint is in place, and is
+    # SIGKILLed while stopped: it dies right after that checkpoint, however loaded the machine.
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", STOP_AT_FIRST_CHECKPOINT, *cmd[3:]],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status = os.waitpid(stopped.pid, os.WUNTRACED)  # returns when it stops (or ends)
+    assert os.WIFSTOPPED(status), f"the run ended before its first checkpoint (status {status})"
+    os.kill(stopped.pid, signal.SIGKILL)
+    stopped.wait()
     killed_at = torch.load(checkpoint, weights_only=True)["step"]
-    assert 0 < killed_at < steps
+    assert killed_at == TINY["train.checkpoint_every"] < steps
     assert not (work / "models" / "cgan").exists()
     (work / "plots" / "train" / "cgan.csv").unlink()  # as `dvc repro` does before re-running the stage
 
-    resumed = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=HUNG_S)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming cgan from step {killed_at}" in resumed.stderr
 
@@ -251,7 +268,7 @@ def test_a_second_trainer_on_the_same_checkpoints_refuses(store_params: Path, tm
             "--params",
             "params.yaml",
         ]
-        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=HUNG_S)
         assert result.returncode == 1
         lines = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
         expected = (
