@@ -27,7 +27,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 
 from colorization.colorize import (
     GENERATOR_KINDS,
@@ -39,6 +38,7 @@ from colorization.colorize import (
     load_model,
     parse_palette,
 )
+from colorization.config import load_params, profile_overrides
 from colorization.inference import colorize
 from colorization.models import build_model
 
@@ -60,12 +60,12 @@ def line_art(size: int, seed: int = 0) -> np.ndarray:
 
 def paper_cgan(device: str) -> LoadedModel:
     """The paper profile's c-GAN generator at its 512 px size, untrained."""
-    params = yaml.safe_load((REPO / "profiles/paper.yaml").read_text())
-    cgan = params["train"]["cgan"]
-    arch = {k: cgan[k] for k in ("base_channels", "depth", "hint_dim", "hint_planes")}
+    params = load_params(REPO / "params.yaml", profile_overrides(REPO / "profiles/paper.yaml"))
+    cgan = params.train.cgan
+    arch = {k: getattr(cgan, k) for k in ("base_channels", "depth", "hint_dim", "hint_planes")}
     torch.manual_seed(0)
     module = build_model("cgan", arch).to(device).eval()
-    return LoadedModel(module, "cgan", int(params["lineart"]["image_size"]), "profiles/paper.yaml c-GAN")
+    return LoadedModel(module, "cgan", params.lineart.image_size, "profiles/paper.yaml c-GAN")
 
 
 def timed(fn, repeat: int) -> float:
