@@ -46,6 +46,20 @@ def synthetic_data_params(root: Path, count: int, image_size: int) -> dict:
     return p
 
 
+def built_synthetic_store(root: Path, count: int, image_size: int) -> Path:
+    """A params file under `root` whose acquire + preprocess outputs are already built."""
+    from colorization.acquire import run_acquire
+    from colorization.config import load_params
+    from colorization.preprocess import build_preprocess
+
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(synthetic_data_params(root, count, image_size), sort_keys=False))
+    params = load_params(path)
+    run_acquire(params.acquire)
+    build_preprocess(params.lineart, params.histograms)
+    return path
+
+
 @pytest.fixture
 def small_params(tmp_path: Path, params_dict: dict) -> Path:
     """params.yaml pointed at tmp_path, with a tiny synthetic dataset."""

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import colorization.models
-from colorization.acquire import run_acquire
 from colorization.config import load_params
-from colorization.preprocess import build_preprocess
 from colorization.train import train
-from tests.conftest import synthetic_data_params
+from tests.conftest import built_synthetic_store
 
 TINY = {
     "train.mlflow": False,
@@ -38,13 +35,7 @@ class Interrupted(Exception):
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cache")
-    p = synthetic_data_params(root, count=24, image_size=32)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
-    params = load_params(path)
-    run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
-    return path
+    return built_synthetic_store(root, count=24, image_size=32)
 
 
 def interrupted_run(params, folders: dict, monkeypatch) -> None:

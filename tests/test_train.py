@@ -19,16 +19,14 @@ import pytest
 import torch
 import yaml
 
-from colorization.acquire import run_acquire
 from colorization.config import load_params
 from colorization.histogram import color_histogram
 from colorization.inference import colorize, predict_hint
 from colorization.locking import FolderBusy
 from colorization.models import load_trained
 from colorization.models.specs import SPECS
-from colorization.preprocess import build_preprocess
 from colorization.train import NonFiniteLoss, train
-from tests.conftest import synthetic_data_params
+from tests.conftest import built_synthetic_store
 from tests.servers import HUNG_S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,13 +54,7 @@ TINY = {
 def store_params(tmp_path_factory) -> Path:
     """A params file whose store holds 160 synthetic images at 32 px (built once per module)."""
     root = tmp_path_factory.mktemp("store")
-    p = synthetic_data_params(root, count=160, image_size=32)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
-    params = load_params(path)
-    run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
-    return path
+    return built_synthetic_store(root, count=160, image_size=32)
 
 
 def tiny_params(path: Path, **overrides):
