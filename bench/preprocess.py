@@ -69,7 +69,6 @@ def stage_params(root: Path, size: int, workers: int, out: str):
             "acquire.source": "folder",
             "acquire.folder.input": str(root / "inbox"),
             "acquire.out": str(root / "raw"),
-            "lineart.raw": str(root / "raw"),
             "lineart.image_size": size,
             "lineart.workers": workers,
             "lineart.out": str(root / out / "lineart"),
@@ -101,13 +100,13 @@ def main() -> None:
         write_jpegs(root / "inbox", args.images, args.size, args.grain)
         one = stage_params(root, out_size, 1, "one")
         run_acquire(one.acquire)
-        raw = Path(one.lineart.raw)
+        raw = Path(one.acquire.out)
         paths = [str(raw / p) for p in read_manifest(raw)["path"].to_pylist()]
         decode_only(paths[:10])  # warm the page cache and OpenCV
         t_decode = timed(decode_only, paths)
-        t_full = timed(build_preprocess, one.lineart, one.histograms)
+        t_full = timed(build_preprocess, raw, one.lineart, one.histograms)
         many = stage_params(root, out_size, workers, "many")
-        t_pool = timed(build_preprocess, many.lineart, many.histograms)
+        t_pool = timed(build_preprocess, raw, many.lineart, many.histograms)
 
     n = args.images
     (wall_decode, cpu_decode), (wall_full, cpu_full), (wall_pool, cpu_pool) = t_decode, t_full, t_pool

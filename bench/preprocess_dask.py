@@ -42,7 +42,6 @@ def main() -> None:
                 "acquire.synthetic.count": args.images,
                 "acquire.synthetic.size": args.size,
                 "acquire.out": "raw",
-                "lineart.raw": "raw",
                 "pipeline.task_runner": "dask",
             },
         )
@@ -52,6 +51,7 @@ def main() -> None:
 
         def outs(tag: str):
             return (
+                params.acquire.out,
                 params.lineart.model_copy(update={"out": f"{tag}/lineart"}),
                 params.histograms.model_copy(update={"out": f"{tag}/histograms.parquet"}),
             )

@@ -46,13 +46,10 @@ def work_params(folder: Path, work: Path, profile: Path | None) -> Params:
         "acquire.source": "folder",
         "acquire.folder.input": str(folder.resolve()),
         "acquire.out": str(work / "raw"),
-        "lineart.raw": str(work / "raw"),
         "lineart.out": str(work / "lineart"),
         "histograms.out": str(work / "histograms.parquet"),
-        "train.mlflow": False,
-        "evaluate.lineart": str(work / "lineart"),
-        "evaluate.histograms": str(work / "histograms.parquet"),
-        "evaluate.models_dir": str(work / "models"),
+        "tracking.mlflow": False,
+        "train.out": str(work / "models"),
         "evaluate.metrics": str(work / "evaluation.json"),
         "evaluate.reports": str(work / "reports"),
     }
@@ -61,6 +58,7 @@ def work_params(folder: Path, work: Path, profile: Path | None) -> Params:
 
 def run_pipeline(params: Params, work: Path) -> tuple[dict, dict[str, float]]:
     from colorization.acquire import run_acquire
+    from colorization.config import StageInputs
     from colorization.evaluate import run_evaluate
     from colorization.preprocess import build_preprocess
     from colorization.train import train
@@ -75,18 +73,20 @@ def run_pipeline(params: Params, work: Path) -> tuple[dict, dict[str, float]]:
         return out
 
     timed("acquire", run_acquire, params.acquire)
-    timed("preprocess", build_preprocess, params.lineart, params.histograms)
+    inputs = StageInputs.of(params)
+    timed("preprocess", build_preprocess, inputs.raw, params.lineart, params.histograms)
     for kind in ("cnn", "cgan", "hint"):
         timed(
             f"train@{kind}",
             train,
             params,
             kind,
+            inputs,
             out_dir=work / "models" / kind,
             checkpoint_dir=work / "checkpoints" / kind,
             plots_path=work / "plots" / f"{kind}.csv",
         )
-    result = timed("evaluate", run_evaluate, params.evaluate)
+    result = timed("evaluate", run_evaluate, params.evaluate, inputs)
     return result, times
 
 
@@ -110,14 +110,14 @@ def per_extractor(params: Params) -> dict[str, dict]:
     """cgan (true hint) and cgan_auto_hint on the test split, once per line-art variant."""
     from dataclasses import replace
 
+    from colorization.config import StageInputs
     from colorization.evaluate import TrainingReference, evaluate_models, load_models, load_split
     from colorization.store import ProcessedStore
 
-    split = load_split(params.evaluate)
-    reference = TrainingReference.of_store(
-        ProcessedStore(params.evaluate.lineart, params.evaluate.histograms)
-    )
-    models = load_models(params.evaluate.models_dir)
+    inputs = StageInputs.of(params)
+    split = load_split(params.evaluate, inputs)
+    reference = TrainingReference.of_store(ProcessedStore(inputs.store, inputs.histograms))
+    models = load_models(inputs.models)
     out = {}
     for name, lines in line_variants(params, split.color, split.lineart).items():
         scores, _ = evaluate_models(

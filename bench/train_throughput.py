@@ -51,12 +51,13 @@ def bench_params(profile: Path, size: int, root: Path, images: int, compile_: bo
         node[last] = value
     data["acquire"].update(source="synthetic", out=str(root / "raw"), min_size=min(64, size))
     data["acquire"]["synthetic"].update(count=images, size=size)
-    data["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=size)
+    data["lineart"].update(out=str(root / "lineart"), image_size=size)
     data["lineart"]["split"].update(val=0.0, test=0.0)  # every picture is a training picture
     data["histograms"].update(out=str(root / "histograms.parquet"))
     cgan = data["train"]["cgan"]
     cgan["depth"] = min(cgan["depth"], int(math.log2(size)) - 1)  # small smoke sizes need a shallower U-Net
-    data["train"].update(compile=compile_, device=device, mlflow=False)
+    data["train"].update(compile=compile_, device=device)
+    data["tracking"]["mlflow"] = False
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_params(path)
@@ -64,7 +65,7 @@ def bench_params(profile: Path, size: int, root: Path, images: int, compile_: bo
 
 def build_store(params: Params) -> ProcessedStore:
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     return ProcessedStore(params.lineart.out, params.histograms.out)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from colorization.config import DEFAULT_PARAMS, Params, ParamsError, load_params, run_overrides
+from colorization.config import DEFAULT_PARAMS, Params, ParamsError, StageInputs, load_params, run_overrides
 
 app = typer.Typer(
     help="Automatic colorization of anime line art: data stages, training, evaluation, registry.",
@@ -23,6 +23,11 @@ app = typer.Typer(
     add_completion=False,
 )
 ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params file (YAML)")
+# A stage's inputs are earlier stages' outputs: dvc.yaml passes them; by hand they default to
+# where those stages write (StageInputs.of).
+StoreOption = typer.Option(None, "--store", help="line-art store folder (default: lineart.out)")
+HistogramsOption = typer.Option(None, "--histograms", help="colour hints Parquet (default: histograms.out)")
+ModelsOption = typer.Option(None, "--models", help="folder with cnn/, cgan/, hint/ (default: train.out)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -94,21 +99,24 @@ def acquire(
 @app.command()
 def preprocess(
     params_file: Path = ParamsOption,
-    raw: Path | None = typer.Option(None, help="raw data folder (with manifest.parquet)"),
-    out: Path | None = typer.Option(None, help="output store folder"),
-    histograms: Path | None = typer.Option(None, help="output histograms Parquet file"),
+    raw: Path | None = typer.Option(
+        None, help="raw data folder with manifest.parquet (default: acquire.out)"
+    ),
+    out: Path | None = typer.Option(None, help="output store folder (default: lineart.out)"),
+    histograms: Path | None = typer.Option(
+        None, help="output histograms Parquet file (default: histograms.out)"
+    ),
 ) -> None:
     """Decode every raw image once: its colour hint, then resized colour + line art, into the store."""
     from colorization.preprocess import build_preprocess
 
     overrides = {
-        "lineart.raw": str(raw) if raw else None,
         "lineart.out": str(out) if out else None,
         "histograms.out": str(histograms) if histograms else None,
     }
     params = params_or_exit(params_file, overrides)
     try:
-        meta = build_preprocess(params.lineart, params.histograms)
+        meta = build_preprocess(StageInputs.of(params, raw=raw).raw, params.lineart, params.histograms)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err), code=1)
     typer.echo(
@@ -122,7 +130,9 @@ def train(
     model: str = typer.Argument(..., help="cnn | cgan | hint"),
     params_file: Path = ParamsOption,
     steps: int | None = typer.Option(None, help="training steps (default: train.<model>.steps)"),
-    out: Path | None = typer.Option(None, "--out", help="model folder (default: models/<model>)"),
+    out: Path | None = typer.Option(None, "--out", help="model folder (default: train.out/<model>)"),
+    store: Path | None = StoreOption,
+    histograms: Path | None = HistogramsOption,
 ) -> None:
     """Train one model; resumes from checkpoints/<model>/ when a matching checkpoint is there."""
     from colorization.locking import FolderBusy
@@ -134,7 +144,9 @@ def train(
         fail(f"unknown model {model!r}; expected one of {', '.join(KINDS)}")
     params = params_or_exit(params_file, {f"train.{model}.steps": steps})
     try:
-        folder = run_train(params, model, out_dir=out)
+        folder = run_train(
+            params, model, StageInputs.of(params, store=store, histograms=histograms), out_dir=out
+        )
     except (FileNotFoundError, ValueError, NonFiniteLoss, FolderBusy) as err:
         fail(str(err), code=1)
     typer.echo(f"trained {model} -> {folder}")
@@ -143,22 +155,23 @@ def train(
 @app.command()
 def evaluate(
     params_file: Path = ParamsOption,
-    models_dir: Path | None = typer.Option(None, "--models", help="folder with cnn/, cgan/, hint/"),
-    metrics: Path | None = typer.Option(None, "--metrics", help="output metrics JSON"),
+    models_dir: Path | None = ModelsOption,
+    store: Path | None = StoreOption,
+    histograms: Path | None = HistogramsOption,
+    metrics: Path | None = typer.Option(
+        None, "--metrics", help="output metrics JSON (default: evaluate.metrics)"
+    ),
     max_images: int | None = typer.Option(None, help="score only the first N images (0 = all)"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log the evaluation to MLflow"),
 ) -> None:
     """Score every method on the test split; write metrics/evaluation.json and reports/comparison.png."""
     from colorization.evaluate import METHODS, evaluate_stage
 
-    overrides = {
-        "evaluate.models_dir": str(models_dir) if models_dir else None,
-        "evaluate.metrics": str(metrics) if metrics else None,
-        "evaluate.max_images": max_images,
-    }
+    overrides = {"evaluate.metrics": str(metrics) if metrics else None, "evaluate.max_images": max_images}
     params = params_or_exit(params_file, overrides)
+    inputs = StageInputs.of(params, store=store, histograms=histograms, models=models_dir)
     try:
-        result, _ = evaluate_stage(params, track=not no_mlflow)
+        result, _ = evaluate_stage(params, inputs, track=not no_mlflow)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err), code=1)
     keys = ("psnr", "ssim", "l1", "hint_chi2", "colorfulness")
@@ -179,14 +192,25 @@ def evaluate(
 
 
 @app.command()
-def register(params_file: Path = ParamsOption) -> None:
+def register(
+    params_file: Path = ParamsOption,
+    models_dir: Path | None = ModelsOption,
+    store: Path | None = StoreOption,
+    histograms: Path | None = HistogramsOption,
+    evaluation: Path | None = typer.Option(
+        None, help="the evaluate stage's metrics JSON (default: evaluate.metrics)"
+    ),
+) -> None:
     """Register the trained models in MLflow; a version beating the champion becomes champion."""
     from colorization.register import run_register
     from colorization.tracking.registry import RegistryError
 
     params = params_or_exit(params_file)
+    inputs = StageInputs.of(
+        params, store=store, histograms=histograms, models=models_dir, evaluation=evaluation
+    )
     try:
-        results = run_register(params)
+        results = run_register(params, inputs)
     except (RegistryError, FileNotFoundError, ValueError) as err:
         fail(str(err), code=1)
     for r in results:

@@ -60,7 +60,6 @@ class ColorizeError(ValueError):
 # is: it needs only the extractor and the limits. A model trained on line art made with other
 # settings wants `--params` naming its params file.
 DEFAULT_LINEART = {
-    "raw": "data/raw",
     "out": "data/processed/lineart",
     "image_size": 64,
     "resize": "center_crop",

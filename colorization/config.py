@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,7 +114,8 @@ class SplitParams(Strict):
 
 
 class LineartParams(Strict):
-    raw: str
+    # The `preprocess` stage's section. Its input (the acquire stage's folder) is wired in
+    # dvc.yaml (`--raw ${acquire.out}`), never named here: see `StageInputs`.
     out: str
     image_size: Annotated[int, Field(ge=16)]
     resize: Literal["center_crop", "pad"]
@@ -192,12 +194,20 @@ class TrainParams(Strict):
     sample_every: PositiveInt  # steps between sample grids
     log_every: PositiveInt  # steps between progress lines in the log
     lr_decay: Annotated[float, Field(ge=0.0, le=1.0)]  # last fraction of steps with lr falling linearly to 0
-    mlflow: bool  # off, or mlflow not installed: train without tracking
-    experiment: str  # MLflow experiment name
+    out: str  # models/<kind>/: each train stage's output
     augment: AugmentParams
     cnn: CnnTrainParams
     cgan: CganTrainParams
     hint: HintTrainParams
+
+
+# ---------------------------------------------------------------- tracking
+
+
+class TrackingParams(Strict):
+    # Shared by train, evaluate and register (each lists `tracking` in dvc.yaml).
+    mlflow: bool  # off, or mlflow not installed: nothing is logged, nothing registered
+    experiment: str  # MLflow experiment of the training and evaluation runs
 
 
 # ---------------------------------------------------------------- pipeline
@@ -233,9 +243,6 @@ class PipelineParams(Strict):
 
 
 class EvaluateParams(Strict):
-    lineart: str  # processed store folder
-    histograms: str
-    models_dir: str  # holds cnn/, cgan/, hint/ (the train stages' outputs)
     split: Literal["val", "test"]
     max_images: NonNegInt  # 0 = the whole split
     batch_size: PositiveInt
@@ -258,8 +265,6 @@ class RegisteredModels(Strict):
 
 
 class RegistryParams(Strict):
-    models_dir: str
-    evaluation: str  # the evaluate stage's metrics JSON
     out: str  # versions and aliases after registering (a DVC output)
     models: RegisteredModels
 
@@ -271,12 +276,39 @@ class Params(Strict):
     acquire: AcquireParams
     lineart: LineartParams
     histograms: HistogramParams
-    # Later stages own their sections; kept as plain mappings until their module
-    # gives them a typed model (see colorization.config_train etc.).
+    tracking: TrackingParams
     train: TrainParams
     evaluate: EvaluateParams
     registry: RegistryParams
     pipeline: PipelineParams
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """Where a stage reads what the stages before it wrote.
+
+    A stage's section names only what the stage writes; dvc.yaml wires each output to the
+    commands that read it (`colorization train cnn --store ${lineart.out} ...`). Run by hand, a
+    command given no such option reads the same place: `StageInputs.of(params)`.
+    """
+
+    raw: str  # acquire's folder -> preprocess
+    store: str  # preprocess's line-art store -> train, evaluate, register
+    histograms: str  # preprocess's colour hints -> train, evaluate, register
+    models: str  # the train stages' folder (<models>/<kind>/) -> evaluate, register
+    evaluation: str  # evaluate's metrics JSON -> register
+
+    @classmethod
+    def of(cls, params: Params, **given: str | Path | None) -> StageInputs:
+        """The outputs of the stages before, as dvc.yaml wires them; `given` paths replace them."""
+        wired = cls(
+            raw=params.acquire.out,
+            store=params.lineart.out,
+            histograms=params.histograms.out,
+            models=params.train.out,
+            evaluation=params.evaluate.metrics,
+        )
+        return replace(wired, **{k: str(v) for k, v in given.items() if v is not None})
 
 
 def _first_problem(err: ValidationError) -> tuple[str, str]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from colorization import metrics as m
 from colorization.atomic import atomic_write_text
-from colorization.config import EvaluateParams, Params
+from colorization.config import EvaluateParams, Params, StageInputs
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, bin_centers
 from colorization.store import ProcessedStore, Split
@@ -283,8 +283,9 @@ def load_fid_model(weights: str | None, device: str | None):
     return torch.jit.load(weights, map_location=device or "cpu").eval()
 
 
-def load_split(params: EvaluateParams) -> Split:
-    split = ProcessedStore(params.lineart, params.histograms).load(
+def load_split(params: EvaluateParams, inputs: StageInputs) -> Split:
+    """The evaluation split (evaluate.split) of the store in `inputs`."""
+    split = ProcessedStore(inputs.store, inputs.histograms).load(
         params.split, limit=params.max_images or None
     )
     if len(split) == 0:
@@ -296,16 +297,18 @@ def load_split(params: EvaluateParams) -> Split:
 
 def run_evaluate(
     params: EvaluateParams,
+    inputs: StageInputs,
     device: str | None = None,
     log_run: Callable[[dict, Path, dict], None] | None = None,
 ) -> dict:
-    """The stage: score, write metrics/evaluation.json and reports/, then `log_run` (MLflow)."""
+    """The stage: score the models in `inputs.models` on the store in `inputs`, write
+    metrics/evaluation.json and reports/, then `log_run` (MLflow)."""
     from colorization.device import pick_device
 
     device = device or str(pick_device("auto"))  # the GPU when there is one
-    split = load_split(params)
-    reference = TrainingReference.of_store(ProcessedStore(params.lineart, params.histograms))
-    models = load_models(params.models_dir, device)
+    split = load_split(params, inputs)
+    reference = TrainingReference.of_store(ProcessedStore(inputs.store, inputs.histograms))
+    models = load_models(inputs.models, device)
     fid_model = load_fid_model(params.fid_weights, device)
     log.info("evaluating %d %s images", len(split), params.split)
     scores, examples = evaluate_models(
@@ -320,7 +323,7 @@ def run_evaluate(
     atomic_write_text(params.metrics, json.dumps(result, indent=2) + "\n")
     figure = comparison_figure(examples, Path(params.reports) / FIGURE_FILE)
     if log_run is not None:
-        log_run(result, figure, source_runs(params.models_dir))
+        log_run(result, figure, source_runs(inputs.models))
     return result
 
 
@@ -336,17 +339,17 @@ def source_runs(models_dir: str | Path) -> dict[str, str]:
     return runs
 
 
-def evaluate_stage(params: Params, track: bool = True) -> tuple[dict, str | None]:
+def evaluate_stage(params: Params, inputs: StageInputs, track: bool = True) -> tuple[dict, str | None]:
     """The evaluate stage as the CLI, DVC and Prefect all run it.
 
     Returns the metrics and the id of the MLflow run holding them (None when tracking is off).
     """
     logged: dict[str, str] = {}
     log_run = None
-    if params.train.mlflow and track:
+    if params.tracking.mlflow and track:
         from colorization.tracking.registry import log_evaluation
 
         def log_run(result, figure, runs):
-            logged["run_id"] = log_evaluation(params.train.experiment, result, figure, runs)
+            logged["run_id"] = log_evaluation(params.tracking.experiment, result, figure, runs)
 
-    return run_evaluate(params.evaluate, log_run=log_run), logged.get("run_id")
+    return run_evaluate(params.evaluate, inputs, log_run=log_run), logged.get("run_id")

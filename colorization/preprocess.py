@@ -145,10 +145,10 @@ def _histogram_part(staging: str | Path, shard: int) -> Path:
     return Path(staging) / f"{shard_stem(shard)}.histograms.npy"
 
 
-def plan_preprocess(params: LineartParams) -> ShardPlan:
-    """Open the staging folder and list the shards not yet built there."""
+def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
+    """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
-    raw, out = Path(params.raw).resolve(), Path(params.out).resolve()
+    raw, out = Path(raw).resolve(), Path(params.out).resolve()
     ids, paths, shas = _sorted_manifest(raw)
     fingerprint = _fingerprint(params, shas)
     staging = out.with_name(f".{out.name}.partial")
@@ -228,9 +228,9 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     return meta
 
 
-def build_preprocess(params: LineartParams, histograms: HistogramParams) -> dict:
-    """Line art + colour hint of every manifest row, one decode each; returns the store's meta."""
-    plan = plan_preprocess(params)
+def build_preprocess(raw: str | Path, params: LineartParams, histograms: HistogramParams) -> dict:
+    """Line art + colour hint of every row of raw's manifest, one decode each; returns the store's meta."""
+    plan = plan_preprocess(raw, params)
     jobs = plan.jobs
     for _ in _map(_run_shard, jobs, worker_count(params.workers, len(jobs)), "preprocess"):
         pass

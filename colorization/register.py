@@ -18,6 +18,7 @@ from colorization.atomic import atomic_write_text
 from colorization.provenance import dvc_data_hash, git_state
 
 if TYPE_CHECKING:  # MLflow is imported when a model is registered, not with this module
+    from colorization.config import Params, StageInputs
     from colorization.tracking.registry import Registration
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ def params_tag(params, kind: str) -> str:
     from colorization.models import KINDS
 
     train = params.train.model_dump()
-    shared = {k: v for k, v in train.items() if k not in KINDS}
-    unshaping = {"raw", "out", "workers", "shard_size", "max_pixels", "max_file_bytes"}
+    shared = {k: v for k, v in train.items() if k not in KINDS and k != "out"}
+    unshaping = {"out", "workers", "shard_size", "max_pixels", "max_file_bytes"}
     picked = {
         "lineart": params.lineart.model_dump(exclude=unshaping),
         "train": shared | {kind: train[kind]},
@@ -55,18 +56,19 @@ def params_tag(params, kind: str) -> str:
     return json.dumps(picked, sort_keys=True, separators=(",", ":"))
 
 
-def run_register(params) -> list[Registration]:
-    """The `register` stage: all three models, then metrics/registry.json."""
+def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
+    """The `register` stage: the three models in `inputs.models`, scored in `inputs.evaluation`
+    on the store in `inputs`; then metrics/registry.json."""
     from colorization.tracking.registry import Registration, RegistryError, load_registered, register_model
 
     reg = params.registry
-    evaluation_path = Path(reg.evaluation)
+    evaluation_path = Path(inputs.evaluation)
     if not evaluation_path.exists():
         raise RegistryError(f"{evaluation_path} not found: run the evaluate stage first")
     evaluation = json.loads(evaluation_path.read_text())
     common = {
         **git_state(),
-        **dvc_data_hash((params.lineart.out, params.histograms.out)),
+        **dvc_data_hash((inputs.store, inputs.histograms)),
         "data_source": params.acquire.source,
     }
     split_cache: dict = {}
@@ -80,7 +82,7 @@ def run_register(params) -> list[Registration]:
                     f"cannot re-score {metric} with the {kind} model alone; declare a {kind}.* metric"
                 )
             if "split" not in split_cache:
-                split_cache["split"] = load_split(params.evaluate)
+                split_cache["split"] = load_split(params.evaluate, inputs)
             module, _ = load_registered(uri)
             return score_model(kind, module, split_cache["split"], params.evaluate.batch_size)
 
@@ -92,9 +94,9 @@ def run_register(params) -> list[Registration]:
     for kind in KINDS:
         spec = getattr(reg.models, kind)
         tags = common | {"params": params_tag(params, kind)}
-        model_dir = Path(reg.models_dir) / kind
+        model_dir = Path(inputs.models) / kind
         if not trained_run_id(kind, model_dir):
-            reason = f"skipped: {model_dir} was trained without MLflow (train.mlflow: false)"
+            reason = f"skipped: {model_dir} was trained without MLflow (tracking.mlflow: false)"
             log.info("%s: %s", spec.name, reason)
             results.append(Registration.skipped(spec.name, reason))
             continue

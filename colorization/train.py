@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from colorization.atomic import atomic_path, atomic_write_text, publish_dir
 from colorization.augment import DeviceData, sample_batch
-from colorization.config import Params, TrainParams
+from colorization.config import Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
@@ -108,7 +108,7 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1
         "xdog": params.lineart.xdog.model_dump(),
         "seed": params.train.seed,
         "data": store.meta.get("fingerprint", store.meta),
-        "histograms": str(params.histograms.out),
+        "histograms": str(store.histograms_path),
         "code": _code_digest(),  # a checkpoint of other code is not this run's past
     }
     if world > 1:  # the shards and the global batch depend on the number of ranks
@@ -226,15 +226,17 @@ class NoTracking:
 
 
 def open_tracking(params: Params, kind: str, resume_id: str | None):
-    if not params.train.mlflow:
+    if not params.tracking.mlflow:
         return NoTracking()
     try:
         from colorization.tracking.runs import TrainingRun  # lazy: mlflow is optional on GPU boxes
     except ImportError as err:
-        log.warning("train.mlflow is on but MLflow cannot be imported (%s); training without tracking", err)
+        log.warning(
+            "tracking.mlflow is on but MLflow cannot be imported (%s); training without tracking", err
+        )
         return NoTracking()
     return TrainingRun(
-        params.train.experiment, run_name=f"train-{kind}", resume_id=resume_id, tags={"model": kind}
+        params.tracking.experiment, run_name=f"train-{kind}", resume_id=resume_id, tags={"model": kind}
     )
 
 
@@ -297,21 +299,23 @@ def weights_hash(nets: Nets) -> str:
 def train(
     params: Params,
     kind: str,
+    inputs: StageInputs,
     out_dir: str | Path | None = None,
     steps: int | None = None,
     checkpoint_dir: str | Path | None = None,
     plots_path: str | Path | None = None,
 ) -> Path:
-    """Train model `kind`, resuming from its checkpoint when one matches; returns the model folder."""
+    """Train model `kind` on the store in `inputs`, resuming from its checkpoint when one matches;
+    returns the model folder (default: train.out/<kind>)."""
     if kind not in SPECS:
         raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(SPECS)}")
     steps = steps or getattr(params.train, kind).steps
-    out_dir = Path(out_dir or Path("models") / kind)
+    out_dir = Path(out_dir or Path(params.train.out) / kind)
     checkpoint = Path(checkpoint_dir or Path("checkpoints") / kind) / CHECKPOINT_FILE
     plots_path = Path(plots_path or Path("plots") / "train" / f"{kind}.csv")
 
     ranks = start_ranks(params.train)  # set-up: device, torchrun's processes, seeds
-    data = load_data(params, kind, ranks)  # data: the train split on the device once
+    data = load_data(params, kind, inputs, ranks)  # data: the train split on the device once
     run = open_run(params, kind, steps, ranks, data, checkpoint, plots_path)  # nets, resume, logs
     started = time.perf_counter()
     try:
@@ -371,12 +375,12 @@ class TrainData:
     shown: Any  # a few validation images for the sample grids
 
 
-def load_data(params: Params, kind: str, ranks: Ranks) -> TrainData:
+def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> TrainData:
     section = getattr(params.train, kind)
-    store = ProcessedStore(params.lineart.out, params.histograms.out)
+    store = ProcessedStore(inputs.store, inputs.histograms)
     images = DeviceData.from_split(store.load("train"), ranks.device)
     if len(images) == 0:
-        raise ValueError(f"the train split of {params.lineart.out} is empty")
+        raise ValueError(f"the train split of {inputs.store} is empty")
     if ranks.ddp:
         images = shard(images, ranks.rank, ranks.world)
     if SPECS[kind].generator and store.image_size % 2**section.depth:

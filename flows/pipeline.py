@@ -228,7 +228,7 @@ def pipeline(
         stage, started = "params", time.monotonic()
         try:
             params, stages, passed_on = check_run(params_path, overrides, until)
-            outputs = (params.evaluate.metrics, params.evaluate.models_dir, params.registry.out)
+            outputs = (params.evaluate.metrics, params.train.out, params.registry.out)
             settings = params.pipeline
             logger.info("pipeline: stages %s on %s", ", ".join(stages), root)
             for stage in stages:

@@ -41,7 +41,7 @@ def synthetic_data_params(root: Path, count: int, image_size: int) -> dict:
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p["acquire"].update(out=str(root / "raw"), source="synthetic", min_size=32)
     p["acquire"]["synthetic"].update(count=count, size=64)
-    p["lineart"].update(raw=str(root / "raw"), out=str(root / "lineart"), image_size=image_size, workers=1)
+    p["lineart"].update(out=str(root / "lineart"), image_size=image_size, workers=1)
     p["histograms"].update(out=str(root / "histograms.parquet"))
     return p
 
@@ -56,8 +56,16 @@ def built_synthetic_store(root: Path, count: int, image_size: int) -> Path:
     path.write_text(yaml.safe_dump(synthetic_data_params(root, count, image_size), sort_keys=False))
     params = load_params(path)
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     return path
+
+
+def train_model(params, kind: str, **kwargs) -> Path:
+    """`train` on the store the params' preprocess stage wrote, wired as dvc.yaml wires it."""
+    from colorization.config import StageInputs
+    from colorization.train import train
+
+    return train(params, kind, StageInputs.of(params), **kwargs)
 
 
 @pytest.fixture
@@ -67,7 +75,7 @@ def small_params(tmp_path: Path, params_dict: dict) -> Path:
     p["acquire"]["out"] = str(tmp_path / "raw")
     p["acquire"]["synthetic"].update(count=24, size=64)
     p["acquire"]["folder"]["input"] = str(tmp_path / "inbox")
-    p["lineart"].update(raw=str(tmp_path / "raw"), out=str(tmp_path / "processed/lineart"), image_size=32)
+    p["lineart"].update(out=str(tmp_path / "processed/lineart"), image_size=32)
     p["lineart"]["shard_size"] = 10
     p["lineart"]["workers"] = 1
     p["histograms"].update(out=str(tmp_path / "processed/histograms.parquet"))

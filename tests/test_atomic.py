@@ -45,7 +45,7 @@ def test_stage_outputs_are_readable_by_others(tmp_path, small_params, umask):
     umask(0o022)
     params = load_params(small_params)
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
     assert len(files) > 30
     assert {p.relative_to(tmp_path).as_posix(): mode(p) for p in files if mode(p) != 0o644} == {}

@@ -12,11 +12,10 @@ import torch
 
 import colorization.models
 from colorization.config import load_params
-from colorization.train import train
-from tests.conftest import built_synthetic_store
+from tests.conftest import built_synthetic_store, train_model
 
 TINY = {
-    "train.mlflow": False,
+    "tracking.mlflow": False,
     "train.checkpoint_every": 5,
     "train.sample_every": 1000,
     "train.log_every": 100,
@@ -49,7 +48,7 @@ def interrupted_run(params, folders: dict, monkeypatch) -> None:
     with monkeypatch.context() as patch:
         patch.setattr(os, "replace", replace)
         with pytest.raises(Interrupted):
-            train(params, "cnn", **folders)
+            train_model(params, "cnn", **folders)
     assert torch.load(folders["checkpoint_dir"] / "last.pt", weights_only=True)["step"] == 5
 
 
@@ -65,7 +64,9 @@ def test_more_steps_alone_resume_the_checkpoint(params_file, tmp_path, monkeypat
     where = folders(tmp_path)
     interrupted_run(load_params(params_file, TINY), where, monkeypatch)
     with caplog.at_level(logging.INFO, logger="colorization"):
-        train(load_params(params_file, {**TINY, "train.cnn.steps": 8}), "cnn", **where)  # steps in params
+        train_model(
+            load_params(params_file, {**TINY, "train.cnn.steps": 8}), "cnn", **where
+        )  # steps in params
     assert "resuming cnn from step 5" in caplog.text
     assert "starting from scratch" not in caplog.text
 
@@ -74,7 +75,7 @@ def test_a_changed_setting_starts_afresh(params_file, tmp_path, monkeypatch, cap
     where = folders(tmp_path)
     interrupted_run(load_params(params_file, TINY), where, monkeypatch)
     with caplog.at_level(logging.INFO, logger="colorization"):
-        train(load_params(params_file, {**TINY, "train.cnn.lr": 0.0005}), "cnn", steps=8, **where)
+        train_model(load_params(params_file, {**TINY, "train.cnn.lr": 0.0005}), "cnn", steps=8, **where)
     assert "starting from scratch" in caplog.text and "resuming" not in caplog.text
 
 
@@ -86,7 +87,7 @@ def test_a_code_change_starts_afresh(params_file, tmp_path, monkeypatch, caplog)
     probe.write_text("# written by tests/test_behaviour_cache.py, removed after it\n")
     try:
         with caplog.at_level(logging.INFO, logger="colorization"):
-            train(load_params(params_file, TINY), "cnn", steps=8, **where)
+            train_model(load_params(params_file, TINY), "cnn", steps=8, **where)
     finally:
         probe.unlink()
     assert "starting from scratch" in caplog.text and "resuming" not in caplog.text

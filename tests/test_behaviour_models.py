@@ -21,20 +21,19 @@ from typer.testing import CliRunner
 from colorization import metrics as m
 from colorization.acquire import run_acquire
 from colorization.cli import app
-from colorization.config import load_params
+from colorization.config import StageInputs, load_params
 from colorization.evaluate import TrainingReference, evaluate_models, flat_fill, load_split
 from colorization.histogram import color_histogram
 from colorization.inference import colorize, predict_hint
 from colorization.models import load_trained
 from colorization.preprocess import build_preprocess
 from colorization.store import ProcessedStore
-from colorization.train import train
-from tests.conftest import synthetic_data_params
+from tests.conftest import synthetic_data_params, train_model
 
 SIZE = 32
 STEPS = {"cnn": 200, "cgan": 300, "hint": 150}
 TINY = {
-    "train.mlflow": False,
+    "tracking.mlflow": False,
     "train.checkpoint_every": 1000,
     "train.sample_every": 1000,
     "train.log_every": 50,
@@ -59,7 +58,7 @@ class Trained:
         self.root, self.params_file = root, params_file
         self.params = load_params(params_file, TINY)
         self.store = ProcessedStore(self.params.lineart.out, self.params.histograms.out)
-        self.test = self.store.load("test")  # held out: train() reads only the train split
+        self.test = self.store.load("test")  # held out: train_model() reads only the train split
         self.train_ids = set(self.store.load("train").ids)
         self.dirs: dict[str, Path] = {}
         self.losses: dict[str, np.ndarray] = {}
@@ -73,18 +72,16 @@ def trained(tmp_path_factory) -> Trained:
     root = tmp_path_factory.mktemp("behaviour")
     p = synthetic_data_params(root, count=160, image_size=SIZE)
     p["lineart"]["split"].update(val=0.05, test=0.2)
-    p["evaluate"].update(
-        lineart=str(root / "lineart"), histograms=str(root / "histograms.parquet"), models_dir=str(root / "m")
-    )
+    p["train"]["out"] = str(root / "m")
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(params_file)
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     t = Trained(root, params_file)
     for kind, steps in STEPS.items():
         folder = root / "runs" / kind
-        t.dirs[kind] = train(
+        t.dirs[kind] = train_model(
             t.params,
             kind,
             steps=steps,
@@ -238,7 +235,7 @@ def test_the_output_follows_the_line_art(trained):
 
 
 def test_the_auto_hint_method_colours_with_the_predicted_hint(trained):
-    split = load_split(trained.params.evaluate)
+    split = load_split(trained.params.evaluate, StageInputs.of(trained.params))
     models = {kind: trained.model(kind) for kind in STEPS}
     reference = TrainingReference.of_store(trained.store)
     result, _ = evaluate_models(models, split, reference, batch_size=16)

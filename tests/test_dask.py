@@ -33,10 +33,10 @@ def raw(tmp_path: Path, monkeypatch):
 
 
 def elsewhere(params, folder: str):
-    """The stage's params with its outputs under `folder`."""
+    """The stage's arguments, with its outputs under `folder`."""
     lineart = params.lineart.model_copy(update={"out": f"{folder}/lineart"})
     histograms = params.histograms.model_copy(update={"out": f"{folder}/histograms.parquet"})
-    return lineart, histograms
+    return params.acquire.out, lineart, histograms
 
 
 def assert_same_outputs(a: Path, b: Path) -> None:

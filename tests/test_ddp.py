@@ -29,12 +29,13 @@ def test_torchrun_is_installed_beside_the_interpreter():
 def test_two_ranks_train_identical_weights_one_mlflow_run(tmp_path: Path):
     mlflow = pytest.importorskip("mlflow")
     p = synthetic_data_params(tmp_path, count=24, image_size=32)
-    p["train"].update(mlflow=True, experiment="ddp", checkpoint_every=3, sample_every=1000, log_every=1)
+    p["tracking"].update(mlflow=True, experiment="ddp")
+    p["train"].update(checkpoint_every=3, sample_every=1000, log_every=1)
     p["train"]["cnn"].update(base_channels=8, depth=2, hint_dim=16, batch_size=4)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(tmp_path / "params.yaml")
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
 
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": db}

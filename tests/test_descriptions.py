@@ -10,7 +10,7 @@ import json
 import mlflow
 import pytest
 
-from colorization.config import load_params
+from colorization.config import StageInputs, load_params
 from colorization.register import run_register
 from colorization.tracking import registry
 from colorization.tracking.descriptions import changes
@@ -76,7 +76,7 @@ def test_changes_name_code_data_params_and_architecture():
 
 def test_the_register_stage_describes_all_three_models(sqlite_store):  # noqa: F811
     params = load_params(sqlite_store)
-    run_register(params)
+    run_register(params, StageInputs.of(params))
     c = registry.client()
     tasks = {}
     for name in ("lineart-cnn", "lineart-cgan", "lineart-hint"):

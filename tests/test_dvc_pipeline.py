@@ -36,7 +36,7 @@ def test_data_stages_are_reproducible_and_cached(tiny_repo):
     assert "didn't change, skipping" in second and "Running stage" not in second
     lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
     assert set(lock["stages"]["preprocess"]["params"]["params.yaml"]) == {
-        "lineart.raw", "lineart.out", "lineart.image_size", "lineart.resize", "lineart.extractor",
+        "lineart.out", "lineart.image_size", "lineart.resize", "lineart.extractor",
         "lineart.canny", "lineart.xdog", "lineart.dilate", "lineart.shard_size", "lineart.split",
         "lineart.max_pixels", "lineart.max_file_bytes", "histograms.out",
     }  # fmt: skip

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from colorization.acquire import run_acquire
 from colorization.cli import app
-from colorization.config import load_params
+from colorization.config import StageInputs, load_params
 from colorization.evaluate import (
     METHODS,
     TrainingReference,
@@ -63,21 +63,15 @@ def write_test_params(root: Path) -> Path:
     """params.yaml with every path under `root`: 30 synthetic images at 32 px, a third of them test."""
     p = synthetic_data_params(root, count=30, image_size=IMAGE_SIZE)
     p["lineart"]["split"].update(val=0.1, test=0.3)
-    p["train"]["mlflow"] = False
+    p["tracking"]["mlflow"] = False
+    p["train"]["out"] = str(root / "models")
     p["evaluate"].update(
-        lineart=str(root / "lineart"),
-        histograms=str(root / "histograms.parquet"),
-        models_dir=str(root / "models"),
         metrics=str(root / "metrics/evaluation.json"),
         reports=str(root / "reports"),
         figure_examples=2,
         batch_size=4,  # several chunks, to exercise the chunked averaging
     )
-    p["registry"].update(
-        models_dir=str(root / "models"),
-        evaluation=str(root / "metrics/evaluation.json"),
-        out=str(root / "metrics/registry.json"),
-    )
+    p["registry"]["out"] = str(root / "metrics/registry.json")
     path = root / "params.yaml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(p, sort_keys=False))
@@ -89,7 +83,7 @@ def build_project(root: Path) -> Path:
     path = write_test_params(root)
     params = load_params(path)
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     for kind in TINY_ARCH:
         save_model_dir(root / "models" / kind, kind, run_id=f"run-{kind}")
     return path
@@ -146,7 +140,7 @@ def test_training_reference_is_the_train_split_average(project):
     from colorization.store import ProcessedStore
 
     params = load_params(project)
-    store = ProcessedStore(params.evaluate.lineart, params.evaluate.histograms)
+    store = ProcessedStore(params.lineart.out, params.histograms.out)
     ref = TrainingReference.of_store(store)
     train = store.load("train")
     np.testing.assert_allclose(ref.mean_colour, train.color.reshape(-1, 3).mean(axis=0), rtol=1e-9)
@@ -158,12 +152,17 @@ def test_run_evaluate_writes_metrics_figure_and_logs(project):
     params = load_params(project)
     logged = {}
     result = run_evaluate(
-        params.evaluate, log_run=lambda r, fig, runs: logged.update(r=r, fig=fig, runs=runs)
+        params.evaluate,
+        StageInputs.of(params),
+        log_run=lambda r, fig, runs: logged.update(r=r, fig=fig, runs=runs),
     )
 
     on_disk = json.loads(Path(params.evaluate.metrics).read_text())
     assert on_disk == result
-    assert result["split"] == "test" and result["images"] == len(load_split(params.evaluate)) > 4
+    assert (
+        result["split"] == "test"
+        and result["images"] == len(load_split(params.evaluate, StageInputs.of(params))) > 4
+    )
     assert len(result["split_fingerprint"]) == 16
     for method in METHODS:
         scores = result[method]
@@ -187,8 +186,8 @@ def test_run_evaluate_writes_metrics_figure_and_logs(project):
 
 def test_score_model_matches_the_evaluation_section(project):
     params = load_params(project)
-    split = load_split(params.evaluate)
-    models = load_models(params.evaluate.models_dir)
+    split = load_split(params.evaluate, StageInputs.of(params))
+    models = load_models(params.train.out)
     reference = TrainingReference(mean_colour=np.full(3, 128.0), mean_hint=split.hint.mean(axis=0))
     full, _ = evaluate_models(models, split, reference, batch_size=4)
     for kind in ("cgan", "hint"):
@@ -206,12 +205,12 @@ def test_fid_runs_only_with_a_local_feature_extractor(project, tmp_path):
     params = load_params(
         project, {"evaluate.fid_weights": str(weights), "evaluate.metrics": str(tmp_path / "m.json")}
     )
-    result = run_evaluate(params.evaluate)
+    result = run_evaluate(params.evaluate, StageInputs.of(params))
     assert all(result[m]["fid"] >= 0.0 for m in METHODS)
 
     missing = load_params(project, {"evaluate.fid_weights": str(tmp_path / "nope.pt")})
     with pytest.raises(FileNotFoundError, match="fid_weights"):
-        run_evaluate(missing.evaluate)
+        run_evaluate(missing.evaluate, StageInputs.of(missing))
 
 
 def test_cli_prints_the_table_and_refuses_missing_models(project, tmp_path):

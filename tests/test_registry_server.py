@@ -22,7 +22,7 @@ import torch
 from typer.testing import CliRunner
 
 from colorization.cli import app
-from colorization.config import load_params
+from colorization.config import StageInputs, load_params
 from colorization.evaluate import load_models, load_split, run_evaluate
 from colorization.inference import colorize, predict_hint
 from colorization.models.serving import PackedColorizer, PackedHint, pack
@@ -63,18 +63,28 @@ def sqlite_store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         for kind in ("cnn", "cgan", "hint"):
             log_toy_model(root / "models", kind)
-        run_evaluate(load_params(params_file).evaluate)
+        evaluate_project(params_file)
         yield params_file
     mlflow.set_tracking_uri(None)
 
 
+def evaluate_project(params_file: Path) -> None:
+    params = load_params(params_file)
+    run_evaluate(params.evaluate, StageInputs.of(params))
+
+
+def register_project(params, **inputs) -> list:
+    """The register stage on the project's own outputs (or the `inputs` given instead)."""
+    return run_register(params, StageInputs.of(params, **inputs))
+
+
 def evaluation_of(params_file: Path) -> dict:
-    return json.loads(Path(load_params(params_file).registry.evaluation).read_text())
+    return json.loads(Path(load_params(params_file).evaluate.metrics).read_text())
 
 
 def test_register_all_then_rerun_adds_nothing(sqlite_store):
     params = load_params(sqlite_store)
-    first = run_register(params)
+    first = register_project(params)
     assert [(r.name, r.version, r.registered, r.champion) for r in first] == [
         (name, "1", True, "1") for name in ("lineart-cnn", "lineart-cgan", "lineart-hint")
     ]
@@ -82,8 +92,7 @@ def test_register_all_then_rerun_adds_nothing(sqlite_store):
     version = client.get_model_version_by_alias("lineart-cgan", CHAMPION)
     tags = version.tags
     assert (
-        tags["source_run_id"]
-        == json.loads((Path(params.registry.models_dir) / "cgan/run.json").read_text())["run_id"]
+        tags["source_run_id"] == json.loads((Path(params.train.out) / "cgan/run.json").read_text())["run_id"]
     )
     assert tags["git_commit"] and tags["data_md5"] and len(tags["model_md5"]) == 32
     assert json.loads(tags["params"])["train"]["cgan"]["depth"] == params.train.cgan.depth
@@ -93,7 +102,7 @@ def test_register_all_then_rerun_adds_nothing(sqlite_store):
     recorded = json.loads(Path(params.registry.out).read_text())
     assert recorded["lineart-hint"]["champion"] == "1"
 
-    again = run_register(params)
+    again = register_project(params)
     assert [r.registered for r in again] == [False, False, False]
     assert "already registered as v1" in again[1].reason
     assert len(client.search_model_versions("name='lineart-cgan'")) == 1
@@ -142,22 +151,15 @@ def test_a_champion_scored_on_another_split_is_rescored(sqlite_store, tmp_path):
 
 def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sqlite_store, tmp_path):
     params = load_params(sqlite_store)
-    run_register(params)  # v1 champions (idempotent if an earlier test made them)
+    register_project(params)  # v1 champions (idempotent if an earlier test made them)
     models = tmp_path / "models"
-    shutil.copytree(params.registry.models_dir, models)
+    shutil.copytree(params.train.out, models)
     log_toy_model(models, "cgan", seed=5)  # a new cgan run
     evaluation = evaluation_of(sqlite_store)
     evaluation |= {"split_fingerprint": "changed", "cgan": {**evaluation["cgan"], "psnr": 0.0}}
     (tmp_path / "evaluation.json").write_text(json.dumps(evaluation))
-    moved = load_params(
-        sqlite_store,
-        {
-            "registry.models_dir": str(models),
-            "registry.evaluation": str(tmp_path / "evaluation.json"),
-            "registry.out": str(tmp_path / "registry.json"),
-        },
-    )
-    cnn, cgan, hint = run_register(moved)
+    moved = load_params(sqlite_store, {"registry.out": str(tmp_path / "registry.json")})
+    cnn, cgan, hint = register_project(moved, models=models, evaluation=tmp_path / "evaluation.json")
     assert not cnn.registered and not hint.registered
     assert cgan.registered and not cgan.promoted and cgan.champion == "1"
     # The champion was loaded from the registry and scored on the current split: its real PSNR.
@@ -167,9 +169,9 @@ def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sql
 
 def test_registered_models_colour_like_the_local_folders(sqlite_store):
     params = load_params(sqlite_store)
-    run_register(params)
-    split = load_split(params.evaluate)
-    local = load_models(params.registry.models_dir)
+    register_project(params)
+    split = load_split(params.evaluate, StageInputs.of(params))
+    local = load_models(params.train.out)
     generator, config = registry.load_registered("models:/lineart-cgan@champion")
     hint_net, _ = registry.load_registered("models:/lineart-hint@champion")
     assert config["kind"] == "cgan" and config["image_size"] == IMAGE_SIZE
@@ -194,7 +196,7 @@ def test_log_evaluation_adds_a_run_with_the_figure(sqlite_store):
     params = load_params(sqlite_store)
     result = evaluation_of(sqlite_store)
     figure = Path(params.evaluate.reports) / "comparison.png"
-    runs = {"cgan": json.loads((Path(params.registry.models_dir) / "cgan/run.json").read_text())["run_id"]}
+    runs = {"cgan": json.loads((Path(params.train.out) / "cgan/run.json").read_text())["run_id"]}
     run_id = registry.log_evaluation(EXPERIMENT, result, figure, runs)
     client = registry.client()
     run = client.get_run(run_id)
@@ -251,9 +253,9 @@ def test_registry_through_mlflow_server(mlflow_server, tmp_path, monkeypatch):
     params_file = build_project(tmp_path / "project")
     params = load_params(params_file)
     for kind in ("cnn", "cgan", "hint"):
-        log_toy_model(Path(params.registry.models_dir), kind)
-    run_evaluate(params.evaluate)
-    run_register(params)
+        log_toy_model(Path(params.train.out), kind)
+    evaluate_project(params_file)
+    register_project(params)
 
     api = f"{mlflow_server}/api/2.0/mlflow/registered-models"
     found = requests.get(f"{api}/search", params={"max_results": 100}, timeout=10).json()["registered_models"]
@@ -279,16 +281,16 @@ def test_registry_through_mlflow_server(mlflow_server, tmp_path, monkeypatch):
 
 
 def test_register_without_tracking_skips_in_one_line_and_records_it(tmp_path, monkeypatch):
-    """train.mlflow: false -> run.json has no run id; register must finish, not fail `dvc repro`."""
+    """tracking.mlflow: false -> run.json has no run id; register must finish, not fail `dvc repro`."""
     params_file = build_project(tmp_path)  # its models were "trained" without MLflow
     for kind in ("cnn", "cgan", "hint"):
         save_model_dir(tmp_path / "models" / kind, kind, run_id=None)
-    run_evaluate(load_params(params_file).evaluate)
+    evaluate_project(params_file)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     result = CliRunner().invoke(app, ["register", "--params", str(params_file)])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 3 and all("skipped" in line and "train.mlflow: false" in line for line in lines)
+    assert len(lines) == 3 and all("skipped" in line and "tracking.mlflow: false" in line for line in lines)
     recorded = json.loads(Path(load_params(params_file).registry.out).read_text())
     assert {name: r["version"] for name, r in recorded.items()} == dict.fromkeys(
         ("lineart-cnn", "lineart-cgan", "lineart-hint")
@@ -302,7 +304,7 @@ def test_the_studio_lists_registry_versions_and_colours_with_the_champion(sqlite
     from colorization.colorize import default_lineart_params
     from colorization.studio import StudioConfig, create_app
 
-    run_register(load_params(sqlite_store))  # v1 champions (idempotent if an earlier test made them)
+    register_project(load_params(sqlite_store))  # v1 champions (idempotent if an earlier test made them)
     studio = TestClient(create_app(StudioConfig(tmp_path / "no-models", default_lineart_params(), "cpu")))
     choices = studio.get("/api/models").json()
     assert "error" not in choices["registry"], choices

@@ -96,7 +96,7 @@ def project(prefect_api, tmp_path_factory):  # noqa: F811 (the fixture imported 
     from tests.test_flows import write_tiny_params
 
     root = tiny_project(tmp_path_factory.mktemp("contract") / "project")
-    write_tiny_params(root / "params.yaml", {"train.mlflow": False})
+    write_tiny_params(root / "params.yaml", {"tracking.mlflow": False})
     first = pipeline(workdir=str(root))
     assert first["ran"] == pipeline_stages(root) and not dvc_status(root)
     return root

@@ -17,7 +17,7 @@ from colorization.store import ProcessedStore, read_histograms, split_of
 def built(tmp_path, small_params):
     params = load_params(small_params)
     run_acquire(params.acquire)
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     return params
 
 
@@ -75,7 +75,7 @@ def test_a_killed_lineart_run_resumes_from_its_finished_shards(tmp_path, small_p
 
     monkeypatch.setattr(pre, "_run_shard", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        build_preprocess(params.lineart, params.histograms)
+        build_preprocess(params.acquire.out, params.lineart, params.histograms)
     assert done == [0, 1]
     assert not (tmp_path / "processed/lineart").exists()  # nothing published half-way
     staging = tmp_path / "processed/.lineart.partial"
@@ -83,7 +83,7 @@ def test_a_killed_lineart_run_resumes_from_its_finished_shards(tmp_path, small_p
 
     seen = []
     monkeypatch.setattr(pre, "_run_shard", lambda job: seen.append(job[1]) or real(job))
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     assert seen == [2]  # only the missing shard is computed again
     assert json.loads((tmp_path / "processed/lineart/meta.json").read_text())["count"] == 24
 
@@ -95,7 +95,7 @@ def test_changed_params_discard_a_stale_staging_folder(tmp_path, small_params):
     staging.mkdir(parents=True)
     (staging / "fingerprint").write_text("other params")
     (staging / "shard-00000.ids.json").write_text("[]")
-    build_preprocess(params.lineart, params.histograms)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
     assert not staging.exists()
     assert json.loads((tmp_path / "processed/lineart/shard-00000.ids.json").read_text()) != []
 
@@ -103,9 +103,11 @@ def test_changed_params_discard_a_stale_staging_folder(tmp_path, small_params):
 def test_parallel_and_serial_builds_are_identical(tmp_path, small_params):
     params = load_params(small_params)
     run_acquire(params.acquire)
-    serial = build_preprocess(params.lineart, params.histograms)
+    serial = build_preprocess(params.acquire.out, params.lineart, params.histograms)
     parallel_params = load_params(small_params, {"lineart.workers": 2, "lineart.out": str(tmp_path / "par")})
-    parallel = build_preprocess(parallel_params.lineart, parallel_params.histograms)
+    parallel = build_preprocess(
+        parallel_params.acquire.out, parallel_params.lineart, parallel_params.histograms
+    )
     assert serial["fingerprint"] == parallel["fingerprint"]
     for name in ("shard-00000.color.npy", "shard-00002.lineart.npy", "index.parquet"):
         assert (tmp_path / "processed/lineart" / name).read_bytes() == (tmp_path / "par" / name).read_bytes()

@@ -25,14 +25,14 @@ from colorization.inference import colorize, predict_hint
 from colorization.locking import FolderBusy
 from colorization.models import load_trained
 from colorization.models.specs import SPECS
-from colorization.train import NonFiniteLoss, train
-from tests.conftest import built_synthetic_store
+from colorization.train import NonFiniteLoss
+from tests.conftest import built_synthetic_store, train_model
 from tests.servers import HUNG_S
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "train.mlflow": False,
+    "tracking.mlflow": False,
     "train.checkpoint_every": 10,
     "train.sample_every": 1000,
     "train.log_every": 10,
@@ -84,7 +84,9 @@ runpy.run_module("colorization", run_name="__main__")
 
 def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Path):
     steps = 60
-    reference = train(tiny_params(store_params), "cgan", steps=steps, **run_folder(tmp_path, "reference"))
+    reference = train_model(
+        tiny_params(store_params), "cgan", steps=steps, **run_folder(tmp_path, "reference")
+    )
 
     # The same run as a CLI process (cwd = its own folder, so its default output paths land
     # there), SIGKILLed once a checkpoint exists, then started again.
@@ -150,14 +152,14 @@ def test_non_finite_loss_stops_naming_the_step(store_params: Path, tmp_path: Pat
     monkeypatch.setitem(SPECS, "cnn", dataclasses.replace(SPECS["cnn"], step=poisoned))
     paths = run_folder(tmp_path, "nan")
     with pytest.raises(NonFiniteLoss, match=r"step 13 .*last good checkpoint kept"):
-        train(tiny_params(store_params), "cnn", steps=30, **paths)
+        train_model(tiny_params(store_params), "cnn", steps=30, **paths)
     assert torch.load(paths["checkpoint_dir"] / "last.pt", weights_only=True)["step"] == 10
     assert not paths["out_dir"].exists()
 
 
 def test_hint_steers_cgan_output_histogram(store_params: Path, tmp_path: Path):
     params = tiny_params(store_params, train__cgan__lr=0.002)
-    model_dir = train(params, "cgan", steps=300, **run_folder(tmp_path, "steer"))
+    model_dir = train_model(params, "cgan", steps=300, **run_folder(tmp_path, "steer"))
     generator = load_trained(model_dir)
     from colorization.store import ProcessedStore
 
@@ -178,7 +180,7 @@ def test_hint_steers_cgan_output_histogram(store_params: Path, tmp_path: Path):
 
 def test_losses_fall_and_outputs_are_published(store_params: Path, tmp_path: Path):
     paths = run_folder(tmp_path, "hint")
-    model_dir = train(tiny_params(store_params), "hint", steps=40, **paths)
+    model_dir = train_model(tiny_params(store_params), "hint", steps=40, **paths)
     kl = np.loadtxt(paths["plots_path"], delimiter=",", skiprows=1)[:, 1]
     assert kl[-10:].mean() < kl[:10].mean()
     config = json.loads((model_dir / "config.json").read_text())
@@ -192,8 +194,8 @@ def test_losses_fall_and_outputs_are_published(store_params: Path, tmp_path: Pat
 def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_path: Path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    params = tiny_params(store_params, train__mlflow=True, train__sample_every=5, train__experiment="t")
-    model_dir = train(params, "cnn", steps=12, **run_folder(tmp_path, "tracked"))
+    params = tiny_params(store_params, tracking__mlflow=True, train__sample_every=5, tracking__experiment="t")
+    model_dir = train_model(params, "cnn", steps=12, **run_folder(tmp_path, "tracked"))
     run_info = json.loads((model_dir / "run.json").read_text())
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.get_run(run_info["run_id"])
@@ -215,8 +217,8 @@ def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_
 def test_training_runs_without_mlflow_installed(store_params: Path, tmp_path: Path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     monkeypatch.delitem(sys.modules, "colorization.tracking.runs", raising=False)
-    params = tiny_params(store_params, train__mlflow=True)
-    model_dir = train(params, "hint", steps=3, **run_folder(tmp_path, "no-mlflow"))
+    params = tiny_params(store_params, tracking__mlflow=True)
+    model_dir = train_model(params, "hint", steps=3, **run_folder(tmp_path, "no-mlflow"))
     assert json.loads((model_dir / "run.json").read_text())["run_id"] is None
     assert "training without tracking" in caplog.text
 
@@ -243,11 +245,11 @@ def test_a_second_trainer_on_the_same_checkpoints_refuses(store_params: Path, tm
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(FolderBusy, match=rf"in use by another trainer \(PID {holder.pid}\)"):
-            train(tiny_params(store_params), "hint", steps=3, **paths)
+            train_model(tiny_params(store_params), "hint", steps=3, **paths)
         assert not paths["plots_path"].exists()  # the holder's loss log is not touched
 
         data = yaml.safe_load(store_params.read_text())
-        data["train"]["mlflow"] = False
+        data["tracking"]["mlflow"] = False
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
         cmd = [
             sys.executable,
@@ -270,4 +272,31 @@ def test_a_second_trainer_on_the_same_checkpoints_refuses(store_params: Path, tm
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
-    train(tiny_params(store_params), "hint", steps=3, **paths)  # the holder gone, the lock is free
+    train_model(tiny_params(store_params), "hint", steps=3, **paths)  # the holder gone, the lock is free
+
+
+def test_the_train_command_trains_on_the_store_it_is_handed(store_params: Path, tmp_path: Path, monkeypatch):
+    """dvc.yaml hands each stage its inputs (`--store ${lineart.out} ...`): the command reads
+    those, never another stage's section, so a params file pointing elsewhere does not matter."""
+    from typer.testing import CliRunner
+
+    from colorization.cli import app
+
+    built = load_params(store_params)
+    data = yaml.safe_load(store_params.read_text())
+    data["lineart"]["out"] = str(tmp_path / "elsewhere" / "lineart")
+    data["histograms"]["out"] = str(tmp_path / "elsewhere" / "histograms.parquet")
+    data["tracking"]["mlflow"] = False
+    data["train"]["hint"].update(base_channels=8, depth=3)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)  # checkpoints/ and plots/ land here
+    command = ["train", "hint", "--params", "params.yaml", "--steps", "3", "--out", "model"]
+
+    unwired = CliRunner().invoke(app, command)
+    assert unwired.exit_code == 1 and "elsewhere" in unwired.output  # its own default: not built
+
+    handed = ["--store", built.lineart.out, "--histograms", built.histograms.out]
+    wired = CliRunner().invoke(app, [*command, *handed])
+    assert wired.exit_code == 0, wired.output
+    losses = np.genfromtxt(tmp_path / "plots" / "train" / "hint.csv", delimiter=",", names=True)
+    assert len(losses) == 3

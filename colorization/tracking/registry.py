@@ -156,7 +156,7 @@ def register_model(
     run_id = run_info.get("run_id")
     if not run_id:
         raise RegistryError(
-            f"{model_dir} was trained without MLflow (train.mlflow: false): nothing to register"
+            f"{model_dir} was trained without MLflow (tracking.mlflow: false): nothing to register"
         )
     c = client()
     model_md5 = file_md5(weights)
