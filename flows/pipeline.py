@@ -197,7 +197,10 @@ def stage_env(stage: str, settings: PipelineParams) -> Iterator[dict[str, str]]:
 # ---------------------------------------------------------------- the pipeline
 
 
-@flow(name="pipeline", description="the stages of dvc.yaml, run through DVC")
+# persist_result: the run's summary dict goes to the result store, so a state read back from
+# the API still has it (without it, a final state the server re-sent under SQLite contention
+# came back without data: MissingResult in `state.result()`).
+@flow(name="pipeline", description="the stages of dvc.yaml, run through DVC", persist_result=True)
 def pipeline(
     params_path: str = PARAMS_FILE,
     workdir: str = ".",
