@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -24,6 +25,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def refused_port():
+    """A loopback port where nothing listens, for as long as the block runs: it is bound here
+    and never listened on, so no other process can take it and connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 UVICORN_STARTED = re.compile(r"Uvicorn running on https?://[^:/\s]+:(\d+)")

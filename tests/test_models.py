@@ -50,17 +50,36 @@ def test_generators_map_lineart_and_hint_to_rgb_and_use_the_hint(kind):
     assert not np.array_equal(out, colorize(net, lineart, np.roll(hint, 1, axis=0)))
 
 
-def test_discriminator_scores_patches():
-    disc = PatchDiscriminator(base_channels=4, layers=2)
-    logits = disc(torch.zeros(2, 1, S, S), torch.zeros(2, 3, S, S))
-    assert logits.shape[:2] == (2, 1) and logits.shape[2] > 1
+def test_discriminator_judges_each_patch_on_its_own_and_reads_the_line_art():
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(base_channels=4, layers=2).eval()  # eval: no batch statistics
+    lines, colour = torch.rand(1, 1, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        base = disc(lines, colour)[0, 0]
+        recoloured = colour.clone()
+        recoloured[..., :8, :8] = 1.0 - recoloured[..., :8, :8]  # a colour change in one corner
+        moved = disc(lines, recoloured)[0, 0]
+        redrawn = lines.clone()
+        redrawn[..., :8, :8] = 1.0 - redrawn[..., :8, :8]  # the same colours, other lines there
+        relined = disc(redrawn, colour)[0, 0]
+    p = base.shape[-1]
+    assert p >= 8  # a grid of patch scores, not one score for the picture
+    for changed in (moved, relined):
+        assert (changed[:2, :2] - base[:2, :2]).abs().max() > 1e-4  # the patches that see the corner
+        torch.testing.assert_close(
+            changed[p // 2 :, p // 2 :], base[p // 2 :, p // 2 :]
+        )  # far ones: untouched
 
 
-def test_predict_hint_returns_distributions():
+def test_predict_hint_gives_each_drawing_its_own_distribution_whatever_the_batch():
     lineart, _ = random_inputs(5)
-    hints = predict_hint(build_model("hint", ARCH["hint"]), lineart)
-    assert hints.shape == (5, 512) and hints.dtype == np.float32
+    net = build_model("hint", ARCH["hint"])
+    hints = predict_hint(net, lineart, batch_size=5)
+    assert hints.shape == (5, 512) and (hints >= 0).all()
     np.testing.assert_allclose(hints.sum(axis=1), 1.0, rtol=1e-5)
+    one_by_one = np.concatenate([predict_hint(net, lineart[i : i + 1]) for i in range(5)])
+    np.testing.assert_allclose(one_by_one, hints, atol=1e-6)  # no batch statistics leak between drawings
+    assert np.abs(hints[0] - hints[1]).sum() > 1e-3  # other lines, another hint
 
 
 def test_inference_rejects_wrong_inputs():

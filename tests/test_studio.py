@@ -230,16 +230,17 @@ def test_a_missing_model_fails_its_result_only(models, tmp_path):
 
 
 def test_a_registry_server_that_is_down_is_a_one_line_answer(client, monkeypatch):
-    from tests.servers import free_port
+    from tests.servers import refused_port
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as `colorization studio` sets it
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    choices = client.get("/api/models").json()
+    with refused_port() as port:  # nothing listens there, and nothing can start to
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        choices = client.get("/api/models").json()
+        answer = colorize(
+            client, png(drawing(30, 30)), {"cgan_model": "models:/lineart-cgan@champion", "methods": "cgan"}
+        )
     assert "cannot be read" in choices["registry"]["error"] and "\n" not in choices["registry"]["error"]
-    answer = colorize(
-        client, png(drawing(30, 30)), {"cgan_model": "models:/lineart-cgan@champion", "methods": "cgan"}
-    )
     assert answer.status_code == 424 and list(answer.json()) == ["error"], answer.text
     error = answer.json()["error"]
     assert "MLflow registry at http://127.0.0.1" in error and "cannot be read" in error and "\n" not in error
