@@ -205,7 +205,8 @@ class TrainParams(Strict):
 
 
 class TrackingParams(Strict):
-    # Shared by train, evaluate and register (each lists `tracking` in dvc.yaml).
+    # Shared by train and evaluate (both list `tracking` in dvc.yaml); register follows the
+    # models' own runs (run.json), so it registers nothing for models trained without MLflow.
     mlflow: bool  # off, or mlflow not installed: nothing is logged, nothing registered
     experiment: str  # MLflow experiment of the training and evaluation runs
 
