@@ -44,7 +44,8 @@ def canny(rgb: np.ndarray, low: int, high: int, blur: int) -> np.ndarray:
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if blur:
         gray = cv2.GaussianBlur(gray, (blur, blur), 0)
-    return 255 - cv2.Canny(gray, low, high)
+    edges = cv2.Canny(gray, low, high)
+    return cv2.bitwise_not(edges, dst=edges)  # = 255 - edges, in place
 
 
 def xdog(rgb: np.ndarray, sigma: float, k: float, tau: float, epsilon: float, phi: float) -> np.ndarray:
