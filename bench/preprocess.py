@@ -13,8 +13,10 @@ row keeps its cheapest round: on a machine others are using, a round's cost vari
 their load, and the cheapest is the one least disturbed.
 
 Prints two tables, asserting nothing: each row's ratio to the floor, by wall time and by
-CPU time (this process and its workers; the one that holds on a shared machine), and the
-CPU cost per image of each step of a shard, in the order `run_shard` does them.
+CPU time (this process and its workers; the one that holds on a shared machine), with the
+cost of starting the pool's processes alone (a fixed cost, which a few hundred images do
+not amortise), and the CPU cost per image of each step of a shard, in the order
+`run_shard` does them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from colorization.histogram import color_histogram
 from colorization.images import decode_rgb, encode_jpeg, read_image_bytes
 from colorization.lineart import extract_lineart, resize_square
 from colorization.manifest import read_manifest
-from colorization.preprocess import build_preprocess
+from colorization.preprocess import _map, build_preprocess
 from colorization.sources.synthetic import render
 from colorization.store import npy_rows
 
@@ -98,6 +100,12 @@ def run_stage(root: Path, size: int, workers: int) -> tuple[float, float]:
     params = stage_params(root, size, workers, "out")
     shutil.rmtree(root / "out", ignore_errors=True)  # a fresh build, not a resumed one
     return timed(build_preprocess, params.lineart, params.histograms)
+
+
+def start_workers(workers: int) -> None:
+    """The stage's pool with nothing to do: its processes spawn, import, and end."""
+    for _ in _map(abs, [0] * workers, workers, "start"):
+        pass
 
 
 def step_seconds(paths: list[str], params: LineartParams, folder: Path) -> dict[str, float]:
@@ -177,6 +185,7 @@ def main() -> None:
                 shutil.rmtree(rows_dir)
                 steps[s] = {k: min(steps[s][k], spent[k]) for k in STEPS}
         pool = {s: cheapest([run_stage(root, s, workers) for _ in range(args.repeat)]) for s in sizes}
+        start = cheapest([timed(start_workers, workers) for _ in range(args.repeat)])
 
     n = args.images
     wall_floor, cpu_floor = cheapest(floor_runs)
@@ -184,14 +193,16 @@ def main() -> None:
     for s in sizes:
         rows.append((f"preprocess, line art {s}px", 1, *cheapest(one_runs[s])))
         rows.append((f"  same, {workers} processes", workers, *pool[s]))
+    rows.append((f"  of which starting {workers} processes", workers, *start))
     print(
         f"{n} JPEGs at {args.size}px, grain {args.grain}, {os.cpu_count()} cores, "
         f"cheapest of {args.repeat} rounds, load average {os.getloadavg()[0]:.1f}"
     )
     print(f"{'work':<30}{'procs':>6}{'img/s/core':>12}{'x floor (wall)':>16}{'x floor (CPU s)':>17}")
     for name, procs, wall, cpu in rows:
-        rate, wall_ratio, cpu_ratio = n / wall / procs, wall * procs / wall_floor, cpu / cpu_floor
-        print(f"{name:<30}{procs:>6}{rate:>12.1f}{wall_ratio:>16.2f}{cpu_ratio:>17.2f}")
+        rate = "-" if name.strip().startswith("of which") else f"{n / wall / procs:.1f}"
+        wall_ratio, cpu_ratio = wall * procs / wall_floor, cpu / cpu_floor
+        print(f"{name:<30}{procs:>6}{rate:>12}{wall_ratio:>16.2f}{cpu_ratio:>17.2f}")
 
     floor_ms = cpu_floor / n * 1e3
     print(f"\nCPU ms per image, each step of a shard (cheapest round), against the floor's {floor_ms:.2f} ms")
