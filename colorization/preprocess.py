@@ -30,7 +30,7 @@ from colorization.histogram import HIST_BINS, color_histogram
 from colorization.images import ImageRejected, read_rgb
 from colorization.lineart import prepare_pair
 from colorization.manifest import read_manifest
-from colorization.processes import die_with_parent
+from colorization.processes import die_with_parent, retain_freed_memory
 from colorization.progress import progress
 from colorization.store import (
     SPLITS,
@@ -52,7 +52,9 @@ def worker_count(requested: int, jobs: int) -> int:
 
 
 def _init_worker(parent_pid: int | None = None) -> None:
+    """Set up a process that runs shards: a pool worker, or the stage's own process."""
     die_with_parent(parent_pid)  # a killed stage leaves no workers behind
+    retain_freed_memory()  # the next image reuses the last one's memory, no fresh pages
     cv2.setNumThreads(1)
 
 
