@@ -131,7 +131,6 @@ def step_seconds(paths: list[str], params: LineartParams, folder: Path) -> dict[
             colour = resize_square(rgb, side, params.resize)
             t4 = clock()
             line = extract_lineart(colour, params)
-            del rgb
             t5 = clock()
             add_colour(colour)
             add_line(line)

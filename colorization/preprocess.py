@@ -194,7 +194,6 @@ def run_shard(job: ShardJob) -> int:
             rgb = read_raw(path, job.params)
             hists[k] = color_histogram(rgb)  # the contract: the hint of the full-size raw image
             colour, line = prepare_pair(rgb, job.params)
-            del rgb  # freed before the next decode, which then reuses its memory
             add_colour(colour)
             add_line(line)
     atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
