@@ -243,7 +243,7 @@ def read_image_bytes(path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> byte
         size = os.fstat(fh.fileno()).st_size
         check_file_size(size, max_file_bytes)
         # Ask for the size fstat gave, plus one byte: read(n) allocates n bytes before
-        # reading, and n = the limit (256 MiB) cost 3 times a 100 kB file's read. A file
+        # reading, and n = the limit (256 MiB) cost 4 times a 100 kB file's read. A file
         # that grows meanwhile is read on, still bounded by the limit.
         data = fh.read(size + 1)
         if len(data) > size:
