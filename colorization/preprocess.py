@@ -26,14 +26,15 @@ import numpy as np
 
 from colorization.atomic import atomic_save_npy, atomic_write_text, publish_dir, remove_stale_temporaries
 from colorization.config import HistogramParams, LineartParams
-from colorization.histogram import color_histogram
+from colorization.histogram import HIST_BINS, color_histogram
 from colorization.images import ImageRejected, read_rgb
 from colorization.lineart import prepare_pair
 from colorization.manifest import read_manifest
-from colorization.processes import die_with_parent
+from colorization.processes import die_with_parent, retain_freed_memory
 from colorization.progress import progress
 from colorization.store import (
     SPLITS,
+    npy_rows,
     shard_is_complete,
     shard_stem,
     split_of,
@@ -51,7 +52,9 @@ def worker_count(requested: int, jobs: int) -> int:
 
 
 def _init_worker(parent_pid: int | None = None) -> None:
+    """Set up a process that runs shards: a pool worker, or the stage's own process."""
     die_with_parent(parent_pid)  # a killed stage leaves no workers behind
+    retain_freed_memory()  # the next image reuses the last one's memory, no fresh pages
     cv2.setNumThreads(1)
 
 
@@ -175,20 +178,25 @@ def read_raw(path: str, params: LineartParams) -> np.ndarray:
 def run_shard(job: ShardJob) -> int:
     """One decode per image: its histogram (full size), then resize + line art.
 
-    The ids file, written last, marks the shard complete.
+    Each image's pair goes to the shard files as soon as it is made, so a worker holds one
+    image at a time (a shard of 256 at 512 px is 256 MB). The ids file, written last,
+    marks the shard complete.
     """
     cv2.setNumThreads(1)
-    colours, lines, hists = [], [], []
-    for path in job.paths:
-        rgb = read_raw(path, job.params)
-        hists.append(color_histogram(rgb))  # the contract: the hint of the full-size raw image
-        colour, line = prepare_pair(rgb, job.params)
-        colours.append(colour)
-        lines.append(line)
+    count, side = len(job.paths), job.params.image_size
     stem = Path(job.staging) / shard_stem(job.shard)
-    atomic_save_npy(f"{stem}.color.npy", np.stack(colours))
-    atomic_save_npy(f"{stem}.lineart.npy", np.stack(lines))
-    atomic_save_npy(_histogram_part(job.staging, job.shard), np.stack(hists))
+    hists = np.empty((count, HIST_BINS), np.float32)
+    with (
+        npy_rows(f"{stem}.color.npy", (count, side, side, 3)) as add_colour,
+        npy_rows(f"{stem}.lineart.npy", (count, side, side)) as add_line,
+    ):
+        for k, path in enumerate(job.paths):
+            rgb = read_raw(path, job.params)
+            hists[k] = color_histogram(rgb)  # the contract: the hint of the full-size raw image
+            colour, line = prepare_pair(rgb, job.params)
+            add_colour(colour)
+            add_line(line)
+    atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
     atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
     return len(job.ids)
 

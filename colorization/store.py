@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from colorization.atomic import atomic_write_bytes, atomic_write_text
+from colorization.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from colorization.histogram import HIST_BINS
 
 INDEX_FILE = "index.parquet"
@@ -48,6 +50,37 @@ def shard_stem(shard: int) -> str:
 def shard_is_complete(folder: Path, shard: int, ids: list[str]) -> bool:
     marker = folder / f"{shard_stem(shard)}.ids.json"
     return marker.exists() and json.loads(marker.read_text()) == ids
+
+
+@contextmanager
+def npy_rows(
+    path: str | Path, shape: tuple[int, ...], dtype=np.uint8
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write the `.npy` file `path` of `shape` one row (`shape[1:]`) at a time.
+
+    Yields `add(row)`. The file holds the bytes `np.save` would write for the stacked rows,
+    and is published atomically when the block ends with every row added. Streaming keeps
+    no shard in memory: stacking 256 images of 512 px, then serialising them to a buffer,
+    copied ~1 GB per shard, fresh memory each time, costing more than the decoding.
+    """
+    dtype, shape = np.dtype(dtype), tuple(shape)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    added = 0
+
+    def add(row: np.ndarray) -> None:
+        nonlocal added
+        if row.shape != shape[1:] or row.dtype != dtype:
+            raise ValueError(f"{Path(path).name}: row {row.dtype} {row.shape}, expected {dtype} {shape[1:]}")
+        if added == shape[0]:
+            raise ValueError(f"{Path(path).name}: more than {shape[0]} rows")
+        fh.write(np.ascontiguousarray(row).data)
+        added += 1
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        yield add
+        if added != shape[0]:
+            raise ValueError(f"{Path(path).name}: {added} rows written of {shape[0]}")
 
 
 def write_index(folder: Path, ids: list[str], shards: list[int], rows: list[int], splits: list[str]) -> None:

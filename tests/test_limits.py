@@ -19,7 +19,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from colorization.images import ImageRejected, decode_rgb, header_size, read_rgb, sniff_format
+from colorization.images import (
+    ImageRejected,
+    decode_rgb,
+    header_size,
+    read_image_bytes,
+    read_rgb,
+    sniff_format,
+)
 from colorization.manifest import write_manifest
 from tests.conftest import random_bgr, write_image
 
@@ -187,3 +194,14 @@ def test_colorize_refuses_huge_inputs_and_colours_the_rest(huge, tmp_path, monke
     assert len(errors) == 3, result.stderr
     assert (out / "fine.png").exists()
     assert peak < PEAK_LIMIT
+
+
+def test_a_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_path, monkeypatch):
+    path = tmp_path / "growing.bin"
+    path.write_bytes(b"x" * 10)
+    real_fstat = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 4, *real_fstat(fd)[7:])))
+    assert read_image_bytes(path, max_file_bytes=10) == b"x" * 10  # fstat said 4: read on
+    path.write_bytes(b"x" * 20)
+    with pytest.raises(ImageRejected, match="file too large: 11 bytes > max_file_bytes 10"):
+        read_image_bytes(path, max_file_bytes=10)  # but no further than one byte past the limit

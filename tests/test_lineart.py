@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -50,3 +51,19 @@ def test_pad_keeps_the_whole_picture_on_white():
     assert out.shape == (32, 32, 3)
     assert (out[:, :8] == 255).all() and (out[:, 24:] == 255).all()  # white side bands
     assert (out[:, 9:23] == 0).all()
+
+
+@pytest.mark.parametrize("blur", [0, 3, 5])
+@pytest.mark.parametrize("shape", [(64, 64), (37, 91), (3, 200)])
+def test_canny_is_the_papers_formula(shape, blur):
+    # grey, Gaussian blur, cv2.Canny on the grey image, inverted: written out the plain way.
+    rng = np.random.default_rng(sum(shape) + blur)
+    rgb = cv2.resize(
+        rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST
+    )
+    rgb = np.clip(rgb + rng.normal(0, 20, rgb.shape), 0, 255).astype(np.uint8)  # edges reach the borders
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if blur:
+        gray = cv2.GaussianBlur(gray, (blur, blur), 0)
+    for low, high in ((100, 200), (20, 60)):
+        np.testing.assert_array_equal(canny(rgb, low, high, blur), 255 - cv2.Canny(gray, low, high))

@@ -10,7 +10,7 @@ from colorization.histogram import color_histogram
 from colorization.images import read_rgb
 from colorization.lineart import canny, resize_square
 from colorization.preprocess import build_preprocess
-from colorization.store import ProcessedStore, read_histograms, split_of
+from colorization.store import ProcessedStore, npy_rows, read_histograms, split_of
 
 
 @pytest.fixture
@@ -111,3 +111,27 @@ def test_parallel_and_serial_builds_are_identical(tmp_path, small_params):
     assert serial["fingerprint"] == parallel["fingerprint"]
     for name in ("shard-00000.color.npy", "shard-00002.lineart.npy", "index.parquet"):
         assert (tmp_path / "processed/lineart" / name).read_bytes() == (tmp_path / "par" / name).read_bytes()
+
+
+def test_rows_written_one_at_a_time_make_the_file_np_save_makes(tmp_path):
+    rows = np.random.default_rng(0).integers(0, 256, size=(3, 5, 4, 3), dtype=np.uint8)
+    np.save(tmp_path / "saved.npy", rows)
+    with npy_rows(tmp_path / "streamed.npy", rows.shape) as add:
+        for row in rows:
+            add(np.asfortranarray(row))  # not C-contiguous: written in C order all the same
+    assert (tmp_path / "streamed.npy").read_bytes() == (tmp_path / "saved.npy").read_bytes()
+
+
+@pytest.mark.parametrize("rows", [2, 4])
+def test_a_file_of_rows_is_published_only_with_every_row(tmp_path, rows):
+    with pytest.raises(ValueError, match="rows"), npy_rows(tmp_path / "part.npy", (3, 2)) as add:
+        for _ in range(rows):
+            add(np.zeros(2, np.uint8))
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_a_row_of_the_wrong_shape_is_refused(tmp_path):
+    refusal = r"row uint8 \(3,\), expected uint8 \(2,\)"
+    with pytest.raises(ValueError, match=refusal), npy_rows(tmp_path / "part.npy", (1, 2)) as add:
+        add(np.zeros(3, np.uint8))
+    assert list(tmp_path.iterdir()) == []
