@@ -286,3 +286,72 @@ def test_a_retry_after_date_is_measured_from_now():
     assert retry_after_seconds(format_datetime(datetime(2000, 1, 1, tzinfo=UTC), usegmt=True)) == 0.0
     assert retry_after_seconds("soon") is None and retry_after_seconds("") is None
     assert retry_after_seconds(" 7 ") == 7.0
+
+
+# ---------------------------------------------------------------- what a fetch returns, which statuses retry
+
+
+class PlainAnswer(BaseHTTPRequestHandler):
+    """200 with a body and no Content-Type header at all."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_the_content_type_is_the_servers_or_empty_when_it_names_none(site):
+    path = site.file_path(1)
+    session = session_for(site.base_url, StoppedClock())
+    assert session.get(site.base_url + path, max_bytes=1 << 20).content_type == "image/jpeg"
+    session.close()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PlainAnswer)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        session = session_for(base, StoppedClock())
+        got = session.get(base + "/plain", max_bytes=100)
+        session.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.body == b"hello" and got.content_type == ""
+
+
+@pytest.mark.parametrize("status", [500, 599])
+def test_every_5xx_is_retried(site, status):
+    path = site.file_path(1)
+    site.file_faults[path] = [Fault(status=status)]
+    clock = StoppedClock()
+    session = session_for(site.base_url, clock)
+    assert session.get(site.base_url + path, max_bytes=1 << 20).body == site.files[path]
+    session.close()
+    assert len(site.file_requests(path)) == 2 and len(clock.slept) == 1
+
+
+def test_a_status_beyond_5xx_is_final(site):
+    path = site.file_path(1)
+    site.file_faults[path] = [Fault(status=600)]
+    session = session_for(site.base_url, StoppedClock())
+    with pytest.raises(FetchError, match=r"^HTTP 600$") as err:
+        session.get(site.base_url + path, max_bytes=1 << 20)
+    session.close()
+    assert err.value.permanent is True and len(site.file_requests(path)) == 1
+
+
+def test_a_url_without_a_host_is_refused_even_by_a_match_everything_pattern():
+    anything = HostAllowList("", ["*"])
+    assert anything.allows("https://example.org/a") and not anything.allows("https:///a")
+    session = PoliteSession(
+        user_agent="t", timeout_s=1, policy=RetryPolicy(0, 0.1, 1), allow=anything, sleep=lambda s: None
+    )
+    with pytest.raises(FetchError, match=r"^host not allowed: https:///a$"):
+        session.get("https:///a", max_bytes=10)
+    session.close()
