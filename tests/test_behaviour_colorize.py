@@ -8,6 +8,7 @@ an input or an output fails, with the limits of the params file applied."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -293,3 +294,111 @@ def test_run_colorize_refuses_layers_that_would_overwrite_an_output(generator, p
                      model=generator.source, palette="#ff0000", device="cpu", layers=True)  # fmt: skip
     assert not (tmp_path / "out").exists()
     assert layer_paths(tmp_path / "out/a.png")[1] == tmp_path / "out/a.lines.png"
+
+
+# ---------------------------------------------------------------- inputs, messages, limits
+
+
+def test_a_folder_gives_its_images_only_and_a_file_beside_it_is_kept(tmp_path):
+    from colorization.colorize import collect_inputs
+
+    save(tmp_path / "in/a.png", drawing())
+    (tmp_path / "in/notes.txt").write_text("not a picture")
+    (tmp_path / "in/empty.png").mkdir()  # a folder with an image's name is not an image
+    single = save(tmp_path / "b.jpg", drawing())
+    pairs = collect_inputs([tmp_path / "in", single], tmp_path / "out")
+    assert pairs == [(tmp_path / "in/a.png", tmp_path / "out/a.png"), (single, tmp_path / "out/b.png")]
+
+
+def test_refusals_name_the_path_they_are_about(tmp_path):
+    from colorization.colorize import collect_inputs, given_hint, read_image
+
+    missing = tmp_path / "missing.png"
+    with pytest.raises(ColorizeError, match=rf"^{re.escape(str(missing))}: no such file or folder$"):
+        collect_inputs([missing], tmp_path / "out")
+    with pytest.raises(ColorizeError, match=rf"^{re.escape(str(missing))}: no such file$"):
+        read_image(missing)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ColorizeError) as err:
+        collect_inputs([tmp_path / "empty"], tmp_path / "out")
+    assert str(err.value) == f"{tmp_path / 'empty'}: no images (.jpg, .jpeg, .png, .webp) in this folder"
+    a = save(tmp_path / "a.png", drawing())
+    gif = tmp_path / "y.gif"
+    with pytest.raises(
+        ColorizeError, match=rf"^-o {re.escape(str(gif))}: cannot write \.gif; use \.png, \.jpg or \.webp$"
+    ):
+        collect_inputs([a], gif)
+    save(tmp_path / "dir/c.png", drawing())
+    with pytest.raises(ColorizeError) as err:
+        collect_inputs([tmp_path / "dir", a], tmp_path / "y.png")
+    assert str(err.value) == (
+        f"2 input images need an output folder, but -o {tmp_path / 'y.png'} names one image file; "
+        "give -o a folder"
+    )
+    with pytest.raises(ColorizeError, match=r"^give --reference or --palette, not both$"):
+        given_hint(a, "#ff0000")
+
+
+def test_the_clash_message_names_the_output_written_twice(tmp_path):
+    from colorization.colorize import collect_inputs
+
+    save(tmp_path / "in/a.png", drawing())
+    save(tmp_path / "in/a.jpg", drawing())  # both would become a.png
+    save(tmp_path / "in/b.png", drawing())
+    with pytest.raises(ColorizeError) as err:
+        collect_inputs([tmp_path / "in"], tmp_path / "out")
+    assert (
+        str(err.value)
+        == f"two inputs would both be written to {tmp_path / 'out/a.png'}; colour them separately"
+    )
+
+
+def test_the_file_size_limit_of_the_params_applies(params_dict, tmp_path):
+    from colorization.colorize import read_image
+
+    source = save(tmp_path / "in.png", drawing())
+    small = lineart_params(params_dict, max_file_bytes=50)
+    with pytest.raises(ColorizeError, match=r"max_file_bytes 50"):
+        read_image(source, small)
+    assert read_image(source).shape == (40, 40, 3)
+
+
+def test_a_line_is_darker_than_the_line_level_not_equal_to_it(params_dict):
+    rgb = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 255, np.uint8)
+    rgb[:, 10] = LINE_LEVEL - 1
+    rgb[:, 20] = LINE_LEVEL
+    lines = fit_input(rgb, IMAGE_SIZE, lineart_params(params_dict)).lineart  # same size: no resampling
+    assert (lines[:, 10] == 0).all() and (lines[:, 20] == 255).all()
+
+
+def test_over_composites_every_row_of_a_tall_picture():
+    rng = np.random.default_rng(1)
+    top = rng.integers(0, 256, (1100, 2, 4), dtype=np.uint8)  # taller than two strips of 512 rows
+    bottom = rng.integers(0, 256, (1100, 2, 3), dtype=np.uint8)
+    a = top[..., 3:4].astype(int)
+    want = (top[..., :3] * a + bottom * (255 - a) + 127) // 255
+    np.testing.assert_array_equal(over(top, bottom), want)
+
+
+def test_painting_out_a_dot_changes_its_three_by_three_neighbourhood_only():
+    rng = np.random.default_rng(2)
+    colored = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    lineart = np.full((16, 16), 255, np.uint8)
+    lineart[8, 8] = 0
+    changed = (paint_out_lines(colored, lineart) != colored).any(axis=2)
+    assert changed[7:10, 7:10].sum() >= 7
+    changed[7:10, 7:10] = False
+    assert not changed.any()
+
+
+def test_a_generator_without_weights_runs_on_the_cpu():
+    import torch
+
+    from colorization.inference import colorize
+
+    class Flat(torch.nn.Module):  # no parameters: the device cannot come from the weights
+        def forward(self, x, h):
+            return torch.zeros(len(x), 3, *x.shape[2:])
+
+    out = colorize(Flat(), np.full((2, 8, 8), 255, np.uint8), np.full((2, 512), 1 / 512, np.float32))
+    assert out.shape == (2, 8, 8, 3) and (np.abs(out.astype(int) - 128) <= 1).all()
