@@ -306,8 +306,8 @@ def test_a_folder_gives_its_images_only_and_a_file_beside_it_is_kept(tmp_path):
     (tmp_path / "in/notes.txt").write_text("not a picture")
     (tmp_path / "in/empty.png").mkdir()  # a folder with an image's name is not an image
     single = save(tmp_path / "b.jpg", drawing())
-    pairs = collect_inputs([tmp_path / "in", single], tmp_path / "out")
-    assert pairs == [(tmp_path / "in/a.png", tmp_path / "out/a.png"), (single, tmp_path / "out/b.png")]
+    pairs = collect_inputs([single, tmp_path / "in"], tmp_path / "out")  # the folder's come after
+    assert pairs == [(single, tmp_path / "out/b.png"), (tmp_path / "in/a.png", tmp_path / "out/a.png")]
 
 
 def test_refusals_name_the_path_they_are_about(tmp_path):
@@ -343,13 +343,13 @@ def test_the_clash_message_names_the_output_written_twice(tmp_path):
     from colorization.colorize import collect_inputs
 
     save(tmp_path / "in/a.png", drawing())
-    save(tmp_path / "in/a.jpg", drawing())  # both would become a.png
+    save(tmp_path / "in/b.jpg", drawing())  # b.jpg and b.png would both become b.png
     save(tmp_path / "in/b.png", drawing())
     with pytest.raises(ColorizeError) as err:
         collect_inputs([tmp_path / "in"], tmp_path / "out")
     assert (
         str(err.value)
-        == f"two inputs would both be written to {tmp_path / 'out/a.png'}; colour them separately"
+        == f"two inputs would both be written to {tmp_path / 'out/b.png'}; colour them separately"
     )
 
 
