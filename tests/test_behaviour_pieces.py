@@ -145,6 +145,14 @@ def test_sample_grid_lays_columns_side_by_side_with_white_gaps():
     assert wide.shape == (10, 3, 3) and (wide[3:7] == 255).all()
 
 
+def test_a_grey_column_is_shown_pixel_for_pixel_in_all_three_channels():
+    grey = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4) * 5  # every pixel its own level
+    grid = sample_grid([grey])
+    for i in range(2):
+        cell = grid[i * 6 : i * 6 + 4]
+        assert (cell == grey[i][..., None]).all()
+
+
 @pytest.mark.parametrize("size", [16, 17])
 def test_resize_square_always_returns_the_square(size):
     for shape in ((40, 23), (23, 40), (size, size)):
