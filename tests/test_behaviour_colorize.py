@@ -41,6 +41,7 @@ from colorization.colorize import (
 )
 from colorization.config import LineartParams
 from colorization.lineart import extract_lineart, resize_square
+from tests.test_colorize import save
 from tests.test_evaluate import IMAGE_SIZE, save_model_dir
 
 
@@ -52,12 +53,6 @@ def drawing(height: int = 40, width: int = 40) -> np.ndarray:
     image = np.full((height, width, 3), 255, np.uint8)
     cv2.rectangle(image, (width // 5, height // 5), (4 * width // 5, 4 * height // 5), (0, 0, 0), 1)
     return image
-
-
-def save(path: Path, rgb: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
 
 
 @pytest.fixture(scope="module")
