@@ -61,6 +61,7 @@ def test_sigkill_of_preprocess_leaves_no_worker(tmp_path, params_dict):
     write_image(raw / "images/one.png", random_bgr(256, 256))
     row = {"source": "folder", "path": "images/one.png", "width": 256, "height": 256, "sha256": "0"}
     write_manifest(raw, [{**row, "id": f"img-{i:05d}"} for i in range(6000)])  # minutes of work
+    params_dict["acquire"]["out"] = str(raw)  # what preprocess reads (dvc.yaml: --raw ${acquire.out})
     params_dict["lineart"].update(out=str(tmp_path / "lineart"), image_size=32, shard_size=20, workers=2)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(params_dict))
