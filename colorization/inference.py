@@ -4,7 +4,8 @@
     predict_hint(hint_model, lineart uint8[N,S,S]) -> float32[N,512], rows sum to 1
 
 "c-GAN with auto color hint" is `colorize(g, x, predict_hint(h, x))`.
-Models come from `colorization.models.load_trained(model_dir)`.
+Models come from `colorization.models.load_trained(model_dir)`. On a GPU the networks run as
+they train there (bf16 autocast, channels_last); on the CPU in fp32.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from colorization.device import autocast, memory_format
 from colorization.histogram import HIST_BINS
 from colorization.models.tensors import lineart_to_input, output_to_rgb
 
@@ -46,13 +48,16 @@ def colorize(
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
     device = _device_of(generator, device)
-    generator = generator.to(device).eval()
+    fmt = memory_format(device)
+    generator = generator.to(device, memory_format=fmt).eval()
     out = np.empty((*lineart.shape, 3), np.uint8)
     for start in range(0, len(lineart), batch_size):
         stop = start + batch_size
         x = lineart_to_input(torch.from_numpy(np.ascontiguousarray(lineart[start:stop])).to(device))
         h = torch.tensor(hint[start:stop], device=device)  # a copy: hints may be read-only views
-        out[start:stop] = output_to_rgb(generator(x, h)).cpu().numpy()
+        with autocast(device):
+            y = generator(x.contiguous(memory_format=fmt), h)
+        out[start:stop] = output_to_rgb(y).cpu().numpy()
     return out
 
 
@@ -66,13 +71,16 @@ def predict_hint(
     """The auto colour hint: a 512-bin histogram per line art, float32 [N, 512], rows sum to 1."""
     _check_lineart(lineart)
     device = _device_of(hint_model, device)
-    hint_model = hint_model.to(device).eval()
+    fmt = memory_format(device)
+    hint_model = hint_model.to(device, memory_format=fmt).eval()
     out = np.empty((len(lineart), HIST_BINS), np.float32)
     for start in range(0, len(lineart), batch_size):
         x = lineart_to_input(
             torch.from_numpy(np.ascontiguousarray(lineart[start : start + batch_size])).to(device)
         )
-        out[start : start + batch_size] = torch.softmax(hint_model(x).float(), dim=1).cpu().numpy()
+        with autocast(device):
+            logits = hint_model(x.contiguous(memory_format=fmt))
+        out[start : start + batch_size] = torch.softmax(logits.float(), dim=1).cpu().numpy()
     return out
 
 
