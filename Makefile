@@ -15,7 +15,7 @@ TORCH_INDEX = $(shell $(PYTHON) -m pip install --dry-run --no-deps --no-index --
 	"$(TORCH)" >/dev/null 2>&1 || echo --extra-index-url https://download.pytorch.org/whl/cpu)
 endif
 
-.PHONY: setup run test lint lock mutate clean
+.PHONY: setup run test lint lock mutate clean gpu-wheels gpu-data
 
 setup: $(VENV)/.installed
 
@@ -62,3 +62,15 @@ mutate: setup
 
 clean:
 	rm -rf $(VENV)
+
+# What bench/gpu_session.sh carries to the GPU machine (issue 11), both git-ignored: the wheels
+# of what it lacks (pydantic and its needs, for its Python 3.12, pinned as here) and the dev faces.
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection typing-extensions
+gpu-wheels:
+	rm -rf .whl && $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl \
+		$(foreach w,$(GPU_WHEELS),$(shell grep -i '^$(subst -,[-_],$(w))==' requirements/constraints.txt))
+
+gpu-data:
+	mkdir -p .gpu && cp ../shared/data/anime-faces-dev.tar .gpu/

@@ -11,7 +11,11 @@ The default network is the paper-sized c-GAN (`profiles/paper.yaml`: 512 px U-Ne
     python bench/colorize.py --model models/cgan --sizes 512 1024 --repeat 3
     python bench/colorize.py --load models:/lineart-cgan@champion   # start-up: registry vs cache
 
-Prints a table; asserts nothing about time (measured numbers: README, "Speed").
+On a GPU it then times the network alone as a server would run it: bf16, channels_last, eager
+and compiled into a CUDA graph, batch 1 and batched (issue 11's targets: <= 1.5 ms at batch 1,
+>= 5,000 images/s batched, 512²).
+
+Prints tables; asserts nothing about time (measured numbers: README, "Speed").
 """
 
 from __future__ import annotations
@@ -99,6 +103,38 @@ def bench_device(model: LoadedModel, device: str, sizes: list[int], batch: int, 
             yield device, f"{size}²", n, timed(whole, repeat) / n, timed(network, repeat) / n
 
 
+def gpu_network_rows(model: LoadedModel, batches: list[int], repeat: int, iters: int = 50):
+    """The network alone on the GPU as a server keeps it: inputs already on the device, bf16
+    autocast, channels_last; eager, then `torch.compile(mode="reduce-overhead")`, which replays
+    the whole forward as one CUDA graph (no per-kernel launch cost at batch 1). Timed with CUDA
+    events over `iters` calls; rows (variant, batch, ms / image, images / s)."""
+    size, fmt = model.image_size, torch.channels_last
+    module = model.module.to("cuda", memory_format=fmt).eval()
+    hint = torch.tensor(parse_palette(PALETTE), device="cuda")
+    variants = {"eager": module, "compiled, CUDA graph": torch.compile(module, mode="reduce-overhead")}
+    for name, net in variants.items():
+        for n in batches:
+            x = (torch.rand(n, 1, size, size, device="cuda") * 2 - 1).contiguous(memory_format=fmt)
+            h = hint.expand(n, -1).contiguous()
+
+            def forward(net=net, x=x, h=h):
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    return net(x, h)
+
+            for _ in range(3):  # compilation, graph capture, cuDNN autotuning
+                forward()
+            best = float("inf")
+            for _ in range(repeat):
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(iters):
+                    forward()
+                stop.record()
+                torch.cuda.synchronize()
+                best = min(best, start.elapsed_time(stop) / iters / n)
+            yield name, n, best, 1000 / best
+
+
 def load_times(spec: str) -> list[tuple[str, float]]:
     """Wall time of a fresh process loading `spec` as `colorize` does: first (cold), then again (cached)."""
     code = (
@@ -147,6 +183,13 @@ def main() -> None:
             what = f"{model.source} ({model.image_size} px)"
             print(f"| {dev} | {size} | {n} | {total:.3f} | {net:.3f} | {what} |", flush=True)
     print(f"# load average after: {os.getloadavg()[0]:.1f}; best of {args.repeat} after a warm-up")
+    if "cuda" in devices:
+        model = load_model(args.model, "cuda", GENERATOR_KINDS) if args.model else paper_cgan("cuda")
+        gpu = torch.cuda.get_device_name()
+        print(f"\n# network alone on {gpu}, bf16, channels_last, {model.image_size}²")
+        print("| variant | batch | ms / image | images / s |\n|---|---|---|---|", flush=True)
+        for name, n, ms, per_s in gpu_network_rows(model, sorted({1, args.batch, 64}), args.repeat):
+            print(f"| {name} | {n} | {ms:.3f} | {per_s:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ GPU (the default settings: bf16 autocast, channels_last, torch.compile, large ba
     python bench/train_throughput.py
 CPU smoke run:
     python bench/train_throughput.py --device cpu --sizes 64 --steps 3 --batch 4 --no-compile
+Where the time goes (torch.profiler: a Chrome trace per size and the top kernels):
+    python bench/train_throughput.py --sizes 512 --steps 10 --profile-to trace.json
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ def run_size(args, size: int, device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(train_step, args.steps, device)
     data_seconds = timed(data_step, max(args.steps, 10), device)
+    if args.profile_to:
+        profile_steps(train_step, device, args.profile_to.with_name(f"{args.profile_to.stem}-{size}.json"))
     images_per_s = args.steps * batch_size / seconds
     return {
         "size": size,
@@ -140,6 +144,23 @@ def run_size(args, size: int, device: torch.device) -> dict:
         "data img/s": max(args.steps, 10) * batch_size / data_seconds,
         "peak GiB": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
     }
+
+
+def profile_steps(train_step, device: torch.device, trace: Path, steps: int = 5) -> None:
+    """`steps` training steps under torch.profiler: a Chrome trace (chrome://tracing, Perfetto)
+    and the kernels that took the most device time, printed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train_step()
+        sync(device)
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(trace))
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\n{steps} steps profiled -> {trace}; top kernels by {key}:")
+    print(prof.key_averages().table(sort_by=key, row_limit=20))
 
 
 def print_table(rows: list[dict], device: torch.device, args) -> None:
@@ -179,6 +200,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="pictures in the temp store")
     parser.add_argument("--profile", type=Path, default=REPO / "profiles" / "paper.yaml")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--profile-to",
+        type=Path,
+        default=None,
+        help="profile 5 steps per size too: a Chrome trace NAME-<size>.json each",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = pick_device(args.device)
