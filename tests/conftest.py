@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -66,6 +69,78 @@ def train_model(params, kind: str, **kwargs) -> Path:
     from colorization.train import train
 
     return train(params, kind, StageInputs.of(params), **kwargs)
+
+
+# Tiny networks for training tests on a 32 px store: seconds per test on 2 CPU cores.
+TINY = {
+    "tracking.mlflow": False,
+    "train.checkpoint_every": 10,
+    "train.sample_every": 1000,
+    "train.log_every": 10,
+    "train.cnn.base_channels": 8,
+    "train.cnn.depth": 2,
+    "train.cnn.hint_dim": 16,
+    "train.cgan.base_channels": 8,
+    "train.cgan.depth": 5,
+    "train.cgan.hint_dim": 32,
+    "train.cgan.disc_channels": 8,
+    "train.cgan.disc_layers": 2,
+    "train.cgan.batch_size": 8,
+    "train.hint.base_channels": 8,
+    "train.hint.depth": 3,
+}
+
+
+def run_folder(tmp_path: Path, name: str) -> dict:
+    """Where an in-process `train` writes: under tmp_path, never the working directory."""
+    return {
+        "out_dir": tmp_path / name / "model",
+        "checkpoint_dir": tmp_path / name / "checkpoints",
+        "plots_path": tmp_path / name / "losses.csv",
+    }
+
+
+def write_params(path: Path, source: Path, overrides: dict) -> None:
+    """`source`'s params with dotted-key `overrides`, as a file a CLI run reads."""
+    data = yaml.safe_load(source.read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data))
+
+
+# `python -c` this, then the CLI's arguments: the CLI, stopping itself once last.pt is published.
+_STOP_AT_FIRST_CHECKPOINT = """
+import os, runpy, signal
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if os.path.basename(os.fspath(dst)) == "last.pt":
+        os.kill(os.getpid(), signal.SIGSTOP)
+os.replace = replace
+runpy.run_module("colorization", run_name="__main__")
+"""
+
+
+def kill_at_first_checkpoint(cli_args: list[str], cwd: Path, env: dict | None = None) -> None:
+    """Run `colorization <cli_args>` until its first checkpoint is in place, and SIGKILL it there.
+
+    The run stops itself (SIGSTOP) the moment last.pt is published and is killed while
+    stopped: it dies right after that checkpoint, however loaded the machine."""
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", _STOP_AT_FIRST_CHECKPOINT, *cli_args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status = os.waitpid(stopped.pid, os.WUNTRACED)  # returns when it stops (or ends)
+    assert os.WIFSTOPPED(status), f"the run ended before its first checkpoint (status {status})"
+    os.kill(stopped.pid, signal.SIGKILL)
+    stopped.wait()
 
 
 @pytest.fixture

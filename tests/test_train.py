@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,28 +27,17 @@ from colorization.models import load_trained
 from colorization.models.specs import SPECS
 from colorization.store import ProcessedStore
 from colorization.train import NonFiniteLoss
-from tests.conftest import built_synthetic_store, train_model
+from tests.conftest import (
+    TINY,
+    built_synthetic_store,
+    kill_at_first_checkpoint,
+    run_folder,
+    train_model,
+    write_params,
+)
 from tests.servers import HUNG_S
 
 REPO = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "tracking.mlflow": False,
-    "train.checkpoint_every": 10,
-    "train.sample_every": 1000,
-    "train.log_every": 10,
-    "train.cnn.base_channels": 8,
-    "train.cnn.depth": 2,
-    "train.cnn.hint_dim": 16,
-    "train.cgan.base_channels": 8,
-    "train.cgan.depth": 5,
-    "train.cgan.hint_dim": 32,
-    "train.cgan.disc_channels": 8,
-    "train.cgan.disc_layers": 2,
-    "train.cgan.batch_size": 8,
-    "train.hint.base_channels": 8,
-    "train.hint.depth": 3,
-}
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +51,6 @@ def tiny_params(path: Path, **overrides):
     return load_params(path, {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}})
 
 
-def run_folder(tmp_path: Path, name: str) -> dict:
-    return {
-        "out_dir": tmp_path / name / "model",
-        "checkpoint_dir": tmp_path / name / "checkpoints",
-        "plots_path": tmp_path / name / "losses.csv",
-    }
-
-
-# `python -c` this, then the CLI's arguments: the CLI, stopping itself once last.pt is published.
-STOP_AT_FIRST_CHECKPOINT = """
-import os, runpy, signal
-real_replace = os.replace
-def replace(src, dst, *args, **kwargs):
-    real_replace(src, dst, *args, **kwargs)
-    if os.path.basename(os.fspath(dst)) == "last.pt":
-        os.kill(os.getpid(), signal.SIGSTOP)
-os.replace = replace
-runpy.run_module("colorization", run_name="__main__")
-"""
-
-
 def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Path):
     steps = 60
     reference = train_model(
@@ -94,33 +61,12 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     # there), SIGKILLed once a checkpoint exists, then started again.
     work = tmp_path / "killed"
     work.mkdir()
-    data = yaml.safe_load(store_params.read_text())
-    for dotted, value in TINY.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    data["train"]["cgan"]["steps"] = steps
-    (work / "params.yaml").write_text(yaml.safe_dump(data))
+    write_params(work / "params.yaml", store_params, {**TINY, "train.cgan.steps": steps})
     cmd = [sys.executable, "-m", "colorization", "train", "cgan", "--params", "params.yaml"]
     # Float sums depend on the thread count: the child must use this process's.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     checkpoint = work / "checkpoints" / "cgan" / "last.pt"
-
-    # The first run stops itself (SIGSTOP) the moment its first checkpoint is in place, and is
-    # SIGKILLed while stopped: it dies right after that checkpoint, however loaded the machine.
-    stopped = subprocess.Popen(
-        [sys.executable, "-c", STOP_AT_FIRST_CHECKPOINT, *cmd[3:]],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _, status = os.waitpid(stopped.pid, os.WUNTRACED)  # returns when it stops (or ends)
-    assert os.WIFSTOPPED(status), f"the run ended before its first checkpoint (status {status})"
-    os.kill(stopped.pid, signal.SIGKILL)
-    stopped.wait()
+    kill_at_first_checkpoint(cmd[3:], work, env)
     killed_at = torch.load(checkpoint, weights_only=True)["step"]
     assert killed_at == TINY["train.checkpoint_every"] < steps
     assert not (work / "models" / "cgan").exists()
