@@ -28,28 +28,19 @@ from colorization.inference import colorize, predict_hint
 from colorization.models import load_trained
 from colorization.preprocess import build_preprocess
 from colorization.store import ProcessedStore
+from tests.conftest import TINY as BASE_TINY
 from tests.conftest import synthetic_data_params, train_model
 
 SIZE = 32
 STEPS = {"cnn": 200, "cgan": 300, "hint": 150}
+# conftest's tiny networks, trained longer: faster learning rates, a deeper CNN, few logs.
 TINY = {
-    "tracking.mlflow": False,
+    **BASE_TINY,
     "train.checkpoint_every": 1000,
-    "train.sample_every": 1000,
     "train.log_every": 50,
-    "train.cnn.base_channels": 8,
     "train.cnn.depth": 3,
-    "train.cnn.hint_dim": 16,
     "train.cnn.lr": 0.002,
-    "train.cgan.base_channels": 8,
-    "train.cgan.depth": 5,
-    "train.cgan.hint_dim": 32,
-    "train.cgan.disc_channels": 8,
-    "train.cgan.disc_layers": 2,
-    "train.cgan.batch_size": 8,
     "train.cgan.lr": 0.002,
-    "train.hint.base_channels": 8,
-    "train.hint.depth": 3,
 }
 
 
