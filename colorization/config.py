@@ -175,6 +175,7 @@ class CganTrainParams(Strict):
     disc_channels: PositiveInt
     disc_layers: PositiveInt
     l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]  # publish the weights moving average; 0: the last step
 
 
 class HintTrainParams(Strict):

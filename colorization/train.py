@@ -50,6 +50,7 @@ from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
 from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, build_model, model_config
+from colorization.models.averaging import averaged_copy, update_average
 from colorization.models.serving import PackedColorizer, PackedHint, pack
 from colorization.models.specs import SPECS
 from colorization.models.steps import Nets
@@ -76,7 +77,8 @@ def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
     forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
     betas = (getattr(section, "beta1", 0.9), 0.999)  # pix2pix's beta1 where the section sets one
     optimizers = {k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=betas) for k, v in modules.items()}
-    return Nets(modules, forward, optimizers, arch)
+    averaged = {"model": averaged_copy(modules["model"])} if getattr(section, "ema_decay", 0.0) else {}
+    return Nets(modules, forward, optimizers, arch, averaged)
 
 
 def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
@@ -132,6 +134,7 @@ def save_checkpoint(
         "loss_rows": loss_rows,  # the CSV up to this step: DVC deletes the file before a re-run
         "models": {k: v.state_dict() for k, v in nets.modules.items()},
         "optimizers": {k: v.state_dict() for k, v in nets.optimizers.items()},
+        "averaged": {k: v.state_dict() for k, v in nets.averaged.items()},
         "rng": {"torch": torch.get_rng_state(), "sampler": gen.get_state()},
     }
     if torch.cuda.is_available():
@@ -155,6 +158,8 @@ def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
         v.load_state_dict(state["models"][k])
     for k, v in nets.optimizers.items():
         v.load_state_dict(state["optimizers"][k])
+    for k, v in nets.averaged.items():
+        v.load_state_dict(state["averaged"][k])
     torch.set_rng_state(state["rng"]["torch"].cpu())
     gen.set_state(state["rng"]["sampler"].cpu())
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -243,7 +248,7 @@ def open_tracking(params: Params, kind: str, resume_id: str | None):
 def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
     """Sample grid on fixed validation images. Columns: line art, hint palette, output, target;
     for generators also another image's hint and the output it steers to."""
-    net = nets.modules["model"]
+    net = nets.published()
     s = images.lineart.shape[1]
     try:
         if not SPECS[kind].generator:
@@ -482,6 +487,8 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
             params.lineart.xdog,
         )
         losses = step_fn(run.nets, batch, section, device)
+        for name, mean in run.nets.averaged.items():
+            update_average(mean, run.nets.modules[name], step, section.ema_decay)
         if ranks.ddp:
             losses = mean_over_ranks(losses, ranks.world)
         values = finite_values(losses, run, step)
@@ -529,7 +536,7 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     model_uri = log_model(run.tracking, kind, run.nets, image_size, data.shown)
     staging = out_dir.with_name(f".tmp-{out_dir.name}")
     staging.mkdir(parents=True, exist_ok=True)
-    torch.save(run.nets.modules["model"].state_dict(), staging / WEIGHTS_FILE)
+    torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
     config = model_config(kind, run.nets.arch["model"], image_size)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
@@ -552,7 +559,7 @@ def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str |
     if isinstance(tracking, NoTracking):
         return None
     net = build_model(kind, nets.arch["model"])  # a CPU copy: the logged model must load anywhere
-    net.load_state_dict({k: v.cpu() for k, v in nets.modules["model"].state_dict().items()})
+    net.load_state_dict({k: v.cpu() for k, v in nets.published().state_dict().items()})
     net.eval()
     if not SPECS[kind].generator:
         served, example = PackedHint(net, image_size), pack(images.lineart[:2])

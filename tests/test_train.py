@@ -88,6 +88,19 @@ def test_sigkill_then_resume_ends_bit_identical(store_params: Path, tmp_path: Pa
     assert not checkpoint.exists()  # a finished run leaves no resume state behind
 
 
+def test_the_cgan_publishes_its_weight_average_and_training_is_unchanged(store_params: Path, tmp_path: Path):
+    runs = {}
+    for decay in (0.0, 0.9):
+        paths = run_folder(tmp_path, f"decay-{decay}")
+        params = tiny_params(store_params, train__cgan__ema_decay=decay)
+        model = torch.load(train_model(params, "cgan", steps=30, **paths) / "model.pt", weights_only=True)
+        runs[decay] = model, paths["plots_path"].read_text()
+    (last, last_losses), (average, average_losses) = runs[0.0], runs[0.9]
+    assert average_losses == last_losses  # the average is only read: the same 30 steps were taken
+    assert last.keys() == average.keys()
+    assert any(not torch.equal(last[k], average[k]) for k in last)  # and it is what was published
+
+
 def test_non_finite_loss_stops_naming_the_step(store_params: Path, tmp_path: Path, monkeypatch):
     real_step = SPECS["cnn"].step
     calls = {"n": 0}

@@ -26,7 +26,12 @@ class Nets:
     forward: dict[str, nn.Module]  # what is called: the same, torch.compile'd when asked
     optimizers: dict[str, torch.optim.Optimizer]
     arch: dict[str, dict] = field(default_factory=dict)  # constructor kwargs per module
+    # Running weight averages (models/averaging.py), updated after each step: published instead.
+    averaged: dict[str, nn.Module] = field(default_factory=dict)
 
+    def published(self, name: str = "model") -> nn.Module:
+        """What is saved, previewed and served: the weights' average when one is kept."""
+        return self.averaged.get(name, self.modules[name])
 
 
 def cnn_step(
