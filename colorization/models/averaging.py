@@ -31,12 +31,16 @@ def step_weight(decay: float, step: int) -> float:
 def update_average(averaged: nn.Module, live: nn.Module, step: int, decay: float) -> None:
     """Move `averaged` towards `live` by `step_weight`, for the weights and the BatchNorm
     statistics; whole-number buffers (BatchNorm's step counter) are copied."""
-    weight = step_weight(decay, step)
+    means, values = [], []
     pairs = zip(
         chain(averaged.parameters(), averaged.buffers()), chain(live.parameters(), live.buffers()), strict=True
     )
     for mean, value in pairs:
         if mean.is_floating_point():
-            mean.lerp_(value, weight)
+            means.append(mean)
+            values.append(value)
         else:
             mean.copy_(value)
+    # One fused update for every tensor (one kernel launch on a GPU, not one per tensor): this
+    # runs after every training step.
+    torch._foreach_lerp_(means, values, step_weight(decay, step))
