@@ -175,6 +175,9 @@ class CganTrainParams(Strict):
     disc_channels: PositiveInt
     disc_layers: PositiveInt
     l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)
+    # L2 weight on blended-hint samples, scaled by how uncertain the hint is: there the mean
+    # colours (PSNR's best guess) are wanted rather than L1's median (0: L1 only)
+    uncertain_l2_weight: Annotated[float, Field(ge=0.0)]
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]  # publish the weights moving average; 0: the last step
 
 
@@ -185,6 +188,8 @@ class HintTrainParams(Strict):
     base_channels: PositiveInt
     depth: PositiveInt
     loss: Literal["kl", "chi2"]  # what is minimised; both are logged
+    # share of the network's guess in the automatic hint; the rest is the train split's average hint
+    trust: Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class TrainParams(Strict):

@@ -5,7 +5,8 @@ Methods (the keys of metrics/evaluation.json), each scored with PSNR, SSIM, L1, 
 colours, 1 = disjoint) and Hasler-Suesstrunk colourfulness:
   cnn                   the CNN baseline with the true hint
   cgan                  the c-GAN with the true hint
-  cgan_auto_hint        the c-GAN with the hint the hint model predicts from the line art
+  cgan_auto_hint        the c-GAN with the automatic hint (the hint model's guess from the line
+                        art, shrunk towards the average hint by the model's trust)
   cgan_avg_hint         the c-GAN with the training set's average hint (a hint that says nothing)
   cgan_wrong_hint       the c-GAN with another test image's hint (what a wrong palette costs)
   flat_fill_hint_mean   trivial fill that sees the true hint: its mean colour everywhere
@@ -14,8 +15,8 @@ colours, 1 = disjoint) and Hasler-Suesstrunk colourfulness:
 Flat fills are plain colour, no lines (the stronger baseline). A model earns its place by beating the
 flat fill that sees the same information: cgan against flat_fill_hint_mean, cgan_auto_hint
 against flat_fill_train_mean.
-Other sections: `original` (the real images' colour measures), `hint` (the hint model:
-chi-squared and KL to the true hint, the same for the average hint, and their ratio) and
+Other sections: `original` (the real images' colour measures), `hint` (the hint model's guess,
+before shrinking: chi-squared and KL to the true hint, the same for the average hint, and their ratio) and
 `obedience` (per generator: mean R - B of its output with a pure-red one-hot hint minus the
 same with a pure-blue one, in levels; 0 = the hint is ignored, up to 510).
 The test split is processed in chunks, so its size is bounded by the store, not by every
@@ -143,14 +144,18 @@ def predict_chunk(
     device: str | None,
     batch_size: int,
 ):
-    """Outputs of every method for one chunk, and the automatic hints."""
+    """Outputs of every method for one chunk, the hint model's guesses and the automatic hints
+    made from them (the guesses shrunk towards the average: what the c-GAN is given)."""
+    import torch
+
     from colorization.inference import colorize, predict_hint
 
     def cgan(with_hints: np.ndarray) -> np.ndarray:
         return colorize(models["cgan"], lineart, with_hints, device=device, batch_size=batch_size)
 
     n = len(lineart)
-    auto_hints = predict_hint(models["hint"], lineart, device=device)
+    guesses = predict_hint(models["hint"], lineart, device=device, raw=True)
+    auto_hints = models["hint"].automatic(torch.from_numpy(guesses)).numpy()  # what colouring uses
     outputs = {
         method: colorize(models[model], lineart, hints, device=device, batch_size=batch_size)
         for method, model in GENERATOR_METHODS.items()
@@ -161,7 +166,7 @@ def predict_chunk(
     outputs["flat_fill_hint_mean"] = flat_fill(lineart, hint_mean_colour(hints))
     outputs["flat_fill_train_mean"] = flat_fill(lineart, reference.mean_colour)
     outputs["grey"] = grey(lineart)
-    return outputs, auto_hints
+    return outputs, guesses, auto_hints
 
 
 @dataclass
@@ -210,13 +215,15 @@ def evaluate_models(
     for start in range(0, len(split), batch_size):
         sl = slice(start, start + batch_size)
         color, lineart, hints = split.color[sl], split.lineart[sl], split.hint[sl]
-        outputs, auto_hints = predict_chunk(models, lineart, hints, wrong[sl], reference, device, batch_size)
+        outputs, guesses, auto_hints = predict_chunk(
+            models, lineart, hints, wrong[sl], reference, device, batch_size
+        )
         for method in METHODS:
             scores.add(method, m.image_metrics(outputs[method], color, hints))
         scores.add(
             "original", {"hint_chi2": m.hint_fidelity(color, hints), "colorfulness": m.colorfulness(color)}
         )
-        scores.add("hint", hint_scores(auto_hints, hints) | average_hint_scores(reference.mean_hint, hints))
+        scores.add("hint", hint_scores(guesses, hints) | average_hint_scores(reference.mean_hint, hints))
         scores.add(
             "obedience",
             {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_METHODS},
@@ -264,7 +271,8 @@ def score_model(kind: str, model, split: Split, batch_size: int = 64, device: st
         sl = slice(start, start + batch_size)
         if not SPECS[kind].generator:
             scores.add(
-                kind, hint_scores(predict_hint(model, split.lineart[sl], device=device), split.hint[sl])
+                kind,
+                hint_scores(predict_hint(model, split.lineart[sl], device=device, raw=True), split.hint[sl]),
             )
         else:
             out = colorize(model, split.lineart[sl], split.hint[sl], device=device, batch_size=batch_size)

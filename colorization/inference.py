@@ -2,6 +2,7 @@
 
     colorize(generator, lineart uint8[N,S,S], hint float32[N,512]) -> uint8[N,S,S,3]
     predict_hint(hint_model, lineart uint8[N,S,S]) -> float32[N,512], rows sum to 1
+                 (the automatic hint; raw=True: the network's guess before shrinking)
 
 "c-GAN with auto color hint" is `colorize(g, x, predict_hint(h, x))`.
 Models come from `colorization.models.load_trained(model_dir)`. On a GPU the networks run as
@@ -67,8 +68,12 @@ def predict_hint(
     lineart: np.ndarray,
     device: str | torch.device | None = None,
     batch_size: int = 256,
+    raw: bool = False,
 ) -> np.ndarray:
-    """The auto colour hint: a 512-bin histogram per line art, float32 [N, 512], rows sum to 1."""
+    """The auto colour hint: a 512-bin histogram per line art, float32 [N, 512], rows sum to 1.
+
+    It is the hint model's guess shrunk towards the training set's average hint by the model's
+    `trust` (models/hint.py); `raw=True` gives the guess itself (what the hint metrics score)."""
     _check_lineart(lineart)
     device = _device_of(hint_model, device)
     fmt = memory_format(device)
@@ -80,7 +85,8 @@ def predict_hint(
         )
         with autocast(device):
             logits = hint_model(x.contiguous(memory_format=fmt))
-        out[start : start + batch_size] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        guess = torch.softmax(logits.float(), dim=1)
+        out[start : start + batch_size] = (guess if raw else hint_model.automatic(guess)).cpu().numpy()
     return out
 
 

@@ -252,7 +252,7 @@ def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
     s = images.lineart.shape[1]
     try:
         if not SPECS[kind].generator:
-            guessed = predict_hint(net, images.lineart, device)
+            guessed = predict_hint(net, images.lineart, device, raw=True)  # what the network learns
             cols = [images.lineart, [palette(h, s) for h in guessed], [palette(h, s) for h in images.hint]]
             return sample_grid([np.asarray(c) for c in [*cols, images.color]])
         other = np.roll(images.hint, 1, axis=0)
@@ -421,6 +421,9 @@ def open_run(
     cfg, device = params.train, ranks.device
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     nets = build_nets(kind, params, device)
+    for net in nets.modules.values():
+        if hasattr(net, "prior"):  # the hint net's automatic hint leans towards the train split's average
+            net.prior.copy_(torch.from_numpy(data.store.mean_hint("train")))
     tag = fingerprint(kind, params, data.store, ranks.world)
     state = load_checkpoint(checkpoint, tag, device)  # under DDP every rank loads rank 0's
     start = 0

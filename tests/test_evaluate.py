@@ -44,7 +44,7 @@ IMAGE_SIZE = 32
 TINY_ARCH = {
     "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8},
     "cgan": {"base_channels": 4, "depth": 3, "hint_dim": 8},
-    "hint": {"base_channels": 4, "depth": 2},
+    "hint": {"base_channels": 4, "depth": 2, "trust": 0.25},
 }
 
 
@@ -52,6 +52,8 @@ def save_model_dir(folder: Path, kind: str, run_id: str | None = None, model_uri
     """A models/<kind> folder as the train stage writes it, with untrained toy weights."""
     torch.manual_seed(seed)
     net = build_model(kind, TINY_ARCH[kind]).eval()
+    if kind == "hint":  # a training set's average hint: far from the untrained net's near-uniform guess
+        net.prior.copy_(torch.softmax(torch.randn(512) * 3, dim=0))
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
     (folder / "config.json").write_text(json.dumps(model_config(kind, TINY_ARCH[kind], IMAGE_SIZE)))

@@ -240,3 +240,37 @@ def test_learning_rate_is_constant_then_falls_linearly_to_nearly_zero():
     assert all(a > b for a, b in zip(lrs[50:], lrs[51:], strict=False))  # then strictly falling
     assert lrs[-1] == pytest.approx(1e-3 / 51)  # the last step still moves, a little
     assert [learning_rate(1e-3, s, steps, decay=0.0) for s in (1, 99, 100)] == [1e-3] * 3
+
+
+def test_the_automatic_hint_leans_towards_the_average_by_the_models_trust(tmp_path):
+    lineart, _ = random_inputs(4)
+    torch.manual_seed(0)
+    net = build_model("hint", {**ARCH["hint"], "trust": 0.25}).eval()
+    average = torch.zeros(512)
+    average[7] = 1.0  # a training set whose every picture is one colour
+    net.prior.copy_(average)
+    guess = predict_hint(net, lineart, raw=True)
+    auto = predict_hint(net, lineart)
+    np.testing.assert_allclose(auto, 0.25 * guess + 0.75 * average.numpy()[None], atol=1e-6)
+    np.testing.assert_allclose(auto.sum(axis=1), 1.0, rtol=1e-5)
+    # The prior and the trust travel with the model: the folder and the served form give the same.
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    arch = {**ARCH["hint"], "trust": 0.25}
+    (tmp_path / "config.json").write_text(json.dumps(model_config("hint", arch, S)))
+    np.testing.assert_allclose(predict_hint(load_trained(tmp_path), lineart), auto, atol=1e-6)
+    from colorization.models.serving import PackedHint
+
+    with torch.no_grad():
+        served = PackedHint(net, S)(torch.from_numpy(pack(lineart))).numpy()
+    np.testing.assert_allclose(served, auto, atol=1e-6)
+
+
+def test_a_hint_model_saved_before_trust_existed_loads_and_gives_its_guess(tmp_path):
+    lineart, _ = random_inputs(3)
+    torch.manual_seed(0)
+    old = build_model("hint", ARCH["hint"]).eval()  # config.json without "trust", no prior in model.pt
+    assert "prior" not in old.state_dict()
+    torch.save(old.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "config.json").write_text(json.dumps(model_config("hint", ARCH["hint"], S)))
+    loaded = load_trained(tmp_path)
+    np.testing.assert_allclose(predict_hint(loaded, lineart), predict_hint(old, lineart, raw=True), atol=1e-6)

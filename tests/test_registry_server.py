@@ -177,6 +177,10 @@ def test_registered_models_colour_like_the_local_folders(sqlite_store):
     assert config["kind"] == "cgan" and config["image_size"] == IMAGE_SIZE
     expected_hint = predict_hint(local["hint"], split.lineart)
     np.testing.assert_allclose(predict_hint(hint_net, split.lineart), expected_hint, atol=1e-5)
+    # The guess before shrinking too (what the registry re-scores a champion hint model on).
+    guess = predict_hint(local["hint"], split.lineart, raw=True)
+    assert np.abs(guess - expected_hint).max() > 1e-3  # the demo's trust shrinks it
+    np.testing.assert_allclose(predict_hint(hint_net, split.lineart, raw=True), guess, atol=1e-4)
     got = colorize(generator, split.lineart, split.hint).astype(int)
     assert np.abs(got - colorize(local["cgan"], split.lineart, split.hint)).max() <= 1
 

@@ -151,10 +151,17 @@ def test_losses_fall_and_outputs_are_published(store_params: Path, tmp_path: Pat
     # The published weights are the trained ones: on its training drawings the model's hints
     # are closer to the true ones than a uniform palette (what the untrained net outputs).
     params = load_params(store_params)
-    seen = ProcessedStore(params.lineart.out, params.histograms.out).load("train", limit=64)
-    predicted = predict_hint(load_trained(model_dir), seen.lineart)
+    store = ProcessedStore(params.lineart.out, params.histograms.out)
+    seen = store.load("train", limit=64)
+    model = load_trained(model_dir)
+    predicted = predict_hint(model, seen.lineart, raw=True)
     uniform = np.full_like(predicted, 1 / 512)
     assert kl_divergence(seen.hint, predicted).mean() < 0.95 * kl_divergence(seen.hint, uniform).mean()
+    # The automatic hint leans towards the train split's average hint by the configured trust.
+    trust = params.train.hint.trust
+    assert 0 < trust < 1 and config["arch"]["trust"] == trust
+    expected = trust * predicted + (1 - trust) * store.mean_hint("train")[None]
+    np.testing.assert_allclose(predict_hint(model, seen.lineart), expected, atol=1e-5)
 
 
 def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_path: Path, monkeypatch):
@@ -266,3 +273,37 @@ def test_the_train_command_trains_on_the_store_it_is_handed(store_params: Path, 
     assert wired.exit_code == 0, wired.output
     losses = np.genfromtxt(tmp_path / "plots" / "train" / "hint.csv", delimiter=",", names=True)
     assert len(losses) == 3
+
+
+@pytest.mark.parametrize("l2_weight", [0.0, 200.0])
+def test_an_uncertain_hint_asks_the_cgan_for_the_mean_colour(l2_weight: float):
+    """Three pictures share one line art and one hint that says nothing (certainty 0): two are
+    black, one white. L1 alone wants their median, black; the uncertain-hint L2 pulls the
+    output towards their mean, a dark grey (PSNR's best guess when the colours are unknown)."""
+    from colorization.augment import Batch
+    from colorization.models.cgan import PatchDiscriminator, UNetGenerator
+    from colorization.models.steps import Nets, cgan_step
+
+    torch.manual_seed(0)
+    section = load_params(REPO / "params.yaml").train.cgan.model_copy(
+        update={"uncertain_l2_weight": l2_weight, "lr": 0.01}
+    )
+    gen = UNetGenerator(base_channels=4, depth=3, hint_dim=8, hint_planes=True)
+    disc = PatchDiscriminator(base_channels=4, layers=2)
+    modules = {"model": gen, "discriminator": disc}
+    optimizers = {
+        k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=(0.5, 0.999)) for k, v in modules.items()
+    }
+    nets = Nets(modules, dict(modules), optimizers)
+    lineart = torch.where(torch.rand(1, 1, 16, 16) < 0.2, -1.0, 1.0).expand(3, 1, 16, 16)
+    color = torch.tensor([-1.0, -1.0, 1.0])[:, None, None, None].expand(3, 3, 16, 16)
+    hint = torch.full((3, 512), 1 / 512)
+    batch = Batch(lineart=lineart, color=color, hint=hint, certainty=torch.zeros(3))
+    for _ in range(150):
+        cgan_step(nets, batch, section, torch.device("cpu"))
+    with torch.no_grad():
+        level = gen(lineart, hint).mean().item()
+    if l2_weight:
+        assert -0.7 < level < -0.1, level  # near the mean, -1/3
+    else:
+        assert level < -0.8, level  # the median, black

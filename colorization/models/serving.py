@@ -2,7 +2,7 @@
 
 The colorizer takes a packed row per image: S*S line-art pixels (0..255, 0 = line)
 followed by the 512-bin hint; it returns RGB in 0..255 as float [N, S, S, 3]. The hint
-wrapper takes the S*S pixels and returns the histogram [N, 512]. Normalisation is inside,
+wrapper takes the S*S pixels and returns the automatic hint [N, 512]. Normalisation is inside,
 so a served model needs nothing from this package but the classes.
 """
 
@@ -37,7 +37,7 @@ class PackedHint(nn.Module):
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         s = self.image_size
         lineart = packed[:, : s * s].float().view(-1, 1, s, s) / 127.5 - 1.0
-        return torch.softmax(self.hint_net(lineart).float(), dim=1)
+        return self.hint_net.automatic(torch.softmax(self.hint_net(lineart).float(), dim=1))
 
 
 def pack(lineart: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:

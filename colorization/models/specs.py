@@ -68,7 +68,7 @@ SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             kind="hint",
             builders={"model": HintNet},
-            networks=lambda s: {"model": {"base_channels": s.base_channels, "depth": s.depth}},
+            networks=lambda s: {"model": {"base_channels": s.base_channels, "depth": s.depth, "trust": s.trust}},
             step=hint_step,
             losses=("kl", "chi2"),
             evaluated=("hint",),

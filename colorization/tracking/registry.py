@@ -337,6 +337,7 @@ def as_network(served, config: dict):
     """
     import torch
 
+    from colorization.models.hint import shrink, unshrink
     from colorization.models.serving import PackedColorizer, PackedHint
 
     if isinstance(served, PackedColorizer):
@@ -366,10 +367,24 @@ def as_network(served, config: dict):
             return (rgb / 127.5 - 1.0).permute(0, 3, 1, 2)
 
     class ServedHint(Served):
-        """forward(line art [N,1,S,S] in [-1,1]) -> logits whose softmax is the served histogram."""
+        """forward(line art [N,1,S,S] in [-1,1]) -> logits whose softmax is the network's guess;
+        `automatic` shrinks a guess as the network does (models/hint.py).
+
+        The served graph returns the automatic hint; the guess is recovered from it with the
+        trust of the registered config and the graph's prior buffer."""
+
+        def __init__(self):
+            super().__init__()
+            self.trust = float(config.get("arch", {}).get("trust", 1.0))
+            priors = [b for name, b in served.named_buffers() if name.split(".")[-1] == "prior"]
+            self.register_buffer("prior", priors[0].detach().clone() if priors else None, persistent=False)
 
         def forward(self, lineart):
-            return torch.log(self.served(packed_pixels(lineart)).clamp_min(1e-12))
+            guess = unshrink(self.served(packed_pixels(lineart)).float(), self.trust, self.prior)
+            return torch.log(guess.clamp_min(1e-12))
+
+        def automatic(self, guess):
+            return shrink(guess, self.trust, self.prior)
 
     return ServedHint() if config["kind"] == "hint" else ServedGenerator()
 
