@@ -148,14 +148,14 @@ def predict_chunk(
     made from them (the guesses shrunk towards the average: what the c-GAN is given)."""
     import torch
 
-    from colorization.inference import colorize, predict_hint
+    from colorization.inference import automatic_hint, colorize, predict_hint
 
     def cgan(with_hints: np.ndarray) -> np.ndarray:
         return colorize(models["cgan"], lineart, with_hints, device=device, batch_size=batch_size)
 
     n = len(lineart)
     guesses = predict_hint(models["hint"], lineart, device=device, raw=True)
-    auto_hints = models["hint"].automatic(torch.from_numpy(guesses)).numpy()  # what colouring uses
+    auto_hints = automatic_hint(models["hint"], torch.from_numpy(guesses)).numpy()  # what colouring uses
     outputs = {
         method: colorize(models[model], lineart, hints, device=device, batch_size=batch_size)
         for method, model in GENERATOR_METHODS.items()

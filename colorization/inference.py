@@ -86,8 +86,15 @@ def predict_hint(
         with autocast(device):
             logits = hint_model(x.contiguous(memory_format=fmt))
         guess = torch.softmax(logits.float(), dim=1)
-        out[start : start + batch_size] = (guess if raw else hint_model.automatic(guess)).cpu().numpy()
+        out[start : start + batch_size] = (guess if raw else automatic_hint(hint_model, guess)).cpu().numpy()
     return out
+
+
+def automatic_hint(hint_model: nn.Module, guess: torch.Tensor) -> torch.Tensor:
+    """The model's guess shrunk as the model says (`HintNet.automatic`); any other network that
+    maps line art to 512 logits gives its guess unchanged."""
+    shrink = getattr(hint_model, "automatic", None)
+    return guess if shrink is None else shrink(guess)
 
 
 def palette(hint: np.ndarray, size: int, mass: float = 0.98, max_colours: int = 16) -> np.ndarray:
