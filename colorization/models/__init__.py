@@ -7,7 +7,9 @@ A trained model folder (`models/<kind>/`) holds:
   run.json     the MLflow run that trained it (run_id null when tracking was off)
 
 Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512]) -> RGB
-[N,3,S,S] in [-1,1]`; the hint net is `forward(lineart) -> logits [N,512]`.
+[N,3,S,S] in [-1,1]`; the hint net is `forward(lineart) -> logits [N,512]`, whose softmax is
+its guess, and `automatic(guess)` the hint colouring uses (with `arch.trust` < 1, model.pt
+also holds the `prior` the guess is shrunk towards: the train split's average hint).
 """
 
 from __future__ import annotations

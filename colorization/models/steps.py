@@ -83,11 +83,12 @@ def cgan_step(
         # guess that fools D is only wanted when the hint says which colours to use.
         g_adv = g_adv * batch.certainty
     g_adv = g_adv.mean()
-    g_l1 = F.l1_loss(fake.float(), batch.color)
+    fake32 = fake.float()  # one cast for both reconstruction terms (bf16 under autocast)
+    g_l1 = F.l1_loss(fake32, batch.color)
     g_loss = g_adv + section.l1_weight * g_l1
     if section.uncertain_l2_weight and batch.certainty is not None:
         # Where the hint is blended with the average it says little: L2 asks for the mean colours.
-        mse = (fake.float() - batch.color).pow(2).flatten(1).mean(dim=1)
+        mse = (fake32 - batch.color).pow(2).flatten(1).mean(dim=1)
         g_loss = g_loss + section.uncertain_l2_weight * ((1.0 - batch.certainty) * mse).mean()
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
