@@ -320,7 +320,7 @@ def is_registry_uri(spec: str) -> bool:
 def load_model(spec: str, device: str, kinds: tuple[str, ...]) -> LoadedModel:
     """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder."""
     if is_registry_uri(spec):
-        from colorization.tracking.model_cache import load_cached  # imports MLflow only on a cache miss
+        from colorization.tracking.model_cache import load_cached
 
         try:
             module, config = load_cached(spec, device)

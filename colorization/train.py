@@ -49,9 +49,15 @@ from colorization.config import Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
-from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, build_model, model_config
+from colorization.models import (
+    CONFIG_FILE,
+    RUN_FILE,
+    WEIGHTS_FILE,
+    load_trained,
+    model_config,
+    read_config,
+)
 from colorization.models.averaging import averaged_copy, update_average
-from colorization.models.serving import PackedColorizer, PackedHint, pack
 from colorization.models.specs import SPECS
 from colorization.models.steps import Nets
 from colorization.store import ProcessedStore
@@ -226,7 +232,7 @@ class NoTracking:
     def log_metrics(self, metrics, step) -> None: ...
     def flush(self) -> None: ...
     def log_image(self, image, key, step) -> None: ...
-    def log_model(self, model, input_example, output_example) -> None: ...
+    def log_model(self, model_dir, example, output) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -536,13 +542,13 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     kind, image_size = run.kind, data.store.image_size
     grid = preview(kind, run.nets, data.shown, device)
     run.tracking.log_image(grid, key="samples", step=run.steps)
-    model_uri = log_model(run.tracking, kind, run.nets, image_size, data.shown)
     staging = out_dir.with_name(f".tmp-{out_dir.name}")
     staging.mkdir(parents=True, exist_ok=True)
     torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
     config = model_config(kind, run.nets.arch["model"], image_size)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    model_uri = log_model(run.tracking, staging, data.shown)
     run_info = {
         "run_id": run.tracking.run_id,
         "experiment_id": run.tracking.experiment_id,
@@ -557,20 +563,16 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     run.tracking.finish()
 
 
-def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str | None:
-    """Log the serving form (one packed float32 input) with a signature and an input example."""
+def log_model(tracking, model_dir: Path, images) -> str | None:
+    """Log the model folder as MLflow's serving model, with a signature and an input example."""
     if isinstance(tracking, NoTracking):
         return None
-    net = build_model(kind, nets.arch["model"])  # a CPU copy: the logged model must load anywhere
-    net.load_state_dict({k: v.cpu() for k, v in nets.published().state_dict().items()})
-    net.eval()
-    if not SPECS[kind].generator:
-        served, example = PackedHint(net, image_size), pack(images.lineart[:2])
-    else:
-        served, example = PackedColorizer(net, image_size), pack(images.lineart[:2], images.hint[:2])
-    with torch.no_grad():
-        output = served(torch.from_numpy(example)).numpy()
-    return tracking.log_model(served, example, output)
+    from colorization.tracking.serving import example_input, predict
+
+    config = read_config(model_dir)
+    example = example_input(config["kind"], images.lineart[:2], images.hint[:2])
+    output = predict(load_trained(model_dir), config, example)  # a CPU copy: what serving will load
+    return tracking.log_model(model_dir, example, output)
 
 
 def _fmt(values: dict[str, float]) -> str:

@@ -1,4 +1,4 @@
-"""The local cache of registry versions: filled by the first load, checked by the logged md5.
+"""The local copy of registry versions: filled by the first load, checked by the logged md5.
 
 Against a real sqlite registry in a temporary folder; the cache folder is temporary too.
 """
@@ -40,11 +40,11 @@ def colours(model) -> np.ndarray:
     return colorize(model.module, lineart, hints, device="cpu")
 
 
-def no_mlflow_loads(monkeypatch):
+def no_downloads(monkeypatch):
     def refuse(*_, **__):
-        raise AssertionError("loaded through MLflow")
+        raise AssertionError("downloaded from the registry")
 
-    monkeypatch.setattr(registry, "load_registered", refuse)
+    monkeypatch.setattr(registry, "download_model", refuse)
 
 
 def test_the_first_load_fills_the_cache_with_exactly_the_registered_weights(store, monkeypatch):
@@ -54,7 +54,7 @@ def test_the_first_load_fills_the_cache_with_exactly_the_registered_weights(stor
     trained = file_md5(store / "models-0/cgan/model.pt")
     assert file_md5(entry / "model.pt") == version.tags["model_md5"] == trained
 
-    no_mlflow_loads(monkeypatch)
+    no_downloads(monkeypatch)
     second = load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
     assert (second.kind, second.image_size) == (first.kind, first.image_size) == ("cgan", IMAGE_SIZE)
     np.testing.assert_array_equal(colours(second), colours(first))
@@ -62,26 +62,20 @@ def test_the_first_load_fills_the_cache_with_exactly_the_registered_weights(stor
     np.testing.assert_array_equal(colours(by_version), colours(first))
 
 
-def test_a_cached_load_does_not_import_mlflow(store):
+def test_a_cached_load_opens_no_database_itself(store):
     load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)  # fills the cache
     code = (
-        "import sys; from colorization.colorize import load_model, GENERATOR_KINDS; "
+        "import sqlite3, sys; from colorization.colorize import load_model, GENERATOR_KINDS; "
+        "opened = []; real = sqlite3.connect; "
+        "sqlite3.connect = lambda *a, **k: opened.append(sys._getframe(1).f_globals['__name__']) "
+        "or real(*a, **k); "
         f"m = load_model({CHAMPION_URI!r}, 'cpu', GENERATOR_KINDS); "
-        "print(m.kind, m.image_size, 'mlflow' in sys.modules)"
+        "print(m.kind, m.image_size, sorted({o.split('.')[0] for o in opened}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["cgan", str(IMAGE_SIZE), "False"], out.stderr[-2000:]
-
-
-def test_the_cache_reads_the_registry_runs_writes(monkeypatch):
-    from colorization.tracking import runs
-
-    for value in (None, "sqlite:////somewhere/else.db"):
-        if value is None:
-            monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        else:
-            monkeypatch.setenv("MLFLOW_TRACKING_URI", value)
-        assert model_cache.tracking_uri() == runs.tracking_uri()
+    assert out.stdout.split()[:2] == ["cgan", str(IMAGE_SIZE)], out.stderr[-2000:]
+    # The registry is read through MLflow's client (SQLAlchemy opens the file), never by the project.
+    assert "colorization" not in out.stdout.split(" ", 2)[2], out.stdout
 
 
 def test_a_damaged_entry_is_not_used_and_is_replaced(store, monkeypatch):
@@ -91,8 +85,8 @@ def test_a_damaged_entry_is_not_used_and_is_replaced(store, monkeypatch):
     data[-100] ^= 0xFF
     weights.write_bytes(bytes(data))
     reloads = []
-    real = registry.load_registered
-    monkeypatch.setattr(registry, "load_registered", lambda *a, **k: reloads.append(a) or real(*a, **k))
+    real = registry.download_model
+    monkeypatch.setattr(registry, "download_model", lambda *a, **k: reloads.append(a) or real(*a, **k))
     np.testing.assert_array_equal(colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)), expected)
     assert len(reloads) == 1
     assert file_md5(weights) == registry.client().get_model_version(NAME, "1").tags["model_md5"]

@@ -1,5 +1,5 @@
 """Model behaviour without training: shapes, ranges, the on-disk format, the inference
-contract, the serving wrapper, and the on-device augmentation."""
+contract, and the on-device augmentation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from colorization.config import AugmentParams
 from colorization.inference import colorize, palette, predict_hint
 from colorization.models import build_model, load_trained, model_config
 from colorization.models.cgan import PatchDiscriminator
-from colorization.models.serving import PackedColorizer, pack
 
 ARCH = {
     "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8},
@@ -101,15 +100,6 @@ def test_load_trained_round_trips_the_model_folder(kind, tmp_path):
     assert not loaded.training
     for key, value in net.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
-
-
-def test_packed_serving_module_matches_colorize():
-    net = build_model("cgan", ARCH["cgan"]).eval()
-    perturb_films(net)
-    lineart, hint = random_inputs()
-    with torch.no_grad():
-        served = PackedColorizer(net, S)(torch.from_numpy(pack(lineart, hint))).numpy()
-    np.testing.assert_array_equal(served.astype(np.uint8), colorize(net, lineart, hint))
 
 
 def test_palette_draws_the_dominant_colours_by_weight():
@@ -253,16 +243,11 @@ def test_the_automatic_hint_leans_towards_the_average_by_the_models_trust(tmp_pa
     auto = predict_hint(net, lineart)
     np.testing.assert_allclose(auto, 0.25 * guess + 0.75 * average.numpy()[None], atol=1e-6)
     np.testing.assert_allclose(auto.sum(axis=1), 1.0, rtol=1e-5)
-    # The prior and the trust travel with the model: the folder and the served form give the same.
+    # The prior and the trust travel with the model folder, which is also what MLflow serves.
     torch.save(net.state_dict(), tmp_path / "model.pt")
     arch = {**ARCH["hint"], "trust": 0.25}
     (tmp_path / "config.json").write_text(json.dumps(model_config("hint", arch, S)))
     np.testing.assert_allclose(predict_hint(load_trained(tmp_path), lineart), auto, atol=1e-6)
-    from colorization.models.serving import PackedHint
-
-    with torch.no_grad():
-        served = PackedHint(net, S)(torch.from_numpy(pack(lineart))).numpy()
-    np.testing.assert_allclose(served, auto, atol=1e-6)
 
 
 def test_a_hint_model_saved_before_trust_existed_loads_and_gives_its_guess(tmp_path):

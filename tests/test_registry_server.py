@@ -1,7 +1,7 @@
 """The MLflow registry: registering, promotion, idempotency, loading by URI, and a real server.
 
-Models are logged exactly as training logs them (TrainingRun.log_model, the serving
-wrapper in the default pt2 format) into temporary stores, never the project's mlflow.db.
+Models are logged exactly as training logs them (TrainingRun.log_model: the models/<kind>
+folder as a pyfunc) into temporary stores, never the project's mlflow.db.
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ import mlflow
 import numpy as np
 import pytest
 import requests
-import torch
 from typer.testing import CliRunner
 
 from colorization.cli import app
 from colorization.config import StageInputs, load_params
 from colorization.evaluate import load_models, load_split, run_evaluate
 from colorization.inference import colorize, predict_hint
-from colorization.models.serving import PackedColorizer, PackedHint, pack
 from colorization.register import run_register
 from colorization.tracking import registry
 from colorization.tracking.registry import CHALLENGER, CHAMPION, RegistryError
 from colorization.tracking.runs import TrainingRun
+from colorization.tracking.serving import example_input, predict
 from tests.servers import stop_group, uvicorn_port, wait_healthy
 from tests.test_evaluate import IMAGE_SIZE, build_project, save_model_dir
 
@@ -42,12 +41,9 @@ def log_toy_model(models_dir: Path, kind: str, seed: int = 0) -> str:
     net = save_model_dir(models_dir / kind, kind, seed=seed)
     run = TrainingRun(EXPERIMENT, run_name=f"train-{kind}", tags={"model": kind})
     lineart = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
-    hints = np.full((2, 512), 1 / 512, np.float32)
-    served = PackedHint(net, IMAGE_SIZE) if kind == "hint" else PackedColorizer(net, IMAGE_SIZE)
-    example = pack(lineart) if kind == "hint" else pack(lineart, hints)
-    with torch.no_grad():
-        output = served(torch.from_numpy(example)).numpy()
-    uri = run.log_model(served, example, output)
+    example = example_input(kind, lineart, np.full((2, 512), 1 / 512, np.float32))
+    output = predict(net, json.loads((models_dir / kind / "config.json").read_text()), example)
+    uri = run.log_model(models_dir / kind, example, output)
     run.finish()
     info = {"run_id": run.run_id, "experiment_id": run.experiment_id, "model_uri": uri, "kind": kind}
     (models_dir / kind / "run.json").write_text(json.dumps(info))
@@ -180,9 +176,9 @@ def test_registered_models_colour_like_the_local_folders(sqlite_store):
     # The guess before shrinking too (what the registry re-scores a champion hint model on).
     guess = predict_hint(local["hint"], split.lineart, raw=True)
     assert np.abs(guess - expected_hint).max() > 1e-3  # the demo's trust shrinks it
-    np.testing.assert_allclose(predict_hint(hint_net, split.lineart, raw=True), guess, atol=1e-4)
-    got = colorize(generator, split.lineart, split.hint).astype(int)
-    assert np.abs(got - colorize(local["cgan"], split.lineart, split.hint)).max() <= 1
+    np.testing.assert_allclose(predict_hint(hint_net, split.lineart, raw=True), guess, atol=1e-6)
+    got = colorize(generator, split.lineart, split.hint)  # the same folder: the same colours
+    np.testing.assert_array_equal(got, colorize(local["cgan"], split.lineart, split.hint))
 
 
 def test_refusals_are_one_line(sqlite_store, tmp_path, monkeypatch):

@@ -1,9 +1,9 @@
 """MLflow's own serving: `mlflow models serve -m models:/lineart-cgan@champion --env-manager local`.
 
 A tiny c-GAN that follows its hint's colour is logged exactly as training logs it
-(TrainingRun.log_model: the packed serving wrapper with its signature), registered and made
-champion in a temporary sqlite registry; the real `mlflow models serve` then colours through
-`/invocations` with the request the README shows.
+(TrainingRun.log_model: the models/cgan folder as a pyfunc, with its signature), registered
+and made champion in a temporary sqlite registry; the real `mlflow models serve` then colours
+through `/invocations` with the request the README shows.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import requests
 import torch
 
 from colorization.colorize import default_lineart_params, fit_input, parse_palette
+from colorization.inference import colorize
 from colorization.models import build_model, model_config
-from colorization.models.serving import PackedColorizer, pack
 from colorization.tracking import registry
 from colorization.tracking.registry import CHAMPION
 from colorization.tracking.runs import TrainingRun
+from colorization.tracking.serving import example_input, predict
 from tests.servers import free_port, stop_group
 from tests.test_colorize import drawing
 from tests.test_evaluate import IMAGE_SIZE
@@ -52,20 +53,18 @@ def save_hint_following(folder: Path, kind: str = "cgan", seed: int = 0):
 def register_hint_following_cgan(root: Path, seed: int = 0, psnr: float = 20.0):
     """models/cgan as `train` leaves it (weights, config, run.json), logged and registered.
 
-    Returns the serving module and the Registration (a better `psnr` takes champion)."""
+    Returns the network and the Registration (a better `psnr` takes champion)."""
     folder = root / f"models-{seed}" / "cgan"
     net = save_hint_following(folder, seed=seed)
-    served = PackedColorizer(net, IMAGE_SIZE)
     paper = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
-    example = pack(paper, np.full((2, 512), 1 / 512, np.float32))
-    with torch.no_grad():
-        output = served(torch.from_numpy(example)).numpy()
+    example = example_input("cgan", paper, np.full((2, 512), 1 / 512, np.float32))
+    output = predict(net, json.loads((folder / "config.json").read_text()), example)
     run = TrainingRun("serving-test", run_name="train-cgan", tags={"model": "cgan"})
-    uri = run.log_model(served, example, output)
+    uri = run.log_model(folder, example, output)
     run.finish()
     (folder / "run.json").write_text(json.dumps({"run_id": run.run_id, "model_uri": uri, "kind": "cgan"}))
     evaluation = {"cgan": {"psnr": psnr}, "split_fingerprint": "test", "split": "test"}
-    return served, registry.register_model("cgan", NAME, "cgan.psnr", "max", folder, evaluation, {})
+    return net, registry.register_model("cgan", NAME, "cgan.psnr", "max", folder, evaluation, {})
 
 
 def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[str, subprocess.Popen]:
@@ -105,15 +104,17 @@ def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[
 def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    served, registered = register_hint_following_cgan(tmp_path)
+    net, registered = register_hint_following_cgan(tmp_path)
     assert registered.champion == registered.version == "1"
     signature = mlflow.models.get_model_info(f"models:/{NAME}@{CHAMPION}").signature
-    assert signature.inputs.inputs[0].shape == (-1, IMAGE_SIZE * IMAGE_SIZE + 512)
+    inputs = {spec.name: spec.shape for spec in signature.inputs.inputs}
+    assert inputs == {"lineart": (-1, IMAGE_SIZE, IMAGE_SIZE), "hint": (-1, 512)}
     assert signature.outputs.inputs[0].shape == (-1, IMAGE_SIZE, IMAGE_SIZE, 3)
 
     lineart = fit_input(drawing(48, 64), IMAGE_SIZE, default_lineart_params()).lineart
+    linearts = np.stack([lineart, lineart])
     hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
-    body = {"inputs": pack(np.stack([lineart, lineart]), hints).tolist()}  # the README's request
+    body = {"inputs": {"lineart": linearts.tolist(), "hint": hints.tolist()}}  # the README's request
 
     url, proc = serve(f"models:/{NAME}@{CHAMPION}", tracking, tmp_path / "serve.log")
     try:
@@ -124,8 +125,7 @@ def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     assert answer.status_code == 200, answer.text
     rgb = np.asarray(answer.json()["predictions"], np.float64)
     assert rgb.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
-    with torch.no_grad():
-        expected = served(torch.from_numpy(pack(np.stack([lineart, lineart]), hints))).numpy()
+    expected = colorize(net, linearts, hints)
     np.testing.assert_allclose(rgb, expected, atol=1.0)  # the champion's weights, not another model's
     redness = (rgb[..., 0] - rgb[..., 2]).mean(axis=(1, 2))
     assert redness[0] > redness[1] + 50, redness  # coloured, and by the hint each row carried

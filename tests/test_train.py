@@ -181,10 +181,14 @@ def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model(run_info["model_uri"])
     assert served.metadata.signature is not None
-    from colorization.models.serving import pack
-
-    packed = pack(np.full((2, 32, 32), 255, np.uint8), np.full((2, 512), 1 / 512, np.float32))
-    assert served.predict(packed).shape == (2, 32, 32, 3)
+    request = {
+        "lineart": np.full((2, 32, 32), 255, np.float32),
+        "hint": np.full((2, 512), 1 / 512, np.float32),
+    }
+    coloured = served.predict(request)
+    assert coloured.shape == (2, 32, 32, 3)
+    expected = colorize(load_trained(model_dir), np.full((2, 32, 32), 255, np.uint8), request["hint"])
+    np.testing.assert_array_equal(coloured, expected)  # the published folder is what MLflow serves
 
 
 def test_training_runs_without_mlflow_installed(store_params: Path, tmp_path: Path, monkeypatch, caplog):

@@ -54,10 +54,3 @@ def shrink(guess: torch.Tensor, trust: float, prior: torch.Tensor | None) -> tor
         return guess
     return trust * guess + (1.0 - trust) * prior.to(guess)
 
-
-def unshrink(automatic: torch.Tensor, trust: float, prior: torch.Tensor | None) -> torch.Tensor:
-    """The guess back from an automatic hint (a served graph returns only the latter); with
-    trust 0 nothing of the guess is left, and the automatic hint is returned."""
-    if prior is None or trust in (0.0, 1.0):
-        return automatic
-    return ((automatic - (1.0 - trust) * prior.to(automatic)) / trust).clamp_min(0.0)

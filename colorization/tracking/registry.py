@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
+import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -257,31 +257,44 @@ def resolve_version(uri: str):
         raise RegistryError(f"model not found: {uri} ({what} in {tracking_uri()})") from None
 
 
-def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
-    """(network in eval mode, its config) for `models:/name@alias`, `models:/name/<version>` or `runs:/...`.
-
-    The network has the interface `colorization.inference` expects, whatever form the
-    serving model was logged in (see `as_network`).
-    """
-    config = None
+def version_uri(uri: str) -> tuple[str, Any]:
+    """(`models:/name/<version>` or the runs:/ URI itself, the version or None) for a model URI."""
     if uri.startswith("models:/"):
         version = resolve_version(uri)
-        load_uri = f"models:/{version.name}/{version.version}"
-        config = json.loads(version.tags["config"]) if "config" in version.tags else None
-    elif uri.startswith("runs:/"):
+        return f"models:/{version.name}/{version.version}", version
+    if uri.startswith("runs:/"):
         _check_store_exists(tracking_uri())
         client()
-        load_uri = uri
-    else:
-        raise RegistryError(
-            f"{uri}: expected models:/<name>@<alias>, models:/<name>/<version> or runs:/<run>/model"
-        )
+        return uri, None
+    raise RegistryError(
+        f"{uri}: expected models:/<name>@<alias>, models:/<name>/<version> or runs:/<run>/model"
+    )
+
+
+def download_model(uri: str, dst: Path) -> Path:
+    """Download a logged model into `dst`; returns its models/<kind> folder (model.pt + config.json)."""
+    from colorization.models import CONFIG_FILE
+    from colorization.tracking.serving import ARTIFACT
+
     try:
-        served = mlflow.pytorch.load_model(load_uri, map_location=device)
-        config = config or config_from_signature(load_uri)
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except (MlflowException, OSError) as err:
         raise RegistryError(f"cannot load {uri}: {str(err).splitlines()[0]}") from None
-    return as_network(served, config).to(device).eval(), config
+    folder = root / "artifacts" / ARTIFACT
+    if not (folder / CONFIG_FILE).is_file():
+        raise RegistryError(
+            f"{uri} holds no artifacts/{ARTIFACT}/{CONFIG_FILE}: it was logged by an older version "
+            f"of this project; re-train it (dvc repro -f train) and register it again"
+        )
+    return folder
+
+
+def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
+    """(network in eval mode, its config.json) for `models:/name@alias`, `models:/name/<version>`
+    or `runs:/...`, through the local cache (tracking/model_cache.py)."""
+    from colorization.tracking.model_cache import load_cached
+
+    return load_cached(uri, device)
 
 
 def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -311,82 +324,6 @@ def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
         text = " ".join(str(err).split())[:200]
         raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
     return found
-
-
-def config_from_signature(uri: str) -> dict:
-    """Kind and image size from the logged signature: in [N, S*S (+512)], out [N, S, S, 3] or [N, 512]."""
-    from colorization.histogram import HIST_BINS
-
-    signature = mlflow.models.get_model_info(uri).signature
-    if signature is None:
-        raise RegistryError(
-            f"{uri} has neither a `config` tag nor a signature; register it with `colorization register`"
-        )
-    width = signature.inputs.inputs[0].shape[-1]
-    is_hint = len(signature.outputs.inputs[0].shape) == 2
-    pixels = width if is_hint else width - HIST_BINS
-    return {"kind": "hint" if is_hint else "generator", "image_size": int(round(pixels**0.5))}
-
-
-def as_network(served, config: dict):
-    """The inference-interface network behind a serving model.
-
-    A pickled wrapper (colorization.models.serving) still holds the network itself. The
-    default pt2 format is a traced graph of the wrapper's packed interface, so it gets an
-    adapter that packs and unpacks around it.
-    """
-    import torch
-
-    from colorization.models.hint import shrink, unshrink
-    from colorization.models.serving import PackedColorizer, PackedHint
-
-    if isinstance(served, PackedColorizer):
-        return served.generator
-    if isinstance(served, PackedHint):
-        return served.hint_net
-    size = int(config["image_size"])
-
-    def packed_pixels(lineart):
-        return ((lineart.float() + 1.0) * 127.5).round().reshape(len(lineart), size * size)
-
-    class Served(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.served = served
-
-        def train(self, mode: bool = True):
-            # An exported graph is frozen in eval mode and refuses train()/eval() itself.
-            self.training = mode
-            return self
-
-    class ServedGenerator(Served):
-        """forward(line art [N,1,S,S] in [-1,1], hint [N,512]) -> RGB [N,3,S,S] in [-1,1]."""
-
-        def forward(self, lineart, hint):
-            rgb = self.served(torch.cat([packed_pixels(lineart), hint.float()], dim=1))  # [N,S,S,3] 0..255
-            return (rgb / 127.5 - 1.0).permute(0, 3, 1, 2)
-
-    class ServedHint(Served):
-        """forward(line art [N,1,S,S] in [-1,1]) -> logits whose softmax is the network's guess;
-        `automatic` shrinks a guess as the network does (models/hint.py).
-
-        The served graph returns the automatic hint; the guess is recovered from it with the
-        trust of the registered config and the graph's prior buffer."""
-
-        def __init__(self):
-            super().__init__()
-            self.trust = float(config.get("arch", {}).get("trust", 1.0))
-            priors = [b for name, b in served.named_buffers() if name.split(".")[-1] == "prior"]
-            self.register_buffer("prior", priors[0].detach().clone() if priors else None, persistent=False)
-
-        def forward(self, lineart):
-            guess = unshrink(self.served(packed_pixels(lineart)).float(), self.trust, self.prior)
-            return torch.log(guess.clamp_min(1e-12))
-
-        def automatic(self, guess):
-            return shrink(guess, self.trust, self.prior)
-
-    return ServedHint() if config["kind"] == "hint" else ServedGenerator()
 
 
 # ---------------------------------------------------------------- evaluate's MLflow side

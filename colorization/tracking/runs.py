@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -99,20 +97,11 @@ class TrainingRun:
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         mlflow.log_image(image, key=key, step=step)
 
-    def log_model(self, model, input_example: np.ndarray, output_example: np.ndarray) -> str:
-        """Log a single-input serving module; returns its model URI."""
-        import torch
+    def log_model(self, model_dir: Path, example: dict, output) -> str:
+        """Log the published model folder as this run's serving model; returns its model URI."""
+        from colorization.tracking.serving import log_pyfunc
 
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=infer_signature(input_example, output_example),
-            input_example=input_example,
-            # Stated, not inferred: inference would import-trace the model in a subprocess.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-            code_paths=[str(Path(__file__).resolve().parents[1])],  # the colorization package
-        )
-        return info.model_uri
+        return log_pyfunc(model_dir, example, output)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()

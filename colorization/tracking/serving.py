@@ -1,0 +1,81 @@
+"""What `mlflow models serve` runs: a pyfunc around the project's own model folder.
+
+The logged model holds `models/<kind>/` exactly as training published it (model.pt +
+config.json) as the artifact `model`; `load_context` loads it with `load_trained`, and
+`predict` is `colorization.inference`. So the pipeline, `colorize`, the studio and serving
+read one format, and a registered version is that folder plus MLflow's metadata.
+
+Request (`/invocations`, `{"inputs": {...}}`): `lineart` [N, S, S] in 0..255 (0 = line) and,
+for the generators, `hint` [N, 512]. Answer: RGB [N, S, S, 3] in 0..255 (cnn, cgan) or the
+automatic hint [N, 512] (hint).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+
+ARTIFACT = "model"  # the artifact key, and the folder name inside the logged model
+
+
+class LineartModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from colorization.models import load_trained, read_config
+
+        folder = context.artifacts[ARTIFACT]
+        self.config = read_config(folder)
+        self.net = load_trained(folder)
+
+    def predict(self, context, model_input, params=None) -> np.ndarray:
+        return predict(self.net, self.config, model_input)
+
+
+def predict(net, config: dict, model_input) -> np.ndarray:
+    """The served answer for one request (also what training logs as the output example)."""
+    from colorization.inference import colorize, predict_hint
+    from colorization.models.specs import SPECS
+
+    lineart = np.asarray(model_input["lineart"], np.float32).round().clip(0, 255).astype(np.uint8)
+    if not SPECS[config["kind"]].generator:
+        return predict_hint(net, lineart)
+    return colorize(net, lineart, np.asarray(model_input["hint"], np.float32)).astype(np.float32)
+
+
+def example_input(kind: str, lineart: np.ndarray, hint: np.ndarray) -> dict[str, np.ndarray]:
+    """The named inputs a `kind` model is served with (float32: JSON numbers arrive as floats)."""
+    from colorization.models.specs import SPECS
+
+    example = {"lineart": lineart.astype(np.float32)}
+    if SPECS[kind].generator:
+        example["hint"] = np.asarray(hint, np.float32)
+    return example
+
+
+def log_pyfunc(model_dir: Path, example: dict[str, np.ndarray], output: np.ndarray) -> str:
+    """Log `model_dir`'s model.pt + config.json as this run's model `model`; returns its URI."""
+    import shutil
+    import tempfile
+
+    import torch
+    from mlflow.models import infer_signature
+
+    from colorization.models import CONFIG_FILE, WEIGHTS_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / ARTIFACT  # MLflow keeps the folder's name: artifacts/model/
+        folder.mkdir()
+        for name in (WEIGHTS_FILE, CONFIG_FILE):  # the model, not the previews or run.json
+            shutil.copy2(Path(model_dir) / name, folder / name)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=LineartModel(),
+            artifacts={ARTIFACT: str(folder)},
+            signature=infer_signature(example, output),
+            input_example=example,
+            # Stated, not inferred: inference would import the model in a subprocess.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+            code_paths=[str(Path(__file__).resolve().parents[1])],  # the colorization package
+        )
+    return info.model_uri
