@@ -29,10 +29,10 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from colorization.acquire import run_acquire
-from colorization.augment import Batch, DeviceData, sample_batch
+from colorization.augment import DeviceData, sample_batch
 from colorization.config import Params, load_params, profile_overrides
 from colorization.device import configure, memory_format, pick_device
-from colorization.models.steps import cgan_step
+from colorization.models.steps import Batch, cgan_step
 from colorization.preprocess import build_preprocess
 from colorization.store import ProcessedStore
 from colorization.train import build_nets

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from colorization.config import AugmentParams, XDoGParams
 from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
+from colorization.models.steps import Batch
 from colorization.models.tensors import lineart_to_input, rgb_to_target
 from colorization.store import Split
 
@@ -44,14 +45,6 @@ class DeviceData:
     def mean_hint(self) -> torch.Tensor:
         """The average hint of these images, float32 [512]: the hint that says nothing."""
         return self.hint.float().mean(dim=0)
-
-
-@dataclass
-class Batch:
-    lineart: torch.Tensor  # float [B, 1, S, S] in [-1, 1]
-    color: torch.Tensor  # float [B, 3, S, S] in [-1, 1]
-    hint: torch.Tensor  # float [B, 512]
-    certainty: torch.Tensor | None = None  # float [B]: 1 = the picture's own hint, less when blended
 
 
 def sample_batch(

@@ -320,10 +320,10 @@ def is_registry_uri(spec: str) -> bool:
 def load_model(spec: str, device: str, kinds: tuple[str, ...]) -> LoadedModel:
     """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder."""
     if is_registry_uri(spec):
-        from colorization.tracking.model_cache import load_cached
+        from colorization.tracking.model_cache import load_registered
 
         try:
-            module, config = load_cached(spec, device)
+            module, config = load_registered(spec, device)
         except ValueError as err:
             from colorization.tracking.registry import RegistryError
 

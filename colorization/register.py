@@ -59,7 +59,8 @@ def params_tag(params, kind: str) -> str:
 def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
     """The `register` stage: the three models in `inputs.models`, scored in `inputs.evaluation`
     on the store in `inputs`; then metrics/registry.json."""
-    from colorization.tracking.registry import Registration, RegistryError, load_registered, register_model
+    from colorization.tracking.model_cache import load_registered
+    from colorization.tracking.registry import Registration, RegistryError, register_model
 
     reg = params.registry
     evaluation_path = Path(inputs.evaluation)

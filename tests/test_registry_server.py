@@ -25,7 +25,7 @@ from colorization.config import StageInputs, load_params
 from colorization.evaluate import load_models, load_split, run_evaluate
 from colorization.inference import colorize, predict_hint
 from colorization.register import run_register
-from colorization.tracking import registry
+from colorization.tracking import model_cache, registry
 from colorization.tracking.registry import CHALLENGER, CHAMPION, RegistryError
 from colorization.tracking.runs import TrainingRun
 from colorization.tracking.serving import example_input, predict
@@ -168,8 +168,8 @@ def test_registered_models_colour_like_the_local_folders(sqlite_store):
     register_project(params)
     split = load_split(params.evaluate, StageInputs.of(params))
     local = load_models(params.train.out)
-    generator, config = registry.load_registered("models:/lineart-cgan@champion")
-    hint_net, _ = registry.load_registered("models:/lineart-hint@champion")
+    generator, config = model_cache.load_registered("models:/lineart-cgan@champion")
+    hint_net, _ = model_cache.load_registered("models:/lineart-hint@champion")
     assert config["kind"] == "cgan" and config["image_size"] == IMAGE_SIZE
     expected_hint = predict_hint(local["hint"], split.lineart)
     np.testing.assert_allclose(predict_hint(hint_net, split.lineart), expected_hint, atol=1e-5)
@@ -183,12 +183,12 @@ def test_registered_models_colour_like_the_local_folders(sqlite_store):
 
 def test_refusals_are_one_line(sqlite_store, tmp_path, monkeypatch):
     with pytest.raises(RegistryError, match="no alias 'nope' on 'lineart-cgan'"):
-        registry.load_registered("models:/lineart-cgan@nope")
+        model_cache.load_registered("models:/lineart-cgan@nope")
     with pytest.raises(RegistryError, match="model not found: models:/absent@champion"):
-        registry.load_registered("models:/absent@champion")
+        model_cache.load_registered("models:/absent@champion")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'missing.db'}")
     with pytest.raises(RegistryError, match="no MLflow registry at"):
-        registry.load_registered("models:/lineart-cgan@champion")
+        model_cache.load_registered("models:/lineart-cgan@champion")
     assert not (tmp_path / "missing.db").exists()
 
 

@@ -284,9 +284,8 @@ def test_an_uncertain_hint_asks_the_cgan_for_the_mean_colour(l2_weight: float):
     """Three pictures share one line art and one hint that says nothing (certainty 0): two are
     black, one white. L1 alone wants their median, black; the uncertain-hint L2 pulls the
     output towards their mean, a dark grey (PSNR's best guess when the colours are unknown)."""
-    from colorization.augment import Batch
     from colorization.models.cgan import PatchDiscriminator, UNetGenerator
-    from colorization.models.steps import Nets, cgan_step
+    from colorization.models.steps import Batch, Nets, cgan_step
 
     torch.manual_seed(0)
     section = load_params(REPO / "params.yaml").train.cgan.model_copy(

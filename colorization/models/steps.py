@@ -7,8 +7,6 @@ tensors (no host sync here; the training loop syncs once).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,8 +14,14 @@ from torch.nn import functional as F
 from colorization.config import CganTrainParams, CnnTrainParams, HintTrainParams
 from colorization.device import autocast
 
-if TYPE_CHECKING:  # a type only: colorization.augment imports this package
-    from colorization.augment import Batch
+@dataclass
+class Batch:
+    """What a step trains on; colorization.augment samples it."""
+
+    lineart: torch.Tensor  # float [B, 1, S, S] in [-1, 1]
+    color: torch.Tensor  # float [B, 3, S, S] in [-1, 1]
+    hint: torch.Tensor  # float [B, 512]
+    certainty: torch.Tensor | None = None  # float [B]: 1 = the picture's own hint, less when blended
 
 
 @dataclass

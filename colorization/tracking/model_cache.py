@@ -78,7 +78,7 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_cached(uri: str, device: str = "cpu") -> tuple[Any, dict]:
+def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     """(network in eval mode, config.json) of a registered version or a logged model."""
     from colorization.tracking.registry import download_model, version_uri
 

@@ -161,7 +161,6 @@ def register_model(
     c = client()
     model_md5 = file_md5(weights)
     value = metric_value(evaluation, metric)
-    split = str(evaluation.get("split_fingerprint", "unknown"))
     _ensure_registered_model(c, name, f"{kind} model of the line-art colorization pipeline")
     config = json.loads(config_file.read_text())
     describe_model(c, name, kind, config, tags.get("data_source"))
@@ -173,31 +172,18 @@ def register_model(
         promoted = champion is not None and str(champion.version) == str(existing.version)
         reason = f"already registered as v{existing.version} (run {existing.run_id}); nothing added"
     else:
-        section = metric.split(".", 1)[0]
         version_tags = {
             **tags,
             "kind": kind,
             "source_run_id": run_id,
             "model_md5": model_md5,
             "config": json.dumps(config, separators=(",", ":")),
-            "eval_split": split,
-            "eval_split_name": str(evaluation.get("split", "test")),
-            "promotion_metric": f"{metric} ({direction})",
-            **{f"metric.{section}.{k}": str(v) for k, v in evaluation.get(section, {}).items()},
+            **evaluation_tags(evaluation, metric, direction),
         }
-        base = _alias_version(c, name, CHAMPION)  # what the new version challenges
-        promoted, reason = decide_promotion(c, name, metric, direction, value, split, rescore)
         source = run_info.get("model_uri") or f"runs:/{run_id}/{LOGGED_MODEL_NAME}"
-        version = _create_version(name, source, version_tags)
+        ranking = (metric, direction, value)
+        version, promoted, reason = _add_version(c, kind, name, source, version_tags, ranking, rescore)
         registered = True
-        c.set_registered_model_alias(name, CHALLENGER, version.version)
-        if promoted:
-            c.set_registered_model_alias(name, CHAMPION, version.version)
-            c.delete_registered_model_alias(name, CHALLENGER)  # the challenge is decided
-        c.set_model_version_tag(name, version.version, "promotion", reason)
-        base_info = (str(base.version), dict(base.tags)) if base is not None else None
-        text = version_description(kind, version_tags, base_info, promoted, reason)
-        c.update_model_version(name, version.version, description=text)
     log.info("%s v%s: %s", name, version.version, reason)
     champion, challenger = _alias_version(c, name, CHAMPION), _alias_version(c, name, CHALLENGER)
     return Registration(
@@ -210,6 +196,36 @@ def register_model(
         challenger=str(challenger.version) if challenger else None,
         source_run_id=run_id,
     )
+
+
+def evaluation_tags(evaluation: dict, metric: str, direction: str) -> dict[str, str]:
+    """What a new version records of the evaluation it was ranked by."""
+    section = metric.split(".", 1)[0]
+    return {
+        "eval_split": str(evaluation.get("split_fingerprint", "unknown")),
+        "eval_split_name": str(evaluation.get("split", "test")),
+        "promotion_metric": f"{metric} ({direction})",
+        **{f"metric.{section}.{k}": str(v) for k, v in evaluation.get(section, {}).items()},
+    }
+
+
+def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[str, str], ranking, rescore):
+    """A new version of `name` from `source`: challenger, or champion if it beats the champion.
+
+    `ranking` is (metric, direction, the new version's value)."""
+    metric, direction, value = ranking
+    base = _alias_version(c, name, CHAMPION)  # what the new version challenges
+    promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)
+    version = _create_version(name, source, tags)
+    c.set_registered_model_alias(name, CHALLENGER, version.version)
+    if promoted:
+        c.set_registered_model_alias(name, CHAMPION, version.version)
+        c.delete_registered_model_alias(name, CHALLENGER)  # the challenge is decided
+    c.set_model_version_tag(name, version.version, "promotion", reason)
+    base_info = (str(base.version), dict(base.tags)) if base is not None else None
+    text = version_description(kind, tags, base_info, promoted, reason)
+    c.update_model_version(name, version.version, description=text)
+    return version, promoted, reason
 
 
 def _create_version(name: str, source: str, tags: dict[str, str]):
@@ -287,14 +303,6 @@ def download_model(uri: str, dst: Path) -> Path:
             f"of this project; re-train it (dvc repro -f train) and register it again"
         )
     return folder
-
-
-def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
-    """(network in eval mode, its config.json) for `models:/name@alias`, `models:/name/<version>`
-    or `runs:/...`, through the local cache (tracking/model_cache.py)."""
-    from colorization.tracking.model_cache import load_cached
-
-    return load_cached(uri, device)
 
 
 def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
