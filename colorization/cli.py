@@ -7,6 +7,7 @@ wrong.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -373,6 +374,21 @@ def prefect_console() -> None:
 WorkdirOption = typer.Option(Path("."), "--workdir", help="project folder; --params is read in it")
 
 
+def import_checkout(workdir: Path = Path(".")) -> None:
+    """Make the checkout's flows/ and tasks/ importable: they are folders of the repository, not
+    installed packages. --workdir is looked in first, then the current folder."""
+    for folder in (workdir.resolve(), Path.cwd().resolve()):
+        if (folder / "flows" / "pipeline.py").is_file() and (folder / "tasks" / "dvc.py").is_file():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            return
+    if importlib.util.find_spec("flows") is None:
+        fail(
+            f"flows/ and tasks/ not found in {workdir} or the current folder: "
+            "run this from the project checkout"
+        )
+
+
 @app.command()
 def pipeline(
     params_file: Path = ParamsOption,
@@ -382,6 +398,7 @@ def pipeline(
 ) -> None:
     """Run dvc.yaml's stages through DVC as one Prefect flow run (retries, schedule, summary)."""
     # Prefect is imported here only: the other commands must not pay for it or need it.
+    import_checkout(workdir)
     prefect_console()
     from flows.pipeline import check_run, parse_overrides
     from flows.pipeline import pipeline as run_pipeline
@@ -415,6 +432,7 @@ def serve(
 
     --set applies to every run and to the `pipeline:` section itself (e.g. --set pipeline.cron='*/2 * * * *').
     """
+    import_checkout(workdir)
     from flows.pipeline import parse_overrides
 
     overrides = parse_overrides(set_) or None
@@ -440,6 +458,7 @@ def trigger(
     watch: bool = typer.Option(False, "--watch", help="follow the run to its end; exit 1 if it fails"),
 ) -> None:
     """Start a run of the served deployment now, with overrides; --watch follows it."""
+    import_checkout(workdir)
     from flows.pipeline import parse_overrides
 
     overrides = parse_overrides(set_) or None
@@ -464,6 +483,7 @@ def summary(
     run: str | None = typer.Option(None, "--run", help="flow run name or id (default: the newest summary)"),
 ) -> None:
     """Print a pipeline run's `pipeline-summary` artifact (markdown) from the Prefect server."""
+    import_checkout()
     prefect_console()
     from flows.trigger import TriggerError, latest_summary
 

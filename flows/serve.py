@@ -15,6 +15,7 @@ pauses the schedule).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ def serve(
     from tasks.data import ensure_download_limit
 
     ensure_download_limit()
+    # Flow runs are subprocesses that import flows.pipeline by module path: from this checkout,
+    # since flows/ and tasks/ are not installed packages.
+    checkout = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
     pipeline.serve(**deployment_settings(params, params_path, root, overrides, until))
 
 
