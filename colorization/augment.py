@@ -20,9 +20,9 @@ import torch
 from torch.nn import functional as F
 
 from colorization.config import AugmentParams, XDoGParams
-from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
+from colorization.histogram import torch_histograms
 from colorization.models.steps import Batch
-from colorization.models.tensors import lineart_to_input, rgb_to_target
+from colorization.models.tensors import lineart_to_input, output_to_levels, rgb_to_target
 from colorization.store import Split
 
 
@@ -90,12 +90,7 @@ def colour_matrices(angle: torch.Tensor, saturation: torch.Tensor) -> torch.Tens
 
 def histograms(color: torch.Tensor) -> torch.Tensor:
     """The 512-bin hint of float pictures [B, 3, S, S] in [-1, 1], as the stored uint8 pictures give."""
-    levels = ((color.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.int64)
-    q = levels >> (8 - int(math.log2(BINS_PER_CHANNEL)))  # 8 bins: the top 3 bits
-    bins = (q[:, 0] * BINS_PER_CHANNEL**2 + q[:, 1] * BINS_PER_CHANNEL + q[:, 2]).flatten(1)
-    counts = torch.zeros(color.shape[0], HIST_BINS, device=color.device)
-    counts.scatter_add_(1, bins, torch.ones_like(bins, dtype=counts.dtype))
-    return counts / bins.shape[1]
+    return torch_histograms(output_to_levels(color))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

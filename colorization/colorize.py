@@ -319,28 +319,28 @@ def is_registry_uri(spec: str) -> bool:
 
 def load_model(spec: str, device: str, kinds: tuple[str, ...]) -> LoadedModel:
     """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder."""
-    if is_registry_uri(spec):
-        from colorization.tracking.model_cache import load_registered
+    from colorization.models import CONFIG_FILE, WEIGHTS_FILE, ModelFormatError, load_trained, read_config
 
-        try:
-            module, config = load_registered(spec, device)
-        except ValueError as err:
+    try:
+        if is_registry_uri(spec):
+            from colorization.tracking.model_cache import load_registered
             from colorization.tracking.registry import RegistryError
 
-            if isinstance(err, RegistryError):
+            try:
+                module, config = load_registered(spec, device)
+            except RegistryError as err:
                 raise ColorizeError(str(err)) from None
-            raise
-    else:
-        from colorization.models import CONFIG_FILE, WEIGHTS_FILE, load_trained, read_config
-
-        folder = Path(spec)
-        if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
-            raise ColorizeError(
-                f"model not found: {spec} (expected models:/<name>@<alias> or a folder with "
-                f"{WEIGHTS_FILE} and {CONFIG_FILE})"
-            )
-        config = read_config(folder)
-        module = load_trained(folder, device=device)
+        else:
+            folder = Path(spec)
+            if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+                raise ColorizeError(
+                    f"model not found: {spec} (expected models:/<name>@<alias> or a folder with "
+                    f"{WEIGHTS_FILE} and {CONFIG_FILE})"
+                )
+            config = read_config(folder)
+            module = load_trained(folder, device=device)
+    except ModelFormatError as err:
+        raise ColorizeError(str(err)) from None
     if config["kind"] not in kinds:
         raise ColorizeError(f"{spec} is a {config['kind']} model; expected {' or '.join(kinds)}")
     return LoadedModel(module, config["kind"], int(config["image_size"]), spec)

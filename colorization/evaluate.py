@@ -38,7 +38,7 @@ from colorization import metrics as m
 from colorization.atomic import atomic_write_text
 from colorization.config import EvaluateParams, Params, StageInputs
 from colorization.figure import Example, comparison_figure
-from colorization.histogram import HIST_BINS, bin_centers
+from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
 from colorization.store import ProcessedStore, Split
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,6 @@ def flat_fill(lineart: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """
     colours = np.broadcast_to(np.round(np.asarray(colours, np.float64)).astype(np.uint8), (len(lineart), 3))
     return np.ascontiguousarray(np.broadcast_to(colours[:, None, None, :], (*lineart.shape, 3)))
-
-
-def hint_mean_colour(hints: np.ndarray) -> np.ndarray:
-    """The mean RGB colour a 512-bin hint describes (bin centres weighted by mass), [N, 3]."""
-    hints = np.asarray(hints, np.float64)
-    return hints @ bin_centers().astype(np.float64) / np.maximum(hints.sum(axis=1, keepdims=True), 1e-12)
-
-
-def one_hot_hint(rgb: tuple[int, int, int], n: int) -> np.ndarray:
-    """n copies of the hint of a picture of one colour, float32 [n, 512]."""
-    hint = np.zeros((n, HIST_BINS), np.float32)
-    r, g, b = (c >> 5 for c in rgb)
-    hint[:, r * 64 + g * 8 + b] = 1.0
-    return hint
 
 
 def red_minus_blue(images: np.ndarray) -> np.ndarray:
@@ -163,7 +149,7 @@ def predict_chunk(
     outputs["cgan_auto_hint"] = cgan(auto_hints)
     outputs["cgan_avg_hint"] = cgan(np.broadcast_to(reference.mean_hint, (n, HIST_BINS)))
     outputs["cgan_wrong_hint"] = cgan(wrong_hints)
-    outputs["flat_fill_hint_mean"] = flat_fill(lineart, hint_mean_colour(hints))
+    outputs["flat_fill_hint_mean"] = flat_fill(lineart, mean_colour(hints))
     outputs["flat_fill_train_mean"] = flat_fill(lineart, reference.mean_colour)
     outputs["grey"] = grey(lineart)
     return outputs, guesses, auto_hints

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from colorization.atomic import atomic_path
-from colorization.histogram import bin_centers
+from colorization.histogram import bin_centers, heaviest_bins
 
 
 def palette_bar(
@@ -24,10 +24,7 @@ def palette_bar(
     bin centre, widths proportional to their weight among the stripes shown, heaviest left.
     """
     hint = np.asarray(hint, np.float64)
-    order = np.argsort(hint)[::-1][:top]
-    keep = order[hint[order] >= min_weight]
-    if keep.size == 0:  # a flat or empty hint: show its single heaviest bin
-        keep = order[:1]
+    keep = heaviest_bins(hint, top, min_weight=min_weight)  # a flat hint: its single heaviest bin
     weights = hint[keep] / max(hint[keep].sum(), 1e-12)
     edges = np.cumsum(weights) * width
     # Column x shows the stripe whose cumulative edge is the first one past its centre.

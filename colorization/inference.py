@@ -99,10 +99,9 @@ def automatic_hint(hint_model: nn.Module, guess: torch.Tensor) -> torch.Tensor:
 
 def palette(hint: np.ndarray, size: int, mass: float = 0.98, max_colours: int = 16) -> np.ndarray:
     """A hint drawn as colour stripes (height by weight): uint8 [size, size, 3]."""
-    from colorization.histogram import bin_centers
+    from colorization.histogram import bin_centers, heaviest_bins
 
-    order = np.argsort(hint)[::-1]
-    keep = order[: max(1, min(max_colours, int(np.searchsorted(np.cumsum(hint[order]), mass)) + 1))]
+    keep = heaviest_bins(hint, max_colours, mass)
     weights = hint[keep] / max(float(hint[keep].sum()), 1e-8)
     edges = np.round(np.concatenate([[0.0], np.cumsum(weights)]) * size).astype(int)
     image = np.zeros((size, size, 3), np.uint8)

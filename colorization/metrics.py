@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from scipy import linalg, ndimage
 
-from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
+from colorization.histogram import batch_histograms
 
 _EPS = 1e-10
 
@@ -62,20 +62,6 @@ def ssim(pred: np.ndarray, target: np.ndarray, win_size: int = 7) -> np.ndarray:
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (win_size - 1) // 2  # skimage drops the border where the window is reflected
     return s[:, pad:-pad, pad:-pad, :].mean(axis=(1, 2, 3))
-
-
-def batch_histograms(images: np.ndarray) -> np.ndarray:
-    """The 512-bin hint of every image, [N, 512]; equal to `color_histogram` per image."""
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
-    n = images.shape[0]
-    shift = 8 - int(np.log2(BINS_PER_CHANNEL))
-    q = (images >> shift).astype(np.int64)
-    bins = q[..., 0] * BINS_PER_CHANNEL**2 + q[..., 1] * BINS_PER_CHANNEL + q[..., 2]
-    # One bincount for the whole batch: offset each image's bins into its own block.
-    flat = (bins.reshape(n, -1) + np.arange(n)[:, None] * HIST_BINS).ravel()
-    counts = np.bincount(flat, minlength=n * HIST_BINS).reshape(n, HIST_BINS)
-    return counts / counts.sum(axis=1, keepdims=True)
 
 
 def chi2_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from colorization.histogram import BINS_PER_CHANNEL, HIST_BINS
+from colorization.histogram import HIST_BINS, colour_bins, heaviest_bins, weighted_hint
 from colorization.textsafe import escaped
 
 PALETTE_SUFFIXES = (".gpl", ".json")
 MAX_PALETTE_BYTES = 1_000_000  # a palette is a few lines; anything bigger is not one
 MAX_COLOURS = 4096
-_SHIFT = 8 - int(np.log2(BINS_PER_CHANNEL))
 _NUMBER = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _WEIGHT_NAME = re.compile(rf"^(?:weight\s*[:=]?\s*)?({_NUMBER})$", re.IGNORECASE)
 
@@ -42,20 +41,11 @@ def hex_colour(rgb: Colour) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def colour_bins(rgb: np.ndarray) -> np.ndarray:
-    """The histogram bin of each RGB row: (r>>5)*64 + (g>>5)*8 + (b>>5)."""
-    q = np.asarray(rgb, np.int64) >> _SHIFT
-    return q[..., 0] * BINS_PER_CHANNEL**2 + q[..., 1] * BINS_PER_CHANNEL + q[..., 2]
-
-
 def palette_hint(entries: list[tuple[Colour, float]]) -> np.ndarray:
     """The 512-bin hint of (colour, weight) entries: float32, sums to 1."""
     if not entries:
         raise PaletteError("the palette has no colours")
-    colours = np.array([c for c, _ in entries], np.int64)
-    weights = np.array([w for _, w in entries], np.float64)
-    hint = np.bincount(colour_bins(colours), weights=weights, minlength=HIST_BINS)
-    return (hint / hint.sum()).astype(np.float32)
+    return weighted_hint(np.array([c for c, _ in entries], np.int64), np.array([w for _, w in entries]))
 
 
 def _weight(text: str, where: str) -> float:
@@ -151,8 +141,8 @@ def image_palette(rgb: np.ndarray, max_colours: int = 16) -> list[tuple[Colour, 
     bins = colour_bins(pixels)
     counts = np.bincount(bins, minlength=HIST_BINS)
     sums = np.stack([np.bincount(bins, weights=pixels[:, c], minlength=HIST_BINS) for c in range(3)], axis=1)
-    order = [int(b) for b in np.argsort(-counts, kind="stable")[:max_colours] if counts[b] > 0]
     total = counts.sum()
+    order = heaviest_bins(counts / total, max_colours)
     return [(tuple(int(v) for v in np.round(sums[b] / counts[b])), counts[b] / total) for b in order]
 
 

@@ -195,7 +195,7 @@ def test_a_reference_moves_the_output_toward_its_own_colours(trained, tmp_path):
 def test_the_hint_steers_held_out_outputs_to_its_colours(trained):
     """Target: given another picture's hint, the output's mean colour lies nearer that hint's
     mean colour than its own hint's, for at least 3 in 4 held-out pictures."""
-    from colorization.evaluate import hint_mean_colour
+    from colorization.histogram import mean_colour as hint_mean_colour
 
     test = trained.test
     other = np.roll(test.hint, len(test) // 2, axis=0)

@@ -26,15 +26,14 @@ from colorization.evaluate import (
     evaluate_models,
     flat_fill,
     grey,
-    hint_mean_colour,
     hint_obedience,
     load_models,
     load_split,
-    one_hot_hint,
     run_evaluate,
     score_model,
 )
-from colorization.histogram import bin_centers
+from colorization.histogram import bin_centers, one_hot_hint
+from colorization.histogram import mean_colour as hint_mean_colour
 from colorization.models import build_model, model_config
 from colorization.preprocess import build_preprocess
 from tests.conftest import synthetic_data_params

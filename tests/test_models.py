@@ -149,7 +149,7 @@ def test_thicker_lines_cover_more_pixels():
 
 def test_recoloured_hints_are_the_histograms_of_the_recoloured_pictures():
     from colorization.augment import histograms, recolour_batch
-    from colorization.metrics import batch_histograms
+    from colorization.histogram import batch_histograms
 
     rng = np.random.default_rng(2)
     color = torch.from_numpy(rng.integers(0, 256, (6, 3, S, S), dtype=np.uint8)).float() / 127.5 - 1
@@ -259,3 +259,21 @@ def test_a_hint_model_saved_before_trust_existed_loads_and_gives_its_guess(tmp_p
     (tmp_path / "config.json").write_text(json.dumps(model_config("hint", ARCH["hint"], S)))
     loaded = load_trained(tmp_path)
     np.testing.assert_allclose(predict_hint(loaded, lineart), predict_hint(old, lineart, raw=True), atol=1e-6)
+
+
+def test_a_model_of_another_hint_format_is_refused_in_one_line(tmp_path):
+    from colorization.colorize import ColorizeError, load_model
+
+    net = build_model("cgan", ARCH["cgan"])
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    config = model_config("cgan", ARCH["cgan"], S)
+    assert config["hint_format"] == "rgb-histogram-8x8x8"
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hint_format": "lab-histogram-16x16"}))
+    with pytest.raises(
+        ColorizeError, match=r"hint format is lab-histogram-16x16, this version uses rgb-"
+    ) as err:
+        load_model(str(tmp_path), "cpu", ("cgan",))
+    assert "\n" not in str(err.value)
+    old = {k: v for k, v in config.items() if k != "hint_format"}  # saved before the format was recorded
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert load_model(str(tmp_path), "cpu", ("cgan",)).kind == "cgan"

@@ -3,7 +3,7 @@
 A trained model folder (`models/<kind>/`) holds:
   model.pt     state_dict of the network used at inference (the generator for cnn / cgan,
                the hint net for hint), loadable with `torch.load(..., weights_only=True)`
-  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins"}
+  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins", "hint_format"}
   run.json     the MLflow run that trained it (run_id null when tracking was off)
 
 Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512]) -> RGB
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from colorization.histogram import HIST_BINS
+from colorization.histogram import HINT_FORMAT, HIST_BINS
 from colorization.models.specs import SPECS
 
 KINDS = tuple(SPECS)  # cnn, cgan, hint
@@ -39,7 +39,13 @@ def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:
 
 
 def model_config(kind: str, arch: Mapping[str, Any], image_size: int) -> dict[str, Any]:
-    return {"kind": kind, "arch": dict(arch), "image_size": int(image_size), "hint_bins": HIST_BINS}
+    return {
+        "kind": kind,
+        "arch": dict(arch),
+        "image_size": int(image_size),
+        "hint_bins": HIST_BINS,
+        "hint_format": HINT_FORMAT,
+    }
 
 
 def read_config(model_dir: str | Path) -> dict[str, Any]:
@@ -49,9 +55,25 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+class ModelFormatError(ValueError):
+    """A model folder this version of the project cannot use; the message is one line."""
+
+
+def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
+    """Refuse a model that reads (or writes) hints in another format: its colours would be nonsense.
+    A model saved before `hint_format` was recorded has the 512 bins of today's format."""
+    found = config.get("hint_format", HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None)
+    if found != HINT_FORMAT:
+        raise ModelFormatError(
+            f"{where}: the model's hint format is {found or str(config.get('hint_bins')) + ' bins'}, "
+            f"this version uses {HINT_FORMAT}"
+        )
+
+
 def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The trained inference network in eval mode: the generator for cnn / cgan, the hint net for hint."""
     config = read_config(model_dir)
+    check_hint_format(config, model_dir)
     model = build_model(config["kind"], config["arch"])
     state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location=device, weights_only=True)
     model.load_state_dict(state)

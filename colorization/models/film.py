@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from colorization.histogram import HIST_BINS
+from colorization.histogram import HIST_BINS, mean_colour
+from colorization.models.tensors import rgb_to_target
 
 
 class HintEncoder(nn.Module):
@@ -51,11 +52,7 @@ def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     palette) still sets the colour, where an embedding of the 512 bins alone extrapolates
     poorly.
     """
-    hint = hint.float().clamp_min(0)
-    hint = hint / hint.sum(dim=1, keepdim=True).clamp_min(1e-8)
-    centres = (torch.arange(8, device=hint.device, dtype=hint.dtype) * 32 + 16) / 127.5 - 1
-    levels = torch.stack(torch.meshgrid(centres, centres, centres, indexing="ij"), dim=-1).view(HIST_BINS, 3)
-    mean = hint @ levels  # [N, 3]
+    mean = rgb_to_target(mean_colour(hint))  # [N, 3]
     return mean[:, :, None, None].expand(-1, -1, *size)
 
 

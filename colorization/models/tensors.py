@@ -21,7 +21,11 @@ def rgb_to_target(color: torch.Tensor) -> torch.Tensor:
     return color.float() / 127.5 - 1.0
 
 
+def output_to_levels(output: torch.Tensor) -> torch.Tensor:
+    """float [N, 3, S, S] in [-1, 1] -> uint8 [N, 3, S, S], rounded as a stored picture."""
+    return ((output.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
 def output_to_rgb(output: torch.Tensor) -> torch.Tensor:
     """float [N, 3, S, S] in [-1, 1] -> uint8 [N, S, S, 3] (channels last, as images are stored)."""
-    rgb = ((output.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return rgb.permute(0, 2, 3, 1)
+    return output_to_levels(output).permute(0, 2, 3, 1)

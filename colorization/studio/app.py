@@ -42,7 +42,7 @@ from colorization.colorize import (
     parse_palette,
 )
 from colorization.config import LineartParams
-from colorization.histogram import bin_centers, color_histogram
+from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
 from colorization.textsafe import escaped
@@ -209,13 +209,10 @@ def given_hint(parts: dict[str, Part], mode: str, lineart: LineartParams) -> np.
 
 def palette_of(hint: np.ndarray, max_colours: int = 12, mass: float = 0.98) -> list[dict[str, Any]]:
     """A hint as the page draws it: its heaviest bins (bin centre colours) until `mass` is covered."""
-    order = np.argsort(-hint, kind="stable")
-    count = int(np.searchsorted(np.cumsum(hint[order]), mass)) + 1
     centres = bin_centers()
     return [
         {"colour": hex_colour(tuple(int(v) for v in centres[b])), "weight": round(float(hint[b]), 4)}
-        for b in order[: max(1, min(max_colours, count))]
-        if hint[b] > 0
+        for b in heaviest_bins(hint, max_colours, mass)
     ]
 
 
