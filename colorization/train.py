@@ -81,9 +81,9 @@ def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
     for net in modules.values():
         net.to(device=device, memory_format=fmt).train()
     forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
-    betas = (getattr(section, "beta1", 0.9), 0.999)  # pix2pix's beta1 where the section sets one
+    betas = spec.betas(section)
     optimizers = {k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=betas) for k, v in modules.items()}
-    averaged = {"model": averaged_copy(modules["model"])} if getattr(section, "ema_decay", 0.0) else {}
+    averaged = {"model": averaged_copy(modules["model"])} if spec.ema_decay(section) else {}
     return Nets(modules, forward, optimizers, arch, averaged)
 
 
@@ -468,7 +468,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
     """Steps `run.start + 1 .. run.steps`: a batch, a step, the logs, and a checkpoint every so often."""
     cfg, kind, device = params.train, run.kind, ranks.device
     section = getattr(cfg, kind)
-    step_fn, fmt = SPECS[kind].step, memory_format(device)
+    step_fn, fmt, ema_decay = SPECS[kind].step, memory_format(device), SPECS[kind].ema_decay(section)
     # The hint model learns real colours only: no recolouring for it.
     recolour, mean_hint = SPECS[kind].generator, data.images.mean_hint()
     log.info(
@@ -497,7 +497,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
         )
         losses = step_fn(run.nets, batch, section, device)
         for name, mean in run.nets.averaged.items():
-            update_average(mean, run.nets.modules[name], step, section.ema_decay)
+            update_average(mean, run.nets.modules[name], step, ema_decay)
         if ranks.ddp:
             losses = mean_over_ranks(losses, ranks.world)
         values = finite_values(losses, run, step)

@@ -310,3 +310,17 @@ def test_an_uncertain_hint_asks_the_cgan_for_the_mean_colour(l2_weight: float):
         assert -0.7 < level < -0.1, level  # near the mean, -1/3
     else:
         assert level < -0.8, level  # the median, black
+
+
+def test_each_kind_gets_the_optimiser_and_averaging_its_spec_reads_from_its_section(store_params: Path):
+    from colorization.train import build_nets
+
+    params = tiny_params(store_params, train__cgan__beta1=0.3, train__cgan__ema_decay=0.9)
+    cgan = build_nets("cgan", params, torch.device("cpu"))
+    assert {o.param_groups[0]["betas"] for o in cgan.optimizers.values()} == {(0.3, 0.999)}
+    assert set(cgan.averaged) == {"model"}
+    cnn = build_nets("cnn", params, torch.device("cpu"))
+    assert cnn.optimizers["model"].param_groups[0]["betas"] == (0.9, 0.999) and not cnn.averaged
+    assert not build_nets(
+        "cgan", tiny_params(store_params, train__cgan__ema_decay=0.0), torch.device("cpu")
+    ).averaged

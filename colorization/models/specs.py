@@ -3,8 +3,8 @@
 Training, evaluation, the registry and the CLI iterate over `SPECS`; nothing else lists
 the kinds or branches on a kind's name. A spec names its params section (`train.<kind>`),
 the networks it trains (their classes and constructor kwargs, from that section), its
-optimisation step, the loss columns it logs (main curve first) and the evaluation
-sections scored with it.
+optimisation step and optimiser settings, the loss columns it logs (main curve first) and
+the evaluation sections scored with it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class ModelSpec:
     losses: tuple[str, ...]  # CSV columns of plots/train/<kind>.csv, the main curve first
     evaluated: tuple[str, ...]  # evaluation.json sections scored with this model
     generator: bool  # colours line art from a hint (else: guesses the hint from the lines)
+    betas: Callable[[Any], tuple[float, float]] = lambda s: (0.9, 0.999)  # Adam's, from the section
+    ema_decay: Callable[[Any], float] = lambda s: 0.0  # publish the weights' moving average (0: none)
 
 
 def _generator(section) -> dict:
@@ -64,6 +66,8 @@ SPECS: dict[str, ModelSpec] = {
             losses=("d_loss", "g_loss", "g_adv", "g_l1"),
             evaluated=("cgan", "cgan_auto_hint"),
             generator=True,
+            betas=lambda s: (s.beta1, 0.999),  # pix2pix: 0.5
+            ema_decay=lambda s: s.ema_decay,
         ),
         ModelSpec(
             kind="hint",
