@@ -259,21 +259,8 @@ class EvaluateParams(Strict):
     fid_weights: str | None  # local TorchScript Inception; null = no FID (nothing is downloaded)
 
 
-class RegisteredModelParams(Strict):
-    name: str  # registered model name
-    metric: Annotated[str, Field(pattern=r"^\w+\.\w+$")]  # "<method>.<metric>" in evaluation.json
-    direction: Literal["max", "min"]  # which way is better
-
-
-class RegisteredModels(Strict):
-    cnn: RegisteredModelParams
-    cgan: RegisteredModelParams
-    hint: RegisteredModelParams
-
-
 class RegistryParams(Strict):
-    out: str  # versions and aliases after registering (a DVC output)
-    models: RegisteredModels
+    out: str  # versions and aliases after registering (a DVC output); names and rules: models/specs.py
 
 
 # ---------------------------------------------------------------- root

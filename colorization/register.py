@@ -90,20 +90,18 @@ def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
         return rescore
 
     results = []
-    from colorization.models import KINDS
+    from colorization.models.specs import SPECS
 
-    for kind in KINDS:
-        spec = getattr(reg.models, kind)
+    for kind, spec in SPECS.items():
+        (metric, direction), name = spec.ranking, spec.registered
         tags = common | {"params": params_tag(params, kind)}
         model_dir = Path(inputs.models) / kind
         if not trained_run_id(kind, model_dir):
             reason = f"skipped: {model_dir} was trained without MLflow (tracking.mlflow: false)"
-            log.info("%s: %s", spec.name, reason)
-            results.append(Registration.skipped(spec.name, reason))
+            log.info("%s: %s", name, reason)
+            results.append(Registration.skipped(name, reason))
             continue
-        rescore = rescorer(kind, spec.metric)
-        results.append(
-            register_model(kind, spec.name, spec.metric, spec.direction, model_dir, evaluation, tags, rescore)
-        )
+        rescore = rescorer(kind, metric)
+        results.append(register_model(kind, name, metric, direction, model_dir, evaluation, tags, rescore))
     write_registrations(reg.out, results)
     return results

@@ -132,7 +132,7 @@ CASES = [
     ("param", ("lineart.canny.low", 90), {"preprocess", "register"}, {*TRAINS, "evaluate"}),  # a params tag
     ("param", ("train.hint.lr", 0.002), {"train@hint", "register"}, {"evaluate"}),
     ("param", ("evaluate.figure_examples", 3), {"evaluate"}, set()),
-    ("param", ("registry.models.cnn.name", "lineart-cnn-renamed"), {"register"}, set()),
+    ("param", ("registry.out", "metrics/registry-moved.json"), {"register"}, set()),
 ]
 
 

@@ -3,8 +3,9 @@
 Training, evaluation, the registry and the CLI iterate over `SPECS`; nothing else lists
 the kinds or branches on a kind's name. A spec names its params section (`train.<kind>`),
 the networks it trains (their classes and constructor kwargs, from that section), its
-optimisation step and optimiser settings, the loss columns it logs (main curve first) and
-the evaluation sections scored with it.
+optimisation step and optimiser settings, the loss columns it logs (main curve first), the
+evaluation sections scored with it, and its registered model: name, champion rule, and what
+the registry page says of it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class ModelSpec:
     losses: tuple[str, ...]  # CSV columns of plots/train/<kind>.csv, the main curve first
     evaluated: tuple[str, ...]  # evaluation.json sections scored with this model
     generator: bool  # colours line art from a hint (else: guesses the hint from the lines)
+    registered: str  # its registered model's name in MLflow
+    ranking: tuple[str, str]  # (evaluation.json metric "<section>.<key>", "max" | "min"): champion rule
+    task: str  # the registry's `task` tag
+    what: str  # the first line of its registered model's description
     betas: Callable[[Any], tuple[float, float]] = lambda s: (0.9, 0.999)  # Adam's, from the section
     ema_decay: Callable[[Any], float] = lambda s: 0.0  # publish the weights' moving average (0: none)
 
@@ -54,6 +59,10 @@ SPECS: dict[str, ModelSpec] = {
             losses=("loss",),
             evaluated=("cnn",),
             generator=True,
+            registered="lineart-cnn",
+            ranking=("cnn.psnr", "max"),
+            task="line-art colorization",
+            what="Colours anime line art: the plain CNN baseline (encoder-decoder, L2 loss).",
         ),
         ModelSpec(
             kind="cgan",
@@ -66,6 +75,11 @@ SPECS: dict[str, ModelSpec] = {
             losses=("d_loss", "g_loss", "g_adv", "g_l1"),
             evaluated=("cgan", "cgan_auto_hint"),
             generator=True,
+            registered="lineart-cgan",
+            ranking=("cgan.psnr", "max"),
+            task="line-art colorization",
+            what="Colours anime line art: a pix2pix-style conditional GAN (U-Net generator, PatchGAN "
+            "critic, adversarial + L1 loss), the project's main colourizer.",
             betas=lambda s: (s.beta1, 0.999),  # pix2pix: 0.5
             ema_decay=lambda s: s.ema_decay,
         ),
@@ -77,6 +91,11 @@ SPECS: dict[str, ModelSpec] = {
             losses=("kl", "chi2"),
             evaluated=("hint",),
             generator=False,
+            registered="lineart-hint",
+            ranking=("hint.chi2", "min"),
+            task="colour-hint prediction",
+            what="Guesses the colours of a line art: predicts the colour hint the colourizers take, so "
+            "the c-GAN can colour with no hint from the user (`c-GAN, automatic hint` in the studio).",
         ),
     )
 }

@@ -56,7 +56,6 @@ METHODS = {  # method -> (label, generator kind, whether it always takes the aut
     "cgan": ("c-GAN", "cgan", False),
     "cgan_auto": ("c-GAN, automatic hint", "cgan", True),
 }
-REGISTERED = {"cnn": "lineart-cnn", "cgan": "lineart-cgan", "hint": "lineart-hint"}
 
 
 class StudioError(Exception):
@@ -294,9 +293,11 @@ class Studio:
         return {"width": width, "height": height, "input": kind, "lines": lines, "results": results}
 
     def model_choices(self) -> dict[str, Any]:
+        from colorization.models.specs import SPECS
         from colorization.tracking.registry import RegistryError, list_versions
         from colorization.tracking.runs import tracking_uri
 
+        registered = {kind: spec.registered for kind, spec in SPECS.items()}
         folder = self.config.models_dir
         choices: dict[str, Any] = {
             "folder": {
@@ -308,11 +309,11 @@ class Studio:
             "registry": {"uri": tracking_uri(), "models": {}},
         }
         try:
-            found = list_versions(list(REGISTERED.values()))
+            found = list_versions(list(registered.values()))
         except RegistryError as err:
             choices["registry"]["error"] = " ".join(str(err).split())
             return choices
-        for kind, name in REGISTERED.items():
+        for kind, name in registered.items():
             choices["registry"]["models"][kind] = [
                 {
                     "uri": f"models:/{name}/{v['version']}",

@@ -13,34 +13,16 @@ import json
 from typing import Any
 
 HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
-SERVED_GENERATOR = (
-    "float32 [N, S*S + 512]: the S x S line art (0 = line, 255 = paper) row by row, then the hint"
-)
-
-KINDS = {
-    "cnn": {
-        "what": "Colours anime line art: the plain CNN baseline (encoder-decoder, L2 loss).",
-        "task": "line-art colorization",
-    },
-    "cgan": {
-        "what": "Colours anime line art: a pix2pix-style conditional GAN (U-Net generator, PatchGAN critic, "
-        "adversarial + L1 loss), the project's main colourizer.",
-        "task": "line-art colorization",
-    },
-    "hint": {
-        "what": "Guesses the colours of a line art: predicts the colour hint the colourizers take, so the "
-        "c-GAN can colour with no hint from the user (`c-GAN, automatic hint` in the studio).",
-        "task": "colour-hint prediction",
-    },
-}
 
 
 def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
     """Registered-model tags: task, image size, data source, and the interface in short."""
+    from colorization.models.specs import SPECS
+
     size = int(config["image_size"])
-    generator = kind != "hint"
+    generator = SPECS[kind].generator
     return {
-        "task": KINDS[kind]["task"],
+        "task": SPECS[kind].task,
         "image_size": str(size),
         "data_source": data_source or "unknown",
         "input": f"line art {size}x{size}" + (" + colour hint [512]" if generator else ""),
@@ -51,19 +33,21 @@ def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> di
 
 def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
     """The registered model's description: what it colours, its input and output, the hint it takes."""
-    size = int(config["image_size"])
+    from colorization.models.specs import SPECS
+
+    spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
-    if kind == "hint":
+    served = f'Served (`mlflow models serve`): {{"inputs": {{"lineart": [N, {size}, {size}] 0..255'
+    if not spec.generator:
         io = (
             f"Input: a {size} x {size} line art (0 = line, 255 = paper). Output: {HIST}. "
-            f"Served (`mlflow models serve`): float32 [N, {size}*{size}] -> [N, 512]."
+            f"{served}}}}} -> [N, 512]."
         )
         hint = "Takes no hint: it makes one, for lineart-cnn and lineart-cgan."
     else:
         io = (
             f"Input: a {size} x {size} line art (0 = line, 255 = paper) and a colour hint. Output: an RGB "
-            f"picture, {size} x {size}. Served (`mlflow models serve`): float32 [N, {size}*{size} + 512] "
-            f"(the line art row by row, then the hint) -> RGB [N, {size}, {size}, 3], 0..255."
+            f'picture, {size} x {size}. {served}, "hint": [N, 512]}}}} -> RGB [N, {size}, {size}, 3], 0..255.'
         )
         hint = (
             f"Hint: {HIST}, from a palette ('#rrggbb:weight,...', .gpl or .json), a reference picture's "
@@ -73,9 +57,9 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
         f"Any size with the lines kept, and layers: `colorization colorize --model models:/{name}@champion` "
         "or `colorization studio`."
     )
-    if kind == "hint":
+    if not spec.generator:
         use = f"Used by `colorization colorize --hint-model models:/{name}@champion` and the studio."
-    return f"{KINDS[kind]['what']}{source}\n\n{io}\n\n{hint}\n\n{use}"
+    return f"{spec.what}{source}\n\n{io}\n\n{hint}\n\n{use}"
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
