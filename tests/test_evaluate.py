@@ -36,7 +36,7 @@ from colorization.histogram import bin_centers, one_hot_hint
 from colorization.histogram import mean_colour as hint_mean_colour
 from colorization.models import build_model, model_config
 from colorization.preprocess import build_preprocess
-from tests.conftest import synthetic_data_params
+from tests.conftest import synthetic_data_params, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 32
@@ -147,6 +147,74 @@ def test_training_reference_is_the_train_split_average(project):
     np.testing.assert_allclose(ref.mean_colour, train.color.reshape(-1, 3).mean(axis=0), rtol=1e-9)
     np.testing.assert_allclose(ref.mean_hint, train.hint.mean(axis=0), atol=1e-6)
     assert not np.allclose(ref.mean_colour, store.load("test").color.reshape(-1, 3).mean(axis=0))
+
+
+TRAIN_RGB, TEST_RGB = (220, 60, 40), (40, 90, 210)  # histogram bins far apart
+
+
+def two_colour_project(root: Path) -> Path:
+    """build_project's layout from an inbox folder whose train pictures are all TRAIN_RGB and
+    test pictures all TEST_RGB, each with a black ring of its own; returns the params file."""
+    from colorization.sources.folder import acquire_folder
+    from colorization.store import split_of
+
+    path = write_test_params(root)
+    data = yaml.safe_load(path.read_text())
+    data["acquire"]["source"] = "folder"
+    data["acquire"]["folder"]["input"] = str(root / "inbox")
+    data["lineart"]["split"].update(val=0.0, test=0.5)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    params = load_params(path)
+    for k in range(16):  # a picture of each colour; the ones in the other colour's split go
+        for name, rgb in (("train", TRAIN_RGB), ("test", TEST_RGB)):
+            image = np.full((48, 48, 3), rgb[::-1], np.uint8)  # BGR, as cv2 writes it
+            cv2.circle(image, (14 + k, 30 - k // 2), 6 + k // 3, (0, 0, 0), 2)
+            write_image(root / "inbox" / f"{name}-{k}.png", image)
+    accepted, _ = acquire_folder(root / "inbox", root / "ids", params.acquire.min_size)
+    for record in accepted:  # the acquire step names the id, the store's rule its split
+        if not record["tags"].startswith(split_of(record["id"], **params.lineart.split.model_dump())):
+            (root / "inbox" / record["tags"]).unlink()
+    run_acquire(params.acquire)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
+    for kind in TINY_ARCH:
+        save_model_dir(root / "models" / kind, kind)
+    return path
+
+
+def test_the_no_oracle_yardsticks_come_from_the_train_split(tmp_path, monkeypatch):
+    """flat_fill_train_mean, cgan_avg_hint and the average hint see nothing of a test picture:
+    they are the train split's averages. Train pictures are one colour, test pictures another, so
+    a yardstick taken from the split being scored would match it and score far better."""
+    import colorization.evaluate as evaluate
+    from colorization.metrics import chi2_distance, image_metrics
+    from colorization.store import ProcessedStore
+
+    params = load_params(two_colour_project(tmp_path))
+    store = ProcessedStore(params.lineart.out, params.histograms.out)
+    train, test = store.load("train"), store.load("test")
+    assert len(train) >= 4 and len(test) >= 4
+    real_load = evaluate.load_models  # the c-GAN: one that paints its hint's mean colour
+    monkeypatch.setattr(evaluate, "load_models", lambda *a: {**real_load(*a), "cgan": PaintTheHintMean(True)})
+    result = run_evaluate(params.evaluate, StageInputs.of(params), device="cpu")
+
+    def painted(colour: np.ndarray) -> dict:  # the scores of `colour` painted on every test picture
+        scores = image_metrics(flat_fill(test.lineart, colour), test.color, test.hint)
+        return {k: float(scores[k].mean()) for k in ("psnr", "hint_chi2")}
+
+    def scored(method: str) -> dict:
+        return {k: result[method][k] for k in ("psnr", "hint_chi2")}
+
+    def avg_chi2(mean_hint: np.ndarray) -> float:
+        return float(chi2_distance(np.broadcast_to(mean_hint, test.hint.shape), test.hint).mean())
+
+    train_colour, test_colour = (s.color.reshape(-1, 3).mean(axis=0) for s in (train, test))
+    train_hint, test_hint = train.hint.mean(axis=0), test.hint.mean(axis=0)
+    assert scored("flat_fill_train_mean") == pytest.approx(painted(train_colour), abs=2e-3)
+    assert scored("cgan_avg_hint") == pytest.approx(painted(hint_mean_colour(train_hint[None])[0]), abs=2e-3)
+    assert result["hint"]["avg_chi2"] == pytest.approx(avg_chi2(train_hint), abs=1e-4)
+    # And the train split's averages are far from the test split's own: the checks above tell them apart.
+    assert painted(train_colour)["psnr"] < painted(test_colour)["psnr"] - 5
+    assert avg_chi2(train_hint) > 0.5 > avg_chi2(test_hint)
 
 
 def test_run_evaluate_writes_metrics_figure_and_logs(project):

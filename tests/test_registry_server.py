@@ -163,6 +163,40 @@ def test_run_register_rescores_the_real_champion_when_the_test_split_changed(sql
     assert f"does not beat {champion_psnr:g} of champion v1 (champion re-scored" in cgan.reason
 
 
+def test_the_register_stage_ranks_each_model_in_its_own_direction(sqlite_store, tmp_path):
+    """params.yaml ranks the c-GAN by PSNR (higher is better) and the hint model by chi^2 (lower
+    is better): the stage promotes a new hint model only when its chi^2 is lower, a new c-GAN
+    only when its PSNR is higher."""
+    names = {f"registry.models.{kind}.name": f"direction-{kind}" for kind in ("cnn", "cgan", "hint")}
+    params = load_params(sqlite_store, {"registry.out": str(tmp_path / "registry.json"), **names})
+    ranked = params.registry.models
+    assert (ranked.cgan.metric, ranked.cgan.direction, ranked.hint.metric, ranked.hint.direction) == (
+        "cgan.psnr",
+        "max",
+        "hint.chi2",
+        "min",
+    )
+    models, evaluation = tmp_path / "models", evaluation_of(sqlite_store)
+    shutil.copytree(params.train.out, models)
+
+    def register(psnr: float, chi2: float) -> tuple[bool, bool]:
+        """(c-GAN promoted?, hint model promoted?) for new versions scoring `psnr` and `chi2`."""
+        scores = evaluation | {
+            "cgan": {**evaluation["cgan"], "psnr": psnr},
+            "hint": {**evaluation["hint"], "chi2": chi2},
+        }
+        (tmp_path / "evaluation.json").write_text(json.dumps(scores))
+        _, cgan, hint = register_project(params, models=models, evaluation=tmp_path / "evaluation.json")
+        assert cgan.registered and hint.registered
+        return cgan.promoted, hint.promoted
+
+    assert register(psnr=20.0, chi2=0.5) == (True, True)  # the first champions
+    for seed, psnr, chi2, promoted in [(11, 19.0, 0.6, False), (12, 21.0, 0.4, True)]:
+        log_toy_model(models, "cgan", seed=seed)
+        log_toy_model(models, "hint", seed=seed)
+        assert register(psnr, chi2) == (promoted, promoted), (psnr, chi2)
+
+
 def test_registered_models_colour_like_the_local_folders(sqlite_store):
     params = load_params(sqlite_store)
     register_project(params)

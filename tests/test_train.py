@@ -26,7 +26,7 @@ from colorization.metrics import kl_divergence
 from colorization.models import load_trained
 from colorization.models.specs import SPECS
 from colorization.store import ProcessedStore
-from colorization.train import NonFiniteLoss
+from colorization.train import NonFiniteLoss, learning_rate
 from tests.conftest import (
     TINY,
     built_synthetic_store,
@@ -116,6 +116,40 @@ def test_non_finite_loss_stops_naming_the_step(store_params: Path, tmp_path: Pat
         train_model(tiny_params(store_params), "cnn", steps=30, **paths)
     assert torch.load(paths["checkpoint_dir"] / "last.pt", weights_only=True)["step"] == 10
     assert not paths["out_dir"].exists()
+
+
+def test_every_optimiser_steps_with_the_scheduled_learning_rate_also_after_a_resume(
+    store_params: Path, tmp_path: Path, monkeypatch
+):
+    """learning_rate() is the schedule; this checks the loop applies it: at each step every
+    optimiser (the c-GAN's generator and discriminator) holds learning_rate(step), constant and
+    then falling, and a run resumed from its checkpoint goes on down the same schedule."""
+    real_step, steps = SPECS["cgan"].step, 20
+    seen: list[dict[str, float]] = []
+
+    class Stop(Exception):  # ends the first run after step 13: its checkpoint is step 10's
+        pass
+
+    def recording(nets, *args):
+        seen.append({k: g["lr"] for k, opt in nets.optimizers.items() for g in opt.param_groups})
+        if len(seen) == 13:
+            raise Stop
+        return real_step(nets, *args)
+
+    monkeypatch.setitem(SPECS, "cgan", dataclasses.replace(SPECS["cgan"], step=recording))
+    params = tiny_params(store_params, train__lr_decay=0.5)
+    base = params.train.cgan.lr
+    paths = run_folder(tmp_path, "schedule")
+    with pytest.raises(Stop):
+        train_model(params, "cgan", steps=steps, **paths)
+    train_model(params, "cgan", steps=steps, **paths)  # resumes from step 10: steps 11..20 again
+
+    done = [*range(1, 14), *range(11, steps + 1)]
+    expected = [learning_rate(base, step, steps, 0.5) for step in done]
+    assert expected[9] == base > expected[10] > expected[-1] > 0  # the schedule does fall
+    assert len(seen) == len(done)
+    for step, lrs, lr in zip(done, seen, expected, strict=True):
+        assert lrs == {"model": pytest.approx(lr), "discriminator": pytest.approx(lr)}, step
 
 
 def test_hint_steers_cgan_output_histogram(store_params: Path, tmp_path: Path):
