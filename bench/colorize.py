@@ -15,7 +15,7 @@ On a GPU it then times the network alone as a server would run it: bf16, channel
 and compiled into a CUDA graph, batch 1 and batched (issue 11's targets: <= 1.5 ms at batch 1,
 >= 5,000 images/s batched, 512²).
 
-Prints tables; asserts nothing about time (measured numbers: README, "Speed").
+Prints tables; asserts nothing about time (measured numbers: docs/colorize.md, "Speed").
 """
 
 from __future__ import annotations

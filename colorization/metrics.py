@@ -123,7 +123,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 
 def inception_features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
-    """Features [N, D] of uint8 images from a local TorchScript Inception (see README, FID).
+    """Features [N, D] of uint8 images from a local TorchScript Inception (see docs/evaluation.md, FID).
 
     The module gets float images [N, 3, 299, 299] on the 0..255 scale, as the StyleGAN /
     clean-fid `inception-2015-12-05.pt` expects; it is asked for its pool features when

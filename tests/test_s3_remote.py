@@ -1,7 +1,7 @@
 """Remote storage on S3: a DVC remote and MLflow artifacts, against a local S3 server.
 
 moto's server stands in for S3 on 127.0.0.1 (no network, any credentials accepted). The
-set-up is the README's team set-up: DVC with `dvc remote add -d s3 s3://...` and
+set-up is docs/team.md's: DVC with `dvc remote add -d s3 s3://...` and
 `endpointurl`, and an `mlflow server` that proxies artifacts to `--artifacts-destination
 s3://...`, so clients need only MLFLOW_TRACKING_URI and never an S3 credential.
 """

@@ -3,7 +3,7 @@
 A tiny c-GAN that follows its hint's colour is logged exactly as training logs it
 (TrainingRun.log_model: the models/cgan folder as a pyfunc, with its signature), registered
 and made champion in a temporary sqlite registry; the real `mlflow models serve` then colours
-through `/invocations` with the request the README shows.
+through `/invocations` with the request docs/serving.md shows.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     lineart = fit_input(drawing(48, 64), IMAGE_SIZE, default_lineart_params()).lineart
     linearts = np.stack([lineart, lineart])
     hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
-    body = {"inputs": {"lineart": linearts.tolist(), "hint": hints.tolist()}}  # the README's request
+    body = {"inputs": {"lineart": linearts.tolist(), "hint": hints.tolist()}}  # docs/serving.md's request
 
     url, proc = serve(f"models:/{NAME}@{CHAMPION}", tracking, tmp_path / "serve.log")
     try:
