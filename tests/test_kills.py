@@ -223,6 +223,27 @@ def test_killing_colorization_pipeline_ends_dvc_and_its_stage(tmp_path, sig):
     )
 
 
+# A stand-in for DVC: it runs a stage command through a shell that stays in between (it has
+# more to do after the command), with DVC_STAGE set as DVC sets it; the stage arms its watch.
+_DVC_WITH_A_SHELL_BETWEEN = """
+import os, subprocess, sys, time
+stage = "from colorization.cli import main; main(verbose=False); print('armed', flush=True); time.sleep(3600)"
+env = {**os.environ, "DVC_STAGE": "train@cnn", "STAGE": stage}
+subprocess.Popen(["/bin/sh", "-c", '"$0" -c "import time; $STAGE"; exit 0', sys.executable], env=env)
+time.sleep(3600)
+"""
+
+
+def test_a_stage_dies_with_dvc_even_through_a_shell_that_lives_on(tmp_path):
+    """PR_SET_PDEATHSIG would only see the shell: the stage watches DVC itself."""
+    proc = start_in_own_session(
+        [sys.executable, "-c", _DVC_WITH_A_SHELL_BETWEEN], tmp_path, stdout=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"armed\n", "the stage never started"
+    shell_and_stage = lambda tree: len(tree) >= 2 and any(cmdline(p).startswith("/bin/sh") for p in tree)  # noqa: E731
+    kill_and_expect_no_survivor(proc, signal.SIGKILL, shell_and_stage, "a stage under a shell")
+
+
 _DASK_CLUSTER = """
 import sys, time
 from colorization.config import load_params
@@ -245,3 +266,21 @@ def test_dask_workers_die_with_the_process_that_started_the_cluster(tmp_path):
     workers = lambda tree: len([pid for pid in tree if "dask worker" in cmdline(pid)]) >= 2  # noqa: E731
     tree = kill_and_expect_no_survivor(proc, signal.SIGKILL, workers, "LocalCluster's two workers")
     assert len(tree) >= 2
+
+
+def test_a_process_whose_owner_is_already_gone_ends_at_once(tmp_path):
+    """The owner ended (or its pid is some other process now, no ancestor of ours) before the
+    watch was armed: the process ends there, it does not run on unwatched."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stranger = subprocess.Popen(["sleep", "60"])  # alive, but no ancestor of the child below
+    try:
+        for owner in (ended.pid, stranger.pid):
+            code = f"from colorization.processes import die_with; die_with({owner}); print('ran on')"
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=HUNG_S
+            )
+            assert (done.returncode, done.stdout) == (-signal.SIGKILL, ""), (owner, done.stderr)
+    finally:
+        stranger.kill()
+        stranger.wait()
