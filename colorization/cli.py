@@ -46,6 +46,9 @@ def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Param
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    from colorization.processes import die_with_stage_runners
+
+    die_with_stage_runners()  # under `dvc repro`: a kill of DVC (or of the flow) ends this stage too
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -1,22 +1,41 @@
-"""Worker processes that do not outlive the process that started them, and that keep
-the memory they free for the next image.
+"""Processes that do not outlive the process that started them, and that keep the memory
+they free for the next image.
 
-A `kill -9` of a stage gives its pool no chance to shut down: the workers, blocked on
-their task queue, and multiprocessing's resource tracker (which waits for the workers'
-end of its pipe) would stay forever. On Linux a worker asks the kernel to SIGKILL it
-when its parent dies (prctl PR_SET_PDEATHSIG); the tracker then sees its pipe close and
-ends too. Elsewhere this is a no-op: the pool's own shutdown is all there is.
+A kill of `dvc repro`, of `colorization pipeline` or of a stage gives its children no
+chance to shut down; left alone they would run on (a trainer for hours, pool workers
+blocked on their task queue, Dask workers waiting for a scheduler that is gone). So a
+process we start follows its owner:
+
+- a stage's pool worker asks the kernel to SIGKILL it when its parent dies
+  (prctl PR_SET_PDEATHSIG, `die_with_parent`); the pool's resource tracker then sees its
+  pipe close and ends too. The parent there is the stage's main thread, which outlives
+  its pool.
+- a stage command under DVC, and DVC under the flow, watch their owner *process*
+  (`die_with`): a thread waits on a pidfd that becomes readable when that process has
+  ended, however it ended, and then SIGKILLs this one. PR_SET_PDEATHSIG would not do
+  there: it fires when the parent *thread* that forked ends, and only for the direct
+  parent (DVC runs a stage through `$SHELL -c`).
+- the Dask workers of the flow's LocalCluster need nothing from us: distributed ends a
+  worker when the pipe its parent holds open closes (distributed/process.py), which
+  tests/test_kills.py checks.
+
+Elsewhere than Linux these are no-ops: the owners' own shutdown is all there is.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import runpy
+import select
 import signal
 import sys
+import threading
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>, glibc
+DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it for a stage's command (and the shell it runs it in)
 
 
 def die_with_parent(parent_pid: int | None) -> None:
@@ -31,6 +50,90 @@ def die_with_parent(parent_pid: int | None) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         os._exit(1)
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])  # the name in (...) may hold spaces
+
+
+def ancestors(pid: int) -> list[int]:
+    """`pid`'s parent, its parent, ... up to (not including) pid 1 or 0."""
+    found = []
+    while (pid := parent_of(pid) or 0) > 1:
+        found.append(pid)
+    return found
+
+
+def die_with(*owners: int) -> bool:
+    """SIGKILL this process as soon as any of `owners` (its ancestors) has ended.
+
+    An owner already gone (or its pid taken by a process that is no ancestor of ours) ends
+    this process at once. False where it cannot watch (no pidfd: not Linux, kernel < 5.3).
+    """
+    if not owners or not hasattr(os, "pidfd_open"):
+        return False
+    fds = []
+    try:
+        for owner in owners:
+            fds.append(os.pidfd_open(owner))
+    except ProcessLookupError:
+        _die()
+    except OSError:  # no pidfd support in this kernel
+        for fd in fds:
+            os.close(fd)
+        return False
+    if not set(owners) <= set(ancestors(os.getpid())):  # checked after the pidfds hold them
+        _die()
+    threading.Thread(target=_die_when_any_ends, args=(fds,), name="die-with-owner", daemon=True).start()
+    return True
+
+
+def _die_when_any_ends(fds: list[int]) -> None:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)  # a pidfd is readable once its process has ended
+    poller.poll()
+    _die()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stage_runners(pid: int | None = None) -> list[int]:
+    """The processes that run this DVC stage's command: the shells DVC started it in (they
+    carry DVC_STAGE in their environment, as we do) and DVC itself, the first ancestor
+    without it. Empty when this process is no DVC stage command."""
+    stage = os.environ.get(DVC_STAGE_ENV)
+    if stage is None or not sys.platform.startswith("linux"):
+        return []
+    entry, runners = f"{DVC_STAGE_ENV}={stage}".encode(), []
+    for ancestor in ancestors(os.getpid() if pid is None else pid):
+        runners.append(ancestor)
+        try:
+            if entry not in Path(f"/proc/{ancestor}/environ").read_bytes().split(b"\0"):
+                break  # DVC, or whatever ran the command with DVC_STAGE set
+        except OSError:  # not ours to read: stop here
+            break
+    return runners
+
+
+def die_with_stage_runners() -> None:
+    """A stage command run by DVC ends with DVC (or a shell between): killing `dvc repro`,
+    or the flow that runs it, never leaves the stage working on (the CLI calls this first)."""
+    if runners := stage_runners():
+        die_with(*runners)
+
+
+def run_module_owned(owner: int, module: str, args: list[str]) -> None:
+    """`python -m MODULE ARGS` in this process, which dies with `owner`: how the flow runs dvc."""
+    die_with(owner)
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2**20) -> bool:
@@ -50,3 +153,7 @@ def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2*
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(M_TRIM_THRESHOLD, trim_above))
+
+
+if __name__ == "__main__":  # python -m colorization.processes OWNER_PID MODULE [ARGS...]
+    run_module_owned(int(sys.argv[1]), sys.argv[2], sys.argv[3:])

@@ -103,11 +103,12 @@ def dvc(*args: str, env: Mapping[str, str] | None = None) -> str:
     """Run `dvc ARGS` with this interpreter's DVC in the working directory; stdout back.
 
     The interpreter's bin folder leads PATH, so a stage's `colorization ...` command is this
-    environment's, as under `make run`.
+    environment's, as under `make run`. DVC dies with this process (and its stage with DVC):
+    a killed flow run leaves nothing running.
     """
     bin_dir = str(Path(sys.executable).parent)
     full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [sys.executable, "-m", "dvc", *args]
+    cmd = [sys.executable, "-m", "colorization.processes", str(os.getpid()), "dvc", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=full_env)
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]

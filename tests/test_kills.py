@@ -1,5 +1,6 @@
-"""Kills leave nothing behind: a SIGKILLed stage's workers die with it; trainers do not share
-a checkpoint folder."""
+"""Kills leave nothing behind: a SIGKILLed stage's workers die with it; killing `dvc repro` or
+`colorization pipeline` (SIGTERM or SIGKILL) ends the stage it runs; a LocalCluster's Dask
+workers die with the process that started it."""
 
 from __future__ import annotations
 
@@ -10,28 +11,46 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from colorization.manifest import write_manifest
-from tests.conftest import random_bgr, write_image
+from tests.conftest import REPO, random_bgr, write_image
 from tests.servers import HUNG_S
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, None when it is gone."""
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, session id) of a process, None when it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
+    return fields[0], int(fields[1]), int(fields[3])
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def in_session(sid: int) -> set[int]:
+    """The processes of session `sid`: a child started with start_new_session=True and all it
+    started, even those an ended parent left to init."""
+    return {pid for pid in _all_pids() if (info := _stat(pid)) is not None and info[2] == sid}
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (info := _stat(int(entry.name))) is not None:
-            children.setdefault(info[1], []).append(int(entry.name))
+    for child in _all_pids():
+        if (info := _stat(child)) is not None:
+            children.setdefault(info[1], []).append(child)
     found, todo = set(), [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -95,3 +114,172 @@ def test_sigkill_of_preprocess_leaves_no_worker(tmp_path, params_dict):
             proc.kill()
             proc.wait()
     assert len(tree) >= 2  # the two workers (and the resource tracker)
+
+
+# ---------------------------------------------------------------- kills of the top of a run
+
+# Processes of a killed run end within this (each one notices its owner's end at once; the
+# rest is the machine's load).
+ENDS_WITHIN_S = 15
+PREFECT_TEMPORARY_SERVER = "prefect.server.api.server:create_app"  # Prefect's own, see below
+
+
+def start_in_own_session(cmd: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """The command as the head of a new session: all it starts stays findable by session id.
+    It imports this checkout (flows/, tasks/ too), runs this venv's commands, as `make` does,
+    and finds no Prefect server but the one `env` names."""
+    bin_dir = str(Path(sys.executable).parent)  # dvc runs `colorization ...` from this venv
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        **(env or {}),
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+        "PYTHONPATH": path,
+    }
+    return subprocess.Popen(cmd, cwd=cwd, env=full_env, start_new_session=True, **kwargs)
+
+
+def kill_and_expect_no_survivor(proc: subprocess.Popen, sig: int, under_way, what: str, spare=()) -> set[int]:
+    """Once `under_way(tree)` holds, send `sig` to `proc` alone, then wait (bounded) until no
+    process it started runs; `spare` names command lines left out (and killed here)."""
+    tree: set[int] = set()
+    try:
+
+        def ready():
+            assert proc.poll() is None, f"{what} ended early with {proc.returncode}"
+            tree.update(descendants(proc.pid))
+            return under_way(tree)
+
+        wait_until(ready, HUNG_S, what, interval=0.2)
+        tree.update(descendants(proc.pid))
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=HUNG_S)
+
+        def survivors() -> set[int]:
+            alive = running(tree | in_session(proc.pid))
+            return {pid for pid in alive if not any(s in cmdline(pid) for s in spare)}
+
+        deadline = time.monotonic() + ENDS_WITHIN_S
+        while (left := survivors()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        named = "; ".join(f"{pid} {cmdline(pid)[:120]}" for pid in sorted(left))
+        assert not left, f"{what}: {ENDS_WITHIN_S} s after {signal.Signals(sig).name}, still running: {named}"
+    finally:
+        for pid in running(tree | in_session(proc.pid)):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return tree
+
+
+def endless_training_project(root: Path) -> Path:
+    """A DVC project (tests/test_flows.py's tiny one) whose cnn trains for ever, with tiny
+    networks and a checkpoint every 5 steps."""
+    from tests.conftest import TINY
+    from tests.test_flows import tiny_project, write_tiny_params
+
+    project = tiny_project(root)
+    endless = {**TINY, "train.cnn.steps": 10**7, "train.checkpoint_every": 5}
+    write_tiny_params(project / "params.yaml", endless)
+    return project
+
+
+def training(project: Path):
+    """`under_way`: the cnn trainer runs and has written a checkpoint."""
+    checkpoint = project / "checkpoints/cnn/last.pt"
+    return lambda tree: checkpoint.exists() and any(" train cnn " in cmdline(pid) for pid in tree)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_dvc_repro_ends_the_stage_it_runs(tmp_path, sig):
+    project = endless_training_project(tmp_path / "project")
+    proc = start_in_own_session(
+        [sys.executable, "-m", "dvc", "repro", "train@cnn"],
+        project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    kill_and_expect_no_survivor(proc, sig, training(project), "dvc repro training cnn")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_colorization_pipeline_ends_dvc_and_its_stage(tmp_path, sig):
+    """The flow runs `dvc repro --single-item`; killed, it leaves neither DVC nor the trainer.
+
+    Without a Prefect API configured, Prefect starts a temporary server of its own, stopped
+    at a normal exit only: a kill leaves it (Prefect's, no stage), so it is spared here."""
+    project = endless_training_project(tmp_path / "project")
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    proc = start_in_own_session(
+        [sys.executable, "-m", "colorization", "pipeline", "--until", "train"],
+        project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    spare = [PREFECT_TEMPORARY_SERVER]
+    kill_and_expect_no_survivor(proc, sig, training(project), "colorization pipeline training cnn", spare)
+
+
+# A stand-in for DVC: it runs a stage command through a shell that stays in between (it has
+# more to do after the command), with DVC_STAGE set as DVC sets it; the stage arms its watch.
+_DVC_WITH_A_SHELL_BETWEEN = """
+import os, subprocess, sys, time
+stage = "from colorization.cli import main; main(verbose=False); print('armed', flush=True); time.sleep(3600)"
+env = {**os.environ, "DVC_STAGE": "train@cnn", "STAGE": stage}
+subprocess.Popen(["/bin/sh", "-c", '"$0" -c "import time; $STAGE"; exit 0', sys.executable], env=env)
+time.sleep(3600)
+"""
+
+
+def test_a_stage_dies_with_dvc_even_through_a_shell_that_lives_on(tmp_path):
+    """PR_SET_PDEATHSIG would only see the shell: the stage watches DVC itself."""
+    proc = start_in_own_session(
+        [sys.executable, "-c", _DVC_WITH_A_SHELL_BETWEEN], tmp_path, stdout=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"armed\n", "the stage never started"
+    shell_and_stage = lambda tree: len(tree) >= 2 and any(cmdline(p).startswith("/bin/sh") for p in tree)  # noqa: E731
+    kill_and_expect_no_survivor(proc, signal.SIGKILL, shell_and_stage, "a stage under a shell")
+
+
+_DASK_CLUSTER = """
+import sys, time
+from colorization.config import load_params
+from flows.pipeline import dask_scheduler
+params = load_params(sys.argv[1], {"pipeline.task_runner": "dask", "pipeline.dask_workers": 2})
+with dask_scheduler(params.pipeline) as address:
+    print(address, flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_dask_workers_die_with_the_process_that_started_the_cluster(tmp_path):
+    proc = start_in_own_session(
+        [sys.executable, "-c", _DASK_CLUSTER, str(REPO / "params.yaml")],
+        tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout.readline().startswith(b"tcp://"), "no LocalCluster started"
+    workers = lambda tree: len([pid for pid in tree if "dask worker" in cmdline(pid)]) >= 2  # noqa: E731
+    tree = kill_and_expect_no_survivor(proc, signal.SIGKILL, workers, "LocalCluster's two workers")
+    assert len(tree) >= 2
+
+
+def test_a_process_whose_owner_is_already_gone_ends_at_once(tmp_path):
+    """The owner ended (or its pid is some other process now, no ancestor of ours) before the
+    watch was armed: the process ends there, it does not run on unwatched."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stranger = subprocess.Popen(["sleep", "60"])  # alive, but no ancestor of the child below
+    try:
+        for owner in (ended.pid, stranger.pid):
+            code = f"from colorization.processes import die_with; die_with({owner}); print('ran on')"
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=HUNG_S
+            )
+            assert (done.returncode, done.stdout) == (-signal.SIGKILL, ""), (owner, done.stderr)
+    finally:
+        stranger.kill()
+        stranger.wait()
