@@ -1,7 +1,9 @@
 """One writer per folder: an exclusive, advisory lock (fcntl.flock) held while it works.
 
-Killing only `dvc` leaves its trainer running; a second `dvc repro` would start another
-trainer on the same checkpoint folder, both writing checkpoints and the loss CSV. The
+A trainer dies with the `dvc` that started it (processes.die_with), but a trainer started by
+hand, or one whose owner cannot be watched (no pidfd), can outlive it; a second `dvc repro`
+would then start another trainer on the same checkpoint folder, both writing checkpoints
+and the loss CSV. The
 lock file stays in the folder (removing it would race with a waiting locker); the
 kernel drops the lock when the holder exits, however it exits, so a killed trainer
 never blocks the next one.
