@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from colorization.atomic import atomic_path, atomic_write_text, publish_dir
 from colorization.augment import DeviceData, sample_batch
-from colorization.config import Params, StageInputs, TrainParams
+from colorization.config import LineartRecipe, Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
@@ -226,7 +226,7 @@ class NoTracking:
     def log_metrics(self, metrics, step) -> None: ...
     def flush(self) -> None: ...
     def log_image(self, image, key, step) -> None: ...
-    def log_model(self, model, input_example, output_example) -> None: ...
+    def log_model(self, model, input_example, output_example, metadata=None) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -376,6 +376,7 @@ def end_ranks(ranks: Ranks) -> None:
 @dataclass(frozen=True)
 class TrainData:
     store: ProcessedStore
+    recipe: LineartRecipe  # how the store's line art was made: recorded in the published model
     images: DeviceData  # this rank's share of the train split, on the device
     shown: Any  # a few validation images for the sample grids
 
@@ -383,6 +384,9 @@ class TrainData:
 def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> TrainData:
     section = getattr(params.train, kind)
     store = ProcessedStore(inputs.store, inputs.histograms)
+    if "lineart" not in store.meta:  # the model could not say which lines it was trained on
+        raise ValueError(f"{inputs.store} records no line-art recipe: rebuild it (dvc repro preprocess)")
+    recipe = LineartRecipe.model_validate(store.meta["lineart"])
     images = DeviceData.from_split(store.load("train"), ranks.device)
     if len(images) == 0:
         raise ValueError(f"the train split of {inputs.store} is empty")
@@ -395,7 +399,7 @@ def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> T
         )
     shown = store.load("val", limit=PREVIEW_IMAGES)
     shown = shown if len(shown) else store.load("train", limit=PREVIEW_IMAGES)
-    return TrainData(store, images, shown)
+    return TrainData(store, recipe, images, shown)
 
 
 @dataclass
@@ -536,11 +540,11 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     kind, image_size = run.kind, data.store.image_size
     grid = preview(kind, run.nets, data.shown, device)
     run.tracking.log_image(grid, key="samples", step=run.steps)
-    model_uri = log_model(run.tracking, kind, run.nets, image_size, data.shown)
+    model_uri = log_model(run.tracking, kind, run.nets, image_size, data.shown, data.recipe)
     staging = out_dir.with_name(f".tmp-{out_dir.name}")
     staging.mkdir(parents=True, exist_ok=True)
     torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
-    config = model_config(kind, run.nets.arch["model"], image_size)
+    config = model_config(kind, run.nets.arch["model"], image_size, data.recipe)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     run_info = {
@@ -557,8 +561,9 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     run.tracking.finish()
 
 
-def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str | None:
-    """Log the serving form (one packed float32 input) with a signature and an input example."""
+def log_model(tracking, kind: str, nets: Nets, image_size: int, images, recipe: LineartRecipe) -> str | None:
+    """Log the serving form (one packed float32 input) with a signature, an input example and, in
+    its metadata, the line-art recipe (what a picture must become before it is served)."""
     if isinstance(tracking, NoTracking):
         return None
     net = build_model(kind, nets.arch["model"])  # a CPU copy: the logged model must load anywhere
@@ -570,7 +575,7 @@ def log_model(tracking, kind: str, nets: Nets, image_size: int, images) -> str |
         served, example = PackedColorizer(net, image_size), pack(images.lineart[:2], images.hint[:2])
     with torch.no_grad():
         output = served(torch.from_numpy(example)).numpy()
-    return tracking.log_model(served, example, output)
+    return tracking.log_model(served, example, output, metadata={"lineart": recipe.model_dump()})
 
 
 def _fmt(values: dict[str, float]) -> str:

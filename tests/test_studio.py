@@ -12,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from colorization.colorize import LINE_LEVEL, default_lineart_params
+from colorization.colorize import LINE_LEVEL
 from colorization.models import build_model, model_config
 from colorization.studio import StudioConfig, create_app
 from tests.test_colorize import drawing, painting
@@ -34,7 +34,7 @@ def models(tmp_path_factory) -> Path:
 
 
 def client_for(models: Path, **config) -> TestClient:
-    return TestClient(create_app(StudioConfig(models, default_lineart_params(), "cpu", **config)))
+    return TestClient(create_app(StudioConfig(models, None, "cpu", **config)))
 
 
 @pytest.fixture(scope="module")

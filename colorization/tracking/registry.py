@@ -314,10 +314,12 @@ def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
 
 
 def config_from_signature(uri: str) -> dict:
-    """Kind and image size from the logged signature: in [N, S*S (+512)], out [N, S, S, 3] or [N, 512]."""
+    """Kind and image size from the logged signature: in [N, S*S (+512)], out [N, S, S, 3] or [N, 512];
+    the line-art recipe from the logged metadata (training puts it there)."""
     from colorization.histogram import HIST_BINS
 
-    signature = mlflow.models.get_model_info(uri).signature
+    info = mlflow.models.get_model_info(uri)
+    signature = info.signature
     if signature is None:
         raise RegistryError(
             f"{uri} has neither a `config` tag nor a signature; register it with `colorization register`"
@@ -325,7 +327,9 @@ def config_from_signature(uri: str) -> dict:
     width = signature.inputs.inputs[0].shape[-1]
     is_hint = len(signature.outputs.inputs[0].shape) == 2
     pixels = width if is_hint else width - HIST_BINS
-    return {"kind": "hint" if is_hint else "generator", "image_size": int(round(pixels**0.5))}
+    config = {"kind": "hint" if is_hint else "generator", "image_size": int(round(pixels**0.5))}
+    recipe = (info.metadata or {}).get("lineart")
+    return config | ({"lineart": recipe} if recipe is not None else {})
 
 
 def as_network(served, config: dict):

@@ -99,8 +99,10 @@ class TrainingRun:
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         mlflow.log_image(image, key=key, step=step)
 
-    def log_model(self, model, input_example: np.ndarray, output_example: np.ndarray) -> str:
-        """Log a single-input serving module; returns its model URI."""
+    def log_model(
+        self, model, input_example: np.ndarray, output_example: np.ndarray, metadata: dict | None = None
+    ) -> str:
+        """Log a single-input serving module (with `metadata` in its MLmodel); returns its model URI."""
         import torch
 
         info = mlflow.pytorch.log_model(
@@ -108,6 +110,7 @@ class TrainingRun:
             name="model",
             signature=infer_signature(input_example, output_example),
             input_example=input_example,
+            metadata=metadata,
             # Stated, not inferred: inference would import-trace the model in a subprocess.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
             code_paths=[str(Path(__file__).resolve().parents[1])],  # the colorization package
