@@ -276,22 +276,12 @@ def colorize(
     """
     from colorization.colorize import ColorizeError, run_colorize
 
-    lineart_params = user_lineart(params_file)
+    section = user_lineart(params_file)
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
         result = run_colorize(
-            inputs,
-            out,
-            lineart_params,
-            model,
-            reference,
-            palette,
-            hint_model,
-            device,
-            batch_size,
-            layers,
-            extractor=lineart,
+            inputs, out, section, model, reference, palette, hint_model, device, batch_size, layers, lineart
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)
