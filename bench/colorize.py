@@ -37,7 +37,6 @@ from colorization.colorize import (
     HintSource,
     LoadedModel,
     colorize_images,
-    default_lineart_params,
     fit_input,
     load_model,
     parse_palette,
@@ -87,15 +86,14 @@ def timed(fn, repeat: int) -> float:
 
 def bench_device(model: LoadedModel, device: str, sizes: list[int], batch: int, repeat: int):
     """Rows (device, input, batch, s / image end to end, s / image network alone), as they are measured."""
-    lineart_params = default_lineart_params()
     hint = HintSource(fixed=parse_palette(PALETTE))
     for size in sizes:
         image = line_art(size)
-        square = fit_input(image, model.image_size, lineart_params).lineart
+        square = fit_input(image, model.image_size, model.recipe).lineart
         for n in (1, batch):
 
             def whole(images=[image] * n, n=n):
-                colorize_images(images, model, hint, lineart_params, device, n)
+                colorize_images(images, model, hint, device, n)
 
             def network(squares=np.stack([square] * n), hints=np.repeat(hint.fixed[None], n, axis=0), n=n):
                 colorize(model.module, squares, hints, device=device, batch_size=n)

@@ -15,7 +15,15 @@ from typing import Any
 
 import typer
 
-from colorization.config import DEFAULT_PARAMS, Params, ParamsError, StageInputs, load_params, run_overrides
+from colorization.config import (
+    DEFAULT_PARAMS,
+    LineartParams,
+    Params,
+    ParamsError,
+    StageInputs,
+    load_params,
+    run_overrides,
+)
 
 app = typer.Typer(
     help="Automatic colorization of anime line art: data stages, training, evaluation, registry.",
@@ -224,6 +232,13 @@ def register(
             typer.echo(f"{r.name} v{r.version} (champion v{r.champion}): {r.reason}")
 
 
+def user_lineart(params_file: Path | None) -> LineartParams | None:
+    """The `lineart` section of --params, else of ./params.yaml; None run outside a project folder."""
+    if params_file is None and not DEFAULT_PARAMS.exists():
+        return None
+    return params_or_exit(params_file or DEFAULT_PARAMS).lineart
+
+
 @app.command()
 def colorize(
     inputs: list[Path] = typer.Argument(..., help="line art or colour images, or folders of them"),
@@ -245,7 +260,11 @@ def colorize(
     params_file: Path | None = typer.Option(
         None,
         "--params",
-        help="its `lineart` section is used (default: ./params.yaml if there, else built in)",
+        help="its `lineart` section: input limits, and the lines of a model saved without its recipe "
+        "(default: ./params.yaml if there, else built in)",
+    ),
+    lineart: str | None = typer.Option(
+        None, "--lineart", help="extractor for colour inputs: canny | xdog (default: the model's recipe)"
     ),
     layers: bool = typer.Option(
         False, "--layers", help="also write NAME.colour.png (colour only) and NAME.lines.png (lines, alpha)"
@@ -259,17 +278,14 @@ def colorize(
     An input that cannot be read is reported on its own line and the others are coloured;
     the exit code is 1 when any failed.
     """
-    from colorization.colorize import ColorizeError, default_lineart_params, run_colorize
+    from colorization.colorize import ColorizeError, run_colorize
 
-    if params_file is None and not DEFAULT_PARAMS.exists():
-        lineart_params = default_lineart_params()  # run outside a project folder: no pipeline params
-    else:
-        lineart_params = params_or_exit(params_file or DEFAULT_PARAMS).lineart
+    section = user_lineart(params_file)
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
         result = run_colorize(
-            inputs, out, lineart_params, model, reference, palette, hint_model, device, batch_size, layers
+            inputs, out, section, model, reference, palette, hint_model, device, batch_size, layers, lineart
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)
@@ -334,7 +350,8 @@ def studio(
     params_file: Path | None = typer.Option(
         None,
         "--params",
-        help="its `lineart` section: extractor, limits (default: ./params.yaml or built in)",
+        help="its `lineart` section: upload limits, and the lines of a model saved without its recipe "
+        "(default: ./params.yaml if there, else built in)",
     ),
 ) -> None:
     """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
@@ -342,16 +359,12 @@ def studio(
 
     import uvicorn
 
-    from colorization.colorize import default_lineart_params
     from colorization.device import pick_device
     from colorization.studio import StudioConfig, create_app
 
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
-    if params_file is None and not DEFAULT_PARAMS.exists():
-        lineart_params = default_lineart_params()
-    else:
-        lineart_params = params_or_exit(params_file or DEFAULT_PARAMS).lineart
+    lineart_params = user_lineart(params_file)
     try:
         torch_device = str(pick_device(device))
     except RuntimeError as err:

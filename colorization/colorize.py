@@ -4,23 +4,24 @@ Inputs of any size are fitted into the model's square (longer side scaled to the
 image size, white paper around it) and coloured there. Only the colour is scaled back to
 the input's size; the lines drawn over it are the input's own, at full resolution
 (`Layers`): a colour layer, a line layer (lines opaque, paper transparent) and their
-composite. A colour input is turned into line art first with the same extractor the
-training data went through (at the model's size for the model, at full size for the line
-layer). The hint comes from a reference image, a palette (string or file), or the hint model.
+composite. A colour input is turned into line art first with the recipe the model's
+training data went through (its config.json's `lineart`; at the model's size for the model,
+at full size for the line layer). The hint comes from a reference image, a palette (string
+or file), or the hint model.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from colorization.atomic import atomic_write_bytes
-from colorization.config import LineartParams
+from colorization.config import DEFAULT_RECIPE, LineartParams, LineartRecipe
 from colorization.histogram import color_histogram
 from colorization.images import (
     DEFAULT_MAX_FILE_BYTES,
@@ -32,7 +33,7 @@ from colorization.images import (
     encode_png,
     read_rgb,
 )
-from colorization.lineart import extract_lineart
+from colorization.lineart import EXTRACTORS, extract_lineart
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.textsafe import escaped
 
@@ -54,29 +55,6 @@ LINE_LEVEL = 128  # after fitting, darker than this is line (the models saw 0/25
 
 class ColorizeError(ValueError):
     """A refused request; the message is the one line shown to the user."""
-
-
-# The demo profile's `lineart` section (params.yaml), for `colorize` run where no params file
-# is: it needs only the extractor and the limits. A model trained on line art made with other
-# settings wants `--params` naming its params file.
-DEFAULT_LINEART = {
-    "out": "data/processed/lineart",
-    "image_size": 64,
-    "resize": "center_crop",
-    "extractor": "canny",
-    "canny": {"low": 100, "high": 200, "blur": 3},
-    "xdog": {"sigma": 0.8, "k": 1.6, "tau": 0.98, "epsilon": 0.0, "phi": 200.0},
-    "dilate": 0,
-    "shard_size": 256,
-    "workers": 0,
-    "max_pixels": DEFAULT_MAX_PIXELS,
-    "max_file_bytes": DEFAULT_MAX_FILE_BYTES,
-    "split": {"val": 0.1, "test": 0.1},
-}
-
-
-def default_lineart_params() -> LineartParams:
-    return LineartParams.model_validate(DEFAULT_LINEART)
 
 
 # ---------------------------------------------------------------- hints
@@ -124,10 +102,16 @@ def reference_hint(path: str | Path, limits: LineartParams | None = None) -> np.
 # ---------------------------------------------------------------- inputs
 
 
+def input_limits(limits: LineartParams | None) -> tuple[int, int]:
+    """(max_pixels, max_file_bytes) of the user's lineart section; the defaults without one."""
+    if limits is None:
+        return DEFAULT_MAX_PIXELS, DEFAULT_MAX_FILE_BYTES
+    return limits.max_pixels, limits.max_file_bytes
+
+
 def read_image(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
     """An input image within `limits` (lineart.max_pixels / max_file_bytes; else the defaults)."""
-    max_pixels = limits.max_pixels if limits is not None else DEFAULT_MAX_PIXELS
-    max_file_bytes = limits.max_file_bytes if limits is not None else DEFAULT_MAX_FILE_BYTES
+    max_pixels, max_file_bytes = input_limits(limits)
     try:
         return read_rgb(path, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
     except FileNotFoundError:
@@ -203,7 +187,7 @@ def _scaled_size(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def fit_input(rgb: np.ndarray, size: int, params: LineartParams) -> Fitted:
+def fit_input(rgb: np.ndarray, size: int, recipe: LineartRecipe) -> Fitted:
     """Line art [size, size] of an image of any size, padded with paper to keep its aspect ratio."""
     height, width = rgb.shape[:2]
     new_h, new_w = _scaled_size(height, width, size)
@@ -219,7 +203,7 @@ def fit_input(rgb: np.ndarray, size: int, params: LineartParams) -> Fitted:
     else:
         # Same order as the training data: resize the colour image, then extract its lines.
         small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        lines = extract_lineart(small, params)
+        lines = extract_lineart(small, recipe)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     square = np.full((size, size), 255, np.uint8)
     square[top : top + new_h, left : left + new_w] = lines
@@ -247,7 +231,7 @@ class Layers:
     composite: np.ndarray  # uint8 [H, W, 3]: the line layer over the colour layer
 
 
-def line_layer(rgb: np.ndarray, params: LineartParams) -> np.ndarray:
+def line_layer(rgb: np.ndarray, recipe: LineartRecipe) -> np.ndarray:
     """The input's lines at full size as RGBA: lines opaque, paper transparent.
 
     Line art keeps its own pixels: anything darker than LINE_LEVEL is opaque and unchanged;
@@ -263,7 +247,7 @@ def line_layer(rgb: np.ndarray, params: LineartParams) -> np.ndarray:
         layer[..., :3] = np.where(solid[..., None], rgb, np.uint8(LINE_LEVEL))
         layer[..., 3] = alpha
     else:
-        lines = extract_lineart(rgb, params)
+        lines = extract_lineart(rgb, recipe)
         layer[..., :3] = 0
         layer[..., 3] = 255 - lines
     return layer
@@ -295,10 +279,10 @@ def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
     return cv2.inpaint(np.ascontiguousarray(colored), mask, 3, cv2.INPAINT_TELEA)
 
 
-def to_layers(rgb: np.ndarray, colored: np.ndarray, fitted: Fitted, params: LineartParams) -> Layers:
+def to_layers(rgb: np.ndarray, colored: np.ndarray, fitted: Fitted, recipe: LineartRecipe) -> Layers:
     """The full-size layers of an input from the model's output for it."""
     colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
-    lines = line_layer(rgb, params)
+    lines = line_layer(rgb, recipe)
     return Layers(colour, lines, over(lines, colour))
 
 
@@ -311,14 +295,21 @@ class LoadedModel:
     kind: str  # cnn | cgan | hint
     image_size: int
     source: str  # what the user asked for, for messages
+    recipe: LineartRecipe = DEFAULT_RECIPE  # the line art it was trained on: what colour inputs become
 
 
 def is_registry_uri(spec: str) -> bool:
     return spec.startswith(REGISTRY_SCHEMES)
 
 
-def load_model(spec: str, device: str, kinds: tuple[str, ...]) -> LoadedModel:
-    """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder."""
+def load_model(
+    spec: str, device: str, kinds: tuple[str, ...], fallback: LineartRecipe | None = None
+) -> LoadedModel:
+    """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder.
+
+    Its line-art recipe is the one its config records; a model saved before configs did gets
+    `fallback` (the user's params file), else the built-in defaults, with a warning.
+    """
     from colorization.models import CONFIG_FILE, WEIGHTS_FILE, ModelFormatError, load_trained, read_config
 
     try:
@@ -343,7 +334,33 @@ def load_model(spec: str, device: str, kinds: tuple[str, ...]) -> LoadedModel:
         raise ColorizeError(str(err)) from None
     if config["kind"] not in kinds:
         raise ColorizeError(f"{spec} is a {config['kind']} model; expected {' or '.join(kinds)}")
-    return LoadedModel(module, config["kind"], int(config["image_size"]), spec)
+    return LoadedModel(
+        module, config["kind"], int(config["image_size"]), spec, recipe_of(config, spec, fallback)
+    )
+
+
+def recipe_of(config: dict, spec: str, fallback: LineartRecipe | None) -> LineartRecipe:
+    """The recipe `config` records, else `fallback`, else the built-in one (with a warning)."""
+    from colorization.models import model_recipe
+
+    try:
+        recipe = model_recipe(config, spec)
+    except ValueError as err:
+        raise ColorizeError(str(err)) from None
+    if recipe is None:
+        recipe = fallback or DEFAULT_RECIPE
+        where = "the params file's" if fallback else "the built-in"
+        log.warning(
+            "%s records no line-art recipe (an older model): using %s %s lines", spec, where, recipe.extractor
+        )
+    return recipe
+
+
+def with_extractor(model: LoadedModel, extractor: str | None) -> LoadedModel:
+    """`model` drawing colour inputs' lines with `extractor` (its own settings for it) instead."""
+    if extractor is None:
+        return model
+    return replace(model, recipe=model.recipe.model_copy(update={"extractor": extractor}))
 
 
 # ---------------------------------------------------------------- the command
@@ -398,18 +415,21 @@ def colorize_images(
     images: list[np.ndarray],
     generator: LoadedModel,
     hints: HintSource,
-    lineart_params: LineartParams,
     device: str,
     batch_size: int = 16,
 ) -> tuple[list[Layers], np.ndarray]:
-    """The one inference path (CLI and studio): RGB inputs of any size -> their layers, and the hints used."""
+    """The one inference path (CLI and studio): RGB inputs of any size -> their layers, and the hints used.
+
+    Colour inputs become line art by the generator's recipe (the hint model sees the same lines).
+    """
     from colorization.inference import colorize
 
-    fitted = [fit_input(rgb, generator.image_size, lineart_params) for rgb in images]
+    recipe = generator.recipe
+    fitted = [fit_input(rgb, generator.image_size, recipe) for rgb in images]
     lineart = np.stack([f.lineart for f in fitted])
     hint = hints_for(hints, lineart, device)
     colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size)
-    layers = [to_layers(rgb, c, f, lineart_params) for rgb, c, f in zip(images, colored, fitted, strict=True)]
+    layers = [to_layers(rgb, c, f, recipe) for rgb, c, f in zip(images, colored, fitted, strict=True)]
     return layers, hint
 
 
@@ -417,7 +437,7 @@ def colorize_files(
     pairs: list[tuple[Path, Path]],
     generator: LoadedModel,
     hints: HintSource,
-    lineart_params: LineartParams,
+    limits: LineartParams | None,
     device: str,
     batch_size: int = 16,
     layers: bool = False,
@@ -434,7 +454,7 @@ def colorize_files(
         images, sources, kept = [], [], []
         for src, dst in pairs[start : start + batch_size]:
             try:
-                images.append(read_image(src, lineart_params))
+                images.append(read_image(src, limits))
                 sources.append(src)
                 kept.append(dst)
             except ColorizeError as err:
@@ -442,12 +462,12 @@ def colorize_files(
         if not kept:
             continue
         try:
-            results = colorize_images(images, generator, hints, lineart_params, device, batch_size)[0]
+            results = colorize_images(images, generator, hints, device, batch_size)[0]
         except cv2.error:  # one picture OpenCV cannot process: find it, colour the others
             results = []
             for src, image in zip(sources, images, strict=True):
                 try:
-                    results += colorize_images([image], generator, hints, lineart_params, device)[0]
+                    results += colorize_images([image], generator, hints, device)[0]
                 except cv2.error as err:
                     failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
                     results.append(None)
@@ -486,7 +506,7 @@ def given_hint(
 def run_colorize(
     inputs: list[Path],
     out: Path,
-    lineart_params: LineartParams,
+    lineart_params: LineartParams | None,
     model: str = DEFAULT_MODEL,
     reference: Path | None = None,
     palette: str | None = None,
@@ -494,14 +514,22 @@ def run_colorize(
     device: str = "auto",
     batch_size: int = 16,
     layers: bool = False,
+    extractor: str | None = None,
 ) -> ColorizeResult:
-    """Everything the CLI does after parsing: validate, load, colour, write."""
+    """Everything the CLI does after parsing: validate, load, colour, write.
+
+    `lineart_params`: the user's lineart section (None: none at hand): the input limits, and
+    the recipe of a model saved without one. `extractor` replaces the model's own (--lineart).
+    """
     from colorization.device import pick_device
 
+    if extractor is not None and extractor not in EXTRACTORS:
+        raise ColorizeError(f"--lineart must be one of {', '.join(EXTRACTORS)}, got {escaped(extractor)!r}")
     pairs = collect_inputs(inputs, out, layers)
     torch_device = str(pick_device(device))
     fixed = given_hint(reference, palette, lineart_params)  # a bad palette fails before any model loads
-    generator = load_model(model, torch_device, GENERATOR_KINDS)
+    fallback = lineart_params.recipe() if lineart_params is not None else None
+    generator = with_extractor(load_model(model, torch_device, GENERATOR_KINDS, fallback), extractor)
     if fixed is not None:
         hints = HintSource(fixed=fixed)
     else:

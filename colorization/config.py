@@ -113,21 +113,41 @@ class SplitParams(Strict):
         return self
 
 
-class LineartParams(Strict):
+class LineartRecipe(Strict):
+    # What turns a picture into line art: the part of the `lineart` section that defines the
+    # lines. A model's config.json records the one its training data went through, so
+    # `colorize` draws a new picture's lines the same way. The extractor names are
+    # `colorization.lineart.EXTRACTORS`, each with its settings section here.
+    extractor: Literal["canny", "xdog"]
+    canny: CannyParams
+    xdog: XDoGParams
+    dilate: NonNegInt  # extra line thickness in pixels
+
+
+class LineartParams(LineartRecipe):
     # The `preprocess` stage's section. Its input (the acquire stage's folder) is wired in
     # dvc.yaml (`--raw ${acquire.out}`), never named here: see `StageInputs`.
     out: str
     image_size: Annotated[int, Field(ge=16)]
     resize: Literal["center_crop", "pad"]
-    extractor: Literal["canny", "xdog"]
-    canny: CannyParams
-    xdog: XDoGParams
-    dilate: NonNegInt  # extra line thickness in pixels
     shard_size: PositiveInt
     workers: NonNegInt  # 0 = all cores
     max_pixels: PositiveInt  # a raw image over either limit stops the stage, naming the file
     max_file_bytes: PositiveInt
     split: SplitParams
+
+    def recipe(self) -> LineartRecipe:
+        return LineartRecipe.model_validate(self.model_dump(include=set(LineartRecipe.model_fields)))
+
+
+# The lines of a model saved before config.json recorded its recipe, where no params.yaml
+# is at hand: params.yaml's (the demo profile's) Canny, which those models were trained on.
+DEFAULT_RECIPE = LineartRecipe(
+    extractor="canny",
+    canny=CannyParams(low=100, high=200, blur=3),
+    xdog=XDoGParams(sigma=0.8, k=1.6, tau=0.98, epsilon=0.0, phi=200.0),
+    dilate=0,
+)
 
 
 class HistogramParams(Strict):

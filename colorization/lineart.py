@@ -5,10 +5,13 @@ Every function returns uint8 [H, W] with 0 = line and 255 = paper.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import cv2
 import numpy as np
 
-from colorization.config import LineartParams
+from colorization.config import LineartParams, LineartRecipe
 
 WHITE = (255, 255, 255)
 
@@ -69,15 +72,19 @@ def thicken(lineart: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.erode(lineart, kernel)
 
 
-def extract_lineart(rgb: np.ndarray, params: LineartParams) -> np.ndarray:
-    """The configured extractor on an already resized image."""
-    if params.extractor == "canny":
-        c = params.canny
-        lines = canny(rgb, c.low, c.high, c.blur)
-    else:
-        x = params.xdog
-        lines = xdog(rgb, x.sigma, x.k, x.tau, x.epsilon, x.phi)
-    return thicken(lines, params.dilate)
+# The extractors, by the name a recipe gives (`lineart.extractor`): each takes the picture and
+# its own settings section of the recipe (`lineart.canny`, `lineart.xdog`). Everything that
+# offers a choice of extractor iterates over this table.
+EXTRACTORS: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
+    "canny": lambda rgb, c: canny(rgb, c.low, c.high, c.blur),
+    "xdog": lambda rgb, x: xdog(rgb, x.sigma, x.k, x.tau, x.epsilon, x.phi),
+}
+
+
+def extract_lineart(rgb: np.ndarray, recipe: LineartRecipe) -> np.ndarray:
+    """The recipe's extractor on an already resized image."""
+    lines = EXTRACTORS[recipe.extractor](rgb, getattr(recipe, recipe.extractor))
+    return thicken(lines, recipe.dilate)
 
 
 def prepare_pair(rgb: np.ndarray, params: LineartParams) -> tuple[np.ndarray, np.ndarray]:

@@ -224,6 +224,7 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
         "count": len(ids),
         "splits": {s: splits.count(s) for s in SPLITS},
         "extractor": params.extractor,
+        "lineart": params.recipe().model_dump(),  # the recipe training copies into each model
         "fingerprint": plan.fingerprint,
     }
     write_meta(staging, meta)

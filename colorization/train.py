@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from colorization.atomic import atomic_path, atomic_write_text, publish_dir
 from colorization.augment import DeviceData, sample_batch
-from colorization.config import Params, StageInputs, TrainParams
+from colorization.config import LineartRecipe, Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
@@ -382,6 +382,7 @@ def end_ranks(ranks: Ranks) -> None:
 @dataclass(frozen=True)
 class TrainData:
     store: ProcessedStore
+    recipe: LineartRecipe  # how the store's line art was made: recorded in the published model
     images: DeviceData  # this rank's share of the train split, on the device
     shown: Any  # a few validation images for the sample grids
 
@@ -389,6 +390,9 @@ class TrainData:
 def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> TrainData:
     section = getattr(params.train, kind)
     store = ProcessedStore(inputs.store, inputs.histograms)
+    if "lineart" not in store.meta:  # the model could not say which lines it was trained on
+        raise ValueError(f"{inputs.store} records no line-art recipe: rebuild it (dvc repro preprocess)")
+    recipe = LineartRecipe.model_validate(store.meta["lineart"])
     images = DeviceData.from_split(store.load("train"), ranks.device)
     if len(images) == 0:
         raise ValueError(f"the train split of {inputs.store} is empty")
@@ -401,7 +405,7 @@ def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> T
         )
     shown = store.load("val", limit=PREVIEW_IMAGES)
     shown = shown if len(shown) else store.load("train", limit=PREVIEW_IMAGES)
-    return TrainData(store, images, shown)
+    return TrainData(store, recipe, images, shown)
 
 
 @dataclass
@@ -545,7 +549,7 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     staging = out_dir.with_name(f".tmp-{out_dir.name}")
     staging.mkdir(parents=True, exist_ok=True)
     torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
-    config = model_config(kind, run.nets.arch["model"], image_size)
+    config = model_config(kind, run.nets.arch["model"], image_size, data.recipe)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     model_uri = log_model(run.tracking, staging, data.shown)

@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 import pytest
 
-from colorization.colorize import default_lineart_params
 from colorization.studio import StudioConfig, create_app
 from tests.test_colorize import drawing, save
 from tests.test_evaluate import save_model_dir
@@ -66,7 +65,7 @@ def studio_url(tmp_path_factory):
     save_hint_following(models / "cnn", "cnn")
     save_hint_following(models / "cgan", "cgan")
     save_model_dir(models / "hint", "hint")
-    app = create_app(StudioConfig(models, default_lineart_params(), "cpu"))
+    app = create_app(StudioConfig(models, None, "cpu"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -240,10 +240,10 @@ def test_colorize_needs_no_params_file(models, tmp_path, monkeypatch):
     assert missing.exit_code != 0 and "nope.yaml: file not found" in missing.output
 
 
-def test_built_in_lineart_defaults_are_the_demo_profiles():
-    from colorization.colorize import default_lineart_params
+def test_the_built_in_recipe_for_older_models_is_the_demo_profiles():
+    from colorization.config import DEFAULT_RECIPE
 
-    assert default_lineart_params() == load_params(PARAMS).lineart
+    assert load_params(PARAMS).lineart.recipe() == DEFAULT_RECIPE
 
 
 # ---------------------------------------------------------------- full size, layers
@@ -345,3 +345,125 @@ def test_a_picture_opencv_cannot_process_is_reported_and_its_batch_still_coloure
         result.output
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
+# ---------------------------------------------------------------- the line-art recipe travels with the model
+
+
+@pytest.fixture(scope="module")
+def xdog_model(tmp_path_factory) -> Path:
+    """A CNN trained (two steps) on a store whose line art is XDoG, with a sigma not params.yaml's."""
+    import yaml
+
+    from colorization.acquire import run_acquire
+    from colorization.preprocess import build_preprocess
+    from tests.conftest import TINY, run_folder, synthetic_data_params, train_model
+
+    root = tmp_path_factory.mktemp("xdog-store")
+    data = synthetic_data_params(root, count=16, image_size=32)
+    data["lineart"]["extractor"] = "xdog"
+    data["lineart"]["xdog"]["sigma"] = 1.4
+    (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    params = load_params(root / "params.yaml", TINY)
+    run_acquire(params.acquire)
+    build_preprocess(params.acquire.out, params.lineart, params.histograms)
+    return train_model(params, "cnn", steps=2, **run_folder(root, "cnn"))
+
+
+def network_inputs(monkeypatch) -> list[np.ndarray]:
+    """Records the line art `colorize` feeds the generator (uint8 [N, S, S] per call)."""
+    import colorization.inference as inference
+
+    real, fed = inference.colorize, []
+
+    def recording(generator, lineart, hint, **kwargs):
+        fed.append(lineart.copy())
+        return real(generator, lineart, hint, **kwargs)
+
+    monkeypatch.setattr(inference, "colorize", recording)
+    return fed
+
+
+def colour_elsewhere(tmp_path, monkeypatch, model: Path, params_yaml: dict | None, *options: str):
+    """`colorize` of a colour picture run in a fresh folder holding `params_yaml` (None: no params
+    file): (the picture, the line art the network got, the line layer's alpha, the CLI result)."""
+    import yaml
+
+    folder = tmp_path / "elsewhere"
+    picture = painting(96, 128)
+    save(folder / "in.png", picture)
+    if params_yaml is not None:
+        (folder / "params.yaml").write_text(yaml.safe_dump(params_yaml, sort_keys=False))
+    monkeypatch.chdir(folder)
+    fed = network_inputs(monkeypatch)
+    args = ["colorize", "in.png", "-o", "out.png", "--model", str(model), "--palette", "#00ff00", "--layers"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", *options])
+    assert result.exit_code == 0, result.output
+    assert len(fed) == 1
+    return picture, fed[0][0], read_any(folder / "out.lines.png")[..., 3], result
+
+
+def repo_params_with(**lineart) -> dict:
+    import yaml
+
+    data = yaml.safe_load(PARAMS.read_text())
+    data["lineart"].update(lineart)
+    return data
+
+
+@pytest.mark.parametrize("cwd_params", ["none", "canny"])
+def test_a_model_trained_on_xdog_lines_colours_with_its_xdog_lines_from_any_folder(
+    xdog_model, tmp_path, monkeypatch, cwd_params
+):
+    import json
+
+    from colorization.config import LineartRecipe
+    from colorization.lineart import extract_lineart
+
+    recorded = json.loads((xdog_model / "config.json").read_text())["lineart"]
+    recipe = LineartRecipe.model_validate(recorded)
+    assert recipe.extractor == "xdog" and recipe.xdog.sigma == 1.4  # the store's, not params.yaml's
+    here = repo_params_with(extractor="canny") if cwd_params == "canny" else None
+    picture, fed, lines, _ = colour_elsewhere(tmp_path, monkeypatch, xdog_model, here)
+    np.testing.assert_array_equal(fed, fit_input(picture, 32, recipe).lineart)
+    np.testing.assert_array_equal(lines, 255 - extract_lineart(picture, recipe))  # at full size too
+    # Not the lines the folder's params.yaml, or XDoG with params.yaml's settings, would give.
+    canny = load_params(PARAMS).lineart
+    assert not np.array_equal(fed, fit_input(picture, 32, canny).lineart)
+    assert not np.array_equal(
+        fed, fit_input(picture, 32, canny.model_copy(update={"extractor": "xdog"})).lineart
+    )
+
+
+def test_lineart_option_overrides_the_models_extractor_and_a_bad_one_is_one_line(
+    xdog_model, tmp_path, monkeypatch
+):
+    import json
+
+    from colorization.config import LineartRecipe
+
+    recipe = LineartRecipe.model_validate(json.loads((xdog_model / "config.json").read_text())["lineart"])
+    picture, fed, _, _ = colour_elsewhere(tmp_path, monkeypatch, xdog_model, None, "--lineart", "canny")
+    np.testing.assert_array_equal(
+        fed, fit_input(picture, 32, recipe.model_copy(update={"extractor": "canny"})).lineart
+    )
+    bad = CliRunner().invoke(app, ["colorize", "in.png", "-o", "bad.png", "--model", str(xdog_model),
+                                   "--palette", "#00ff00", "--lineart", "sobel"])  # fmt: skip
+    assert bad.exit_code == 1 and "--lineart must be one of canny, xdog, got 'sobel'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "elsewhere/bad.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("cwd_params", "expected", "warning"),
+    [("none", "canny", "the built-in canny lines"), ("xdog", "xdog", "the params file's xdog lines")],
+)
+def test_a_model_saved_without_a_recipe_gets_the_folders_params_else_the_built_in_one(
+    models, tmp_path, monkeypatch, caplog, cwd_params, expected, warning
+):
+    from colorization.config import DEFAULT_RECIPE
+
+    here = repo_params_with(extractor="xdog") if cwd_params == "xdog" else None
+    picture, fed, _, _ = colour_elsewhere(tmp_path, monkeypatch, models / "cgan", here)
+    recipe = DEFAULT_RECIPE.model_copy(update={"extractor": expected})
+    np.testing.assert_array_equal(fed, fit_input(picture, IMAGE_SIZE, recipe).lineart)
+    assert f"records no line-art recipe (an older model): using {warning}" in caplog.text

@@ -67,3 +67,25 @@ def test_canny_is_the_papers_formula(shape, blur):
         gray = cv2.GaussianBlur(gray, (blur, blur), 0)
     for low, high in ((100, 200), (20, 60)):
         np.testing.assert_array_equal(canny(rgb, low, high, blur), 255 - cv2.Canny(gray, low, high))
+
+
+def test_the_extractor_table_is_the_configs_choice_and_each_runs_with_its_own_settings():
+    from typing import get_args
+
+    from colorization.config import DEFAULT_RECIPE, LineartRecipe
+    from colorization.lineart import EXTRACTORS, extract_lineart
+
+    assert (
+        get_args(LineartRecipe.model_fields["extractor"].annotation) == tuple(EXTRACTORS) == ("canny", "xdog")
+    )
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    cv2.circle(rgb, (16, 16), 9, (200, 80, 40), -1)
+    c, x = DEFAULT_RECIPE.canny, DEFAULT_RECIPE.xdog
+    by_name = {
+        "canny": canny(rgb, c.low, c.high, c.blur),
+        "xdog": xdog(rgb, x.sigma, x.k, x.tau, x.epsilon, x.phi),
+    }
+    for name in EXTRACTORS:
+        recipe = DEFAULT_RECIPE.model_copy(update={"extractor": name})
+        np.testing.assert_array_equal(extract_lineart(rgb, recipe), by_name[name])
+    assert not np.array_equal(by_name["canny"], by_name["xdog"])

@@ -18,7 +18,7 @@ from colorization.provenance import file_md5
 from colorization.tracking import model_cache, registry
 from colorization.tracking.model_cache import CACHE_ENV, entry_dir
 from tests.test_evaluate import IMAGE_SIZE
-from tests.test_serving import NAME, register_hint_following_cgan
+from tests.test_serving import NAME, XDOG_RECIPE, register_hint_following_cgan
 
 CHAMPION_URI = f"models:/{NAME}@champion"
 
@@ -57,6 +57,7 @@ def test_the_first_load_fills_the_cache_with_exactly_the_registered_weights(stor
     no_downloads(monkeypatch)
     second = load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
     assert (second.kind, second.image_size) == (first.kind, first.image_size) == ("cgan", IMAGE_SIZE)
+    assert second.recipe == first.recipe == XDOG_RECIPE  # the line-art recipe survives registration
     np.testing.assert_array_equal(colours(second), colours(first))
     by_version = load_model(f"models:/{NAME}/1", "cpu", GENERATOR_KINDS)
     np.testing.assert_array_equal(colours(by_version), colours(first))

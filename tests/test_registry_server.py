@@ -334,11 +334,10 @@ def test_register_without_tracking_skips_in_one_line_and_records_it(tmp_path, mo
 def test_the_studio_lists_registry_versions_and_colours_with_the_champion(sqlite_store, tmp_path):
     from fastapi.testclient import TestClient
 
-    from colorization.colorize import default_lineart_params
     from colorization.studio import StudioConfig, create_app
 
     register_project(load_params(sqlite_store))  # v1 champions (idempotent if an earlier test made them)
-    studio = TestClient(create_app(StudioConfig(tmp_path / "no-models", default_lineart_params(), "cpu")))
+    studio = TestClient(create_app(StudioConfig(tmp_path / "no-models", None, "cpu")))
     choices = studio.get("/api/models").json()
     assert "error" not in choices["registry"], choices
     assert choices["folder"]["kinds"] == {"cnn": False, "cgan": False, "hint": False}

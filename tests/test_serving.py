@@ -21,7 +21,8 @@ import pytest
 import requests
 import torch
 
-from colorization.colorize import default_lineart_params, fit_input, parse_palette
+from colorization.colorize import fit_input, parse_palette
+from colorization.config import DEFAULT_RECIPE
 from colorization.inference import colorize
 from colorization.models import build_model, model_config
 from colorization.tracking import registry
@@ -40,13 +41,18 @@ HINT_FOLLOWING = {  # the hint's mean colour as input planes: colours follow the
 }
 
 
-def save_hint_following(folder: Path, kind: str = "cgan", seed: int = 0):
+# A line-art recipe as training records it, other than the built-in one an older model gets.
+XDOG_RECIPE = DEFAULT_RECIPE.model_copy(update={"extractor": "xdog"})
+
+
+def save_hint_following(folder: Path, kind: str = "cgan", seed: int = 0, recipe=None):
     """A models/<kind> folder: a tiny untrained generator whose colours follow its hint's mean."""
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     net = build_model(kind, HINT_FOLLOWING[kind]).eval()
     torch.save(net.state_dict(), folder / "model.pt")
-    (folder / "config.json").write_text(json.dumps(model_config(kind, HINT_FOLLOWING[kind], IMAGE_SIZE)))
+    config = model_config(kind, HINT_FOLLOWING[kind], IMAGE_SIZE, recipe)
+    (folder / "config.json").write_text(json.dumps(config))
     return net
 
 
@@ -55,7 +61,7 @@ def register_hint_following_cgan(root: Path, seed: int = 0, psnr: float = 20.0):
 
     Returns the network and the Registration (a better `psnr` takes champion)."""
     folder = root / f"models-{seed}" / "cgan"
-    net = save_hint_following(folder, seed=seed)
+    net = save_hint_following(folder, seed=seed, recipe=XDOG_RECIPE)
     paper = np.full((2, IMAGE_SIZE, IMAGE_SIZE), 255, np.uint8)
     example = example_input("cgan", paper, np.full((2, 512), 1 / 512, np.float32))
     output = predict(net, json.loads((folder / "config.json").read_text()), example)
@@ -111,7 +117,7 @@ def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     assert inputs == {"lineart": (-1, IMAGE_SIZE, IMAGE_SIZE), "hint": (-1, 512)}
     assert signature.outputs.inputs[0].shape == (-1, IMAGE_SIZE, IMAGE_SIZE, 3)
 
-    lineart = fit_input(drawing(48, 64), IMAGE_SIZE, default_lineart_params()).lineart
+    lineart = fit_input(drawing(48, 64), IMAGE_SIZE, DEFAULT_RECIPE).lineart
     linearts = np.stack([lineart, lineart])
     hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
     body = {"inputs": {"lineart": linearts.tolist(), "hint": hints.tolist()}}  # docs/serving.md's request

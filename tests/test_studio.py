@@ -12,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from colorization.colorize import LINE_LEVEL, default_lineart_params
+from colorization.colorize import LINE_LEVEL
 from colorization.models import build_model, model_config
 from colorization.studio import StudioConfig, create_app
 from tests.test_colorize import drawing, painting
@@ -34,7 +34,7 @@ def models(tmp_path_factory) -> Path:
 
 
 def client_for(models: Path, **config) -> TestClient:
-    return TestClient(create_app(StudioConfig(models, default_lineart_params(), "cpu", **config)))
+    return TestClient(create_app(StudioConfig(models, None, "cpu", **config)))
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +244,26 @@ def test_a_registry_server_that_is_down_is_a_one_line_answer(client, monkeypatch
     assert answer.status_code == 424 and list(answer.json()) == ["error"], answer.text
     error = answer.json()["error"]
     assert "MLflow registry at http://127.0.0.1" in error and "cannot be read" in error and "\n" not in error
+
+
+def test_a_colour_picture_gets_the_line_art_recipe_of_the_model_it_is_coloured_with(tmp_path, monkeypatch):
+    from colorization.colorize import fit_input
+    from colorization.config import DEFAULT_RECIPE, load_params
+    from colorization.lineart import extract_lineart
+    from tests.test_colorize import PARAMS, network_inputs
+
+    recipe = DEFAULT_RECIPE.model_copy(update={"extractor": "xdog"})
+    save_model_dir(tmp_path / "cnn", "cnn")
+    config = json.loads((tmp_path / "cnn/config.json").read_text())
+    (tmp_path / "cnn/config.json").write_text(json.dumps(config | {"lineart": recipe.model_dump()}))
+    canny = load_params(PARAMS).lineart  # the studio's own params say Canny: the model's recipe wins
+    client = TestClient(create_app(StudioConfig(tmp_path, canny, "cpu")))
+    fed = network_inputs(monkeypatch)
+    picture = painting(96, 128)
+    answer = colorize(client, png(picture), {"methods": "cnn", "hint": "palette", "palette": "#00ff00"})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_array_equal(fed[0][0], fit_input(picture, IMAGE_SIZE, recipe).lineart)
+    assert not np.array_equal(fed[0][0], fit_input(picture, IMAGE_SIZE, canny).lineart)
+    np.testing.assert_array_equal(
+        decode(answer.json()["lines"])[..., 3], 255 - extract_lineart(picture, recipe)
+    )

@@ -223,6 +223,29 @@ def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_
     assert coloured.shape == (2, 32, 32, 3)
     expected = colorize(load_trained(model_dir), np.full((2, 32, 32), 255, np.uint8), request["hint"])
     np.testing.assert_array_equal(coloured, expected)  # the published folder is what MLflow serves
+    # The logged model says which line art it takes: its config.json is the published one.
+    from colorization.tracking.model_cache import load_registered
+
+    recipe = json.loads((model_dir / "config.json").read_text())["lineart"]
+    assert recipe == params.lineart.recipe().model_dump()
+    assert load_registered(run_info["model_uri"])[1]["lineart"] == recipe
+
+
+def test_a_store_that_records_no_line_art_recipe_is_refused_before_training(store_params, tmp_path):
+    import shutil
+
+    from colorization.config import StageInputs
+    from colorization.train import train
+
+    params = tiny_params(store_params)
+    old = tmp_path / "old-store"
+    shutil.copytree(params.lineart.out, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["lineart"]  # as preprocess wrote it before models recorded their recipe
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="old-store records no line-art recipe: rebuild it"):
+        train(params, "cnn", StageInputs.of(params, store=old), steps=1, **run_folder(tmp_path, "old"))
+    assert not (tmp_path / "old").exists()
 
 
 def test_training_runs_without_mlflow_installed(store_params: Path, tmp_path: Path, monkeypatch, caplog):

@@ -3,7 +3,9 @@
 A trained model folder (`models/<kind>/`) holds:
   model.pt     state_dict of the network used at inference (the generator for cnn / cgan,
                the hint net for hint), loadable with `torch.load(..., weights_only=True)`
-  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins", "hint_format"}
+  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins", "hint_format",
+               "lineart": the line-art recipe of its training data (config.LineartRecipe:
+               extractor and its settings); models saved before it was recorded have none}
   run.json     the MLflow run that trained it (run_id null when tracking was off)
 
 Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512]) -> RGB
@@ -20,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from colorization.config import LineartRecipe
 from colorization.histogram import HINT_FORMAT, HIST_BINS
 from colorization.models.specs import SPECS
 
@@ -38,14 +42,31 @@ def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:
     return SPECS[kind].builders["model"](**dict(cfg))
 
 
-def model_config(kind: str, arch: Mapping[str, Any], image_size: int) -> dict[str, Any]:
-    return {
+def model_config(
+    kind: str, arch: Mapping[str, Any], image_size: int, lineart: LineartRecipe | None = None
+) -> dict[str, Any]:
+    config = {
         "kind": kind,
         "arch": dict(arch),
         "image_size": int(image_size),
         "hint_bins": HIST_BINS,
         "hint_format": HINT_FORMAT,
     }
+    if lineart is not None:
+        config["lineart"] = lineart.model_dump(include=set(LineartRecipe.model_fields))
+    return config
+
+
+def model_recipe(config: Mapping[str, Any], source: str) -> LineartRecipe | None:
+    """The line-art recipe a model's config records; None for a model saved before recipes were."""
+    if "lineart" not in config:
+        return None
+    try:
+        return LineartRecipe.model_validate(config["lineart"])
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in ("lineart", *first["loc"]))
+        raise ValueError(f"{source}: config.json's {where}: {first['msg']}") from None
 
 
 def read_config(model_dir: str | Path) -> dict[str, Any]:

@@ -37,11 +37,12 @@ from colorization.colorize import (
     Layers,
     LoadedModel,
     colorize_images,
+    input_limits,
     is_lineart,
     load_model,
     parse_palette,
 )
-from colorization.config import LineartParams
+from colorization.config import LineartParams, LineartRecipe
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
@@ -70,7 +71,9 @@ class StudioError(Exception):
 @dataclass
 class StudioConfig:
     models_dir: Path
-    lineart: LineartParams  # the extractor for colour inputs, and max_pixels / max_file_bytes
+    # The user's params.yaml section (None: none at hand): upload limits, and the lines of a
+    # model saved without its recipe (a model's own recipe decides its colour inputs' lines).
+    lineart: LineartParams | None
     device: str = "cpu"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
 
@@ -80,6 +83,7 @@ class ModelCache:
     """Each model loaded once: a folder is reloaded only when its weights file changes."""
 
     device: str
+    fallback: LineartRecipe | None = None  # for a model saved without its line-art recipe
     loaded: dict[tuple, LoadedModel] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,7 +93,7 @@ class ModelCache:
         key = (spec, stamp, kinds)
         with self.lock:
             if key not in self.loaded:
-                self.loaded[key] = load_model(spec, self.device, kinds)
+                self.loaded[key] = load_model(spec, self.device, kinds, self.fallback)
             return self.loaded[key]
 
 
@@ -158,13 +162,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 # ---------------------------------------------------------------- the work
 
 
-def decode_upload(part: Part | None, what: str, lineart: LineartParams) -> np.ndarray:
+def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -> np.ndarray:
     if part is None or not part.data:
         raise StudioError(422, f"no {what} uploaded")
     name = escaped(part.filename or what)
+    max_pixels, max_file_bytes = input_limits(lineart)
     try:
-        check_file_size(len(part.data), lineart.max_file_bytes)
-        return decode_rgb(part.data, max_pixels=lineart.max_pixels)
+        check_file_size(len(part.data), max_file_bytes)
+        return decode_rgb(part.data, max_pixels=max_pixels)
     except ImageRejected as err:
         status = 413 if "too large" in str(err) else 422
         raise StudioError(status, f"{name}: {err}") from None
@@ -180,7 +185,7 @@ def field_text(parts: dict[str, Part], name: str, default: str = "") -> str:
         raise StudioError(422, f"field {name!r} is not UTF-8 text") from None
 
 
-def given_hint(parts: dict[str, Part], mode: str, lineart: LineartParams) -> np.ndarray | None:
+def given_hint(parts: dict[str, Part], mode: str, lineart: LineartParams | None) -> np.ndarray | None:
     """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
     if mode not in HINT_MODES:
         raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(mode)!r}")
@@ -226,7 +231,7 @@ def default_specs(models_dir: Path) -> dict[str, str]:
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
-        self.models = ModelCache(config.device)
+        self.models = ModelCache(config.device, config.lineart.recipe() if config.lineart else None)
         self.busy = threading.Lock()  # one colouring at a time: full-size pictures are large
 
     def model(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
@@ -248,9 +253,7 @@ class Studio:
         source = HintSource(model=self.model(specs["hint"], ("hint",))) if auto else HintSource(fixed=hint)
         started = time.perf_counter()
         try:
-            (layers,), used = colorize_images(
-                [image], generator, source, self.config.lineart, self.config.device
-            )
+            (layers,), used = colorize_images([image], generator, source, self.config.device)
         except cv2.error as err:
             raise StudioError(422, f"the picture cannot be processed ({err})") from None
         seconds = time.perf_counter() - started
