@@ -44,7 +44,7 @@ class Admission:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self._inside = 0  # admitted: working or waiting for a slot
-        self._held_s = 1.0  # a moving average of how long a slot is held
+        self._held_s: float | None = None  # a moving average of how long a slot is held
 
     @property
     def inside(self) -> int:
@@ -78,8 +78,8 @@ class Admission:
             finally:
                 held = time.monotonic() - started
                 with self._lock:
-                    self._held_s = 0.8 * self._held_s + 0.2 * held
+                    self._held_s = held if self._held_s is None else 0.8 * self._held_s + 0.2 * held
 
     def _retry_after(self) -> int:
         rounds = math.ceil(self._inside / self.concurrency)  # work admitted ahead, in rounds of slots
-        return max(1, math.ceil(self._held_s * rounds))
+        return max(1, math.ceil((self._held_s or 1.0) * rounds))  # 1 s a round before any is timed
