@@ -347,6 +347,10 @@ def studio(
     port: int = typer.Option(8000, min=0, max=65535),
     device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
     max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, help="largest upload, MiB"),
+    concurrency: int | None = typer.Option(None, min=1, help="uploads coloured at once [default: cores]"),
+    queue: int | None = typer.Option(
+        None, min=0, help="uploads waiting for those; more are answered 503 [default: 2 x concurrency]"
+    ),
     params_file: Path | None = typer.Option(
         None,
         "--params",
@@ -372,7 +376,9 @@ def studio(
     # A registry that is down should answer the page in seconds, not after MLflow's retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    config = StudioConfig(models_dir, lineart_params, torch_device, int(max_upload_mb * 2**20))
+    config = StudioConfig(
+        models_dir, lineart_params, torch_device, int(max_upload_mb * 2**20), concurrency, queue
+    )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: binding {host}: anyone who can reach this machine can use the studio", err=True)
     typer.echo(f"studio: http://{host}:{port}/ (models: {models_dir}, device: {torch_device})")

@@ -3,16 +3,20 @@
 A tiny c-GAN that follows its hint's colour is logged exactly as training logs it
 (TrainingRun.log_model: the models/cgan folder as a pyfunc, with its signature), registered
 and made champion in a temporary sqlite registry; the real `mlflow models serve` then colours
-through `/invocations` with the request docs/serving.md shows.
+through `/invocations` with the request docs/serving.md shows, and sheds load past
+`UVICORN_LIMIT_CONCURRENCY` with a 503 at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import mlflow
@@ -73,7 +77,9 @@ def register_hint_following_cgan(root: Path, seed: int = 0, psnr: float = 20.0):
     return net, registry.register_model("cgan", NAME, "cgan.psnr", "max", folder, evaluation, {})
 
 
-def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[str, subprocess.Popen]:
+def serve(
+    model_uri: str, tracking: str, log: Path, attempts: int = 3, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen]:
     """`mlflow models serve` on a free 127.0.0.1 port, ready when `/ping` answers 200.
 
     The free port can be taken between choosing and binding it: a server that exits before
@@ -81,7 +87,7 @@ def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[
     """
     # MLflow starts `uvicorn` by name: the venv's bin must be on PATH, as `make test` has it.
     path = os.pathsep.join([str(MLFLOW.parent), os.environ.get("PATH", "")])
-    env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "PATH": path}
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "PATH": path} | (env or {})
     for attempt in range(attempts):
         port = free_port()
         cmd = [str(MLFLOW), "models", "serve", "-m", model_uri, "--env-manager", "local"]
@@ -106,6 +112,18 @@ def serve(model_uri: str, tracking: str, log: Path, attempts: int = 3) -> tuple[
     raise RuntimeError(f"`mlflow models serve` did not become ready:\n{log.read_text()[-3000:]}")
 
 
+@contextmanager
+def held_connections(url: str, count: int) -> Iterator[None]:
+    """`count` clients connected, in the middle of a request: uvicorn counts each connection
+    from its accept, and times out only idle ones between requests, never these."""
+    host, port = url.removeprefix("http://").split(":")
+    with ExitStack() as held:
+        for _ in range(count):
+            conn = held.enter_context(socket.create_connection((host, int(port)), timeout=30))
+            conn.sendall(b"POST /invocations HTTP/1.1\r\n")
+        yield
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -122,12 +140,16 @@ def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
     body = {"inputs": {"lineart": linearts.tolist(), "hint": hints.tolist()}}  # docs/serving.md's request
 
-    url, proc = serve(f"models:/{NAME}@{CHAMPION}", tracking, tmp_path / "serve.log")
+    limit = {"UVICORN_LIMIT_CONCURRENCY": "3"}  # the README's load shedding: 3 connections at most
+    url, proc = serve(f"models:/{NAME}@{CHAMPION}", tracking, tmp_path / "serve.log", env=limit)
     try:
         answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        with held_connections(url, 2):  # two clients connected: a third request is one too many
+            shed = requests.post(f"{url}/invocations", json=body, timeout=60)
     finally:
         stop_group(proc)
         mlflow.set_tracking_uri(None)  # the global URI registry.client() set: not for later tests
+    assert shed.status_code == 503, shed.text[:200]
     assert answer.status_code == 200, answer.text
     rgb = np.asarray(answer.json()["predictions"], np.float64)
     assert rgb.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -201,6 +203,12 @@ def test_the_command_binds_loopback_by_default(models, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8765
     assert TestClient(seen["app"]).get("/").status_code == 200
+    admission = seen["app"].state.studio.admission
+    assert admission.concurrency >= 1 and admission.queue == 2 * admission.concurrency  # the defaults
+    args = ["studio", "--models", str(models), "--device", "cpu", "--concurrency", "3", "--queue", "1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    admission = seen["app"].state.studio.admission
+    assert (admission.concurrency, admission.queue) == (3, 1)
 
 
 def test_the_page_script_parses(tmp_path):
@@ -267,3 +275,49 @@ def test_a_colour_picture_gets_the_line_art_recipe_of_the_model_it_is_coloured_w
     np.testing.assert_array_equal(
         decode(answer.json()["lines"])[..., 3], 255 - extract_lineart(picture, recipe)
     )
+
+
+def test_a_full_studio_answers_503_at_once_and_serves_again_once_free(models, monkeypatch):
+    """One colouring at a time and one waiting: a third upload is turned away at once, with
+    Retry-After and before its body is read; the waiting one is decoded only when its turn
+    comes; once the colouring is let go, both are served, and so is the next."""
+    import colorization.studio.app as studio_app
+
+    client = client_for(models, concurrency=1, queue=1)
+    studio = client.app.state.studio
+    read, decoded, admitted = [], [], threading.Semaphore(0)
+    colouring, release = threading.Event(), threading.Event()
+    real_read, real_decode = studio_app.read_body, studio_app.decode_rgb
+    real_working, real_colour = studio.admission.working, studio.colour_one
+
+    async def counted_read(*args):
+        read.append(1)
+        return await real_read(*args)
+
+    monkeypatch.setattr(studio_app, "read_body", counted_read)
+    monkeypatch.setattr(studio_app, "decode_rgb", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    monkeypatch.setattr(studio.admission, "working", lambda: admitted.release() or real_working())
+
+    def held_colouring(*args):
+        colouring.set()
+        assert release.wait(60)
+        return real_colour(*args)
+
+    monkeypatch.setattr(studio, "colour_one", held_colouring)
+    upload = png(drawing(30, 30))
+    post = lambda: colorize(client, upload, {"methods": "cgan"})  # noqa: E731
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            first = pool.submit(post)
+            assert colouring.wait(60)
+            second = pool.submit(post)
+            assert admitted.acquire(timeout=60) and admitted.acquire(timeout=60)  # both past admission
+            third = pool.submit(post).result(timeout=30)  # queued instead of refused: times out
+            refused(third, 503, "busy")
+            assert int(third.headers["Retry-After"]) >= 1
+            assert len(read) == 2  # the refused upload's body was never read
+            assert len(decoded) == 1  # the first upload only: the waiting one not yet, the refused never
+        finally:
+            release.set()
+        assert first.result(60).status_code == 200 and second.result(60).status_code == 200
+    assert len(decoded) == 2 and colorize(client, upload, {"methods": "cgan"}).status_code == 200

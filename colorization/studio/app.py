@@ -7,7 +7,9 @@ with the automatic hint, through the same path as `colorization colorize` (`colo
 
 Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback. Uploads are read into
 memory (the request body is refused past `max_upload_bytes`, before it is parsed) and nothing
-is written to disk. Each model is loaded once and kept.
+is written to disk. Each model is loaded once and kept. At most `concurrency` uploads are
+decoded and coloured at once and `queue` more wait (their bytes only); beyond that a request is
+answered 503 with `Retry-After` before its body is read (colorization.admission).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from colorization.admission import Admission, Busy, default_concurrency
 from colorization.colorize import (
     GENERATOR_KINDS,
     ColorizeError,
@@ -76,6 +79,8 @@ class StudioConfig:
     lineart: LineartParams | None
     device: str = "cpu"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    concurrency: int | None = None  # colourings at once; None: the cores
+    queue: int | None = None  # admitted requests waiting for a colouring; None: 2 x concurrency
 
 
 @dataclass
@@ -232,7 +237,8 @@ class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
         self.models = ModelCache(config.device, config.lineart.recipe() if config.lineart else None)
-        self.busy = threading.Lock()  # one colouring at a time: full-size pictures are large
+        concurrency = config.concurrency or default_concurrency()
+        self.admission = Admission(concurrency, 2 * concurrency if config.queue is None else config.queue)
 
     def model(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
         try:
@@ -266,6 +272,10 @@ class Studio:
         }, layers
 
     def colorize(self, parts: dict[str, Part]) -> dict[str, Any]:
+        with self.admission.working():  # decoding too: a waiting request holds only its upload
+            return self.colorize_now(parts)
+
+    def colorize_now(self, parts: dict[str, Part]) -> dict[str, Any]:
         lineart = self.config.lineart
         image = decode_upload(parts.get("image"), "image", lineart)
         mode = field_text(parts, "hint", "auto")
@@ -277,18 +287,17 @@ class Studio:
         if unknown or not wanted:
             raise StudioError(422, f"methods must be some of {', '.join(METHODS)}, got {escaped(unknown)}")
         results, lines, refusals = [], None, []
-        with self.busy:
-            for method in wanted:
-                label, kind, _ = METHODS[method]
-                entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
-                try:
-                    coloured, layers = self.colour_one(method, image, hint, mode, specs)
-                    entry |= coloured
-                    lines = lines or data_url(layers.lines)
-                except StudioError as err:
-                    entry["error"] = err.message
-                    refusals.append(err)
-                results.append(entry)
+        for method in wanted:
+            label, kind, _ = METHODS[method]
+            entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
+            try:
+                coloured, layers = self.colour_one(method, image, hint, mode, specs)
+                entry |= coloured
+                lines = lines or data_url(layers.lines)
+            except StudioError as err:
+                entry["error"] = err.message
+                refusals.append(err)
+            results.append(entry)
         if len(refusals) == len(results):
             raise refusals[0]
         height, width = image.shape[:2]
@@ -357,18 +366,18 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 
-def create_app(config: StudioConfig) -> FastAPI:
-    studio = Studio(config)
-    app = FastAPI(
-        title="Line-art colorization studio",
-        description="Colour line art or colour pictures with the project's CNN and c-GAN.",
-        version="1",
-    )
-    app.state.studio = studio
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal as `{"error": "one line"}`, never a traceback; busy with Retry-After."""
 
     @app.exception_handler(StudioError)
     async def refused(_: Request, err: StudioError) -> JSONResponse:
         return error_response(err.status, err.message)
+
+    @app.exception_handler(Busy)
+    async def busy(_: Request, err: Busy) -> JSONResponse:
+        answer = error_response(503, err.message)
+        answer.headers["Retry-After"] = str(err.retry_after)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -384,6 +393,18 @@ def create_app(config: StudioConfig) -> FastAPI:
     async def crashed(_: Request, err: Exception) -> JSONResponse:
         log.exception("studio request failed")  # the traceback goes to the server's log, not the page
         return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
+
+
+def create_app(config: StudioConfig) -> FastAPI:
+    studio = Studio(config)
+    app = FastAPI(
+        title="Line-art colorization studio",
+        description="Colour line art or colour pictures with the project's CNN and c-GAN.",
+        version="1",
+    )
+    app.state.studio = studio
+
+    add_error_handlers(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -407,11 +428,13 @@ def create_app(config: StudioConfig) -> FastAPI:
         `seconds`, `composite` and `colour` (PNG data URLs at the input's size), or `error`.
 
         Refusals are `{"error": "..."}`: 413 (upload or image too large), 415 (not multipart),
-        422 (not an image, a palette that does not parse), 424 (no model, or the registry is down).
+        422 (not an image, a palette that does not parse), 424 (no model, or the registry is down),
+        503 with `Retry-After` (seconds) when the studio already holds all the uploads it takes.
         """
-        body = await read_body(request, config.max_upload_bytes)
-        parts = parse_multipart(body, request.headers.get("content-type", ""))
-        del body
-        return await run_in_threadpool(studio.colorize, parts)
+        with studio.admission.admit():  # full: 503 at once, before the body is read
+            body = await read_body(request, config.max_upload_bytes)
+            parts = parse_multipart(body, request.headers.get("content-type", ""))
+            del body
+            return await run_in_threadpool(studio.colorize, parts)
 
     return app

@@ -274,11 +274,13 @@ def resolve_version(uri: str):
 
 
 def version_uri(uri: str) -> tuple[str, Any]:
-    """(`models:/name/<version>` or the runs:/ URI itself, the version or None) for a model URI."""
-    if uri.startswith("models:/"):
+    """(the URI to download, the registered version or None) for a model URI: a registered
+    version (models:/name@alias, models:/name/<version>), a run's model or a logged model."""
+    body = uri.removeprefix("models:/")
+    if uri.startswith("models:/") and ("@" in body or "/" in body):
         version = resolve_version(uri)
         return f"models:/{version.name}/{version.version}", version
-    if uri.startswith("runs:/"):
+    if uri.startswith(("runs:/", "models:/")):  # a run's model, or a logged model (models:/m-<id>)
         _check_store_exists(tracking_uri())
         client()
         return uri, None
