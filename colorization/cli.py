@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from colorization import cpu_kernels
 from colorization.config import DEFAULT_PARAMS, Params, ParamsError, StageInputs, load_params, run_overrides
 
 app = typer.Typer(
@@ -44,7 +45,14 @@ def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Param
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def main(
+    ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")
+) -> None:
+    if ctx.invoked_subcommand in cpu_kernels.COMMANDS:  # before torch loads: the same bits on every CPU
+        try:
+            cpu_kernels.pin()
+        except ValueError as err:
+            fail(str(err))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
