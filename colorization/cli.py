@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from colorization import cpu_kernels
 from colorization.config import (
     DEFAULT_PARAMS,
     LineartParams,
@@ -53,10 +54,17 @@ def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Param
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def main(
+    ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")
+) -> None:
     from colorization.processes import die_with_stage_runners
 
     die_with_stage_runners()  # under `dvc repro`: a kill of DVC (or of the flow) ends this stage too
+    if ctx.invoked_subcommand in cpu_kernels.COMMANDS:  # before torch loads: the same bits on every CPU
+        try:
+            cpu_kernels.pin()
+        except ValueError as err:
+            fail(str(err))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

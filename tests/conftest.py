@@ -15,6 +15,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests run the CLI in-process too (typer's CliRunner), and bit-compare runs in this process with
+# runs in child processes: both keep this machine's own CPU kernels, never the pinned ones
+# (tests/test_cpu_kernels.py switches the pinning back on for its own children).
+os.environ["COLORIZATION_CPU_KERNELS"] = "native"
 
 
 @pytest.fixture(scope="session", autouse=True)
