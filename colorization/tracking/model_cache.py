@@ -32,7 +32,14 @@ from typing import Any
 
 import torch
 
-from colorization.models import CONFIG_FILE, WEIGHTS_FILE, build_model, load_trained, read_config
+from colorization.models import (
+    CONFIG_FILE,
+    MODEL_OUTPUT,
+    WEIGHTS_FILE,
+    build_model,
+    load_trained,
+    read_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +185,9 @@ def store_entry(root: Path, name: str, version: str, tags: dict[str, str], modul
     final, staging = entry_dir(root, name, version), None
     try:
         config = json.loads(config_text)
+        from colorization.atomic import check_replaceable, publish_dir
+
+        check_replaceable(final, MODEL_OUTPUT)  # a folder of someone else's there: leave it, cache nothing
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
         net = build_model(config["kind"], config["arch"])
@@ -187,9 +197,7 @@ def store_entry(root: Path, name: str, version: str, tags: dict[str, str], modul
         if not valid_entry(staging, model_md5):
             log.info("not caching %s v%s: the rebuilt weights do not have the logged md5", name, version)
             return False
-        from colorization.atomic import publish_dir
-
-        publish_dir(staging, final)
+        publish_dir(staging, final, MODEL_OUTPUT)
         return True
     except (OSError, RuntimeError, KeyError, TypeError, ValueError) as err:  # a cache that cannot be written
         log.info("not caching %s v%s: %s", name, version, err)
