@@ -2,6 +2,10 @@
 
 A reader (or a resumed run) therefore sees either the old file, the complete new
 file, or nothing -- never a half-written one.
+
+Folders are published the same way (`publish_dir`), and replace only what the project
+itself wrote there: every published folder holds an `OUTPUT_MARKER` naming its kind, and
+anything else at the destination is refused in one line, untouched (`check_replaceable`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from colorization.textsafe import escaped
 
 TMP_PREFIX = ".tmp-"
 _TMP_NAME = re.compile(r"^\.tmp-.+\.[a-z0-9_]{8}$")
@@ -67,13 +74,78 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def publish_dir(staging: Path, final: Path) -> None:
-    """Replace directory `final` by `staging` with two renames (old copy removed after)."""
+OUTPUT_MARKER = ".colorization-output"  # in every folder the project publishes: "<kind>\n"
+
+
+class NotOurFolder(ValueError):
+    """An output folder holds something the project did not write: it is not replaced."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of folder the project publishes.
+
+    `legacy`: files every such folder written before the marker existed holds, so that
+    outputs of an earlier version (a `dvc repro` after upgrading) are still replaced.
+    """
+
+    name: str
+    legacy: tuple[str, ...] = ()
+
+    def wrote(self, folder: Path) -> bool:
+        """`folder` is one the project published as this kind (its marker, or the legacy files)."""
+        marker = folder / OUTPUT_MARKER
+        if marker.is_file():
+            return marker.read_text(errors="replace").strip() == self.name
+        return bool(self.legacy) and all((folder / name).is_file() for name in self.legacy)
+
+
+def check_replaceable(final: str | os.PathLike, kind: OutputKind) -> None:
+    """NotOurFolder (one line) unless publishing `kind` at `final` would replace nothing of anyone else's.
+
+    Replaceable: nothing there, an empty folder, or a folder this project wrote as `kind`.
+    Stages call it before their work too, so a refusal comes at once, not after the work.
+    """
     final = Path(final)
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
+    if not os.path.lexists(final):
+        return
+    if final.is_dir() and not final.is_symlink() and (not any(final.iterdir()) or kind.wrote(final)):
+        return
+    raise NotOurFolder(
+        f"{escaped(final)}: not a {kind.name} folder this project wrote (no {OUTPUT_MARKER} saying so); "
+        "nothing there was touched - choose a new or empty folder"
+    )
+
+
+def mark_output(folder: Path, kind: OutputKind) -> None:
+    atomic_write_text(folder / OUTPUT_MARKER, kind.name + "\n")
+
+
+def fresh_staging(final: Path, kind: OutputKind) -> Path:
+    """An empty folder `.tmp-<name>` beside `final` to build it in; a killed run's one is cleared first."""
+    staging = Path(final).with_name(f"{TMP_PREFIX}{Path(final).name}")
+    if os.path.lexists(staging):
+        check_replaceable(staging, kind)  # bears our marker: a killed run's, not a user's folder
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    mark_output(staging, kind)
+    return staging
+
+
+def publish_dir(staging: Path, final: Path, kind: OutputKind) -> None:
+    """Replace folder `final` by `staging` with two renames (old copy removed after).
+
+    Only a `final` that `check_replaceable` accepts is replaced; `staging` gets the marker
+    first, so the next publish knows the folder for the project's own.
+    """
+    staging, final = Path(staging), Path(final)
+    check_replaceable(final, kind)
+    mark_output(staging, kind)
+    for stale in final.parent.glob(f".{final.name}.replaced-*"):  # left by a run killed mid-publish
+        if stale.is_dir() and not stale.is_symlink() and kind.wrote(stale):
+            shutil.rmtree(stale)
+    old = final.with_name(f".{final.name}.replaced-{secrets.token_hex(4)}")
+    if os.path.lexists(final):
         os.replace(final, old)
     os.replace(staging, final)
     if old.exists():

@@ -13,6 +13,7 @@ or file), or the hint model.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from colorization.images import (
 )
 from colorization.lineart import EXTRACTORS, extract_lineart
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
+from colorization.stamp import bears_stamp, stamp_image
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -148,21 +150,30 @@ def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[
             found.append((item, Path(item.name).with_suffix(".png")))
         else:
             raise ColorizeError(f"{escaped(item)}: no such file or folder")
-    if names_a_file(out):
-        if len(inputs) == 1 and inputs[0].is_file():
-            return [(found[0][0], out)]
+    if names_a_file(out) and not (len(inputs) == 1 and inputs[0].is_file()):
         raise ColorizeError(
             f"{len(found)} input images need an output folder, but -o {escaped(out)} names one image file; "
             "give -o a folder"
         )
-    pairs = [(src, out / rel) for src, rel in found]
+    pairs = [(found[0][0], out)] if names_a_file(out) else [(src, out / rel) for src, rel in found]
     targets = [dst for _, dst in pairs]
     if layers:
         targets += [path for dst in list(targets) for path in layer_paths(dst)]
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise ColorizeError(f"two inputs would both be written to {duplicate}; colour them separately")
+    check_not_foreign(out, targets)
     return pairs
+
+
+def check_not_foreign(out: Path, targets: list[Path]) -> None:
+    """ColorizeError (one line) when a target exists and colorize did not write it (`stamp`)."""
+    foreign = [t for t in targets if os.path.lexists(t) and not bears_stamp(t)]
+    if foreign:
+        raise ColorizeError(
+            f"-o {escaped(out)}: {len(foreign)} existing file(s) there were not written by colorize "
+            f"(first: {escaped(foreign[0])}); nothing was written - choose another -o or move them"
+        )
 
 
 def is_lineart(rgb: np.ndarray) -> bool:
@@ -481,7 +492,7 @@ def colorize_files(
                 files += [(colour_path, encode_png(result.colour)), (lines_path, encode_png(result.lines))]
             try:
                 for path, data in files:
-                    atomic_write_bytes(path, data)
+                    atomic_write_bytes(path, stamp_image(data))  # the stamp lets a re-run replace it
             except OSError as err:
                 failed.append(f"{escaped(path)}: cannot be written ({err.strerror or err})")
                 continue

@@ -24,7 +24,14 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from colorization.atomic import atomic_save_npy, atomic_write_text, publish_dir, remove_stale_temporaries
+from colorization.atomic import (
+    atomic_save_npy,
+    atomic_write_text,
+    check_replaceable,
+    mark_output,
+    publish_dir,
+    remove_stale_temporaries,
+)
 from colorization.config import HistogramParams, LineartParams
 from colorization.histogram import HIST_BINS, color_histogram
 from colorization.images import ImageRejected, read_rgb
@@ -34,6 +41,7 @@ from colorization.processes import die_with_parent, retain_freed_memory
 from colorization.progress import progress
 from colorization.store import (
     SPLITS,
+    STORE_OUTPUT,
     npy_rows,
     shard_is_complete,
     shard_stem,
@@ -138,8 +146,11 @@ def _open_staging(staging: Path, fingerprint: str) -> None:
     """Create `staging`, or keep it (a resumed run) when it was made for the same inputs."""
     stamp = staging / "fingerprint"
     if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
+            check_replaceable(staging, STORE_OUTPUT)
         shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
     staging.mkdir(parents=True, exist_ok=True)
+    mark_output(staging, STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
     stamp.write_text(fingerprint)
     remove_stale_temporaries(staging)
 
@@ -152,6 +163,7 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(raw).resolve(), Path(params.out).resolve()
+    check_replaceable(out, STORE_OUTPUT)  # refused now, not after building every shard
     ids, paths, shas = _sorted_manifest(raw)
     fingerprint = _fingerprint(params, shas)
     staging = out.with_name(f".{out.name}.partial")
@@ -233,7 +245,7 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     for part in parts:
         part.unlink()
     (staging / "fingerprint").unlink()
-    publish_dir(staging, Path(params.out))
+    publish_dir(staging, Path(params.out).resolve(), STORE_OUTPUT)
     return meta
 
 

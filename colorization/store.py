@@ -6,6 +6,7 @@ Layout of the `lineart` output folder:
   shard-00000.ids.json     ids of the shard's rows; written last, so it marks a complete shard
   index.parquet            id, shard, row, split (train / val / test by a hash of the id)
   meta.json                image size, counts per split, fingerprint of inputs and params
+  .colorization-output     "line-art store": the project wrote this folder (atomic.OutputKind)
 Histograms live beside it in one Parquet file: id, histogram (fixed_size_list<float32, 512>).
 Nothing here decodes an image: shards are memory-mapped `.npy`.
 """
@@ -24,11 +25,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from colorization.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from colorization.atomic import OutputKind, atomic_path, atomic_write_bytes, atomic_write_text
 from colorization.histogram import HIST_BINS
 
 INDEX_FILE = "index.parquet"
 META_FILE = "meta.json"
+# A folder the project may replace; one written before the marker is known by its index + meta.
+STORE_OUTPUT = OutputKind("line-art store", (INDEX_FILE, META_FILE))
 SPLITS = ("train", "val", "test")
 HISTOGRAM_SCHEMA = pa.schema([("id", pa.string()), ("histogram", pa.list_(pa.float32(), HIST_BINS))])
 

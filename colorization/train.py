@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from colorization.atomic import atomic_path, atomic_write_text, publish_dir
+from colorization.atomic import atomic_path, atomic_write_text, check_replaceable, fresh_staging, publish_dir
 from colorization.augment import DeviceData, sample_batch
 from colorization.config import LineartRecipe, Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
@@ -51,6 +51,7 @@ from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
 from colorization.models import (
     CONFIG_FILE,
+    MODEL_OUTPUT,
     RUN_FILE,
     WEIGHTS_FILE,
     load_trained,
@@ -324,6 +325,7 @@ def train(
     out_dir = Path(out_dir or Path(params.train.out) / kind)
     checkpoint = Path(checkpoint_dir or Path("checkpoints") / kind) / CHECKPOINT_FILE
     plots_path = Path(plots_path or Path("plots") / "train" / f"{kind}.csv")
+    check_replaceable(out_dir, MODEL_OUTPUT)  # refused now, not after the training
 
     ranks = start_ranks(params.train)  # set-up: device, torchrun's processes, seeds
     data = load_data(params, kind, inputs, ranks)  # data: the train split on the device once
@@ -546,8 +548,7 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     kind, image_size = run.kind, data.store.image_size
     grid = preview(kind, run.nets, data.shown, device)
     run.tracking.log_image(grid, key="samples", step=run.steps)
-    staging = out_dir.with_name(f".tmp-{out_dir.name}")
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = fresh_staging(out_dir, MODEL_OUTPUT)
     torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
     config = model_config(kind, run.nets.arch["model"], image_size, data.recipe)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -561,7 +562,7 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
         "steps": run.steps,
     }
     (staging / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
-    publish_dir(staging, out_dir)
+    publish_dir(staging, out_dir, MODEL_OUTPUT)
     run.checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
     run.lock.release()
     run.tracking.finish()

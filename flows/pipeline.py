@@ -35,8 +35,10 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from colorization.acquire import TEMPORARY_FAILURE
+from colorization.atomic import NotOurFolder, check_replaceable
 from colorization.config import Params, ParamsError, PipelineParams, load_params
 from colorization.preprocess import DASK_SCHEDULER_ENV
+from colorization.store import STORE_OUTPUT
 from tasks import dvc, summary
 from tasks.data import SAFEBOORU_LIMIT, ensure_download_limit
 from tasks.dvc import PARAMS_FILE, run_logger
@@ -122,7 +124,26 @@ def check_run(
             groups = dict.fromkeys(s.split("@")[0] for s in stages)
             raise ParamsError(f"until: unknown stage {until!r}; expected one of {', '.join(groups)}")
         stages = stages[: last[-1] + 1]
+    check_stage_folders(params, stages, root)
     return params, stages, dict(overrides or {})
+
+
+def check_stage_folders(params: Params, stages: list[str], root: Path) -> None:
+    """ParamsError (one line) when a stage's output folder holds what the project did not write.
+
+    DVC removes a stage's outs before running its command, out of reach of the stage's own
+    check (`atomic.check_replaceable`), so the flow asks first.
+    """
+    from colorization.models import KINDS, MODEL_OUTPUT  # torch: only once a run is checked
+
+    folders = {"preprocess": (root / params.lineart.out, STORE_OUTPUT)}
+    folders |= {f"train@{kind}": (root / params.train.out / kind, MODEL_OUTPUT) for kind in KINDS}
+    for stage in stages:
+        if stage in folders:
+            try:
+                check_replaceable(*folders[stage])
+            except NotOurFolder as err:
+                raise ParamsError(f"stage {stage}: {err}") from None
 
 
 def is_temporary(exc: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""Atomic writes: files get the process umask's mode, and clean-up removes only our temporaries."""
+"""Atomic writes: files get the process umask's mode, clean-up removes only our temporaries, and a
+published folder replaces only a folder the project wrote."""
 
 from __future__ import annotations
 
@@ -9,7 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorization.atomic import atomic_path, atomic_save_npy, atomic_write_bytes, remove_stale_temporaries
+from colorization.atomic import (
+    OUTPUT_MARKER,
+    NotOurFolder,
+    OutputKind,
+    atomic_path,
+    atomic_save_npy,
+    atomic_write_bytes,
+    fresh_staging,
+    publish_dir,
+    remove_stale_temporaries,
+)
+
+KIND = OutputKind("thing", legacy=("index", "meta"))
 
 
 @pytest.fixture
@@ -60,3 +73,54 @@ def test_stale_temporaries_are_only_names_we_make(tmp_path):
     (tmp_path / ".tmp-dir.abcdefgh").mkdir()
     assert remove_stale_temporaries(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-dir.abcdefgh", ".tmp-notes"]
+
+
+def staged(tmp_path: Path, text: str) -> Path:
+    staging = fresh_staging(tmp_path / "out", KIND)
+    (staging / "data").write_text(text)
+    return staging
+
+
+def test_a_published_folder_replaces_nothing_but_the_projects_own(tmp_path):
+    final = tmp_path / "out"
+    publish_dir(staged(tmp_path, "1"), final, KIND)  # nothing there
+    assert (final / OUTPUT_MARKER).read_text() == "thing\n"
+    publish_dir(staged(tmp_path, "2"), final, KIND)  # its own, marked
+    assert (final / "data").read_text() == "2"
+    (final / OUTPUT_MARKER).unlink()
+    (final / "index").touch()
+    (final / "meta").touch()
+    publish_dir(staged(tmp_path, "3"), final, KIND)  # an earlier version's: known by its files
+    assert (final / "data").read_text() == "3"
+    final.rename(tmp_path / "emptied")
+    final.mkdir()
+    publish_dir(staged(tmp_path, "4"), final, KIND)  # an empty folder
+    assert sorted(p.name for p in final.iterdir()) == [OUTPUT_MARKER, "data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emptied", "out"]  # no staging, no old copy left
+
+
+@pytest.mark.parametrize("what", ["user files", "other kind", "a file", "half the legacy files", "a link"])
+def test_a_folder_the_project_did_not_write_is_refused_untouched(tmp_path, what):
+    final = tmp_path / "out"
+    if what == "a file":
+        final.write_text("precious")
+    elif what == "a link":
+        (tmp_path / "elsewhere").mkdir()
+        final.symlink_to(tmp_path / "elsewhere")
+    else:
+        final.mkdir()
+        (final / "precious.txt").write_text("precious")
+        if what == "other kind":
+            (final / OUTPUT_MARKER).write_text("model\n")
+        elif what == "half the legacy files":
+            (final / "index").touch()
+    (tmp_path / "out.old").mkdir()  # the old code's name for the replaced copy: the user's here
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    staging = staged(tmp_path, "new")
+    with pytest.raises(NotOurFolder) as err:
+        publish_dir(staging, final, KIND)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{final}: not a thing folder this project wrote")
+    after = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    after = {p: data for p, data in after.items() if staging not in p.parents}
+    assert after == {**before, staging: None}  # everything as it was; the staging not consumed

@@ -110,6 +110,13 @@ def test_allowed_hosts_ignore_case_and_a_trailing_dot():
     assert hostless.allows("https://cdn.example.org/a") and not hostless.allows("https://example.org/a")
 
 
+def test_a_base_url_with_a_trailing_dot_allows_its_own_host():
+    allow = HostAllowList("https://Example.org./", [])
+    assert allow.patterns == ["example.org"]
+    assert allow.allows("https://example.org/a") and allow.allows("https://example.org./a")
+    assert not allow.allows("https://img.example.org/a")
+
+
 # ---------------------------------------------------------------- bodies
 
 

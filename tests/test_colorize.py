@@ -19,6 +19,8 @@ from colorization.colorize import (
     restore_size,
 )
 from colorization.config import load_params
+from colorization.images import encode_png
+from colorization.stamp import STAMP, bears_stamp, stamp_image
 from tests.test_evaluate import IMAGE_SIZE, save_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,6 +228,25 @@ def test_several_inputs_need_an_output_folder(models, tmp_path):
     )
     one_line_error(run(str(a), "-o", str(tmp_path / "y.gif"), "--model", cgan), "cannot write .gif")
     assert not list(tmp_path.glob("y.*"))
+
+
+@pytest.mark.parametrize("out_name", ["out", "y.png", "y.jpg", "y.webp"])
+def test_colorize_replaces_its_own_outputs_never_a_users_file(models, tmp_path, out_name):
+    save(tmp_path / "in/a.png", drawing(40, 40))
+    single = out_name != "out"
+    source = tmp_path / "in" / "a.png" if single else tmp_path / "in"
+    out = tmp_path / out_name
+    target = out if single else out / "a.png"
+    args = [str(source), "-o", str(out), "--model", str(models / "cgan"), "--palette", "#ff0000"]
+    assert run(*args).exit_code == 0 and bears_stamp(target)
+    first = target.read_bytes()
+    target.write_bytes(stamp_image(encode_png(drawing(8, 8))))  # another output of the project's
+    assert run(*args).exit_code == 0  # its own output: replaced
+    assert target.read_bytes() == first
+    target.write_bytes(first.replace(STAMP, b"x" * len(STAMP)))  # now the user's picture of that name
+    users = target.read_bytes()
+    one_line_error(run(*args), f"{target}); nothing was written")
+    assert target.read_bytes() == users
 
 
 def test_colorize_needs_no_params_file(models, tmp_path, monkeypatch):

@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from colorization.atomic import OUTPUT_MARKER
 from colorization.config import OVERRIDES_ENV, ParamsError, load_params
 from colorization.models import KINDS
-from flows.pipeline import changed_params, check_run, parse_overrides, pipeline
+from flows.pipeline import changed_params, check_run, check_stage_folders, parse_overrides, pipeline
 from tasks.dvc import pipeline_stages, tracked_params
 from tasks.summary import SUMMARY_KEY, summary_markdown
 
@@ -189,6 +190,23 @@ def test_override_of_a_tracked_param_is_refused_in_one_line():
         check_run("profiles/paper.yaml", None, None, REPO)
 
 
+def test_a_stage_folder_the_project_did_not_write_is_refused_before_dvc_removes_it(repo_copy):
+    subprocess.run(["git", "init", "-q"], cwd=repo_copy, check=True)  # DVC reads dvc.yaml in a git tree
+    params = load_params(repo_copy / "params.yaml")
+    store, model = repo_copy / params.lineart.out, repo_copy / params.train.out / "cgan"
+    for folder in (store, model):
+        folder.mkdir(parents=True)
+        (folder / "precious.txt").write_text("mine")
+    check_run("params.yaml", None, "acquire", repo_copy)  # a run that stops before them is fine
+    with pytest.raises(ParamsError) as err:
+        check_run("params.yaml", None, None, repo_copy)
+    assert str(err.value).startswith(f"stage preprocess: {store}: not a line-art store folder")
+    (store / "precious.txt").unlink()  # now empty: taken
+    with pytest.raises(ParamsError, match=r"^stage train@cgan: .*cgan: not a model folder[^\n]*$"):
+        check_stage_folders(params, ["acquire", "preprocess", "train@cgan"], repo_copy)
+    assert (model / "precious.txt").read_text() == "mine"
+
+
 def test_untracked_overrides_reach_the_stage_command(tmp_path, monkeypatch):
     from colorization.cli import params_or_exit
 
@@ -272,6 +290,7 @@ def test_a_bad_input_is_not_retried_and_the_failed_run_says_why(prefect_api, tmp
     # What an earlier run left: a trained model and its evaluation.
     (project / "models" / "cnn").mkdir(parents=True)
     (project / "models" / "cnn" / "run.json").write_text(json.dumps({"run_id": "earlier-run-1"}))
+    (project / "models" / "cnn" / OUTPUT_MARKER).write_text("model\n")  # the project wrote it
     (project / "metrics").mkdir()
     (project / "metrics" / "evaluation.json").write_text(json.dumps({"cnn": {"psnr": 12.5}}))
     state = pipeline(workdir=str(project), return_state=True)

@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 
+from colorization.atomic import OUTPUT_MARKER
 from colorization.colorize import GENERATOR_KINDS, ColorizeError, load_model, parse_palette
 from colorization.inference import colorize
 from colorization.provenance import file_md5
@@ -91,6 +92,28 @@ def test_a_damaged_entry_is_not_used_and_is_replaced(store, monkeypatch):
     np.testing.assert_array_equal(colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)), expected)
     assert len(reloads) == 1
     assert file_md5(weights) == registry.client().get_model_version(NAME, "1").tags["model_md5"]
+
+
+def test_an_unmarked_entry_of_an_earlier_version_is_replaced(store, monkeypatch):
+    load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    entry = entry_dir(store / "cache", NAME, "1")
+    (entry / OUTPUT_MARKER).unlink()  # as the version before the marker left it: model.pt + config.json
+    (entry / "model.pt").write_bytes(b"damaged")
+    load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)
+    assert (entry / OUTPUT_MARKER).read_text() == "model\n"
+    assert file_md5(entry / "model.pt") == registry.client().get_model_version(NAME, "1").tags["model_md5"]
+
+
+def test_a_folder_the_cache_did_not_write_is_left_alone(store):
+    entry = entry_dir(store / "cache", NAME, "1")
+    entry.mkdir(parents=True)
+    (entry / "precious.txt").write_text("mine")
+    model = load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)  # loads through MLflow, caches nothing
+    assert model.kind == "cgan"
+    assert [p.name for p in entry.iterdir()] == ["precious.txt"] and (
+        entry / "precious.txt"
+    ).read_text() == "mine"
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["1"]  # no staging left beside it
 
 
 def test_a_moved_alias_loads_the_new_champion(store):

@@ -492,7 +492,7 @@ def test_resume_reconciles_journal_and_disk(site, tmp_path):
     images = tmp_path / "images"
     (images / "safebooru-2.jpg").unlink()  # journal names a missing file
     (images / ".tmp-safebooru-9.jpg.x1y2z3w4").write_bytes(b"half")  # a kill mid-write (atomic_path names)
-    (images / "safebooru-77.jpg").write_bytes(make_image(77))  # complete but never journalled nor listed
+    (images / "safebooru-77.jpg").write_bytes(make_image(77))  # never journalled: not ours, kept
     (images / "safebooru-6.jpg").rename(images / "safebooru-6.keep")
     journal = tmp_path / ".safebooru-journal.jsonl"
     lines = [line for line in journal.read_text().splitlines() if '"post_id":6,' not in line]
@@ -503,8 +503,32 @@ def test_resume_reconciles_journal_and_disk(site, tmp_path):
     assert len(site.file_requests(site.file_path(2))) == 2  # lost file: fetched again
     assert len(site.file_requests(site.file_path(6))) == 1  # orphan: taken from disk, not re-downloaded
     assert all(len(site.file_requests(site.file_path(i))) == 1 for i in (1, 3, 4, 5))
-    assert not (images / "safebooru-77.jpg").exists()
+    assert (images / "safebooru-77.jpg").read_bytes() == make_image(77)
+    (images / "safebooru-77.jpg").unlink()  # the user's own file: not in the manifest
     assert_consistent(tmp_path, rows)
+
+
+def test_journal_deletes_only_files_it_wrote(site, tmp_path):
+    add_posts(site, range(1, 5))
+    acquire(site, tmp_path)
+    images = tmp_path / "images"
+    foreign = {
+        "safebooru-notes.txt": b"mine",
+        "safebooru-3.png": make_image(33),  # a second format of a held post, copied in by hand
+        "safebooru-50.jpg": make_image(50),  # our naming, never journalled
+    }
+    for name, data in foreign.items():
+        (images / name).write_bytes(data)
+    (images / "safebooru-dir").mkdir()
+    (images / "safebooru-dir" / "keep.txt").write_bytes(b"mine")
+    (images / "safebooru-60.jpg").write_bytes(make_image(60))  # ours: journalled "writing", then killed
+    with open(tmp_path / ".safebooru-journal.jsonl", "a") as journal:
+        journal.write('{"writing":"images/safebooru-60.jpg"}\n')
+    rows, _ = acquire(site, tmp_path, incremental=False)
+    assert [r["post_id"] for r in rows] == [1, 2, 3, 4]
+    assert {name: (images / name).read_bytes() for name in foreign} == foreign
+    assert (images / "safebooru-dir" / "keep.txt").read_bytes() == b"mine"
+    assert not (images / "safebooru-60.jpg").exists()  # its orphan, unclaimed at the end: removed
 
 
 def test_incremental_fetches_only_newer_posts(site, tmp_path):

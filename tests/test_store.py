@@ -4,7 +4,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from colorization import preprocess
 from colorization.acquire import run_acquire
+from colorization.atomic import OUTPUT_MARKER, NotOurFolder
 from colorization.config import load_params
 from colorization.histogram import color_histogram
 from colorization.images import read_rgb
@@ -49,6 +51,29 @@ def test_store_holds_resized_pairs_and_a_recorded_split(tmp_path, built):
         np.testing.assert_array_equal(train.lineart[k], canny(color, 100, 200, 3))
         np.testing.assert_allclose(train.hint[k], color_histogram(rgb), atol=1e-6)
     assert not (tmp_path / "processed/.lineart.partial").exists()
+
+
+def test_preprocess_replaces_its_own_store_even_an_unmarked_earlier_one(tmp_path, built):
+    out = tmp_path / "processed/lineart"
+    assert (out / OUTPUT_MARKER).read_text() == "line-art store\n"
+    (out / OUTPUT_MARKER).unlink()  # as the version before the marker left it: index + meta
+    build_preprocess(built.acquire.out, built.lineart, built.histograms)
+    assert (out / OUTPUT_MARKER).is_file() and json.loads((out / "meta.json").read_text())["count"] == 24
+
+
+def test_preprocess_refuses_a_folder_it_did_not_write_before_any_work(tmp_path, small_params, monkeypatch):
+    params = load_params(small_params)
+    run_acquire(params.acquire)
+    out = tmp_path / "processed/lineart"
+    out.mkdir(parents=True)
+    (out / "precious.txt").write_text("mine")
+    monkeypatch.setattr(preprocess, "_run_shard", lambda job: pytest.fail("a shard was built"))
+    with pytest.raises(NotOurFolder) as err:
+        build_preprocess(params.acquire.out, params.lineart, params.histograms)
+    assert str(err.value).startswith(f"{out}: not a line-art store folder") and "\n" not in str(err.value)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["lineart"]  # no staging, no histograms
 
 
 def test_split_is_stable_and_roughly_proportional():

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from colorization.atomic import OUTPUT_MARKER, NotOurFolder
 from colorization.config import load_params
 from colorization.histogram import color_histogram
 from colorization.inference import colorize, predict_hint
@@ -196,6 +197,33 @@ def test_losses_fall_and_outputs_are_published(store_params: Path, tmp_path: Pat
     assert 0 < trust < 1 and config["arch"]["trust"] == trust
     expected = trust * predicted + (1 - trust) * store.mean_hint("train")[None]
     np.testing.assert_allclose(predict_hint(model, seen.lineart), expected, atol=1e-5)
+
+
+def test_train_replaces_only_a_model_folder_it_wrote(store_params: Path, tmp_path: Path):
+    paths = run_folder(tmp_path, "hint")
+    out = paths["out_dir"]
+    out.mkdir(parents=True)
+    (out / "precious.txt").write_text("mine")
+    with pytest.raises(NotOurFolder) as err:  # at once: before a step is trained or logged
+        train_model(tiny_params(store_params), "hint", steps=10, **paths)
+    assert str(err.value).startswith(f"{out}: not a model folder") and "\n" not in str(err.value)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"] and (
+        out / "precious.txt"
+    ).read_text() == "mine"
+    assert not paths["checkpoint_dir"].exists() and not paths["plots_path"].exists()
+    (out / "precious.txt").unlink()
+    train_model(tiny_params(store_params), "hint", steps=10, **paths)  # an empty folder: taken
+    assert (out / OUTPUT_MARKER).read_text() == "model\n"
+    (out / OUTPUT_MARKER).unlink()  # as the version before the marker left it: model.pt + config.json
+    train_model(tiny_params(store_params), "hint", steps=10, **paths)
+    assert sorted(p.name for p in out.iterdir()) == [
+        OUTPUT_MARKER,
+        "config.json",
+        "model.pt",
+        "run.json",
+        "samples.png",
+    ]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["checkpoints", "losses.csv", "model"]
 
 
 def test_mlflow_run_has_params_metrics_images_and_model(store_params: Path, tmp_path: Path, monkeypatch):

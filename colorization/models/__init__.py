@@ -7,6 +7,7 @@ A trained model folder (`models/<kind>/`) holds:
                "lineart": the line-art recipe of its training data (config.LineartRecipe:
                extractor and its settings); models saved before it was recorded have none}
   run.json     the MLflow run that trained it (run_id null when tracking was off)
+  .colorization-output  "model": the project wrote this folder, so may replace it (atomic.OutputKind)
 
 Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512]) -> RGB
 [N,3,S,S] in [-1,1]`; the hint net is `forward(lineart) -> logits [N,512]`, whose softmax is
@@ -25,6 +26,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from colorization.atomic import OutputKind
 from colorization.config import LineartRecipe
 from colorization.histogram import HINT_FORMAT, HIST_BINS
 from colorization.models.specs import SPECS
@@ -33,6 +35,8 @@ KINDS = tuple(SPECS)  # cnn, cgan, hint
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
+# A folder the project may replace; one written before the marker is known by its weights + config.
+MODEL_OUTPUT = OutputKind("model", (WEIGHTS_FILE, CONFIG_FILE))
 
 
 def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:

@@ -1,13 +1,19 @@
 """Resume journal of a downloading source: which posts are decided, and the files that prove it.
 
 A JSON-lines file in the output folder, appended and fsynced after each decision.
-An image is published (atomic rename) before its journal line is written, so after a
-SIGKILL the journal never names a missing file; the reverse -- a complete file with
-no line, killed between rename and append -- is an *orphan*: kept so that the resumed
+An image's name is journalled ("writing") before it is written, and the image is
+published (atomic rename) before its "accepted" line, so after a SIGKILL the journal
+never accepts a missing file; the reverse -- a complete file with only its "writing"
+line, killed between rename and append -- is an *orphan*: kept so that the resumed
 run can take it from disk instead of downloading it again, and deleted if the run
 ends without claiming it. A torn last line (killed mid-append) is dropped.
 
+Only names the journal recorded are ever deleted: any other file in the images folder
+(a user's own `safebooru-notes.txt`, even a `safebooru-7.jpg` copied in by hand) is left
+alone, and not listed in the manifest.
+
 Lines:
+    {"writing": "images/safebooru-ID.EXT"}       about to be written (an orphan until accepted)
     {"accepted": <manifest row>, "bytes": N}     image on disk, N bytes
     {"rejected": <rejected row>, "post_id": ID, "settings": {...}}
                                                  decided against; not fetched again while the
@@ -32,7 +38,8 @@ from colorization.manifest import IMAGES_DIR
 class JournalState:
     accepted: dict[int, dict] = field(default_factory=dict)  # post id -> manifest row (file present)
     rejected: dict[int, dict] = field(default_factory=dict)  # post id -> rejected row
-    orphans: dict[int, Path] = field(default_factory=dict)  # post id -> complete file with no journal line
+    orphans: dict[int, Path] = field(default_factory=dict)  # post id -> complete file only "writing" names
+    writing: set[str] = field(default_factory=set)  # paths journalled as being written, not yet accepted
     crawl_done: int | None = None  # newest id a finished run had seen
 
 
@@ -79,11 +86,14 @@ class Journal:
                 continue  # a line torn by a kill mid-append
             if not isinstance(record, dict):
                 continue
-            if isinstance(record.get("accepted"), dict) and isinstance(record.get("bytes"), int):
+            if isinstance(record.get("writing"), str):
+                state.writing.add(record["writing"])
+            elif isinstance(record.get("accepted"), dict) and isinstance(record.get("bytes"), int):
                 row = dict(record["accepted"], _bytes=record["bytes"])
                 if isinstance(row.get("post_id"), int) and isinstance(row.get("path"), str):
                     state.accepted[row["post_id"]] = row
                     state.rejected.pop(row["post_id"], None)
+                    state.writing.discard(row["path"])
             elif isinstance(record.get("rejected"), dict) and isinstance(record.get("post_id"), int):
                 if record.get("settings") == settings:
                     state.rejected[record["post_id"]] = record["rejected"]
@@ -99,15 +109,17 @@ class Journal:
             elif not file.is_file() or file.stat().st_size != row["_bytes"]:
                 file.unlink(missing_ok=True)
                 del state.accepted[post_id]
-        held = {self.out_dir / row["path"] for row in state.accepted.values()}
-        for file in self.images_dir.glob(f"{self.source}-*"):
-            if file in held or not file.is_file():
-                continue
+        held = {row["path"] for row in state.accepted.values()}
+        for rel in sorted(state.writing - held):  # journalled, written, never accepted: ours
+            file = self.out_dir / rel
             match = self._name.match(file.name)
-            if match and int(match.group(1)) not in state.orphans:
+            if not match or rel != self.relative_path(int(match.group(1)), match.group(2)):
+                continue  # not a name we would have written: not ours to touch
+            if file.is_file() and not file.is_symlink() and int(match.group(1)) not in state.orphans:
                 state.orphans[int(match.group(1))] = file
-            else:
-                file.unlink()
+            elif file.is_file() and not file.is_symlink():
+                file.unlink()  # a second file of one post (another format): ours, and unneeded
+        state.writing = {str(file.relative_to(self.out_dir).as_posix()) for file in state.orphans.values()}
 
     def _rewrite(self, state: JournalState) -> None:
         lines = [
@@ -118,6 +130,7 @@ class Journal:
             {"rejected": row, "post_id": post_id, "settings": self.settings}
             for post_id, row in state.rejected.items()
         ]
+        lines += [{"writing": rel} for rel in sorted(state.writing)]  # orphans stay known across a kill
         if state.crawl_done is not None:
             lines.append({"crawl_done": state.crawl_done})
         atomic_write_bytes(self.path, b"".join(_encode(line) for line in lines))
@@ -131,6 +144,9 @@ class Journal:
             self._fh.write(_encode(record))
             self._fh.flush()
             os.fsync(self._fh.fileno())
+
+    def record_writing(self, rel: str) -> None:
+        self._append({"writing": rel})
 
     def record_accepted(self, row: dict, nbytes: int) -> None:
         self._append({"accepted": row, "bytes": nbytes})

@@ -67,15 +67,24 @@ class Fetched:
     body: bytes
 
 
+def normal_host(host: str) -> str:
+    """'Example.ORG.' -> 'example.org': DNS ignores case and the root's trailing dot."""
+    return host.lower().rstrip(".")
+
+
 class HostAllowList:
-    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org')."""
+    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org').
+
+    Patterns, the base host and every URL's host go through `normal_host` alike, so
+    'https://example.org./' allows its own host whichever side has the dot.
+    """
 
     def __init__(self, base_url: str, patterns: list[str]) -> None:
-        base_host = urlsplit(base_url).hostname
-        self.patterns = [p.lower().rstrip(".") for p in patterns] + ([base_host] if base_host else [])
+        base_host = self.host_of(base_url)
+        self.patterns = [normal_host(p) for p in patterns] + ([base_host] if base_host else [])
 
     def host_of(self, url: str) -> str:
-        return (urlsplit(url).hostname or "").rstrip(".")
+        return normal_host(urlsplit(url).hostname or "")
 
     def allows(self, url: str) -> bool:
         parts = urlsplit(url)

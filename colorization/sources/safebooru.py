@@ -198,6 +198,7 @@ class _Run:
             "score": post.score,
         }
         try:
+            self.journal.record_writing(rel)  # first: a kill after the write leaves a file the journal names
             atomic_write_bytes(self.out_dir / rel, data)
             self.journal.record_accepted(row, len(data))
         except BaseException:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from colorization.models import CONFIG_FILE, WEIGHTS_FILE, load_trained, read_config
+from colorization.models import CONFIG_FILE, MODEL_OUTPUT, WEIGHTS_FILE, load_trained, read_config
 from colorization.provenance import file_md5
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,16 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
         return False
     staging = None
     try:
+        from colorization.atomic import check_replaceable, publish_dir
+
+        check_replaceable(entry, MODEL_OUTPUT)  # a folder of someone else's there: leave it, cache nothing
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copy2(folder / name, staging / name)
-        from colorization.atomic import publish_dir
-
-        publish_dir(staging, entry)
+        publish_dir(staging, entry, MODEL_OUTPUT)
         return True
-    except OSError as err:  # a cache that cannot be written: the model still loads
+    except (OSError, ValueError) as err:  # unwritable, or a folder we did not write: the model still loads
         log.info("not caching %s: %s", entry, err)
         return False
     finally:
