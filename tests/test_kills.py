@@ -222,11 +222,21 @@ def test_killing_colorization_pipeline_ends_dvc_and_its_stage(tmp_path, sig):
     kill_and_expect_no_survivor(proc, sig, training(project), "colorization pipeline training cnn", spare)
 
 
+def first_line(proc: subprocess.Popen, timeout_s: float = 120) -> bytes:
+    """The child's first line of output, or b"" if none comes in time (a crashed child must fail
+    the test, not hang it)."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    return proc.stdout.readline() if ready else b""
+
+
 # A stand-in for DVC: it runs a stage command through a shell that stays in between (it has
 # more to do after the command), with DVC_STAGE set as DVC sets it; the stage arms its watch.
 _DVC_WITH_A_SHELL_BETWEEN = """
 import os, subprocess, sys, time
-stage = "from colorization.cli import main; main(verbose=False); print('armed', flush=True); time.sleep(3600)"
+stage = "import colorization.processes as p; p.die_with_stage_runners(); print('armed', flush=True); "
+stage += "time.sleep(3600)"
 env = {**os.environ, "DVC_STAGE": "train@cnn", "STAGE": stage}
 subprocess.Popen(["/bin/sh", "-c", '"$0" -c "import time; $STAGE"; exit 0', sys.executable], env=env)
 time.sleep(3600)
@@ -238,7 +248,7 @@ def test_a_stage_dies_with_dvc_even_through_a_shell_that_lives_on(tmp_path):
     proc = start_in_own_session(
         [sys.executable, "-c", _DVC_WITH_A_SHELL_BETWEEN], tmp_path, stdout=subprocess.PIPE
     )
-    assert proc.stdout.readline() == b"armed\n", "the stage never started"
+    assert first_line(proc) == b"armed\n", "the stage never started"
     shell_and_stage = lambda tree: len(tree) >= 2 and any(cmdline(p).startswith("/bin/sh") for p in tree)  # noqa: E731
     kill_and_expect_no_survivor(proc, signal.SIGKILL, shell_and_stage, "a stage under a shell")
 
@@ -261,7 +271,7 @@ def test_dask_workers_die_with_the_process_that_started_the_cluster(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert proc.stdout.readline().startswith(b"tcp://"), "no LocalCluster started"
+    assert first_line(proc).startswith(b"tcp://"), "no LocalCluster started"
     workers = lambda tree: len([pid for pid in tree if "dask worker" in cmdline(pid)]) >= 2  # noqa: E731
     tree = kill_and_expect_no_survivor(proc, signal.SIGKILL, workers, "LocalCluster's two workers")
     assert len(tree) >= 2
