@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from colorization.config import AugmentParams, XDoGParams
 from colorization.histogram import torch_histograms
+from colorization.local_hints import point_counts, reveal
 from colorization.models.steps import Batch
 from colorization.models.tensors import lineart_to_input, output_to_levels, rgb_to_target
 from colorization.store import Split
@@ -56,19 +57,26 @@ def sample_batch(
     recolour: bool = False,
     mean_hint: torch.Tensor | None = None,
     xdog: XDoGParams | None = None,
+    local_hints: bool = False,
 ) -> Batch:
-    """A random batch, augmented; `recolour` (generators) adds recolouring and hint blending."""
+    """A random batch, augmented; `recolour` (generators) adds recolouring and hint blending;
+    `local_hints`, local hints revealed from the final (cropped, recoloured) target."""
     idx = torch.randint(len(data), (batch_size,), generator=gen, device=gen.device)
     color, lineart = augment(data.color[idx], data.lineart[idx], gen, cfg, xdog)
     hint, certainty = data.hint[idx].float(), None
     if recolour:
         mean_hint = data.mean_hint() if mean_hint is None else mean_hint
         color, hint, certainty = recolour_batch(color, hint, gen, cfg, mean_hint)
+    local = None
+    if local_hints:
+        counts = point_counts(batch_size, gen, cfg.local_points_max, cfg.local_none_p)
+        local = reveal(color, counts, gen, cfg.local_points_max)
     return Batch(
         lineart=lineart.contiguous(memory_format=memory_format),
         color=color.contiguous(memory_format=memory_format),
         hint=hint,
         certainty=certainty,
+        local=None if local is None else local.contiguous(memory_format=memory_format),
     )
 
 

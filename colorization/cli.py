@@ -277,6 +277,12 @@ def colorize(
     layers: bool = typer.Option(
         False, "--layers", help="also write NAME.colour.png (colour only) and NAME.lines.png (lines, alpha)"
     ),
+    hints: Path | None = typer.Option(
+        None,
+        "--hints",
+        help="local colour hints for the one input: an RGBA layer its size (opaque = colour) or a JSON "
+        'list of points [{"x", "y", "color": "#rrggbb", "radius"}]',
+    ),
 ) -> None:
     """Colour line art (or colour images, via their line art) of any size; writes images of the same size.
 
@@ -293,7 +299,7 @@ def colorize(
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
         result = run_colorize(
-            inputs, out, section, model, reference, palette, hint_model, device, batch_size, layers, lineart
+            inputs, out, section, model, reference, palette, hint_model, device, batch_size, layers, lineart, hints
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)

@@ -34,7 +34,10 @@ from colorization.images import (
     encode_png,
     read_rgb,
 )
+from colorization.hint_layer import HintLayerError, hint_layer
+from colorization.images import read_image_bytes
 from colorization.lineart import EXTRACTORS, extract_lineart
+from colorization.local_hints import fill_regions, layer_to_square
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.stamp import bears_stamp, stamp_image
 from colorization.textsafe import escaped
@@ -290,10 +293,15 @@ def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
     return cv2.inpaint(np.ascontiguousarray(colored), mask, 3, cv2.INPAINT_TELEA)
 
 
-def to_layers(rgb: np.ndarray, colored: np.ndarray, fitted: Fitted, recipe: LineartRecipe) -> Layers:
-    """The full-size layers of an input from the model's output for it."""
+def to_layers(
+    rgb: np.ndarray, colored: np.ndarray, fitted: Fitted, recipe: LineartRecipe, hints: np.ndarray | None = None
+) -> Layers:
+    """The full-size layers of an input from the model's output for it. With a hint layer (RGBA at
+    the input's size), each region the input's lines close takes the colour of its hints."""
     colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
     lines = line_layer(rgb, recipe)
+    if hints is not None:
+        colour = fill_regions(colour, lines[..., 3] >= 128, hints)
     return Layers(colour, lines, over(lines, colour))
 
 
@@ -428,19 +436,35 @@ def colorize_images(
     hints: HintSource,
     device: str,
     batch_size: int = 16,
+    hint_layers: list[np.ndarray | None] | None = None,
 ) -> tuple[list[Layers], np.ndarray]:
     """The one inference path (CLI and studio): RGB inputs of any size -> their layers, and the hints used.
 
     Colour inputs become line art by the generator's recipe (the hint model sees the same lines).
+    `hint_layers`: per input, None or its local hints as an RGBA layer of its size (hint_layer.py).
     """
     from colorization.inference import colorize
 
     recipe = generator.recipe
-    fitted = [fit_input(rgb, generator.image_size, recipe) for rgb in images]
+    size = generator.image_size
+    fitted = [fit_input(rgb, size, recipe) for rgb in images]
     lineart = np.stack([f.lineart for f in fitted])
     hint = hints_for(hints, lineart, device)
-    colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size)
-    layers = [to_layers(rgb, c, f, recipe) for rgb, c, f in zip(images, colored, fitted, strict=True)]
+    layers_in = hint_layers or [None] * len(images)
+    local = None
+    if any(layer is not None for layer in layers_in):
+        local = np.stack([
+            np.zeros((4, size, size), np.float32) if layer is None else layer_to_square(layer, f.box, size)
+            for layer, f in zip(layers_in, fitted, strict=True)
+        ])
+    try:
+        colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size, local=local)
+    except ValueError as err:  # local hints for a model trained without them
+        raise ColorizeError(f"{generator.source}: {err}") from None
+    layers = [
+        to_layers(rgb, c, f, recipe, layer)
+        for rgb, c, f, layer in zip(images, colored, fitted, layers_in, strict=True)
+    ]
     return layers, hint
 
 
@@ -452,8 +476,10 @@ def colorize_files(
     device: str,
     batch_size: int = 16,
     layers: bool = False,
+    hint_layer: np.ndarray | None = None,
 ) -> ColorizeResult:
     """Colour every (input, output) pair; an input that cannot be read is reported, the rest coloured.
+    `hint_layer`: local hints (RGBA, the size of the one input) for a single pair.
 
     Inputs are read, coloured and written `batch_size` at a time, so only that many
     full-size pictures are in memory at once. With `layers`, the colour and line layers are
@@ -473,12 +499,13 @@ def colorize_files(
         if not kept:
             continue
         try:
-            results = colorize_images(images, generator, hints, device, batch_size)[0]
+            given = None if hint_layer is None else [hint_layer]
+            results = colorize_images(images, generator, hints, device, batch_size, given)[0]
         except cv2.error:  # one picture OpenCV cannot process: find it, colour the others
             results = []
             for src, image in zip(sources, images, strict=True):
                 try:
-                    results += colorize_images([image], generator, hints, device)[0]
+                    results += colorize_images([image], generator, hints, device, hint_layers=given)[0]
                 except cv2.error as err:
                     failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
                     results.append(None)
@@ -526,6 +553,7 @@ def run_colorize(
     batch_size: int = 16,
     layers: bool = False,
     extractor: str | None = None,
+    hints_file: Path | None = None,
 ) -> ColorizeResult:
     """Everything the CLI does after parsing: validate, load, colour, write.
 
@@ -539,10 +567,42 @@ def run_colorize(
     pairs = collect_inputs(inputs, out, layers)
     torch_device = str(pick_device(device))
     fixed = given_hint(reference, palette, lineart_params)  # a bad palette fails before any model loads
+    local = read_hints(hints_file, pairs, lineart_params)  # a bad hint layer fails before any model loads
     fallback = lineart_params.recipe() if lineart_params is not None else None
     generator = with_extractor(load_model(model, torch_device, GENERATOR_KINDS, fallback), extractor)
+    if local is not None:
+        check_takes_local_hints(generator)
     if fixed is not None:
         hints = HintSource(fixed=fixed)
     else:
         hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, ("hint",)))
-    return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size, layers)
+    return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size, layers, local)
+
+
+def read_hints(
+    path: Path | None, pairs: list[tuple[Path, Path]], limits: LineartParams | None
+) -> np.ndarray | None:
+    """--hints: the RGBA hint layer for the one input picture, checked against its size."""
+    if path is None:
+        return None
+    if len(pairs) != 1:
+        raise ColorizeError(f"--hints gives one picture's hints, but there are {len(pairs)} inputs: colour it alone")
+    height, width = read_image(pairs[0][0], limits).shape[:2]
+    max_pixels, max_file_bytes = input_limits(limits)
+    try:
+        data = read_image_bytes(path, max_file_bytes)
+        return hint_layer(data, path.name, height, width, max_pixels)
+    except FileNotFoundError:
+        raise ColorizeError(f"--hints {escaped(path)}: no such file") from None
+    except (HintLayerError, ImageRejected, OSError) as err:
+        raise ColorizeError(f"--hints {escaped(path)}: {err}") from None
+
+
+def check_takes_local_hints(generator: LoadedModel) -> None:
+    from colorization.inference import takes_local_hints
+
+    if not takes_local_hints(generator.module):
+        raise ColorizeError(
+            f"{generator.source} was trained without local hints: leave out --hints, or use a model "
+            f"trained with train.{generator.kind}.local_hints: true"
+        )

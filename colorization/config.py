@@ -171,6 +171,9 @@ class AugmentParams(Strict):
     xdog_p: Annotated[
         float, Field(ge=0.0, le=1.0)
     ]  # chance of XDoG lines (lineart.xdog) instead of the store's
+    # Generators with local_hints: revealed patches of the target (colorization.local_hints.reveal)
+    local_points_max: Annotated[int, Field(ge=0)]  # at most this many per picture, log-uniform from 1
+    local_none_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of none at all (the global hint alone)
 
 
 class CnnTrainParams(Strict):
@@ -181,6 +184,7 @@ class CnnTrainParams(Strict):
     depth: PositiveInt  # stride-2 stages
     hint_dim: PositiveInt
     hint_planes: bool  # the hint's mean colour as 3 extra input planes
+    local_hints: bool  # takes local colour hints (dots, strokes, a hint layer) as input planes
 
 
 class CganTrainParams(Strict):
@@ -192,6 +196,7 @@ class CganTrainParams(Strict):
     depth: PositiveInt  # U-Net stride-2 stages; image_size must be divisible by 2**depth
     hint_dim: PositiveInt
     hint_planes: bool  # the hint's mean colour as 3 extra input planes
+    local_hints: bool  # takes local colour hints (dots, strokes, a hint layer) as input planes
     disc_channels: PositiveInt
     disc_layers: PositiveInt
     l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)

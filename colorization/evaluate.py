@@ -15,6 +15,10 @@ colours, 1 = disjoint) and Hasler-Suesstrunk colourfulness:
 Flat fills are plain colour, no lines (the stronger baseline). A model earns its place by beating the
 flat fill that sees the same information: cgan against flat_fill_hint_mean, cgan_auto_hint
 against flat_fill_train_mean.
+With generators that take local hints: `local_points` (per generator, "<true|auto>/<n>/<metric>":
+PSNR, SSIM and colourfulness with n = 0, 1, 2, 5, 10, 20 simulated true-colour points beside the
+true or the automatic global hint) and `local_obedience` (per generator: distance between given
+random point colours and the output there, and the share within 30 levels); colorization/local_eval.py.
 Other sections: `original` (the real images' colour measures), `hint` (the hint model's guess,
 before shrinking: chi-squared and KL to the true hint, the same for the average hint, and their ratio) and
 `obedience` (per generator: mean R - B of its output with a pure-red one-hot hint minus the
@@ -39,6 +43,7 @@ from colorization.atomic import atomic_write_text
 from colorization.config import EvaluateParams, Params, StageInputs
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
+from colorization.local_eval import OBEDIENCE_POINTS, local_obedience, point_curve, simulated_points
 from colorization.store import ProcessedStore, Split
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,39 @@ def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> n
     red = colorize(generator, lineart, one_hot_hint(RED, n), device=device, batch_size=batch_size)
     blue = colorize(generator, lineart, one_hot_hint(BLUE, n), device=device, batch_size=batch_size)
     return red_minus_blue(red) - red_minus_blue(blue)
+
+
+def local_kinds(models: dict) -> list[str]:
+    """The evaluated generators that take local hints."""
+    from colorization.inference import takes_local_hints
+
+    return [kind for kind in GENERATOR_METHODS if takes_local_hints(models[kind])]
+
+
+def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, device, batch_size) -> None:
+    """The local-hint curve and obedience of one chunk (`seed`: its first image's index)."""
+    for kind in local_kinds(models):
+        given = {"true": hints, "auto": auto_hints}
+        scores.add(f"local_points/{kind}", point_curve(models[kind], lineart, color, given, seed, device, batch_size))
+        scores.add(f"local_obedience/{kind}", local_obedience(models[kind], lineart, hints, seed, device, batch_size))
+
+
+def nest_local_sections(result: dict) -> dict:
+    """{"local_points/cgan": {...}} -> {"local_points": {"cgan": {...}}}."""
+    for name in [key for key in result if "/" in key]:
+        section, kind = name.split("/")
+        result.setdefault(section, {})[kind] = result.pop(name)
+    return result
+
+
+def local_example(generator, lineart, color, hint, seed: int) -> dict:
+    """The figure's local-hint panel: 10 simulated points and the c-GAN's colouring with them."""
+    from colorization.inference import colorize, takes_local_hints
+
+    if not takes_local_hints(generator):
+        return {}
+    points = simulated_points(color, OBEDIENCE_POINTS, seed)
+    return {"points": points[0], "cgan_points": colorize(generator, lineart, hint, local=points)[0]}
 
 
 @dataclass(frozen=True)
@@ -214,6 +252,7 @@ def evaluate_models(
             "obedience",
             {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_METHODS},
         )
+        add_local_scores(scores, models, split.color[sl], lineart, hints, auto_hints, start, device, batch_size)
         if fid_model is not None:
             for method, images in [("original", color)] + [(k, outputs[k]) for k in METHODS]:
                 features.setdefault(method, []).append(
@@ -230,9 +269,10 @@ def evaluate_models(
                     cgan=outputs["cgan"][i],
                     cgan_auto=outputs["cgan_auto_hint"][i],
                     auto_hint=auto_hints[i],
+                    **local_example(models["cgan"], lineart[i : i + 1], color[i : i + 1], hints[i : i + 1], start + i),
                 )
             )
-    result = scores.means()
+    result = nest_local_sections(scores.means())
     hint = result["hint"]
     hint["chi2_vs_avg"] = round(hint["chi2"] / max(hint["avg_chi2"], 1e-12), DECIMALS)
     if features:

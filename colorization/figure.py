@@ -1,7 +1,8 @@
 """The paper's comparison figure, and colour hints drawn as palettes.
 
-For each of K test images: row 1 shows the original, its line art and its colour hint;
-row 2 the CNN, the c-GAN with the true hint, and the c-GAN with the automatic hint.
+For each of K test images: row 1 shows the original, its line art, its colour hint and the
+10 simulated local hints (dots on the line art); row 2 the CNN, the c-GAN with the true hint,
+the c-GAN with the automatic hint, and the c-GAN with the true hint and those 10 dots.
 """
 
 from __future__ import annotations
@@ -45,9 +46,21 @@ class Example:
     cgan: np.ndarray  # [S, S, 3]
     cgan_auto: np.ndarray  # [S, S, 3]
     auto_hint: np.ndarray | None = None  # float [512], the hint the c-GAN got in the last panel
+    points: np.ndarray | None = None  # float [4, S, S]: local hints (colorization.local_hints)
+    cgan_points: np.ndarray | None = None  # [S, S, 3]: the c-GAN with the true hint and `points`
 
 
-TITLES = (("original", "line art", "colour hint"), ("CNN", "c-GAN (true hint)", "c-GAN (automatic hint)"))
+TITLES = (
+    ("original", "line art", "colour hint", "local hints"),
+    ("CNN", "c-GAN (true hint)", "c-GAN (automatic hint)", "c-GAN (true hint + dots)"),
+)
+
+
+def draw_dots(ax, points: np.ndarray) -> None:
+    """The local hints' pixels as dots in their colour, ringed in black so any colour shows."""
+    ys, xs = np.nonzero(points[3] > 0)
+    colours = (points[:3, ys, xs].T + 1) / 2
+    ax.scatter(xs, ys, c=np.clip(colours, 0, 1), s=14, edgecolors="black", linewidths=0.6)
 
 
 def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100) -> Path:
@@ -61,7 +74,8 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
         raise ValueError("no examples to draw")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2 * len(examples), 3, figsize=(7.5, 5.2 * len(examples)), squeeze=False)
+    columns = 4 if any(ex.cgan_points is not None for ex in examples) else 3
+    fig, axes = plt.subplots(2 * len(examples), columns, figsize=(2.5 * columns, 5.2 * len(examples)), squeeze=False)
     for k, ex in enumerate(examples):
         size = ex.original.shape[0]
         hint_panel = palette_bar(ex.hint, size, size)
@@ -71,14 +85,18 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
             strip = palette_bar(ex.auto_hint, max(4, size // 8), size)
             cgan_auto = np.concatenate([cgan_auto, np.full((2, size, 3), 255, np.uint8), strip])
         panels = ((ex.original, ex.lineart, hint_panel), (ex.cnn, ex.cgan, cgan_auto))
-        for r, (row, titles) in enumerate(zip(panels, TITLES, strict=True)):
-            for c, (image, title) in enumerate(zip(row, titles, strict=True)):
+        if columns == 4:
+            panels = ((*panels[0], ex.lineart), (*panels[1], ex.cgan_points))
+        for r, (row, titles) in enumerate(zip(panels, TITLES, strict=False)):
+            for c, (image, title) in enumerate(zip(row, titles, strict=False)):
                 ax = axes[2 * k + r, c]
                 ax.imshow(
                     image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest"
                 )
                 ax.set_title(f"{ex.image_id}: {title}" if (r, c) == (0, 0) else title, fontsize=9)
                 ax.axis("off")
+                if c == 3 and ex.points is not None:
+                    draw_dots(ax, ex.points)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")

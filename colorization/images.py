@@ -175,11 +175,30 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     raise ImageRejected(f"unsupported channel count {channels}")
 
 
-def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to RGB uint8 [H, W, 3], or raise ImageRejected with the reason.
+def decode_rgba(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a PNG or WebP with transparency to straight-alpha RGBA uint8 [H, W, 4] (a hint
+    layer), or raise ImageRejected: also when the image has no alpha channel."""
+    image = _decode_unchanged(data, max_pixels)
+    if image.ndim != 3 or image.shape[2] != 4:
+        raise ImageRejected("no transparency (alpha channel): a hint layer is RGBA, transparent where no hint is")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
 
-    The header's size is checked against `max_pixels` before the decoder allocates anything.
-    """
+
+def _decode_unchanged(data: bytes, max_pixels: int) -> np.ndarray:
+    _check_header(data, max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageRejected(f"corrupt image: {_cv2_reason(err)}") from None
+    if image is None:
+        raise ImageRejected("corrupt image: decoder failed")
+    return image
+
+
+def _check_header(data: bytes, max_pixels: int) -> str:
+    """The format of `data`, after refusing what is empty, unknown, too large or truncated."""
     if not data:
         raise ImageRejected("empty file")
     fmt = sniff_format(data)
@@ -194,6 +213,15 @@ def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIX
     check_pixels(*declared, max_pixels)
     if _looks_truncated(data, fmt):
         raise ImageRejected(f"truncated {fmt}")
+    return fmt
+
+
+def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to RGB uint8 [H, W, 3], or raise ImageRejected with the reason.
+
+    The header's size is checked against `max_pixels` before the decoder allocates anything.
+    """
+    fmt = _check_header(data, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         if fmt == "jpeg" and _IMREAD_RGB is not None:

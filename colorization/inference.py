@@ -1,6 +1,7 @@
 """Inference contract: numpy in, numpy out; normalisation handled here.
 
-    colorize(generator, lineart uint8[N,S,S], hint float32[N,512]) -> uint8[N,S,S,3]
+    colorize(generator, lineart uint8[N,S,S], hint float32[N,512], local=None) -> uint8[N,S,S,3]
+             (local: float32[N,4,S,S] local hints, colorization/local_hints.py)
     predict_hint(hint_model, lineart uint8[N,S,S]) -> float32[N,512], rows sum to 1
                  (the automatic hint; raw=True: the network's guess before shrinking)
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from colorization.device import autocast, memory_format
 from colorization.histogram import HIST_BINS
+from colorization.local_hints import LOCAL_PLANES
 from colorization.models.tensors import lineart_to_input, output_to_rgb
 
 
@@ -39,15 +41,19 @@ def colorize(
     hint: np.ndarray,
     device: str | torch.device | None = None,
     batch_size: int = 64,
+    local: np.ndarray | None = None,
 ) -> np.ndarray:
     """Colour line art (0 = line) with a colour hint per image; returns RGB uint8 [N, S, S, 3].
 
-    `device` defaults to where the generator's weights are; if given, the generator is moved there.
+    `local`: local hints per image (None or all-zero: none); a generator that takes none
+    refuses any. `device` defaults to where the generator's weights are; if given, the
+    generator is moved there.
     """
     _check_lineart(lineart)
     hint = np.asarray(hint, dtype=np.float32)
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
+    local = check_local(generator, lineart, local)
     device = _device_of(generator, device)
     fmt = memory_format(device)
     generator = generator.to(device, memory_format=fmt).eval()
@@ -56,10 +62,30 @@ def colorize(
         stop = start + batch_size
         x = lineart_to_input(torch.from_numpy(np.ascontiguousarray(lineart[start:stop])).to(device))
         h = torch.tensor(hint[start:stop], device=device)  # a copy: hints may be read-only views
+        args = () if local is None else (torch.tensor(local[start:stop], device=device),)
         with autocast(device):
-            y = generator(x.contiguous(memory_format=fmt), h)
+            y = generator(x.contiguous(memory_format=fmt), h, *args)
         out[start:stop] = output_to_rgb(y).cpu().numpy()
     return out
+
+
+def takes_local_hints(generator: nn.Module) -> bool:
+    return bool(getattr(generator, "local_hints", False))
+
+
+def check_local(generator: nn.Module, lineart: np.ndarray, local: np.ndarray | None) -> np.ndarray | None:
+    """The local hints to pass on (None: none given, or all empty), or ValueError (one line)."""
+    if local is None:
+        return None
+    local = np.asarray(local, dtype=np.float32)
+    n, s = lineart.shape[:2]
+    if local.shape != (n, LOCAL_PLANES, s, s):
+        raise ValueError(f"local hints must be float32 [{n}, {LOCAL_PLANES}, {s}, {s}], got {local.shape}")
+    if not local[:, 3].any():
+        return None
+    if not takes_local_hints(generator):
+        raise ValueError("this model was trained without local hints (dots, strokes, a hint layer): retrain it or leave them out")
+    return local
 
 
 @torch.inference_mode()

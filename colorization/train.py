@@ -477,6 +477,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
     step_fn, fmt, ema_decay = SPECS[kind].step, memory_format(device), SPECS[kind].ema_decay(section)
     # The hint model learns real colours only: no recolouring for it.
     recolour, mean_hint = SPECS[kind].generator, data.images.mean_hint()
+    local_hints = SPECS[kind].local_hints(section)
     log.info(
         "training %s on %s (rank %d of %d): %d images at %dpx, steps %d..%d",
         kind,
@@ -500,6 +501,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
             recolour,
             mean_hint,
             params.lineart.xdog,
+            local_hints,
         )
         losses = step_fn(run.nets, batch, section, device)
         for name, mean in run.nets.averaged.items():

@@ -9,8 +9,9 @@ A trained model folder (`models/<kind>/`) holds:
   run.json     the MLflow run that trained it (run_id null when tracking was off)
   .colorization-output  "model": the project wrote this folder, so may replace it (atomic.OutputKind)
 
-Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512]) -> RGB
-[N,3,S,S] in [-1,1]`; the hint net is `forward(lineart) -> logits [N,512]`, whose softmax is
+Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512], local=None) -> RGB
+[N,3,S,S] in [-1,1]` (`local`: local hints [N,4,S,S], colorization/local_hints.py, read only by
+a model whose arch has `local_hints`; config.json then records "local_format"); the hint net is `forward(lineart) -> logits [N,512]`, whose softmax is
 its guess, and `automatic(guess)` the hint colouring uses (with `arch.trust` < 1, model.pt
 also holds the `prior` the guess is shrunk towards: the train split's average hint).
 """
@@ -29,6 +30,7 @@ from torch import nn
 from colorization.atomic import OutputKind
 from colorization.config import LineartRecipe
 from colorization.histogram import HINT_FORMAT, HIST_BINS
+from colorization.local_hints import LOCAL_FORMAT
 from colorization.models.specs import SPECS
 
 KINDS = tuple(SPECS)  # cnn, cgan, hint
@@ -56,6 +58,8 @@ def model_config(
         "hint_bins": HIST_BINS,
         "hint_format": HINT_FORMAT,
     }
+    if arch.get("local_hints"):
+        config["local_format"] = LOCAL_FORMAT
     if lineart is not None:
         config["lineart"] = lineart.model_dump(include=set(LineartRecipe.model_fields))
     return config
@@ -93,6 +97,9 @@ def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
             f"{where}: the model's hint format is {found or str(config.get('hint_bins')) + ' bins'}, "
             f"this version uses {HINT_FORMAT}"
         )
+    local = config.get("local_format")
+    if config.get("arch", {}).get("local_hints") and local not in (None, LOCAL_FORMAT):
+        raise ModelFormatError(f"{where}: the model's local-hint format is {local}, this version uses {LOCAL_FORMAT}")
 
 
 def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:

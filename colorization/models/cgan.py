@@ -1,7 +1,7 @@
 """pix2pix-style conditional GAN: a hint-steered U-Net generator and a PatchGAN discriminator.
 
-The generator maps line art [N, 1, S, S] plus a colour hint [N, 512] to RGB [N, 3, S, S]
-in [-1, 1]. Each encoder and decoder stage is FiLM-modulated by the hint, so the same
+The generator maps line art [N, 1, S, S] plus a colour hint [N, 512] (and, with
+`local_hints`, local hints [N, 4, S, S]: colorization/local_hints.py) to RGB [N, 3, S, S] in [-1, 1]. Each encoder and decoder stage is FiLM-modulated by the hint, so the same
 line art coloured with another hint comes out in other colours.
 The discriminator scores overlapping patches of (line art, colour) pairs.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from colorization.models.film import FiLM, HintEncoder, hint_colour_planes, with_hint_colour
+from colorization.models.film import FiLM, HintEncoder, guided_input, input_channels, with_hint_colour
 
 
 def stage_channels(base: int, depth: int) -> list[int]:
@@ -20,15 +20,23 @@ def stage_channels(base: int, depth: int) -> list[int]:
 
 
 class UNetGenerator(nn.Module):
-    def __init__(self, base_channels: int = 64, depth: int = 8, hint_dim: int = 128, hint_planes: bool = False):
+    def __init__(
+        self,
+        base_channels: int = 64,
+        depth: int = 8,
+        hint_dim: int = 128,
+        hint_planes: bool = False,
+        local_hints: bool = False,
+    ):
         super().__init__()
         chans = stage_channels(base_channels, depth)
         self.hint = HintEncoder(hint_dim)
         self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
+        self.local_hints = local_hints  # local colour hints [N, 4, S, S] as 8 more (local_hints.py)
         self.down = nn.ModuleList()
         self.down_film = nn.ModuleList()
         for i, out in enumerate(chans):
-            inp = (4 if hint_planes else 1) if i == 0 else chans[i - 1]
+            inp = input_channels(hint_planes, local_hints) if i == 0 else chans[i - 1]
             layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2)]
             layers.append(nn.Conv2d(inp, out, 4, 2, 1, bias=i == 0 or i == depth - 1))
             if 0 < i < depth - 1:  # pix2pix: no norm on the outermost and innermost layer
@@ -49,13 +57,10 @@ class UNetGenerator(nn.Module):
             self.up_film.append(FiLM(hint_dim, chans[i - 1]))
         self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * chans[0], 3, 4, 2, 1), nn.Tanh())
 
-    def forward(self, lineart: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+    def forward(self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None) -> torch.Tensor:
         h = self.hint(hint)
         skips = []
-        x = lineart
-        if self.hint_planes:
-            planes = hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)
-            x = torch.cat([lineart, planes], dim=1)
+        x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)
         for block, film in zip(self.down, self.down_film, strict=True):
             x = film(block(x), h)
             skips.append(x)
@@ -63,8 +68,8 @@ class UNetGenerator(nn.Module):
         for block, film in zip(self.up, self.up_film, strict=True):
             x = film(block(x), h)
             x = torch.cat([x, skips.pop()], dim=1)
-        if self.hint_planes:  # the picture as a deviation from the hint's mean colour
-            return with_hint_colour(self.out[:-1](x), planes)
+        if base is not None:  # the picture as a deviation from the hint's colours
+            return with_hint_colour(self.out[:-1](x), base)
         return self.out(x)
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from colorization.models.film import FiLM, HintEncoder, hint_colour_planes, with_hint_colour
+from colorization.models.film import FiLM, HintEncoder, guided_input, input_channels, with_hint_colour
 
 
 def conv_relu(inp: int, out: int, stride: int = 1) -> nn.Sequential:
@@ -19,12 +19,20 @@ def conv_relu(inp: int, out: int, stride: int = 1) -> nn.Sequential:
 
 
 class ColorCNN(nn.Module):
-    def __init__(self, base_channels: int = 32, depth: int = 3, hint_dim: int = 64, hint_planes: bool = False):
+    def __init__(
+        self,
+        base_channels: int = 32,
+        depth: int = 3,
+        hint_dim: int = 64,
+        hint_planes: bool = False,
+        local_hints: bool = False,
+    ):
         super().__init__()
         chans = [base_channels * 2**i for i in range(depth + 1)]
         self.hint = HintEncoder(hint_dim)
         self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
-        self.stem = conv_relu(4 if hint_planes else 1, chans[0])
+        self.local_hints = local_hints  # local colour hints [N, 4, S, S] as 8 more (local_hints.py)
+        self.stem = conv_relu(input_channels(hint_planes, local_hints), chans[0])
         self.down = nn.ModuleList(
             nn.Sequential(conv_relu(chans[i], chans[i + 1], stride=2), conv_relu(chans[i + 1], chans[i + 1]))
             for i in range(depth)
@@ -36,19 +44,16 @@ class ColorCNN(nn.Module):
         self.films = nn.ModuleList(FiLM(hint_dim, c) for c in chans[1:] + chans[:-1][::-1])
         self.head = nn.Conv2d(chans[0], 3, 3, 1, 1)
 
-    def forward(self, lineart: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+    def forward(self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None) -> torch.Tensor:
         h = self.hint(hint)
-        planes = None
-        if self.hint_planes:
-            planes = hint_colour_planes(hint, lineart.shape[2:]).to(lineart.dtype)
-            lineart = torch.cat([lineart, planes], dim=1)
-        x = self.stem(lineart)
+        x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)
+        x = self.stem(x)
         films = iter(self.films)
         for block in self.down:
             x = next(films)(block(x), h)
         for block in self.up:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = next(films)(block(x), h)
-        if planes is not None:  # the picture as a deviation from the hint's mean colour
-            return with_hint_colour(self.head(x), planes)
+        if base is not None:  # the picture as a deviation from the hint's colours
+            return with_hint_colour(self.head(x), base)
         return torch.tanh(self.head(x))

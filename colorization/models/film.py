@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from colorization.histogram import HIST_BINS, mean_colour
+from colorization.local_hints import LOCAL_PLANES, guide_planes, no_hints
 from colorization.models.tensors import rgb_to_target
 
 
@@ -59,3 +60,34 @@ def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
     """tanh(logits + atanh(planes)): zero logits give exactly the hint's mean colour."""
     return torch.tanh(logits.float() + torch.atanh(planes.float().clamp(-0.99, 0.99))).to(logits.dtype)
+
+
+GUIDE_PLANES = 2 * LOCAL_PLANES  # the local hints and their dense guess (local_hints.guide_planes)
+
+
+def input_channels(hint_planes: bool, local_hints: bool) -> int:
+    """The generators' input planes: line art, the hint's mean colour, the local hints and their guess."""
+    return 1 + 3 * hint_planes + GUIDE_PLANES * local_hints
+
+
+def guided_input(
+    lineart: torch.Tensor,
+    hint: torch.Tensor,
+    local: torch.Tensor | None,
+    hint_planes: bool,
+    local_hints: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A generator's input planes, and the colour its output deviates from (None: plain tanh).
+
+    The base colour is the global hint's mean; with local hints, their dense guess where it is
+    sure: so an output that ignores nothing starts from the colours the person pointed at."""
+    size, dtype = lineart.shape[2:], lineart.dtype
+    parts, base = [lineart], None
+    if hint_planes:
+        base = hint_colour_planes(hint, size).to(dtype)
+        parts.append(base)
+    if local_hints:
+        local = no_hints(len(lineart), size[0], lineart.device) if local is None else local
+        planes, base = guide_planes(local, base)
+        parts.append(planes.to(dtype))
+    return torch.cat(parts, dim=1), base

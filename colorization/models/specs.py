@@ -37,6 +37,7 @@ class ModelSpec:
     what: str  # the first line of its registered model's description
     betas: Callable[[Any], tuple[float, float]] = lambda s: (0.9, 0.999)  # Adam's, from the section
     ema_decay: Callable[[Any], float] = lambda s: 0.0  # publish the weights' moving average (0: none)
+    local_hints: Callable[[Any], bool] = lambda s: False  # trained with simulated local hints
 
 
 def _generator(section) -> dict:
@@ -45,6 +46,7 @@ def _generator(section) -> dict:
         "depth": section.depth,
         "hint_dim": section.hint_dim,
         "hint_planes": section.hint_planes,
+        "local_hints": section.local_hints,
     }
 
 
@@ -63,6 +65,7 @@ SPECS: dict[str, ModelSpec] = {
             ranking=("cnn.psnr", "max"),
             task="line-art colorization",
             what="Colours anime line art: the plain CNN baseline (encoder-decoder, L2 loss).",
+            local_hints=lambda s: s.local_hints,
         ),
         ModelSpec(
             kind="cgan",
@@ -82,6 +85,7 @@ SPECS: dict[str, ModelSpec] = {
             "critic, adversarial + L1 loss), the project's main colourizer.",
             betas=lambda s: (s.beta1, 0.999),  # pix2pix: 0.5
             ema_decay=lambda s: s.ema_decay,
+            local_hints=lambda s: s.local_hints,
         ),
         ModelSpec(
             kind="hint",

@@ -22,6 +22,7 @@ class Batch:
     color: torch.Tensor  # float [B, 3, S, S] in [-1, 1]
     hint: torch.Tensor  # float [B, 512]
     certainty: torch.Tensor | None = None  # float [B]: 1 = the picture's own hint, less when blended
+    local: torch.Tensor | None = None  # float [B, 4, S, S]: local hints (colorization.local_hints)
 
 
 @dataclass
@@ -42,7 +43,7 @@ def cnn_step(
     nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device
 ) -> dict[str, torch.Tensor]:
     with autocast(device):
-        out = nets.forward["model"](batch.lineart, batch.hint)
+        out = nets.forward["model"](batch.lineart, batch.hint, batch.local)
     loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
     nets.optimizers["model"].zero_grad(set_to_none=True)
     loss.backward()
@@ -56,7 +57,7 @@ def cgan_step(
     gen, disc = nets.forward["model"], nets.forward["discriminator"]
     opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
     with autocast(device):
-        fake = gen(batch.lineart, batch.hint)
+        fake = gen(batch.lineart, batch.hint, batch.local)
         # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
         real_logits = disc(batch.lineart, batch.color)
         fake_logits = disc(batch.lineart, fake.detach())

@@ -1,0 +1,85 @@
+"""A person's local colour hints, read: a hint layer (RGBA picture) or a JSON list of points.
+
+Both become one RGBA layer the size of the input (opaque = a colour hint, transparent = none),
+which `colorize` fits into the model's square as it fits the line art
+(`local_hints.layer_to_square`) and uses again at full size (`local_hints.fill_regions`).
+
+    --hints layer.png     an RGBA PNG or WebP exactly the input's size, painted in any program
+    --hints points.json   [{"x": 120, "y": 80, "color": "#d02020", "radius": 6}, ...]
+                          x, y in the input's pixels; radius optional (default DEFAULT_RADIUS)
+
+Anything wrong is a `HintLayerError` with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from colorization.images import ImageRejected, decode_rgba
+from colorization.local_hints import points_layer
+
+DEFAULT_RADIUS = 4  # px at the input's size: a dot a person would click
+MAX_POINTS = 10_000
+_HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
+
+
+class HintLayerError(ValueError):
+    """A refused hint layer; the message is one line."""
+
+
+def parse_colour(text, where: str) -> tuple[int, int, int]:
+    match = _HEX.match(text) if isinstance(text, str) else None
+    if not match:
+        raise HintLayerError(f"{where}: colour {text!r} is not #rrggbb")
+    hexa = match.group(1)
+    return tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def _number(point: dict, key: str, where: str, default=None) -> float:
+    value = point.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise HintLayerError(f"{where}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_points(data: bytes, height: int, width: int) -> np.ndarray:
+    """A JSON list of points -> the RGBA layer [height, width, 4] with a disc per point."""
+    try:
+        points = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HintLayerError(f"not a JSON list of points ({err.__class__.__name__}: {err})") from None
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise HintLayerError('expected a JSON list of points like {"x": 10, "y": 20, "color": "#ff0000"}')
+    if len(points) > MAX_POINTS:
+        raise HintLayerError(f"{len(points)} points: at most {MAX_POINTS}")
+    discs = []
+    for i, point in enumerate(points):
+        where = f"point {i + 1}"
+        x, y = _number(point, "x", where), _number(point, "y", where)
+        radius = _number(point, "radius", where, DEFAULT_RADIUS)
+        if not (0 <= x < width and 0 <= y < height):
+            raise HintLayerError(f"{where}: ({x:g}, {y:g}) is outside the {width}x{height} picture")
+        if radius < 0:
+            raise HintLayerError(f"{where}: radius must be 0 or more, got {radius:g}")
+        discs.append((x, y, parse_colour(point.get("color"), where), radius))
+    return points_layer(discs, height, width)
+
+
+def hint_layer(data: bytes, name: str, height: int, width: int, max_pixels: int) -> np.ndarray:
+    """The RGBA hint layer [height, width, 4] from a file's bytes: JSON points (by `name`'s suffix
+    or content) or an RGBA picture exactly height x width."""
+    if name.lower().endswith(".json") or data.lstrip()[:1] in (b"[", b"{"):
+        return parse_points(data, height, width)
+    try:
+        layer = decode_rgba(data, max_pixels=max_pixels)
+    except ImageRejected as err:
+        raise HintLayerError(f"unreadable hint layer ({err})") from None
+    if layer.shape[:2] != (height, width):
+        raise HintLayerError(
+            f"the hint layer is {layer.shape[1]}x{layer.shape[0]}, the picture {width}x{height}: "
+            "paint it on a layer the picture's size"
+        )
+    return layer
