@@ -299,7 +299,18 @@ def colorize(
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     try:
         result = run_colorize(
-            inputs, out, section, model, reference, palette, hint_model, device, batch_size, layers, lineart, hints
+            inputs,
+            out,
+            section,
+            model,
+            reference,
+            palette,
+            hint_model,
+            device,
+            batch_size,
+            layers,
+            lineart,
+            hints,
         )
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)

@@ -23,6 +23,7 @@ import numpy as np
 
 from colorization.atomic import atomic_write_bytes
 from colorization.config import DEFAULT_RECIPE, LineartParams, LineartRecipe
+from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import color_histogram
 from colorization.images import (
     DEFAULT_MAX_FILE_BYTES,
@@ -32,10 +33,9 @@ from colorization.images import (
     ImageRejected,
     encode_jpeg,
     encode_png,
+    read_image_bytes,
     read_rgb,
 )
-from colorization.hint_layer import HintLayerError, hint_layer
-from colorization.images import read_image_bytes
 from colorization.lineart import EXTRACTORS, extract_lineart
 from colorization.local_hints import fill_regions, layer_to_square
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
@@ -294,7 +294,11 @@ def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
 
 
 def to_layers(
-    rgb: np.ndarray, colored: np.ndarray, fitted: Fitted, recipe: LineartRecipe, hints: np.ndarray | None = None
+    rgb: np.ndarray,
+    colored: np.ndarray,
+    fitted: Fitted,
+    recipe: LineartRecipe,
+    hints: np.ndarray | None = None,
 ) -> Layers:
     """The full-size layers of an input from the model's output for it. With a hint layer (RGBA at
     the input's size), each region the input's lines close takes the colour of its hints."""
@@ -453,10 +457,14 @@ def colorize_images(
     layers_in = hint_layers or [None] * len(images)
     local = None
     if any(layer is not None for layer in layers_in):
-        local = np.stack([
-            np.zeros((4, size, size), np.float32) if layer is None else layer_to_square(layer, f.box, size)
-            for layer, f in zip(layers_in, fitted, strict=True)
-        ])
+        local = np.stack(
+            [
+                np.zeros((4, size, size), np.float32)
+                if layer is None
+                else layer_to_square(layer, f.box, size)
+                for layer, f in zip(layers_in, fitted, strict=True)
+            ]
+        )
     try:
         colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size, local=local)
     except ValueError as err:  # local hints for a model trained without them
@@ -586,7 +594,9 @@ def read_hints(
     if path is None:
         return None
     if len(pairs) != 1:
-        raise ColorizeError(f"--hints gives one picture's hints, but there are {len(pairs)} inputs: colour it alone")
+        raise ColorizeError(
+            f"--hints gives one picture's hints, but there are {len(pairs)} inputs: colour it alone"
+        )
     height, width = read_image(pairs[0][0], limits).shape[:2]
     max_pixels, max_file_bytes = input_limits(limits)
     try:

@@ -101,8 +101,12 @@ def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, de
     """The local-hint curve and obedience of one chunk (`seed`: its first image's index)."""
     for kind in local_kinds(models):
         given = {"true": hints, "auto": auto_hints}
-        scores.add(f"local_points/{kind}", point_curve(models[kind], lineart, color, given, seed, device, batch_size))
-        scores.add(f"local_obedience/{kind}", local_obedience(models[kind], lineart, hints, seed, device, batch_size))
+        scores.add(
+            f"local_points/{kind}", point_curve(models[kind], lineart, color, given, seed, device, batch_size)
+        )
+        scores.add(
+            f"local_obedience/{kind}", local_obedience(models[kind], lineart, hints, seed, device, batch_size)
+        )
 
 
 def nest_local_sections(result: dict) -> dict:
@@ -252,7 +256,9 @@ def evaluate_models(
             "obedience",
             {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_METHODS},
         )
-        add_local_scores(scores, models, split.color[sl], lineart, hints, auto_hints, start, device, batch_size)
+        add_local_scores(
+            scores, models, split.color[sl], lineart, hints, auto_hints, start, device, batch_size
+        )
         if fid_model is not None:
             for method, images in [("original", color)] + [(k, outputs[k]) for k in METHODS]:
                 features.setdefault(method, []).append(
@@ -269,7 +275,9 @@ def evaluate_models(
                     cgan=outputs["cgan"][i],
                     cgan_auto=outputs["cgan_auto_hint"][i],
                     auto_hint=auto_hints[i],
-                    **local_example(models["cgan"], lineart[i : i + 1], color[i : i + 1], hints[i : i + 1], start + i),
+                    **local_example(
+                        models["cgan"], lineart[i : i + 1], color[i : i + 1], hints[i : i + 1], start + i
+                    ),
                 )
             )
     result = nest_local_sections(scores.means())

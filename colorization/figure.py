@@ -75,7 +75,9 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = 4 if any(ex.cgan_points is not None for ex in examples) else 3
-    fig, axes = plt.subplots(2 * len(examples), columns, figsize=(2.5 * columns, 5.2 * len(examples)), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * len(examples), columns, figsize=(2.5 * columns, 5.2 * len(examples)), squeeze=False
+    )
     for k, ex in enumerate(examples):
         size = ex.original.shape[0]
         hint_panel = palette_bar(ex.hint, size, size)

@@ -180,7 +180,9 @@ def decode_rgba(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
     layer), or raise ImageRejected: also when the image has no alpha channel."""
     image = _decode_unchanged(data, max_pixels)
     if image.ndim != 3 or image.shape[2] != 4:
-        raise ImageRejected("no transparency (alpha channel): a hint layer is RGBA, transparent where no hint is")
+        raise ImageRejected(
+            "no transparency (alpha channel): a hint layer is RGBA, transparent where no hint is"
+        )
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)

@@ -84,7 +84,10 @@ def check_local(generator: nn.Module, lineart: np.ndarray, local: np.ndarray | N
     if not local[:, 3].any():
         return None
     if not takes_local_hints(generator):
-        raise ValueError("this model was trained without local hints (dots, strokes, a hint layer): retrain it or leave them out")
+        raise ValueError(
+            "this model was trained without local hints (dots, strokes, a hint layer): "
+            "retrain it or leave them out"
+        )
     return local
 
 

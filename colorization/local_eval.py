@@ -36,7 +36,9 @@ def simulated_points(color: np.ndarray, count: int, seed: int, random_colours: b
     return reveal(target, counts, gen, max(POINT_COUNTS)).numpy()
 
 
-def point_curve(generator, lineart, color, hints: dict[str, np.ndarray], seed: int, device, batch_size) -> dict:
+def point_curve(
+    generator, lineart, color, hints: dict[str, np.ndarray], seed: int, device, batch_size
+) -> dict:
     """Per-image PSNR, SSIM and colourfulness keyed "<hint>/<n>/<metric>" for each global hint given."""
     from colorization.inference import colorize
 

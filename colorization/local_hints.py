@@ -12,8 +12,9 @@ Where they come from:
 - at the input's size, `fill_regions` gives each region the input's lines close the colour
   of the hints inside it, so a dot colours its region, not a blur around it.
 
-Inside a generator, `guide_planes` turns the sparse hints into a dense first guess (each
-pixel's nearby hints, averaged, and how sure that is) that the network corrects.
+Inside a generator, `guide_planes` turns the sparse hints into a dense first guess that stops
+at lines (`propagate`: each pixel's nearest hint by steps not crossing a line, and how sure
+that is), which the network corrects.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from torch.nn import functional as F
 LOCAL_PLANES = 4
 LOCAL_FORMAT = "rgb-mask-v1"  # colour planes in [-1, 1] times the mask, then the mask
 PATCH_RADII = (0, 1, 2)  # revealed patches of 1x1, 3x3 and 5x5 pixels, their mean colour
-SPREAD_SCALE = 4  # the dense guess is made at 1/4 of the model's size, then scaled up
-SPREAD_SIGMA = 2.0  # its Gaussian, in those coarse pixels (8 model pixels)
+SPREAD_REACH = 0.25  # a hint's confidence falls to 1/e over this share of the picture's side
+SPREAD_STEPS = 0.5  # and travels at most this share of the side (pixel steps)
 
 
 def no_hints(n: int, size: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -75,39 +76,37 @@ def reveal(
     return local
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).repeat(x.shape[1], 1)[:, None]  # [C, 1, K]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel[:, :, None, :], groups=x.shape[1])
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel[:, :, :, None], groups=x.shape[1])
+def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense guess from sparse hints that stops at lines: (colour [N, 3, S, S] in [-1, 1],
+    confidence [N, 1, S, S] in [0, 1]).
 
-
-def spread(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A dense guess from sparse hints: (colour [N, 3, S, S] in [-1, 1], confidence [N, 1, S, S] in
-    [0, 1]). Each pixel gets the Gaussian-weighted mean of the hints near it (normalised
-    convolution); confidence rises with the hint mass nearby, 0 far from every hint."""
+    Each pixel takes the colour of the hint that reaches it with the most confidence: 1 at a
+    hint, times `decay` per pixel stepped (falling to 1/e over a quarter of the picture), times
+    how much paper the pixel is (a line pixel, 0, passes nothing on). So a dot fills the region
+    its lines close, fading with distance, and leaks only through gaps in the lines."""
     s = local.shape[-1]
-    f = SPREAD_SCALE if s % SPREAD_SCALE == 0 and s >= 4 * SPREAD_SCALE else 1
-    mask = local[:, 3:]
-    coarse = _blur(F.avg_pool2d(torch.cat([local[:, :3] * mask, mask], dim=1), f), SPREAD_SIGMA)
-    weight = coarse[:, 3:]
-    colour = coarse[:, :3] / weight.clamp_min(1e-6)
-    # One revealed pixel alone weighs ~1/(2 pi sigma^2 f^2) after pooling and blurring.
-    confidence = 1 - torch.exp(-weight * (2 * math.pi * SPREAD_SIGMA**2 * f * f))
-    if f > 1:
-        colour = F.interpolate(colour, size=(s, s), mode="bilinear", align_corners=False)
-        confidence = F.interpolate(confidence, size=(s, s), mode="bilinear", align_corners=False)
-    colour = torch.where(confidence > 1e-4, colour.clamp(-1, 1), torch.zeros_like(colour))
-    return colour, confidence.clamp(0, 1)
+    decay = math.exp(-1.0 / (SPREAD_REACH * s))
+    passable = ((lineart.float() + 1) / 2).clamp(0, 1) * decay  # [N, 1, S, S]
+    confidence, colour = local[:, 3:].float(), local[:, :3].float()
+    for _ in range(int(SPREAD_STEPS * s)):
+        pooled, index = F.max_pool2d(confidence, 3, 1, 1, return_indices=True)
+        reached = pooled * passable
+        better = reached > confidence
+        if not better.any():
+            break
+        carried = colour.flatten(2).gather(2, index.flatten(2).expand(-1, 3, -1)).view_as(colour)
+        colour = torch.where(better, carried, colour)
+        confidence = torch.where(better, reached, confidence)
+    return colour, confidence
 
 
-def guide_planes(local: torch.Tensor, base: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def guide_planes(
+    local: torch.Tensor, lineart: torch.Tensor, base: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """What a generator with local hints adds to its input: the hints (4 planes) and the dense
     guess (colour + confidence, 4 planes); and the colour its output deviates from: the guess
     where it is sure, `base` (the global hint's mean colour planes) elsewhere."""
-    colour, confidence = spread(local.float())
+    colour, confidence = propagate(local, lineart)
     planes = torch.cat([local.float(), colour, confidence], dim=1)
     if base is None:
         return planes, None
@@ -117,9 +116,7 @@ def guide_planes(local: torch.Tensor, base: torch.Tensor | None) -> tuple[torch.
 # ---------------------------------------------------------------- from a person, to the model's square
 
 
-def layer_to_square(
-    rgba: np.ndarray, box: tuple[int, int, int, int], size: int
-) -> np.ndarray:
+def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
     """An RGBA hint layer at the input's size -> local hints float32 [4, size, size] in the
     model's square, where the line art's fit put the picture (`box`: top, left, height, width).
 
@@ -133,13 +130,17 @@ def layer_to_square(
     out = np.zeros((LOCAL_PLANES, size, size), np.float32)
     mask = small[..., 3] > 0
     colour = small[..., :3] / np.maximum(small[..., 3:], 1e-6)
-    out[:3, top : top + h, left : left + w] = np.where(mask[..., None], colour / 127.5 - 1.0, 0).transpose(2, 0, 1)
+    out[:3, top : top + h, left : left + w] = np.where(mask[..., None], colour / 127.5 - 1.0, 0).transpose(
+        2, 0, 1
+    )
     out[3, top : top + h, left : left + w] = mask
     return out
 
 
-def points_layer(points: list[tuple[float, float, tuple[int, int, int], float]], height: int, width: int) -> np.ndarray:
-    """An RGBA hint layer [height, width, 4] with a disc per point (x, y, rgb, radius), later points on top."""
+def points_layer(
+    points: list[tuple[float, float, tuple[int, int, int], float]], height: int, width: int
+) -> np.ndarray:
+    """An RGBA hint layer [height, width, 4]: a disc per point (x, y, rgb, radius), later ones on top."""
     layer = np.zeros((height, width, 4), np.uint8)
     for x, y, rgb, radius in points:
         cv2.circle(layer, (round(x), round(y)), max(0, round(radius)), (*map(int, rgb), 255), thickness=-1)
@@ -153,8 +154,9 @@ def fill_regions(
     colour: np.ndarray, lines: np.ndarray, layer: np.ndarray, max_share: float = 0.25
 ) -> np.ndarray:
     """The colour layer [H, W, 3] with each region closed by `lines` ([H, W] bool, True = line)
-    that holds hints (`layer`, RGBA, opaque = hint) shifted so its mean is the hints' mean
-    colour; its shading (the model's variation inside it) stays.
+    that holds hints (`layer`, RGBA, opaque = hint) painted the hints' mean colour, plus the
+    model's shading there (its luma's deviation from the region's mean luma): the dot decides
+    the hue, the model the light and shadow.
 
     A region larger than `max_share` of the picture is not closed in any useful sense (the
     paper around an open drawing): the model's own colour stays there. Regions are 4-connected,
@@ -165,19 +167,21 @@ def fill_regions(
     count, labels = cv2.connectedComponents((~lines).astype(np.uint8), connectivity=4)
     labels = labels.ravel()  # label 0: the lines themselves (connectedComponents' background)
     hinted = labels[opaque.ravel()]
-    hint_rgb = layer[..., :3][opaque].astype(np.float64)
     hint_n = np.bincount(hinted, minlength=count)
     sizes = np.bincount(labels, minlength=count)
-    flat = colour.reshape(-1, 3)
-    shift = np.zeros((count, 3))
-    for c in range(3):
-        target = np.bincount(hinted, hint_rgb[:, c], minlength=count) / np.maximum(hint_n, 1)
-        mean = np.bincount(labels, flat[:, c].astype(np.float64), minlength=count) / np.maximum(sizes, 1)
-        shift[:, c] = target - mean
     use = (hint_n > 0) & (sizes <= max_share * labels.size)
     use[0] = False
-    shift[~use] = 0
-    out = np.empty_like(flat)
+    flat = colour.reshape(-1, 3)
+    luma = flat.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    shading = (
+        luma - (np.bincount(labels, luma, minlength=count) / np.maximum(sizes, 1)).astype(np.float32)[labels]
+    )
+    inside = use[labels]
+    out = flat.copy()
+    hint_rgb = layer[..., :3][opaque].astype(np.float64)
     for c in range(3):  # a channel at a time: float32 [H*W], not float64 [H*W, 3]
-        out[:, c] = np.clip(flat[:, c] + shift.astype(np.float32)[labels, c], 0, 255).round()
+        target = (np.bincount(hinted, hint_rgb[:, c], minlength=count) / np.maximum(hint_n, 1)).astype(
+            np.float32
+        )
+        out[inside, c] = np.clip(target[labels[inside]] + shading[inside], 0, 255).round()
     return out.reshape(colour.shape)

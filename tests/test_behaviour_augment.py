@@ -32,7 +32,8 @@ YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 
 
 def cfg(**changes) -> AugmentParams:
     off = {"flip": False, "crop_min": 1.0, "thicken_p": 0.0, "line_intensity_min": 1.0}
-    off |= {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0, "local_points_max": 0, "local_none_p": 0.0}
+    off |= {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0}
+    off |= {"local_points_max": 0, "local_none_p": 0.0}
     return AugmentParams(**(off | changes))
 
 

@@ -167,7 +167,8 @@ def augment_cfg(**changes):
     from colorization.config import AugmentParams
 
     off = {"flip": False, "crop_min": 1.0, "thicken_p": 0.0, "line_intensity_min": 1.0}
-    off |= {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0, "local_points_max": 0, "local_none_p": 0.0}
+    off |= {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0}
+    off |= {"local_points_max": 0, "local_none_p": 0.0}
     return AugmentParams(**(off | changes))
 
 

@@ -109,7 +109,14 @@ def test_palette_draws_the_dominant_colours_by_weight():
     assert (image[:6] == 16).all() and (image[6:] == 240).all()
 
 
-NO_RECOLOUR = {"recolour_p": 0.0, "saturation": 0.0, "hint_blend_p": 0.0, "xdog_p": 0.0, "local_points_max": 0, "local_none_p": 0.0}
+NO_RECOLOUR = {
+    "recolour_p": 0.0,
+    "saturation": 0.0,
+    "hint_blend_p": 0.0,
+    "xdog_p": 0.0,
+    "local_points_max": 0,
+    "local_none_p": 0.0,
+}
 AUG = AugmentParams(flip=True, crop_min=0.8, thicken_p=0.5, line_intensity_min=0.5, **NO_RECOLOUR)
 NO_AUG = AugmentParams(flip=False, crop_min=1.0, thicken_p=0.0, line_intensity_min=1.0, **NO_RECOLOUR)
 

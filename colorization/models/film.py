@@ -88,6 +88,6 @@ def guided_input(
         parts.append(base)
     if local_hints:
         local = no_hints(len(lineart), size[0], lineart.device) if local is None else local
-        planes, base = guide_planes(local, base)
+        planes, base = guide_planes(local, lineart, base)
         parts.append(planes.to(dtype))
     return torch.cat(parts, dim=1), base

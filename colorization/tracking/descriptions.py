@@ -53,6 +53,13 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
             f"Hint: {HIST}, from a palette ('#rrggbb:weight,...', .gpl or .json), a reference picture's "
             "colours, or lineart-hint's guess."
         )
+        if config["arch"].get("local_hints"):
+            hint += (
+                f" Local hints too (optional): colour dots, strokes or a hint layer "
+                f"(`colorize --hints`, the studio's brush); served as "
+                f'{{"params": {{"local": [N x 4 x {size} x {size} floats]}}}}: '
+                "RGB in -1..1 where a hint is, then a mask."
+            )
     use = (
         f"Any size with the lines kept, and layers: `colorization colorize --model models:/{name}@champion` "
         "or `colorization studio`."

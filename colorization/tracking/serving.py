@@ -6,7 +6,10 @@ config.json) as the artifact `model`; `load_context` loads it with `load_trained
 read one format, and a registered version is that folder plus MLflow's metadata.
 
 Request (`/invocations`, `{"inputs": {...}}`): `lineart` [N, S, S] in 0..255 (0 = line) and,
-for the generators, `hint` [N, 512]. Answer: RGB [N, S, S, 3] in 0..255 (cnn, cgan) or the
+for the generators, `hint` [N, 512]. A generator trained with local hints also takes
+`{"params": {"local": [...]}}`: its local hint planes [N, 4, S, S] (colorization/local_hints.py)
+flattened, optional (absent or [] = none). They are a param, not an input, because MLflow's
+tensor inputs cannot be optional. Answer: RGB [N, S, S, 3] in 0..255 (cnn, cgan) or the
 automatic hint [N, 512] (hint).
 """
 
@@ -29,10 +32,10 @@ class LineartModel(mlflow.pyfunc.PythonModel):
         self.net = load_trained(folder)
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
-        return predict(self.net, self.config, model_input)
+        return predict(self.net, self.config, model_input, params)
 
 
-def predict(net, config: dict, model_input) -> np.ndarray:
+def predict(net, config: dict, model_input, params: dict | None = None) -> np.ndarray:
     """The served answer for one request (also what training logs as the output example)."""
     from colorization.inference import colorize, predict_hint
     from colorization.models.specs import SPECS
@@ -40,7 +43,22 @@ def predict(net, config: dict, model_input) -> np.ndarray:
     lineart = np.asarray(model_input["lineart"], np.float32).round().clip(0, 255).astype(np.uint8)
     if not SPECS[config["kind"]].generator:
         return predict_hint(net, lineart)
-    return colorize(net, lineart, np.asarray(model_input["hint"], np.float32)).astype(np.float32)
+    local = local_planes((params or {}).get("local"), lineart.shape)
+    hint = np.asarray(model_input["hint"], np.float32)
+    return colorize(net, lineart, hint, local=local).astype(np.float32)
+
+
+def local_planes(flat, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The `local` param (flat floats) as local hints [N, 4, S, S]; None when absent or empty."""
+    from colorization.local_hints import LOCAL_PLANES
+
+    if flat is None or len(flat) == 0:
+        return None
+    n, s = shape[0], shape[1]
+    flat = np.asarray(flat, np.float32)
+    if flat.size != n * LOCAL_PLANES * s * s:
+        raise ValueError(f"params.local must hold {n} x {LOCAL_PLANES} x {s} x {s} numbers, got {flat.size}")
+    return flat.reshape(n, LOCAL_PLANES, s, s)
 
 
 def example_input(kind: str, lineart: np.ndarray, hint: np.ndarray) -> dict[str, np.ndarray]:
@@ -59,10 +77,15 @@ def log_pyfunc(model_dir: Path, example: dict[str, np.ndarray], output: np.ndarr
     import tempfile
 
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
-    from colorization.models import CONFIG_FILE, WEIGHTS_FILE
+    from colorization.models import CONFIG_FILE, WEIGHTS_FILE, read_config
 
+    signature = infer_signature(example, output)
+    if read_config(model_dir)["arch"].get("local_hints"):  # optional local hint planes, flattened
+        params = ParamSchema([ParamSpec("local", "float", [], (-1,))])
+        signature = ModelSignature(signature.inputs, signature.outputs, params)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT  # MLflow keeps the folder's name: artifacts/model/
         folder.mkdir()
@@ -72,7 +95,7 @@ def log_pyfunc(model_dir: Path, example: dict[str, np.ndarray], output: np.ndarr
             name="model",
             python_model=LineartModel(),
             artifacts={ARTIFACT: str(folder)},
-            signature=infer_signature(example, output),
+            signature=signature,
             input_example=example,
             # Stated, not inferred: inference would import the model in a subprocess.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
