@@ -121,7 +121,7 @@ def per_extractor(params: Params) -> dict[str, dict]:
     out = {}
     for name, lines in line_variants(params, split.color, split.lineart).items():
         scores, _ = evaluate_models(
-            models, replace(split, lineart=lines), reference, params.evaluate.batch_size
+            models, replace(split, lineart=lines), reference, params.evaluate.batch_size, local=False
         )
         out[name] = {k: scores[k]["psnr"] for k in ("cnn", "cgan", "cgan_auto_hint", "flat_fill_hint_mean")}
     return out
@@ -163,6 +163,56 @@ def targets(r: dict) -> list[tuple[str, float, float, bool]]:
     return out
 
 
+POINTS = (0, 1, 2, 5, 10, 20)  # colorization.local_eval.POINT_COUNTS, as evaluation.json keys them
+HINTS = (("true", "true hint"), ("auto", "automatic hint"))
+
+
+def local_targets(r: dict) -> list[tuple[str, float, float, bool]]:
+    """(target, measured, needed, met) for each target of issue 25 (c-GAN, local hints)."""
+    curve = r["local_points"]["cgan"]
+
+    def gain(hint: str, n: int) -> float:
+        return curve[f"{hint}/{n}/psnr"] - curve[f"{hint}/0/psnr"]
+
+    rows = [
+        ("c-GAN 0 points, true hint (dB; e13: 14.67)", curve["true/0/psnr"], 14.67),
+        ("c-GAN 0 points, automatic hint (dB; e13: 12.89)", curve["auto/0/psnr"], 12.89),
+        ("true hint: 10 points - 0 points (dB)", gain("true", 10), 1.5),
+        ("true hint: 20 points - 0 points (dB)", gain("true", 20), 2.5),
+        ("automatic hint: 10 points - 0 points (dB)", gain("auto", 10), 2.0),
+        ("automatic hint: 20 points - 0 points (dB)", gain("auto", 20), 3.0),
+        ("points within 30 levels of their colour", r["local_obedience"]["cgan"]["within_30"], 0.9),
+    ]
+    out = [(name, value, needed, value >= needed) for name, value, needed in rows]
+    for hint, label in HINTS:
+        steps = [gain(hint, b) - gain(hint, a) for a, b in zip(POINTS, POINTS[1:], strict=False)]
+        out.append((f"{label}: smallest rise between point counts (dB)", min(steps), 0.0, min(steps) > 0))
+    return out
+
+
+def print_local(r: dict) -> None:
+    """The ideepcolor curve per generator and global hint, and local obedience."""
+    if "local_points" not in r:
+        print("\n(no generator takes local hints)")
+        return
+    print("\n| model, global hint | " + " | ".join(f"{n} pts" for n in POINTS) + " |")
+    print("|---|" + "---|" * len(POINTS))
+    for kind, curve in r["local_points"].items():
+        for hint, label in HINTS:
+            cells = [f"{curve[f'{hint}/{n}/psnr']:.2f}" for n in POINTS]
+            print(f"| {kind}, {label} (PSNR dB) | " + " | ".join(cells) + " |")
+            cells = [f"{curve[f'{hint}/{n}/colorfulness']:.1f}" for n in POINTS]
+            print(f"| {kind}, {label} (colourfulness) | " + " | ".join(cells) + " |")
+    for kind, o in r["local_obedience"].items():
+        print(
+            f"\nlocal obedience, {kind}: points of random colour are {o['distance']:.1f} levels off "
+            f"(mean over R, G, B); {100 * o['within_30']:.1f} % within 30"
+        )
+    print("\n| target (issue 25) | measured | needed | met |\n|---|---|---|---|")
+    for name, value, needed, met in local_targets(r):
+        print(f"| {name} | {value:.3f} | {needed:g} | {'yes' if met else 'NO'} |")
+
+
 def print_report(r: dict, times: dict[str, float], params: Params) -> None:
     size = params.lineart.image_size
     print(f"\n{r['images']} test images, {size} px\n")
@@ -184,6 +234,7 @@ def print_report(r: dict, times: dict[str, float], params: Params) -> None:
     print("\n| target | measured | needed | met |\n|---|---|---|---|")
     for name, value, needed, met in targets(r):
         print(f"| {name} | {value:.3f} | {needed:g} | {'yes' if met else 'NO'} |")
+    print_local(r)
     total = sum(times.values())
     print(
         "\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {total:.0f}"
@@ -199,8 +250,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the evaluation JSON here")
+    parser.add_argument("--report", action="store_true", help="only print the tables of --json's file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.report:
+        body = json.loads(args.json.read_text())
+        params = work_params(args.folder, Path(tempfile.gettempdir()), args.profile)
+        print_report(body["evaluation"], body["times"], params)
+        print_extractors(body["extractors"])
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="quality-"))
     work.mkdir(parents=True, exist_ok=True)
     params = work_params(args.folder, work, args.profile)

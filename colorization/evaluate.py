@@ -234,8 +234,10 @@ def evaluate_models(
     device: str | None = None,
     figure_examples: int = 0,
     fid_model=None,
+    local: bool = True,
 ) -> tuple[dict, list[Example]]:
-    """Scores of every method on `split` and the first `figure_examples` examples for the figure."""
+    """Scores of every method on `split` and the first `figure_examples` examples for the figure
+    (`local`: with the local-hint sections, for generators that take local hints)."""
     scores = Scores()
     examples: list[Example] = []
     features: dict[str, list[np.ndarray]] = {}
@@ -256,9 +258,10 @@ def evaluate_models(
             "obedience",
             {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_METHODS},
         )
-        add_local_scores(
-            scores, models, split.color[sl], lineart, hints, auto_hints, start, device, batch_size
-        )
+        if local:
+            add_local_scores(
+                scores, models, split.color[sl], lineart, hints, auto_hints, start, device, batch_size
+            )
         if fid_model is not None:
             for method, images in [("original", color)] + [(k, outputs[k]) for k in METHODS]:
                 features.setdefault(method, []).append(
