@@ -41,7 +41,7 @@ MLFLOW = Path(sys.executable).with_name("mlflow")
 NAME = "lineart-cgan"
 HINT_FOLLOWING = {  # the hint's mean colour as input planes: colours follow the hint even untrained
     "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8, "hint_planes": True},
-    "cgan": {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True},
+    "cgan": {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True, "local_hints": True},
 }
 
 
@@ -134,16 +134,21 @@ def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     inputs = {spec.name: spec.shape for spec in signature.inputs.inputs}
     assert inputs == {"lineart": (-1, IMAGE_SIZE, IMAGE_SIZE), "hint": (-1, 512)}
     assert signature.outputs.inputs[0].shape == (-1, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert {p.name: p.default for p in signature.params.params} == {"local": []}  # optional
 
     lineart = fit_input(drawing(48, 64), IMAGE_SIZE, DEFAULT_RECIPE).lineart
     linearts = np.stack([lineart, lineart])
     hints = np.stack([parse_palette("#e02020"), parse_palette("#2030e0")])
     body = {"inputs": {"lineart": linearts.tolist(), "hint": hints.tolist()}}  # docs/serving.md's request
+    local = np.zeros((2, 4, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    local[1, :, 5, 6] = (1.0, -1.0, -1.0, 1.0)  # a red dot on the blue-hinted picture
+    dotted = body | {"params": {"local": local.ravel().tolist()}}
 
     limit = {"UVICORN_LIMIT_CONCURRENCY": "3"}  # the README's load shedding: 3 connections at most
     url, proc = serve(f"models:/{NAME}@{CHAMPION}", tracking, tmp_path / "serve.log", env=limit)
     try:
         answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        with_dot = requests.post(f"{url}/invocations", json=dotted, timeout=60)
         with held_connections(url, 2):  # two clients connected: a third request is one too many
             shed = requests.post(f"{url}/invocations", json=body, timeout=60)
     finally:
@@ -157,3 +162,7 @@ def test_mlflow_models_serve_colours_through_invocations(tmp_path, monkeypatch):
     np.testing.assert_allclose(rgb, expected, atol=1.0)  # the champion's weights, not another model's
     redness = (rgb[..., 0] - rgb[..., 2]).mean(axis=(1, 2))
     assert redness[0] > redness[1] + 50, redness  # coloured, and by the hint each row carried
+    assert with_dot.status_code == 200, with_dot.text
+    dot = np.asarray(with_dot.json()["predictions"], np.float64)
+    np.testing.assert_allclose(dot, colorize(net, linearts, hints, local=local), atol=1.0)
+    assert dot[1, 5, 6, 0] > dot[1, 5, 6, 2] + 100 and rgb[1, 5, 6, 0] < rgb[1, 5, 6, 2]  # red where dotted
