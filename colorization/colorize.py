@@ -37,6 +37,7 @@ from colorization.images import (
     read_rgb,
 )
 from colorization.lineart import EXTRACTORS, extract_lineart
+from colorization.models.specs import SPECS
 from colorization.local_hints import fill_regions, layer_to_square
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.stamp import bears_stamp, stamp_image
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "models:/lineart-cgan@champion"
 DEFAULT_HINT_MODEL = "models:/lineart-hint@champion"
 REGISTRY_SCHEMES = ("models:/", "runs:/")
-GENERATOR_KINDS = ("cnn", "cgan", "generator")  # "generator": known only by its signature
+GENERATOR_KINDS = tuple(kind for kind, spec in SPECS.items() if spec.generator)  # cnn, cgan
 
 # Line-art detection: scanned or drawn line art is grey (channels within a few levels of
 # each other) and mostly paper; a photo or a coloured illustration fails one of the two.
