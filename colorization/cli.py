@@ -247,6 +247,12 @@ def user_lineart(params_file: Path | None) -> LineartParams | None:
     return params_or_exit(params_file or DEFAULT_PARAMS).lineart
 
 
+HINTS_HELP = (
+    "local colour hints for the one input: an RGBA layer its size (opaque = colour) or a JSON list "
+    'of points [{"x", "y", "color": "#rrggbb", "radius"}]'
+)
+
+
 @app.command()
 def colorize(
     inputs: list[Path] = typer.Argument(..., help="line art or colour images, or folders of them"),
@@ -277,12 +283,7 @@ def colorize(
     layers: bool = typer.Option(
         False, "--layers", help="also write NAME.colour.png (colour only) and NAME.lines.png (lines, alpha)"
     ),
-    hints: Path | None = typer.Option(
-        None,
-        "--hints",
-        help="local colour hints for the one input: an RGBA layer its size (opaque = colour) or a JSON "
-        'list of points [{"x", "y", "color": "#rrggbb", "radius"}]',
-    ),
+    hints: Path | None = typer.Option(None, "--hints", help=HINTS_HELP),
 ) -> None:
     """Colour line art (or colour images, via their line art) of any size; writes images of the same size.
 
@@ -297,23 +298,16 @@ def colorize(
     section = user_lineart(params_file)
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    options = (model, reference, palette, hint_model, device, batch_size, layers, lineart, hints)
     try:
-        result = run_colorize(
-            inputs,
-            out,
-            section,
-            model,
-            reference,
-            palette,
-            hint_model,
-            device,
-            batch_size,
-            layers,
-            lineart,
-            hints,
-        )
+        result = run_colorize(inputs, out, section, *options)
     except (ColorizeError, RuntimeError) as err:
         fail(str(err), code=1)
+    report_colorized(result, out)
+
+
+def report_colorized(result, out: Path) -> None:
+    """One `error:` line per input that failed, then what was written; exit 1 if any failed."""
     for line in result.failed:
         typer.echo(f"error: {line}", err=True)
     done, failed = len(result.written), len(result.failed)

@@ -37,8 +37,8 @@ from colorization.images import (
     read_rgb,
 )
 from colorization.lineart import EXTRACTORS, extract_lineart
-from colorization.models.specs import SPECS
 from colorization.local_hints import fill_regions, layer_to_square
+from colorization.models.specs import SPECS
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.stamp import bears_stamp, stamp_image
 from colorization.textsafe import escaped

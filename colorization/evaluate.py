@@ -117,6 +117,23 @@ def nest_local_sections(result: dict) -> dict:
     return result
 
 
+def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
+    """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it."""
+    return Example(
+        image_id=split.ids[i],
+        original=split.color[i],
+        lineart=split.lineart[i],
+        hint=split.hint[i],
+        cnn=outputs["cnn"][j],
+        cgan=outputs["cgan"][j],
+        cgan_auto=outputs["cgan_auto_hint"][j],
+        auto_hint=auto_hints[j],
+        **local_example(
+            models["cgan"], split.lineart[i : i + 1], split.color[i : i + 1], split.hint[i : i + 1], i
+        ),
+    )
+
+
 def local_example(generator, lineart, color, hint, seed: int) -> dict:
     """The figure's local-hint panel: 10 simulated points and the c-GAN's colouring with them."""
     from colorization.inference import colorize, takes_local_hints
@@ -267,22 +284,8 @@ def evaluate_models(
                 features.setdefault(method, []).append(
                     m.inception_features(fid_model, images, device or "cpu")
                 )
-        for i in range(min(figure_examples - len(examples), len(color))):
-            examples.append(
-                Example(
-                    image_id=split.ids[start + i],
-                    original=color[i],
-                    lineart=lineart[i],
-                    hint=hints[i],
-                    cnn=outputs["cnn"][i],
-                    cgan=outputs["cgan"][i],
-                    cgan_auto=outputs["cgan_auto_hint"][i],
-                    auto_hint=auto_hints[i],
-                    **local_example(
-                        models["cgan"], lineart[i : i + 1], color[i : i + 1], hints[i : i + 1], start + i
-                    ),
-                )
-            )
+        wanted = range(start, start + min(figure_examples - len(examples), len(color)))
+        examples += [figure_example(models, split, outputs, auto_hints, i, i - start) for i in wanted]
     result = nest_local_sections(scores.means())
     hint = result["hint"]
     hint["chi2_vs_avg"] = round(hint["chi2"] / max(hint["avg_chi2"], 1e-12), DECIMALS)

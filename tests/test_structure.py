@@ -135,12 +135,13 @@ def test_every_function_reads_in_one_screen():
     assert length <= 60, f"{where} is {length} lines long"
 
 
-# What the networks and their steps may use: the typed config, the hint, the device and file
-# publishing; nothing from the data, training or serving layers above.
+# What the networks and their steps may use: the typed config, the hints (global and local), the
+# device and file publishing; nothing from the data, training or serving layers above.
 MODELS_MAY_IMPORT = {
     "colorization.config",
     "colorization.device",
     "colorization.histogram",
+    "colorization.local_hints",
     "colorization.atomic",
 }
 
