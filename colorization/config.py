@@ -203,6 +203,8 @@ class CganTrainParams(Strict):
     # L2 weight on blended-hint samples, scaled by how uncertain the hint is: there the mean
     # colours (PSNR's best guess) are wanted rather than L1's median (0: L1 only)
     uncertain_l2_weight: Annotated[float, Field(ge=0.0)]
+    # L1 between the output and the local hints' colours where they are: obey the dots (0: none)
+    local_l1_weight: Annotated[float, Field(ge=0.0)]
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]  # publish the weights moving average; 0: the last step
 
 

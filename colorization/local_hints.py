@@ -97,7 +97,17 @@ def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor,
         carried = colour.flatten(2).gather(2, index.flatten(2).expand(-1, 3, -1)).view_as(colour)
         colour = torch.where(better, carried, colour)
         confidence = torch.where(better, reached, confidence)
-    return colour, confidence
+    return _soften(colour, confidence * passable), confidence
+
+
+def _soften(colour: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Blend where two hints' reaches meet, over a few pixels, without pulling colour across lines:
+    a normalised 5x5 average weighted by confidence (0 on line pixels), twice."""
+    for _ in range(2):
+        total = F.avg_pool2d(weight, 5, 1, 2)
+        blended = F.avg_pool2d(colour * weight, 5, 1, 2) / total.clamp_min(1e-6)
+        colour = torch.where(total > 1e-6, blended, colour)
+    return colour
 
 
 def guide_planes(

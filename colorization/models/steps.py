@@ -95,6 +95,11 @@ def cgan_step(
         # Where the hint is blended with the average it says little: L2 asks for the mean colours.
         mse = (fake32 - batch.color).pow(2).flatten(1).mean(dim=1)
         g_loss = g_loss + section.uncertain_l2_weight * ((1.0 - batch.certainty) * mse).mean()
+    if section.local_l1_weight and batch.local is not None:
+        # The dots' own pixels: the output there should be the colour the dot says.
+        mask = batch.local[:, 3:].float()
+        off = ((fake32 - batch.local[:, :3].float()).abs() * mask).sum() / (3 * mask.sum()).clamp_min(1)
+        g_loss = g_loss + section.local_l1_weight * off
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
