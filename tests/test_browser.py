@@ -279,7 +279,9 @@ def test_a_person_dots_a_region_red_then_blue_in_chromium(browser, local_studio_
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cgan-model option"))
     browser.find_element(By.ID, "image").send_keys(str(picture))
     WebDriverWait(browser, 30).until(lambda d: d.execute_script("return $('hint-canvas').width") == 256)
+    browser.execute_script("$('preview').style.width = '512px'")  # shown at twice its resolution
     canvas = browser.find_element(By.ID, "hint-canvas")
+    assert browser.execute_script("return arguments[0].getBoundingClientRect().width", canvas) == 512
 
     set_paint_colour(browser, "#ff0000")
     click_at(browser, canvas, 68, 68)  # inside the top-left box (tests/test_studio.py's BOXES)
@@ -290,9 +292,11 @@ def test_a_person_dots_a_region_red_then_blue_in_chromium(browser, local_studio_
     assert layer.shape == (256, 256, 4) and tuple(layer[68, 68]) == (0, 0, 255, 255)  # BGRA: opaque red
     assert layer[..., 3].sum() == layer[60:77, 60:77, 3].sum()  # the dot, and only there
     red = colour_and_wait(browser)
+    assert browser.save_screenshot(str(tmp_path / "studio-dots.png"))
     for method, (r, g, b) in region_colour(red, 0).items():
         assert r > g + 120 and r > b + 120, (method, r, g, b)
 
+    set_paint_colour(browser, "#00ff00")
     browser.find_element(By.ID, "eyedropper").click()
     click_at(browser, browser.find_element(By.CSS_SELECTOR, "[data-method=cgan] img.composite"), 68, 68)
     picked = browser.find_element(By.ID, "paint-colour").get_attribute("value")
@@ -306,6 +310,17 @@ def test_a_person_dots_a_region_red_then_blue_in_chromium(browser, local_studio_
     browser.find_element(By.ID, "undo").click()
     assert painted_pixels(browser) == one_dot
     browser.find_element(By.ID, "clear").click()
+    assert painted_pixels(browser) == 0
+    wrong = tmp_path / "small.hints.png"  # a layer of another size is refused, nothing painted
+    cv2.imwrite(str(wrong), np.zeros((100, 100, 4), np.uint8))
+    browser.find_element(By.ID, "hints-file").send_keys(str(wrong))
+    WebDriverWait(browser, 30).until(lambda d: "100x100" in d.find_element(By.ID, "message").text)
+    assert painted_pixels(browser) == 0
+    points = tmp_path / "points.json"  # JSON points, as colorize --hints reads them: drawn, then undone
+    points.write_text('[{"x": 188, "y": 188, "color": "#00ff00", "radius": 5}]')
+    browser.find_element(By.ID, "hints-file").send_keys(str(points))
+    WebDriverWait(browser, 30).until(lambda d: painted_pixels(d) > 0)
+    browser.find_element(By.ID, "undo").click()
     assert painted_pixels(browser) == 0
     click_at(browser, canvas, 68, 68)
     set_palette(browser, "#808080")  # the dots go with the global hint chosen
