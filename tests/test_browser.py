@@ -230,18 +230,44 @@ def test_a_person_colours_a_line_art_red_then_blue_in_chromium(browser, studio_u
 # ---------------------------------------------------------------- painting local hints (issue 25)
 
 
+def offsets(driver, element, points: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Selenium's offsets for `points` given in the picture's own pixels: from the centre of the
+    element's visible part, so it is scrolled to be seen whole first."""
+    shown, natural = driver.execute_script(
+        "const e = arguments[0]; e.scrollIntoView({block: 'center'});"
+        "const r = e.getBoundingClientRect();"
+        "return [[r.width, r.height], [e.naturalWidth || e.width, e.naturalHeight || e.height]];",
+        element,
+    )
+    return [
+        (round(x * shown[0] / natural[0] - shown[0] / 2), round(y * shown[1] / natural[1] - shown[1] / 2))
+        for x, y in points
+    ]
+
+
 def click_at(driver, element, x: float, y: float) -> None:
     """A click on `element` at (x, y) of the picture it shows, in the picture's own pixels."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    shown, natural = driver.execute_script(
-        "const e = arguments[0], r = e.getBoundingClientRect();"
-        "return [[r.width, r.height], [e.naturalWidth || e.width, e.naturalHeight || e.height]];",
-        element,
-    )
-    dx = round(x * shown[0] / natural[0] - shown[0] / 2)  # selenium's offsets are from the centre
-    dy = round(y * shown[1] / natural[1] - shown[1] / 2)
+    ((dx, dy),) = offsets(driver, element, [(x, y)])
     ActionChains(driver).move_to_element_with_offset(element, dx, dy).click().perform()
+
+
+def drag(driver, canvas, start: tuple[int, int], end: tuple[int, int], steps: int = 6) -> None:
+    """Press at `start`, move to `end` in `steps`, release (in the picture's pixels)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    path = [tuple(a + (b - a) * i / steps for a, b in zip(start, end, strict=True)) for i in range(steps + 1)]
+    (first, *rest) = offsets(driver, canvas, path)
+    actions = ActionChains(driver).move_to_element_with_offset(canvas, *first).click_and_hold()
+    for dx, dy in rest:
+        actions.move_to_element_with_offset(canvas, dx, dy)
+    actions.release().perform()
+
+
+def opaque_at(driver, x: int, y: int) -> bool:
+    script = "return $('hint-canvas').getContext('2d').getImageData(arguments[0], arguments[1], 1, 1)"
+    return driver.execute_script(script + ".data[3] >= 128", x, y)
 
 
 def set_paint_colour(driver, colour: str) -> None:
@@ -320,6 +346,11 @@ def test_a_person_dots_a_region_red_then_blue_in_chromium(browser, local_studio_
     points.write_text('[{"x": 188, "y": 188, "color": "#00ff00", "radius": 5}]')
     browser.find_element(By.ID, "hints-file").send_keys(str(points))
     WebDriverWait(browser, 30).until(lambda d: painted_pixels(d) > 0)
+    browser.find_element(By.ID, "undo").click()
+    assert painted_pixels(browser) == 0
+    drag(browser, canvas, (40, 200), (100, 200))  # a stroke across the bottom-left box, undone
+    stroke = painted_pixels(browser)
+    assert stroke > 60 * 6 and all(opaque_at(browser, x, 200) for x in (45, 70, 95)), stroke
     browser.find_element(By.ID, "undo").click()
     assert painted_pixels(browser) == 0
     click_at(browser, canvas, 68, 68)
