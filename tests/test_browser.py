@@ -3,7 +3,9 @@
 A person's path through the page: upload a line art, choose "colours with weights", make the
 palette red, colour, wait for the three results; then blue. The images the browser shows must
 be at the input's size and coloured, the red run redder than the blue one, and every layer
-downloadable. No browser is ever downloaded: without /usr/bin/chromium (Debian's `chromium`
+downloadable. And painting local hints: a red dot clicked inside one closed shape makes it
+red in every result, then blue; strokes, undo, clear, the eyedropper, a hint layer uploaded.
+No browser is ever downloaded: without /usr/bin/chromium (Debian's `chromium`
 and `chromium-driver`) the test is skipped, unless COLORIZATION_REQUIRE_BROWSER=1 (set by
 `.ci/run`), where a missing browser fails it.
 """
@@ -24,7 +26,7 @@ import numpy as np
 import pytest
 
 from colorization.studio import StudioConfig, create_app
-from tests.test_colorize import drawing, save
+from tests.test_colorize import drawing, painting, save
 from tests.test_evaluate import save_model_dir
 from tests.test_serving import save_hint_following
 from tests.test_studio import boxes, inside, save_local_hint_models
@@ -358,3 +360,14 @@ def test_a_person_dots_a_region_red_then_blue_in_chromium(browser, local_studio_
     blue = colour_and_wait(browser)
     for method, (r, g, b) in region_colour(blue, 0).items():
         assert b > r + 120 and b > g + 120, (method, r, g, b)
+
+    # The eyedropper on a reference picture: the colour of the pixel clicked, exactly.
+    browser.find_element(By.CSS_SELECTOR, "input[name=hint][value=reference]").click()
+    browser.find_element(By.ID, "reference").send_keys(str(save(tmp_path / "ref.png", painting(90, 120))))
+    reference = browser.find_element(By.ID, "reference-preview")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return arguments[0].naturalWidth", reference)
+    )
+    browser.find_element(By.ID, "eyedropper").click()
+    click_at(browser, reference, 60, 45)  # the red disc in the middle of tests/test_colorize.py's painting
+    assert browser.find_element(By.ID, "paint-colour").get_attribute("value") == "#e63c32"
