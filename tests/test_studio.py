@@ -75,7 +75,8 @@ def test_the_page_and_the_api_docs_are_served(client):
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     form = schema["paths"]["/api/colorize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["required"] == ["image"] and {"hint", "palette", "palette_file", "reference"} <= set(
+    form = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]  # FastAPI's UploadFile / Form
+    assert form["required"] == ["image"] and {"hint", "palette", "palette_file", "reference", "hints"} <= set(
         form["properties"]
     )
 
@@ -172,10 +173,26 @@ def test_bad_input_is_a_one_line_4xx(client, models, tmp_path, monkeypatch):
         415,
         "multipart",
     )
-    refused(client.post("/api/colorize", files={"other": ("x", b"1")}), 422, "no image uploaded")
+    refused(client.post("/api/colorize", files={"other": ("x", b"1")}), 422, "image: Field required")
+    refused(colorize(client, b""), 422, "no image uploaded")
+    refused(
+        client.post(
+            "/api/colorize", content=b"--x\r\nnot a part", headers={"content-type": "multipart/form-data"}
+        ),
+        400,
+        "boundary",
+    )
     small = client_for(models, max_upload_bytes=10_000)
     refused(
         colorize(small, png(np.random.default_rng(0).integers(0, 255, (80, 80, 3), np.uint8))),
+        413,
+        "upload too large",
+    )
+    chunked = iter([b"--x\r\n", b"0" * 6_000, b"0" * 6_000])  # no Content-Length: refused as it arrives
+    refused(
+        small.post(
+            "/api/colorize", content=chunked, headers={"content-type": "multipart/form-data; boundary=x"}
+        ),
         413,
         "upload too large",
     )
@@ -287,14 +304,14 @@ def test_a_full_studio_answers_503_at_once_and_serves_again_once_free(models, mo
     studio = client.app.state.studio
     read, decoded, admitted = [], [], threading.Semaphore(0)
     colouring, release = threading.Event(), threading.Event()
-    real_read, real_decode = studio_app.read_body, studio_app.decode_rgb
+    real_read, real_decode = studio_app.bounded_receive, studio_app.decode_rgb
     real_working, real_colour = studio.admission.working, studio.colour_one
 
-    async def counted_read(*args):
+    def counted_read(*args):
         read.append(1)
-        return await real_read(*args)
+        return real_read(*args)
 
-    monkeypatch.setattr(studio_app, "read_body", counted_read)
+    monkeypatch.setattr(studio_app, "bounded_receive", counted_read)
     monkeypatch.setattr(studio_app, "decode_rgb", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
     monkeypatch.setattr(studio.admission, "working", lambda: admitted.release() or real_working())
 
@@ -321,3 +338,83 @@ def test_a_full_studio_answers_503_at_once_and_serves_again_once_free(models, mo
             release.set()
         assert first.result(60).status_code == 200 and second.result(60).status_code == 200
     assert len(decoded) == 2 and colorize(client, upload, {"methods": "cgan"}).status_code == 200
+
+
+# ---------------------------------------------------------------- local colour hints (issue 25)
+
+LOCAL_ARCH = {  # as HINT_FOLLOWING (tests/test_serving.py), taking local hints
+    "cnn": {"base_channels": 4, "depth": 2, "hint_dim": 8, "hint_planes": True, "local_hints": True},
+    "cgan": {"base_channels": 4, "depth": 3, "hint_dim": 8, "hint_planes": True, "local_hints": True},
+}
+BOXES = [(24, 24, 112, 112), (144, 24, 232, 112), (24, 144, 112, 232), (144, 144, 232, 232)]  # x0 y0 x1 y1
+
+
+def save_local_hint_models(root: Path) -> Path:
+    """models/{cnn,cgan} that take local hints (untrained), and the hint net."""
+    for kind, arch in LOCAL_ARCH.items():
+        torch.manual_seed(0)
+        (root / kind).mkdir(parents=True)
+        torch.save(build_model(kind, arch).eval().state_dict(), root / kind / "model.pt")
+        (root / kind / "config.json").write_text(json.dumps(model_config(kind, arch, IMAGE_SIZE)))
+    save_model_dir(root / "hint", "hint")
+    return root
+
+
+def boxes(size: int = 256) -> np.ndarray:
+    """Line art with closed regions: four black rectangle outlines on white, RGB."""
+    image = np.full((size, size, 3), 255, np.uint8)
+    for x0, y0, x1, y1 in BOXES:
+        cv2.rectangle(image, (x0, y0), (x1, y1), (0, 0, 0), 2)
+    return image
+
+
+def inside(rgb: np.ndarray, box: int) -> np.ndarray:
+    """The mean colour of a rectangle's interior (clear of its outline)."""
+    x0, y0, x1, y1 = BOXES[box]
+    return rgb[y0 + 4 : y1 - 3, x0 + 4 : x1 - 3].reshape(-1, 3).mean(axis=0)
+
+
+def dot_layer(size: int, x: int, y: int, colour: tuple[int, int, int], radius: int = 4) -> bytes:
+    """A hint layer as the page paints it: an RGBA PNG, transparent but for one dot."""
+    layer = np.zeros((size, size, 4), np.uint8)
+    cv2.circle(layer, (x, y), radius, (*colour, 255), -1)
+    return cv2.imencode(".png", cv2.cvtColor(layer, cv2.COLOR_RGBA2BGRA))[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def local_client(tmp_path_factory) -> TestClient:
+    return client_for(save_local_hint_models(tmp_path_factory.mktemp("local-models")))
+
+
+def test_a_dot_colours_its_closed_region_red_then_blue(local_client):
+    image = png(boxes())
+    grey = {"methods": "cnn,cgan", "hint": "palette", "palette": "#808080"}
+    red = ("hints.png", dot_layer(256, 68, 68, (255, 0, 0)), "image/png")
+    answer = colorize(local_client, image, grey, {"hints": red})
+    assert answer.status_code == 200, answer.text
+    for result in answer.json()["results"]:
+        assert result["local_hints"] is True and "error" not in result, result
+        composite = decode(result["composite"]).astype(np.float64)
+        r, g, b = inside(composite, 0)
+        assert r > g + 120 and r > b + 120, (result["method"], r, g, b)
+    points = json.dumps([{"x": 68, "y": 68, "color": "#0000ff", "radius": 3}]).encode()  # JSON points too
+    answer = colorize(local_client, image, grey, {"hints": ("hints.json", points, "application/json")})
+    assert answer.status_code == 200, answer.text
+    for result in answer.json()["results"]:
+        r, g, b = inside(decode(result["composite"]).astype(np.float64), 0)
+        assert b > r + 120 and b > g + 120, (result["method"], r, g, b)
+
+
+def test_a_bad_hint_layer_or_a_model_without_local_hints_is_a_one_line_4xx(local_client, client):
+    image = png(boxes())
+    wrong = ("hints.png", dot_layer(128, 30, 30, (255, 0, 0)), "image/png")
+    refused(colorize(local_client, image, {"methods": "cgan"}, {"hints": wrong}), 400, "128x128")
+    rgb = ("hints.png", png(boxes()), "image/png")  # no alpha: not a layer
+    refused(colorize(local_client, image, {"methods": "cgan"}, {"hints": rgb}), 400, "transparen")
+    bad = ("p.json", b'[{"x": 3, "y": 4, "color": "red"}]', "application/json")
+    refused(colorize(local_client, image, {"methods": "cgan"}, {"hints": bad}), 400, "not #rrggbb")
+    red = ("hints.png", dot_layer(256, 68, 68, (255, 0, 0)), "image/png")
+    answer = colorize(client, image, {"methods": "cgan"}, {"hints": red})  # models without local hints
+    refused(answer, 422, "trained without local hints")
+    answer = colorize(client, image, {"methods": "cgan"})  # the same model without hints: coloured
+    assert answer.status_code == 200 and answer.json()["results"][0]["local_hints"] is False

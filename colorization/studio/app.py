@@ -5,11 +5,14 @@ lists the models it can use (a models/ folder, and the registry's versions with 
 when MLflow has them), `/api/colorize` colours one upload with the CNN, the c-GAN and the c-GAN
 with the automatic hint, through the same path as `colorization colorize` (`colorize_images`).
 
-Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback. Uploads are read into
-memory (the request body is refused past `max_upload_bytes`, before it is parsed) and nothing
-is written to disk. Each model is loaded once and kept. At most `concurrency` uploads are
-decoded and coloured at once and `queue` more wait (their bytes only); beyond that a request is
-answered 503 with `Retry-After` before its body is read (colorization.admission).
+Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback. FastAPI parses the upload
+(`UploadFile` / `Form`, python-multipart) from a body refused past `max_upload_bytes` as it
+arrives; a file part past 1 MB is spooled by Starlette to a temporary file, gone when the
+request ends, and the studio writes nothing. Each model is loaded once and kept. At most
+`concurrency` uploads are decoded and coloured at once and `queue` more wait (their bytes only);
+beyond that a request is answered 503 with `Retry-After` before its body is read
+(colorization.admission). An optional `hints` upload carries local colour hints (dots and
+strokes painted on the page), and each result says whether its model takes them.
 """
 
 from __future__ import annotations
@@ -18,19 +21,21 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from email.message import Message
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive
 
 from colorization.admission import Admission, Busy, default_concurrency
 from colorization.colorize import (
@@ -46,8 +51,10 @@ from colorization.colorize import (
     parse_palette,
 )
 from colorization.config import LineartParams, LineartRecipe
+from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
+from colorization.inference import takes_local_hints
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
 from colorization.textsafe import escaped
 
@@ -55,6 +62,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 HINT_MODES = ("auto", "palette", "palette_file", "reference")
+HINTS_FIELD = (
+    "local colour hints (dots, strokes): an RGBA PNG or WebP the picture's size (opaque = colour), "
+    'or JSON points [{"x": 10, "y": 20, "color": "#rrggbb", "radius": 4}]'
+)
 METHODS = {  # method -> (label, generator kind, whether it always takes the automatic hint)
     "cnn": ("CNN", "cnn", False),
     "cgan": ("c-GAN", "cgan", False),
@@ -102,66 +113,85 @@ class ModelCache:
             return self.loaded[key]
 
 
-# ---------------------------------------------------------------- multipart, in memory
+# ---------------------------------------------------------------- the upload
 
 
 @dataclass
 class Part:
+    """An uploaded file, read into memory."""
+
     data: bytes
     filename: str | None
 
 
-def _header_params(value: str) -> Message:
-    message = Message()
-    message["content-type"] = value
-    return message
+@dataclass
+class ColorizeForm:
+    """One /api/colorize form as FastAPI parsed it; text fields already stripped ('' = not given)."""
+
+    image: Part | None
+    hint: str = "auto"
+    palette: str = ""
+    palette_file: Part | None = None
+    reference: Part | None = None
+    hints: Part | None = None  # local colour hints: an RGBA layer the picture's size, or JSON points
+    methods: str = ""
+    models: dict[str, str] = field(default_factory=dict)  # kind -> folder or URI, when given
 
 
-def parse_multipart(body: bytes, content_type: str) -> dict[str, Part]:
-    """multipart/form-data -> {field name: Part}. The last part of a repeated name wins."""
-    header = _header_params(content_type)
-    boundary = header.get_param("boundary")
-    if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
+def too_large(limit: int) -> str:
+    return f"upload too large: over the studio's limit of {limit} bytes"
+
+
+def check_upload_headers(request: Request, limit: int) -> None:
+    """Refusals that need no body: not multipart (415), a declared length past `limit` (413)."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "multipart/form-data":
         raise StudioError(415, "expected a multipart/form-data upload")
-    parts: dict[str, Part] = {}
-    sections = body.split(b"--" + boundary.encode("latin-1"))
-    if len(sections) < 2 or not sections[-1].startswith(b"--"):
-        raise StudioError(400, "the multipart upload is incomplete")
-    for section in sections[1:-1]:
-        head, sep, data = section.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        if not sep:
-            raise StudioError(400, "a multipart part has no headers")
-        disposition = next(
-            (
-                line.split(b":", 1)[1].decode("utf-8", "replace").strip()
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-disposition:")
-            ),
-            None,
-        )
-        if disposition is None:
-            raise StudioError(400, "a multipart part has no Content-Disposition")
-        params = _header_params(f"form-data; {disposition.partition(';')[2]}")
-        name = params.get_param("name")
-        filename = params.get_param("filename")
-        if isinstance(name, str):
-            parts[name] = Part(data.removesuffix(b"\r\n"), filename if isinstance(filename, str) else None)
-    return parts
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
-    too_large = f"upload too large: over the studio's limit of {limit} bytes"
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise StudioError(413, too_large)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise StudioError(413, too_large)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise StudioError(413, too_large(limit))
+
+
+def bounded_receive(receive: Receive, limit: int) -> Receive:
+    """`receive` that refuses (413) the body as soon as it passes `limit` bytes, whatever the
+    declared length: the multipart parser never sees more. An HTTPException, because FastAPI
+    turns any other error raised while it parses the form into a 400."""
+    size = 0
+
+    async def receive_at_most() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise StarletteHTTPException(413, too_large(limit))
+        return message
+
+    return receive_at_most
+
+
+class UploadRoute(APIRoute):
+    """A route whose request is admitted (or answered 503) before its body is read, and whose
+    body is bounded while it arrives, both before FastAPI parses the form into the endpoint's
+    `UploadFile` / `Form` parameters (it parses them before any dependency runs)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        parse_and_answer = super().get_route_handler()
+
+        async def admitted(request: Request) -> Response:
+            studio: Studio = request.app.state.studio
+            limit = studio.config.max_upload_bytes
+            with studio.admission.admit():  # full: 503 at once, before the body is read
+                check_upload_headers(request, limit)
+                return await parse_and_answer(Request(request.scope, bounded_receive(request.receive, limit)))
+
+        return admitted
+
+
+async def read_part(upload: UploadFile | None) -> Part | None:
+    if upload is None:
+        return None
+    return Part(await upload.read(), upload.filename)
 
 
 # ---------------------------------------------------------------- the work
@@ -180,32 +210,22 @@ def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -
         raise StudioError(status, f"{name}: {err}") from None
 
 
-def field_text(parts: dict[str, Part], name: str, default: str = "") -> str:
-    part = parts.get(name)
-    if part is None:
-        return default
-    try:
-        return part.data.decode("utf-8").strip() or default
-    except UnicodeDecodeError:
-        raise StudioError(422, f"field {name!r} is not UTF-8 text") from None
-
-
-def given_hint(parts: dict[str, Part], mode: str, lineart: LineartParams | None) -> np.ndarray | None:
+def given_hint(form: ColorizeForm, lineart: LineartParams | None) -> np.ndarray | None:
     """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
+    mode = form.hint
     if mode not in HINT_MODES:
         raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(mode)!r}")
     if mode == "auto":
         return None
     if mode == "palette":
-        spec = field_text(parts, "palette")
-        if not spec:
+        if not form.palette:
             raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
         try:
-            return parse_palette(spec)
+            return parse_palette(form.palette)
         except ColorizeError as err:
             raise StudioError(422, str(err)) from None
     if mode == "palette_file":
-        part = parts.get("palette_file")
+        part = form.palette_file
         if part is None or not part.data:
             raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
         name = part.filename or "palette"
@@ -213,7 +233,22 @@ def given_hint(parts: dict[str, Part], mode: str, lineart: LineartParams | None)
             return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
         except PaletteError as err:
             raise StudioError(422, str(err)) from None
-    return color_histogram(decode_upload(parts.get("reference"), "reference image", lineart))
+    return color_histogram(decode_upload(form.reference, "reference image", lineart))
+
+
+def given_layer(part: Part | None, image: np.ndarray, lineart: LineartParams | None) -> np.ndarray | None:
+    """The local hints (RGBA, the picture's size; None: none sent); a layer of another size, an
+    unreadable one or a bad colour is a 400."""
+    if part is None or not part.data:
+        return None
+    height, width = image.shape[:2]
+    max_pixels, max_file_bytes = input_limits(lineart)
+    name = escaped(part.filename or "hints")
+    try:
+        check_file_size(len(part.data), max_file_bytes)
+        return hint_layer(part.data, part.filename or "hints", height, width, max_pixels)
+    except (HintLayerError, ImageRejected) as err:
+        raise StudioError(400, f"hints {name}: {err}") from None
 
 
 def palette_of(hint: np.ndarray, max_colours: int = 12, mass: float = 0.98) -> list[dict[str, Any]]:
@@ -250,7 +285,13 @@ class Studio:
             raise StudioError(424, f"cannot load {escaped(spec)}: {type(err).__name__}: {err}") from None
 
     def colour_one(
-        self, method: str, image: np.ndarray, hint: np.ndarray | None, mode: str, specs: dict[str, str]
+        self,
+        method: str,
+        image: np.ndarray,
+        hint: np.ndarray | None,
+        mode: str,
+        specs: dict[str, str],
+        layer: np.ndarray | None = None,
     ) -> tuple[dict[str, Any], Layers]:
         """One result of the page: a method's picture, the palette it used and its time."""
         _, kind, always_auto = METHODS[method]
@@ -259,9 +300,13 @@ class Studio:
         source = HintSource(model=self.model(specs["hint"], ("hint",))) if auto else HintSource(fixed=hint)
         started = time.perf_counter()
         try:
-            (layers,), used = colorize_images([image], generator, source, self.config.device)
+            (layers,), used = colorize_images(
+                [image], generator, source, self.config.device, hint_layers=[layer]
+            )
         except cv2.error as err:
             raise StudioError(422, f"the picture cannot be processed ({err})") from None
+        except ColorizeError as err:  # local hints for a model trained without them
+            raise StudioError(422, str(err)) from None
         seconds = time.perf_counter() - started
         return {
             "hint": "auto" if auto else mode,
@@ -271,18 +316,20 @@ class Studio:
             "colour": data_url(layers.colour),
         }, layers
 
-    def colorize(self, parts: dict[str, Part]) -> dict[str, Any]:
-        with self.admission.working():  # decoding too: a waiting request holds only its upload
-            return self.colorize_now(parts)
+    def takes_local_hints(self, method: str, specs: dict[str, str]) -> bool:
+        return takes_local_hints(self.model(specs[METHODS[method][1]], GENERATOR_KINDS).module)
 
-    def colorize_now(self, parts: dict[str, Part]) -> dict[str, Any]:
+    def colorize(self, form: ColorizeForm) -> dict[str, Any]:
+        with self.admission.working():  # decoding too: a waiting request holds only its upload
+            return self.colorize_now(form)
+
+    def colorize_now(self, form: ColorizeForm) -> dict[str, Any]:
         lineart = self.config.lineart
-        image = decode_upload(parts.get("image"), "image", lineart)
-        mode = field_text(parts, "hint", "auto")
-        hint = given_hint(parts, mode, lineart)
-        specs = default_specs(self.config.models_dir)
-        specs |= {kind: field_text(parts, f"{kind}_model", spec) for kind, spec in specs.items()}
-        wanted = [m.strip() for m in field_text(parts, "methods", ",".join(METHODS)).split(",") if m.strip()]
+        image = decode_upload(form.image, "image", lineart)
+        hint = given_hint(form, lineart)
+        layer = given_layer(form.hints, image, lineart)
+        specs = default_specs(self.config.models_dir) | form.models
+        wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
         unknown = [m for m in wanted if m not in METHODS]
         if unknown or not wanted:
             raise StudioError(422, f"methods must be some of {', '.join(METHODS)}, got {escaped(unknown)}")
@@ -291,7 +338,8 @@ class Studio:
             label, kind, _ = METHODS[method]
             entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
             try:
-                coloured, layers = self.colour_one(method, image, hint, mode, specs)
+                entry["local_hints"] = self.takes_local_hints(method, specs)  # the page warns when not
+                coloured, layers = self.colour_one(method, image, hint, form.hint, specs, layer)
                 entry |= coloured
                 lines = lines or data_url(layers.lines)
             except StudioError as err:
@@ -339,27 +387,6 @@ class Studio:
 
 
 # ---------------------------------------------------------------- the app
-
-
-COLORIZE_FORM = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "line art or colour picture"},
-        "hint": {"type": "string", "enum": list(HINT_MODES), "default": "auto"},
-        "palette": {"type": "string", "description": "hint=palette: '#rrggbb:weight,...'"},
-        "palette_file": {
-            "type": "string",
-            "format": "binary",
-            "description": "hint=palette_file: .gpl or .json",
-        },
-        "reference": {"type": "string", "format": "binary", "description": "hint=reference: a colour image"},
-        "methods": {"type": "string", "default": ",".join(METHODS), "description": "comma-separated"},
-        "cnn_model": {"type": "string", "description": "folder or models:/ URI (default <models>/cnn)"},
-        "cgan_model": {"type": "string", "description": "folder or models:/ URI (default <models>/cgan)"},
-        "hint_model": {"type": "string", "description": "folder or models:/ URI (default <models>/hint)"},
-    },
-}
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -415,26 +442,46 @@ def create_app(config: StudioConfig) -> FastAPI:
         """The models/ folder (which kinds it has) and the registry's versions with their aliases."""
         return studio.model_choices()
 
-    @app.post(
+    uploads = APIRouter(route_class=UploadRoute)  # admitted and bounded before the form is parsed
+
+    @uploads.post(
         "/api/colorize",
         summary="Colour one picture with the CNN, the c-GAN and the c-GAN with the automatic hint",
-        openapi_extra={
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": COLORIZE_FORM}}}
-        },
     )
-    async def colorize(request: Request) -> dict[str, Any]:
+    async def colorize(
+        image: Annotated[UploadFile, File(description="line art or colour picture")],
+        hint: Annotated[str, Form(json_schema_extra={"enum": list(HINT_MODES)})] = "auto",
+        palette: Annotated[str, Form(description="hint=palette: '#rrggbb:weight,...'")] = "",
+        palette_file: Annotated[UploadFile | None, File(description="hint=palette_file: .gpl, .json")] = None,
+        reference: Annotated[UploadFile | None, File(description="hint=reference: a colour image")] = None,
+        hints: Annotated[UploadFile | None, File(description=HINTS_FIELD)] = None,
+        methods: Annotated[str, Form(description="comma-separated")] = ",".join(METHODS),
+        cnn_model: Annotated[str, Form(description="folder or models:/ URI (default <models>/cnn)")] = "",
+        cgan_model: Annotated[str, Form(description="folder or models:/ URI (default <models>/cgan)")] = "",
+        hint_model: Annotated[str, Form(description="folder or models:/ URI (default <models>/hint)")] = "",
+    ) -> dict[str, Any]:
         """Multipart upload in, JSON out: `width`, `height`, `lines` (the line layer, a PNG data URL with
-        alpha) and one entry per method in `results`: `palette` (the hint it used: colours and weights),
-        `seconds`, `composite` and `colour` (PNG data URLs at the input's size), or `error`.
+        alpha) and one entry per method in `results`: `local_hints` (whether its model takes them),
+        `palette` (the hint it used: colours and weights), `seconds`, `composite` and `colour` (PNG
+        data URLs at the input's size), or `error`.
 
-        Refusals are `{"error": "..."}`: 413 (upload or image too large), 415 (not multipart),
-        422 (not an image, a palette that does not parse), 424 (no model, or the registry is down),
-        503 with `Retry-After` (seconds) when the studio already holds all the uploads it takes.
+        Refusals are `{"error": "..."}`: 400 (a hint layer of another size, unreadable, a bad colour),
+        413 (upload or image too large), 415 (not multipart), 422 (not an image, a palette that does
+        not parse, local hints for a model trained without them), 424 (no model, or the registry is
+        down), 503 with `Retry-After` (seconds) when the studio already holds all the uploads it takes.
         """
-        with studio.admission.admit():  # full: 503 at once, before the body is read
-            body = await read_body(request, config.max_upload_bytes)
-            parts = parse_multipart(body, request.headers.get("content-type", ""))
-            del body
-            return await run_in_threadpool(studio.colorize, parts)
+        given = {"cnn": cnn_model, "cgan": cgan_model, "hint": hint_model}
+        form = ColorizeForm(
+            image=await read_part(image),
+            hint=hint.strip() or "auto",
+            palette=palette.strip(),
+            palette_file=await read_part(palette_file),
+            reference=await read_part(reference),
+            hints=await read_part(hints),
+            methods=methods.strip(),
+            models={kind: spec.strip() for kind, spec in given.items() if spec.strip()},
+        )
+        return await run_in_threadpool(studio.colorize, form)
 
+    app.include_router(uploads)
     return app
