@@ -422,15 +422,13 @@ def add_error_handlers(app: FastAPI) -> None:
         return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
 
 
+DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
+
+
 def create_app(config: StudioConfig) -> FastAPI:
     studio = Studio(config)
-    app = FastAPI(
-        title="Line-art colorization studio",
-        description="Colour line art or colour pictures with the project's CNN and c-GAN.",
-        version="1",
-    )
+    app = FastAPI(title="Line-art colorization studio", description=DESCRIPTION, version="1")
     app.state.studio = studio
-
     add_error_handlers(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
