@@ -38,17 +38,16 @@ from colorization.images import (
 )
 from colorization.lineart import EXTRACTORS, extract_lineart
 from colorization.local_hints import fill_regions, layer_to_square
-from colorization.models.specs import SPECS
+from colorization.models.specs import GENERATOR_KINDS, HINT_KIND, MAIN_KIND, SPECS
 from colorization.palette import PALETTE_SUFFIXES, PaletteError, palette_hint, read_palette
 from colorization.stamp import bears_stamp, stamp_image
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "models:/lineart-cgan@champion"
-DEFAULT_HINT_MODEL = "models:/lineart-hint@champion"
+DEFAULT_MODEL = f"models:/{SPECS[MAIN_KIND].registered}@champion"  # models:/lineart-cgan@champion
+DEFAULT_HINT_MODEL = f"models:/{SPECS[HINT_KIND].registered}@champion"
 REGISTRY_SCHEMES = ("models:/", "runs:/")
-GENERATOR_KINDS = tuple(kind for kind, spec in SPECS.items() if spec.generator)  # cnn, cgan
 
 # Line-art detection: scanned or drawn line art is grey (channels within a few levels of
 # each other) and mostly paper; a photo or a coloured illustration fails one of the two.
@@ -584,7 +583,7 @@ def run_colorize(
     if fixed is not None:
         hints = HintSource(fixed=fixed)
     else:
-        hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, ("hint",)))
+        hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, (HINT_KIND,)))
     return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size, layers, local)
 
 

@@ -1,6 +1,7 @@
 """Stage `evaluate`: every method on the test split, scored, plus the paper's figure.
 
-Methods (the keys of metrics/evaluation.json), each scored with PSNR, SSIM, L1, hint_chi2
+Methods (the keys of metrics/evaluation.json; the generators' come from their specs' `hints`,
+colorization/models/specs.py), each scored with PSNR, SSIM, L1, hint_chi2
 (chi-squared distance between the output's 512-bin histogram and the true hint; 0 = same
 colours, 1 = disjoint) and Hasler-Suesstrunk colourfulness:
   cnn                   the CNN baseline with the true hint
@@ -44,21 +45,20 @@ from colorization.config import EvaluateParams, Params, StageInputs
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
 from colorization.local_eval import OBEDIENCE_POINTS, local_obedience, point_curve, simulated_points
+from colorization.models.specs import (
+    GENERATOR_KINDS,
+    GENERATOR_METHODS,
+    HINT_KIND,
+    HINT_VARIANTS,
+    MAIN_KIND,
+    SPECS,
+)
 from colorization.store import ProcessedStore, Split
 
 log = logging.getLogger(__name__)
 
-GENERATOR_METHODS = {"cnn": "cnn", "cgan": "cgan"}  # method -> model, coloured with the true hint
-METHODS = (
-    "cnn",
-    "cgan",
-    "cgan_auto_hint",
-    "cgan_avg_hint",
-    "cgan_wrong_hint",
-    "flat_fill_hint_mean",
-    "flat_fill_train_mean",
-    "grey",
-)
+BASELINES = ("flat_fill_hint_mean", "flat_fill_train_mean", "grey")  # no model: what beating means
+METHODS = (*GENERATOR_METHODS, *BASELINES)  # each generator with each of its spec's hints, then these
 RED, BLUE = (255, 0, 0), (0, 0, 255)  # the one-hot hints of the obedience test
 FIGURE_FILE = "comparison.png"
 DECIMALS = 5
@@ -94,7 +94,7 @@ def local_kinds(models: dict) -> list[str]:
     """The evaluated generators that take local hints."""
     from colorization.inference import takes_local_hints
 
-    return [kind for kind in GENERATOR_METHODS if takes_local_hints(models[kind])]
+    return [kind for kind in GENERATOR_KINDS if takes_local_hints(models[kind])]
 
 
 def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, device, batch_size) -> None:
@@ -117,31 +117,41 @@ def nest_local_sections(result: dict) -> dict:
     return result
 
 
+FIGURE_VARIANTS = ("true", "auto")  # the figure's second row: each generator with these hints
+
+
+def panel_title(method: str) -> str:
+    kind, variant = GENERATOR_METHODS[method]
+    return f"{SPECS[kind].label} ({HINT_VARIANTS[variant]})"
+
+
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
-    """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it."""
-    return Example(
+    """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it: each generator
+    with the true and the automatic hint, then the main one with 10 simulated dots."""
+    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in FIGURE_VARIANTS]
+    example = Example(
         image_id=split.ids[i],
         original=split.color[i],
         lineart=split.lineart[i],
         hint=split.hint[i],
-        cnn=outputs["cnn"][j],
-        cgan=outputs["cgan"][j],
-        cgan_auto=outputs["cgan_auto_hint"][j],
-        auto_hint=auto_hints[j],
-        **local_example(
-            models["cgan"], split.lineart[i : i + 1], split.color[i : i + 1], split.hint[i : i + 1], i
-        ),
+        results={panel_title(method): outputs[method][j] for method in shown},
+        palettes={panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"},
     )
+    add_local_panel(example, models[MAIN_KIND], split, i)
+    return example
 
 
-def local_example(generator, lineart, color, hint, seed: int) -> dict:
-    """The figure's local-hint panel: 10 simulated points and the c-GAN's colouring with them."""
+def add_local_panel(example: Example, generator, split: Split, i: int) -> None:
+    """The figure's local-hint panel: 10 simulated points and the main generator's colouring with them."""
     from colorization.inference import colorize, takes_local_hints
 
     if not takes_local_hints(generator):
-        return {}
-    points = simulated_points(color, OBEDIENCE_POINTS, seed)
-    return {"points": points[0], "cgan_points": colorize(generator, lineart, hint, local=points)[0]}
+        return
+    points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)
+    title = f"{SPECS[MAIN_KIND].label} ({HINT_VARIANTS['true']} + dots)"
+    lineart, hint = split.lineart[i : i + 1], split.hint[i : i + 1]
+    example.results[title] = colorize(generator, lineart, hint, local=points)[0]
+    example.points, example.dotted = points[0], title
 
 
 @dataclass(frozen=True)
@@ -195,19 +205,18 @@ def predict_chunk(
 
     from colorization.inference import automatic_hint, colorize, predict_hint
 
-    def cgan(with_hints: np.ndarray) -> np.ndarray:
-        return colorize(models["cgan"], lineart, with_hints, device=device, batch_size=batch_size)
-
-    n = len(lineart)
-    guesses = predict_hint(models["hint"], lineart, device=device, raw=True)
-    auto_hints = automatic_hint(models["hint"], torch.from_numpy(guesses)).numpy()  # what colouring uses
-    outputs = {
-        method: colorize(models[model], lineart, hints, device=device, batch_size=batch_size)
-        for method, model in GENERATOR_METHODS.items()
+    guesses = predict_hint(models[HINT_KIND], lineart, device=device, raw=True)
+    auto_hints = automatic_hint(models[HINT_KIND], torch.from_numpy(guesses)).numpy()  # what colouring uses
+    given = {
+        "true": hints,
+        "auto": auto_hints,
+        "avg": np.broadcast_to(reference.mean_hint, (len(lineart), HIST_BINS)),
+        "wrong": wrong_hints,
     }
-    outputs["cgan_auto_hint"] = cgan(auto_hints)
-    outputs["cgan_avg_hint"] = cgan(np.broadcast_to(reference.mean_hint, (n, HIST_BINS)))
-    outputs["cgan_wrong_hint"] = cgan(wrong_hints)
+    outputs = {
+        method: colorize(models[kind], lineart, given[variant], device=device, batch_size=batch_size)
+        for method, (kind, variant) in GENERATOR_METHODS.items()
+    }
     outputs["flat_fill_hint_mean"] = flat_fill(lineart, mean_colour(hints))
     outputs["flat_fill_train_mean"] = flat_fill(lineart, reference.mean_colour)
     outputs["grey"] = grey(lineart)
@@ -270,10 +279,10 @@ def evaluate_models(
         scores.add(
             "original", {"hint_chi2": m.hint_fidelity(color, hints), "colorfulness": m.colorfulness(color)}
         )
-        scores.add("hint", hint_scores(guesses, hints) | average_hint_scores(reference.mean_hint, hints))
+        scores.add(HINT_KIND, hint_scores(guesses, hints) | average_hint_scores(reference.mean_hint, hints))
         scores.add(
             "obedience",
-            {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_METHODS},
+            {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_KINDS},
         )
         if local:
             add_local_scores(
@@ -287,7 +296,7 @@ def evaluate_models(
         wanted = range(start, start + min(figure_examples - len(examples), len(color)))
         examples += [figure_example(models, split, outputs, auto_hints, i, i - start) for i in wanted]
     result = nest_local_sections(scores.means())
-    hint = result["hint"]
+    hint = result[HINT_KIND]
     hint["chi2_vs_avg"] = round(hint["chi2"] / max(hint["avg_chi2"], 1e-12), DECIMALS)
     if features:
         real = np.concatenate(features["original"])

@@ -1,13 +1,14 @@
 """The paper's comparison figure, and colour hints drawn as palettes.
 
 For each of K test images: row 1 shows the original, its line art, its colour hint and the
-10 simulated local hints (dots on the line art); row 2 the CNN, the c-GAN with the true hint,
-the c-GAN with the automatic hint, and the c-GAN with the true hint and those 10 dots.
+10 simulated local hints (dots on the line art); row 2 what the methods made of it, titled
+(colorization.evaluate: the CNN, the c-GAN with the true hint, the c-GAN with the automatic
+hint, and the c-GAN with the true hint and those 10 dots).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +43,13 @@ class Example:
     original: np.ndarray  # [S, S, 3]
     lineart: np.ndarray  # [S, S]
     hint: np.ndarray  # float [512]
-    cnn: np.ndarray  # [S, S, 3]
-    cgan: np.ndarray  # [S, S, 3]
-    cgan_auto: np.ndarray  # [S, S, 3]
-    auto_hint: np.ndarray | None = None  # float [512], the hint the c-GAN got in the last panel
+    results: dict[str, np.ndarray]  # row 2, in order: panel title -> [S, S, 3]
+    palettes: dict[str, np.ndarray] = field(default_factory=dict)  # title -> float [512], drawn under it
     points: np.ndarray | None = None  # float [4, S, S]: local hints (colorization.local_hints)
-    cgan_points: np.ndarray | None = None  # [S, S, 3]: the c-GAN with the true hint and `points`
+    dotted: str | None = None  # the result coloured with `points`: they are drawn on it too
 
 
-TITLES = (
-    ("original", "line art", "colour hint", "local hints"),
-    ("CNN", "c-GAN (true hint)", "c-GAN (automatic hint)", "c-GAN (true hint + dots)"),
-)
+INPUT_TITLES = ("original", "line art", "colour hint", "local hints")
 
 
 def draw_dots(ax, points: np.ndarray) -> None:
@@ -69,6 +65,22 @@ def draw_dots(ax, points: np.ndarray) -> None:
     ax.scatter(xs, ys, c=np.clip(colours, 0, 1), s=22, edgecolors="black", linewidths=0.8)
 
 
+def example_rows(ex: Example) -> tuple[list, list]:
+    """(title, image) per panel: the inputs, then the results (a palette strip under those that have one)."""
+    size = ex.original.shape[0]
+    inputs = [(INPUT_TITLES[0], ex.original), (INPUT_TITLES[1], ex.lineart)]
+    inputs.append((INPUT_TITLES[2], palette_bar(ex.hint, size, size)))
+    if ex.points is not None:
+        inputs.append((INPUT_TITLES[3], ex.lineart))
+    results = []
+    for title, image in ex.results.items():
+        if title in ex.palettes:  # e.g. the palette the hint model predicted, under the automatic result
+            strip = palette_bar(ex.palettes[title], max(4, size // 8), size)
+            image = np.concatenate([image, np.full((2, size, 3), 255, np.uint8), strip])
+        results.append((title, image))
+    return inputs, results
+
+
 def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100) -> Path:
     """Draw the 2-rows-per-image grid with matplotlib (Agg, so no display is needed) and save a PNG."""
     import matplotlib
@@ -80,30 +92,22 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
         raise ValueError("no examples to draw")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = 4 if any(ex.cgan_points is not None for ex in examples) else 3
+    rows = [example_rows(ex) for ex in examples]
+    columns = max(len(row) for pair in rows for row in pair)
     fig, axes = plt.subplots(
         2 * len(examples), columns, figsize=(2.5 * columns, 5.2 * len(examples)), squeeze=False
     )
-    for k, ex in enumerate(examples):
-        size = ex.original.shape[0]
-        hint_panel = palette_bar(ex.hint, size, size)
-        cgan_auto = ex.cgan_auto
-        if ex.auto_hint is not None:
-            # A strip under the automatic result shows the palette the hint model predicted.
-            strip = palette_bar(ex.auto_hint, max(4, size // 8), size)
-            cgan_auto = np.concatenate([cgan_auto, np.full((2, size, 3), 255, np.uint8), strip])
-        panels = ((ex.original, ex.lineart, hint_panel), (ex.cnn, ex.cgan, cgan_auto))
-        if columns == 4:
-            panels = ((*panels[0], ex.lineart), (*panels[1], ex.cgan_points))
-        for r, (row, titles) in enumerate(zip(panels, TITLES, strict=False)):
-            for c, (image, title) in enumerate(zip(row, titles, strict=False)):
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (ex, pair) in enumerate(zip(examples, rows, strict=True)):
+        for r, row in enumerate(pair):
+            for c, (title, image) in enumerate(row):
                 ax = axes[2 * k + r, c]
                 ax.imshow(
                     image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest"
                 )
                 ax.set_title(f"{ex.image_id}: {title}" if (r, c) == (0, 0) else title, fontsize=9)
-                ax.axis("off")
-                if c == 3 and ex.points is not None:
+                if ex.points is not None and title in (INPUT_TITLES[3], ex.dotted):
                     draw_dots(ax, ex.points)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -317,9 +317,7 @@ def test_comparison_figure_puts_each_method_in_its_place(tmp_path):
             original=solid(c[0]),
             lineart=np.full((16, 16), 60 + 100 * k, np.uint8),
             hint=one_hot(*hints[k][0]),
-            cnn=solid(c[1]),
-            cgan=solid(c[2]),
-            cgan_auto=solid(c[3]),
+            results={"CNN": solid(c[1]), "c-GAN": solid(c[2]), "c-GAN, automatic": solid(c[3])},
         )
         for k, c in enumerate(colours)
     ]

@@ -8,6 +8,7 @@ annotations (`if TYPE_CHECKING:`), which never run, are left out.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "colorization"
@@ -176,3 +177,24 @@ def test_installing_the_project_claims_only_the_colorization_import_name(tmp_pat
     (wheel,) = wheels.glob("*.whl")
     names = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {n for n in names if not n.endswith(".dist-info")} == {"colorization"}, names
+
+
+def test_the_kinds_are_named_only_in_their_specs():
+    """SPECS is the one list of model kinds: outside colorization/models/ no code spells a
+    generator kind as a string (evaluation methods, figure panels, studio labels and default
+    models all iterate over the specs), so a new kind touches only its network, step, spec,
+    params section and dvc.yaml. Allowed: the studio's form fields, one per model to override."""
+    kind = re.compile(r"""["'](cnn|cgan)(_auto)?(_hint)?["']""")
+    found = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "flows").rglob("*.py")]):
+        if PACKAGE / "models" in path.parents:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if (
+                kind.search(code)
+                and "_model" not in code
+                and not code.strip().startswith(('"""', "colorization"))
+            ):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -4,7 +4,8 @@ Training, evaluation, the registry and the CLI iterate over `SPECS`; nothing els
 the kinds or branches on a kind's name. A spec names its params section (`train.<kind>`),
 the networks it trains (their classes and constructor kwargs, from that section), its
 optimisation step and optimiser settings, the loss columns it logs (main curve first), the
-evaluation sections scored with it, and its registered model: name, champion rule, and what
+hints evaluation colours it with (each one a section of evaluation.json, a figure panel and, for
+the automatic hint, a studio method), and its registered model: name, champion rule, and what
 the registry page says of it.
 """
 
@@ -22,6 +23,23 @@ from colorization.models.hint import HintNet
 from colorization.models.steps import cgan_step, cnn_step, hint_step
 
 
+# The global hints a generator is evaluated with: name -> how the figure and the studio say it.
+# "true" and "auto" are the model's own scores; "avg" and "wrong" are controls (what a hint that
+# says nothing, or another picture's hint, gives).
+HINT_VARIANTS = {
+    "true": "true hint",
+    "auto": "automatic hint",
+    "avg": "average hint",
+    "wrong": "another picture's hint",
+}
+SCORED_VARIANTS = ("true", "auto")
+
+
+def method_name(kind: str, variant: str) -> str:
+    """The evaluation.json section of generator `kind` coloured with hint `variant`: cgan, cgan_auto_hint."""
+    return kind if variant == "true" else f"{kind}_{variant}_hint"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     kind: str  # also its params section, train.<kind>, and its dvc.yaml stage, train@<kind>
@@ -29,7 +47,7 @@ class ModelSpec:
     networks: Callable[[Any], dict[str, dict]]  # its section -> constructor kwargs per network
     step: Callable  # (nets, batch, section, device) -> losses
     losses: tuple[str, ...]  # CSV columns of plots/train/<kind>.csv, the main curve first
-    evaluated: tuple[str, ...]  # evaluation.json sections scored with this model
+    label: str  # how the figure, the studio and the registry name it
     generator: bool  # colours line art from a hint (else: guesses the hint from the lines)
     registered: str  # its registered model's name in MLflow
     ranking: tuple[str, str]  # (evaluation.json metric "<section>.<key>", "max" | "min"): champion rule
@@ -38,6 +56,15 @@ class ModelSpec:
     betas: Callable[[Any], tuple[float, float]] = lambda s: (0.9, 0.999)  # Adam's, from the section
     ema_decay: Callable[[Any], float] = lambda s: 0.0  # publish the weights' moving average (0: none)
     local_hints: Callable[[Any], bool] = lambda s: False  # trained with simulated local hints
+    hints: tuple[str, ...] = ("true",)  # generators: the HINT_VARIANTS evaluation colours it with
+    main: bool = False  # the main colourizer: the figure's local-hint panel is its
+
+    @property
+    def evaluated(self) -> tuple[str, ...]:
+        """The evaluation.json sections that are this model's own scores (the registry's `test.*`)."""
+        if not self.generator:
+            return (self.kind,)
+        return tuple(method_name(self.kind, v) for v in self.hints if v in SCORED_VARIANTS)
 
 
 def _generator(section) -> dict:
@@ -59,7 +86,7 @@ SPECS: dict[str, ModelSpec] = {
             networks=lambda s: {"model": _generator(s)},
             step=cnn_step,
             losses=("loss",),
-            evaluated=("cnn",),
+            label="CNN",
             generator=True,
             registered="lineart-cnn",
             ranking=("cnn.psnr", "max"),
@@ -76,7 +103,7 @@ SPECS: dict[str, ModelSpec] = {
             },
             step=cgan_step,
             losses=("d_loss", "g_loss", "g_adv", "g_l1"),
-            evaluated=("cgan", "cgan_auto_hint"),
+            label="c-GAN",
             generator=True,
             registered="lineart-cgan",
             ranking=("cgan.psnr", "max"),
@@ -86,14 +113,18 @@ SPECS: dict[str, ModelSpec] = {
             betas=lambda s: (s.beta1, 0.999),  # pix2pix: 0.5
             ema_decay=lambda s: s.ema_decay,
             local_hints=lambda s: s.local_hints,
+            hints=("true", "auto", "avg", "wrong"),
+            main=True,
         ),
         ModelSpec(
             kind="hint",
             builders={"model": HintNet},
-            networks=lambda s: {"model": {"base_channels": s.base_channels, "depth": s.depth, "trust": s.trust}},
+            networks=lambda s: {
+                "model": {"base_channels": s.base_channels, "depth": s.depth, "trust": s.trust}
+            },
             step=hint_step,
             losses=("kl", "chi2"),
-            evaluated=("hint",),
+            label="hint model",
             generator=False,
             registered="lineart-hint",
             ranking=("hint.chi2", "min"),
@@ -102,4 +133,11 @@ SPECS: dict[str, ModelSpec] = {
             "the c-GAN can colour with no hint from the user (`c-GAN, automatic hint` in the studio).",
         ),
     )
+}
+
+GENERATOR_KINDS = tuple(kind for kind, spec in SPECS.items() if spec.generator)  # cnn, cgan
+HINT_KIND = next(kind for kind, spec in SPECS.items() if not spec.generator)  # makes the automatic hint
+MAIN_KIND = next(kind for kind, spec in SPECS.items() if spec.main)  # cgan
+GENERATOR_METHODS = {  # evaluation.json section -> (generator kind, hint variant), in SPECS' order
+    method_name(kind, variant): (kind, variant) for kind in GENERATOR_KINDS for variant in SPECS[kind].hints
 }

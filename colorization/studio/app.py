@@ -39,7 +39,6 @@ from starlette.types import Message, Receive
 
 from colorization.admission import Admission, Busy, default_concurrency
 from colorization.colorize import (
-    GENERATOR_KINDS,
     ColorizeError,
     HintSource,
     Layers,
@@ -55,6 +54,7 @@ from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
 from colorization.inference import takes_local_hints
+from colorization.models.specs import GENERATOR_KINDS, HINT_KIND, HINT_VARIANTS, SPECS
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
 from colorization.textsafe import escaped
 
@@ -66,11 +66,20 @@ HINTS_FIELD = (
     "local colour hints (dots, strokes): an RGBA PNG or WebP the picture's size (opaque = colour), "
     'or JSON points [{"x": 10, "y": 20, "color": "#rrggbb", "radius": 4}]'
 )
-METHODS = {  # method -> (label, generator kind, whether it always takes the automatic hint)
-    "cnn": ("CNN", "cnn", False),
-    "cgan": ("c-GAN", "cgan", False),
-    "cgan_auto": ("c-GAN, automatic hint", "cgan", True),
-}
+
+
+def page_methods() -> dict[str, tuple[str, str, bool]]:
+    """method -> (label, generator kind, whether it always takes the automatic hint): each generator,
+    and "<kind>_auto" for those evaluated with the automatic hint. Today: cnn, cgan, cgan_auto."""
+    methods = {}
+    for kind in GENERATOR_KINDS:
+        methods[kind] = (SPECS[kind].label, kind, False)
+        if "auto" in SPECS[kind].hints:
+            methods[f"{kind}_auto"] = (f"{SPECS[kind].label}, {HINT_VARIANTS['auto']}", kind, True)
+    return methods
+
+
+METHODS = page_methods()
 
 
 class StudioError(Exception):
@@ -265,7 +274,7 @@ def data_url(image: np.ndarray) -> str:
 
 
 def default_specs(models_dir: Path) -> dict[str, str]:
-    return {kind: str(models_dir / kind) for kind in ("cnn", "cgan", "hint")}
+    return {kind: str(models_dir / kind) for kind in SPECS}
 
 
 class Studio:
@@ -297,7 +306,8 @@ class Studio:
         _, kind, always_auto = METHODS[method]
         generator = self.model(specs[kind], GENERATOR_KINDS)
         auto = always_auto or hint is None
-        source = HintSource(model=self.model(specs["hint"], ("hint",))) if auto else HintSource(fixed=hint)
+        hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if auto else None
+        source = HintSource(model=hinter) if auto else HintSource(fixed=hint)
         started = time.perf_counter()
         try:
             (layers,), used = colorize_images(

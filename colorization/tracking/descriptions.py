@@ -17,9 +17,9 @@ HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
 
 def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
     """Registered-model tags: task, image size, data source, and the interface in short."""
-    from colorization.models.specs import SPECS
+    from colorization.models.specs import HINT_KIND, SPECS
 
-    size = int(config["image_size"])
+    size, hinter = int(config["image_size"]), SPECS[HINT_KIND].registered
     generator = SPECS[kind].generator
     return {
         "task": SPECS[kind].task,
@@ -27,13 +27,13 @@ def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> di
         "data_source": data_source or "unknown",
         "input": f"line art {size}x{size}" + (" + colour hint [512]" if generator else ""),
         "output": f"RGB {size}x{size}" if generator else "colour hint [512]",
-        "hint": "palette, reference picture or lineart-hint" if generator else "none (it makes the hint)",
+        "hint": f"palette, reference picture or {hinter}" if generator else "none (it makes the hint)",
     }
 
 
 def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
     """The registered model's description: what it colours, its input and output, the hint it takes."""
-    from colorization.models.specs import SPECS
+    from colorization.models.specs import HINT_KIND, SPECS
 
     spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
@@ -43,7 +43,8 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
             f"Input: a {size} x {size} line art (0 = line, 255 = paper). Output: {HIST}. "
             f"{served}}}}} -> [N, 512]."
         )
-        hint = "Takes no hint: it makes one, for lineart-cnn and lineart-cgan."
+        users = " and ".join(s.registered for s in SPECS.values() if s.generator)
+        hint = f"Takes no hint: it makes one, for {users}."
     else:
         io = (
             f"Input: a {size} x {size} line art (0 = line, 255 = paper) and a colour hint. Output: an RGB "
@@ -51,7 +52,7 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
         )
         hint = (
             f"Hint: {HIST}, from a palette ('#rrggbb:weight,...', .gpl or .json), a reference picture's "
-            "colours, or lineart-hint's guess."
+            f"colours, or {SPECS[HINT_KIND].registered}'s guess."
         )
         if config["arch"].get("local_hints"):
             hint += (
