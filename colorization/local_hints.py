@@ -61,18 +61,23 @@ def reveal(
     if k == 0:
         return local
     ys, xs = (u[..., 0] * s).long().clamp(max=s - 1), (u[..., 1] * s).long().clamp(max=s - 1)
-    radius = (u[..., 2] * len(radii)).long().clamp(max=len(radii) - 1)
+    pick = (u[..., 2] * len(radii)).long().clamp(max=len(radii) - 1)[:, :k]  # [B, k]
     pooled = torch.stack([F.avg_pool2d(color, 2 * r + 1, 1, r, count_include_pad=False) for r in radii])
+    images = torch.arange(b, device=color.device)[:, None]
+    colours = pooled[pick, images, :, ys[:, :k], xs[:, :k]]  # [B, k, 3]: each patch's mean colour
+    r = torch.tensor(radii, device=color.device)[pick][..., None]  # [B, k, 1]
     grid = torch.arange(s, device=color.device)
-    images = torch.arange(b, device=color.device)
-    for j in range(k):
-        r = torch.tensor(radii, device=color.device)[radius[:, j]]  # [B]
-        colour = pooled[radius[:, j], images, :, ys[:, j], xs[:, j]]  # [B, 3]
-        rows = (grid[None] - ys[:, j, None]).abs() <= r[:, None]
-        cols = (grid[None] - xs[:, j, None]).abs() <= r[:, None]
-        inside = rows[:, :, None] & cols[:, None, :] & (j < counts)[:, None, None]  # [B, S, S]
-        local[:, :3] = torch.where(inside[:, None], colour[:, :, None, None], local[:, :3])
-        local[:, 3] = torch.where(inside, torch.ones_like(local[:, 3]), local[:, 3])
+    rows = (grid - ys[:, :k, None]).abs() <= r  # [B, k, S]
+    cols = (grid - xs[:, :k, None]).abs() <= r
+    shown = torch.arange(k, device=color.device) < counts[:, None]  # [B, k]
+    inside = rows[..., :, None] & cols[..., None, :] & shown[..., None, None]  # [B, k, S, S]
+    # A later patch covers an earlier one where they overlap: each pixel shows its last patch.
+    order = torch.arange(1, k + 1, device=color.device)[None, :, None, None]
+    last = (inside * order).amax(dim=1)  # [B, S, S], 0 = none
+    colour = colours.gather(1, (last - 1).clamp_min(0).flatten(1)[..., None].expand(-1, -1, 3))  # [B, S*S, 3]
+    mask = (last > 0).to(color.dtype)
+    local[:, :3] = colour.transpose(1, 2).reshape(b, 3, s, s) * mask[:, None]
+    local[:, 3] = mask
     return local
 
 
@@ -84,20 +89,29 @@ def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor,
     hint, times `decay` per pixel stepped (falling to 1/e over a quarter of the picture), times
     how much paper the pixel is (a line pixel, 0, passes nothing on). So a dot fills the region
     its lines close, fading with distance, and leaks only through gaps in the lines."""
+    hinted = local[:, 3].flatten(1).any(dim=1)
+    if not hinted.all():  # pictures without hints (a quarter in training): no guess, confidence 0
+        colour, confidence = local[:, :3].float().clone(), torch.zeros_like(local[:, 3:], dtype=torch.float32)
+        if hinted.any():
+            colour[hinted], confidence[hinted] = propagate(local[hinted], lineart[hinted])
+        return colour, confidence
     s = local.shape[-1]
     decay = math.exp(-1.0 / (SPREAD_REACH * s))
     passable = ((lineart.float() + 1) / 2).clamp(0, 1) * decay  # [N, 1, S, S]
-    confidence, colour = local[:, 3:].float(), local[:, :3].float()
+    confidence = local[:, 3:].float()
+    # Each pixel's source: the pixel whose colour it takes (itself until a hint reaches it). One
+    # index plane is carried instead of three colour planes; the colours are gathered once at the end.
+    source = torch.arange(s * s, device=local.device).expand(len(local), 1, -1).reshape(confidence.shape)
     for _ in range(int(SPREAD_STEPS * s)):
         pooled, index = F.max_pool2d(confidence, 3, 1, 1, return_indices=True)
         reached = pooled * passable
         better = reached > confidence
         if not better.any():
             break
-        carried = colour.flatten(2).gather(2, index.flatten(2).expand(-1, 3, -1)).view_as(colour)
-        colour = torch.where(better, carried, colour)
+        source = torch.where(better, source.flatten(2).gather(2, index.flatten(2)).view_as(source), source)
         confidence = torch.where(better, reached, confidence)
-    return _soften(colour, confidence * passable), confidence
+    colour = local[:, :3].float().flatten(2).gather(2, source.flatten(2).expand(-1, 3, -1))
+    return _soften(colour.view_as(local[:, :3]), confidence * passable), confidence
 
 
 def _soften(colour: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,25 @@ def test_revealed_points_carry_the_pictures_colour_and_more_points_extend_fewer(
     assert 0 < mask.sum() <= 30
 
 
+def test_overlapping_patches_show_the_later_one_and_unshown_draws_leave_no_trace():
+    """reveal is vectorised over the points: where two patches overlap, the later one's colour
+    shows (as if painted in turn), and draws past a picture's count mark nothing."""
+    gen_colour = torch.Generator().manual_seed(3)
+    color = torch.rand(6, 3, 16, 16, generator=gen_colour) * 2 - 1
+    counts = torch.tensor([0, 1, 3, 8, 8, 5])
+    local = reveal(color, counts, torch.Generator().manual_seed(4), 8, radii=(3,))  # 7x7: overlaps
+    u = torch.rand(6, 8, 3, generator=torch.Generator().manual_seed(4))
+    ys, xs = (u[..., 0] * 16).long(), (u[..., 1] * 16).long()
+    pooled = torch.nn.functional.avg_pool2d(color, 7, 1, 3, count_include_pad=False)
+    expected = torch.zeros_like(local)
+    for i, count in enumerate(counts.tolist()):
+        for j in range(count):  # painted one after the other
+            y, x = ys[i, j].item(), xs[i, j].item()
+            expected[i, :3, max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4] = pooled[i, :, y, x, None, None]
+            expected[i, 3, max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4] = 1
+    torch.testing.assert_close(local, expected, rtol=0, atol=0)
+
+
 def test_point_counts_include_none_and_stay_within_the_maximum():
     counts = point_counts(4000, torch.Generator().manual_seed(0), 32, 0.25)
     assert 0.2 < (counts == 0).float().mean() < 0.3
