@@ -337,8 +337,8 @@ def load_model(
 
     try:
         if is_registry_uri(spec):
+            from colorization.tracking import RegistryError
             from colorization.tracking.model_cache import load_registered
-            from colorization.tracking.registry import RegistryError
 
             try:
                 module, config = load_registered(spec, device)

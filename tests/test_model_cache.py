@@ -80,6 +80,25 @@ def test_a_cached_load_opens_no_database_itself(store):
     assert "colorization" not in out.stdout.split(" ", 2)[2], out.stdout
 
 
+def test_a_warm_load_from_an_untouched_store_does_not_import_mlflow(store):
+    """The start-up's floor: once a URI resolved, and while the SQLite store is unchanged, the
+    cached version loads without MLflow; a write to the store (the alias moved) asks again."""
+    first = colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS))  # resolves through MLflow
+    code = (
+        "import sys; from colorization.colorize import load_model, GENERATOR_KINDS; "
+        f"m = load_model({CHAMPION_URI!r}, 'cpu', GENERATOR_KINDS); "
+        "print(m.kind, 'mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["cgan", "False"], out.stderr[-2000:]
+    np.testing.assert_array_equal(colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)), first)
+    _, registered = register_hint_following_cgan(store, seed=1, psnr=30.0)  # v2 takes the alias
+    assert registered.champion == "2"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["cgan", "True"], out.stderr[-2000:]  # asked the registry again
+    assert not np.array_equal(colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS)), first)
+
+
 def test_a_damaged_entry_is_not_used_and_is_replaced(store, monkeypatch):
     expected = colours(load_model(CHAMPION_URI, "cpu", GENERATOR_KINDS))
     weights = entry_dir(store / "cache", NAME, "1") / "model.pt"

@@ -2,5 +2,21 @@
 
 `runs` records training runs (params, metrics, sample images, the logged model);
 `registry` (model versions and aliases) is a separate module. Import these lazily: the
-training path must run on a machine without mlflow installed.
+training path must run on a machine without mlflow installed. This file imports no MLflow:
+`tracking_uri` is read where MLflow need not be loaded (a cached model's start-up).
 """
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    """Env MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be served; the message is one line."""

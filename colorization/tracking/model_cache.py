@@ -9,12 +9,21 @@ folder if the digest matches, and loads it. So the cache holds exactly the regis
 weights or nothing, and a version whose weights differ (another registry, a re-created one)
 is downloaded again.
 
+A warm start-up skips MLflow entirely when it can prove nothing moved: for a SQLite store the
+cache remembers which version a URI resolved to, beside the database file's size and
+modification time (its -wal and -journal files' too). While they are unchanged no alias can
+have moved, so the entry is loaded without importing MLflow (which costs more than the rest of
+the start-up). Any write to the store changes them, and the next load asks the registry again.
+A server store is always asked.
+
 Folder: $COLORIZATION_MODEL_CACHE, else $XDG_CACHE_HOME/lineart-colorization/models (XDG's
 default ~/.cache). COLORIZATION_MODEL_CACHE=off turns it off.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -79,19 +88,80 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def store_stamp(tracking: str) -> list | None:
+    """What changes whenever a SQLite store is written: its files' sizes and modification times
+    (None for a server store, or a database file that is not there: ask MLflow)."""
+    if not tracking.startswith("sqlite:///"):
+        return None
+    db = Path(tracking.removeprefix("sqlite:///")).resolve()
+    stamp = []
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-journal")):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            if path == db:
+                return None
+            continue
+        stamp.append([str(path), info.st_size, info.st_mtime_ns])
+    return stamp
+
+
+def resolution_file(root: Path, uri: str, tracking: str) -> Path:
+    key = hashlib.sha256(f"{tracking}\n{uri}".encode()).hexdigest()[:24]
+    return root / "resolved" / f"{key}.json"
+
+
+def remembered(root: Path, uri: str, tracking: str) -> Path | None:
+    """The cached entry `uri` resolved to, when the store is untouched since and the entry valid."""
+    stamp = store_stamp(tracking)
+    try:
+        known = json.loads(resolution_file(root, uri, tracking).read_text())
+    except (OSError, ValueError):
+        return None
+    if stamp is None or known.get("stamp") != stamp:
+        return None
+    entry = entry_dir(root, known["name"], known["version"])
+    return entry if valid_entry(entry, known.get("model_md5")) else None
+
+
+def remember(root: Path, uri: str, tracking: str, stamp: list | None, version) -> None:
+    """Note what `uri` resolved to under `stamp` (taken before resolving: a write since makes it stale)."""
+    if stamp is None or known.get("stamp") != stamp:
+        return
+    from colorization.atomic import atomic_write_text
+
+    known = {"name": version.name, "version": str(version.version)}
+    known |= {"model_md5": version.tags.get("model_md5"), "stamp": stamp}
+    try:
+        path = resolution_file(root, uri, tracking)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(known))
+    except OSError as err:  # an unwritable cache: the next start-up asks MLflow again
+        log.info("not remembering %s: %s", uri, err)
+
+
 def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     """(network in eval mode, config.json) of a registered version or a logged model."""
+    from colorization.tracking import tracking_uri
+
+    root, tracking = cache_root(), tracking_uri()
+    entry = remembered(root, uri, tracking) if root else None
+    if entry is not None:
+        log.debug("%s: %s from the cache, the store unchanged", uri, entry)
+        return load_trained(entry, device), read_config(entry)
+    stamp = store_stamp(tracking) if root else None
     from colorization.tracking.registry import download_model, version_uri
 
     load_uri, version = version_uri(uri)
-    root = cache_root()
     digest = version.tags.get("model_md5") if version is not None else None
     entry = entry_dir(root, version.name, version.version) if root and version else None
     if entry is not None and valid_entry(entry, digest):
         log.debug("%s: v%s from the cache %s", uri, version.version, entry)
+        remember(root, uri, tracking, stamp, version)
         return load_trained(entry, device), read_config(entry)
     with tempfile.TemporaryDirectory(prefix="colorization-model-") as tmp:
         folder = download_model(load_uri, Path(tmp))
         if entry is not None and store_entry(folder, entry, digest):
             folder = entry
+            remember(root, uri, tracking, stamp, version)
         return load_trained(folder, device), read_config(folder)

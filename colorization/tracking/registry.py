@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from colorization.provenance import file_md5, git_commit
+from colorization.tracking import RegistryError
 from colorization.tracking.descriptions import describe_model, version_description
 from colorization.tracking.runs import tracking_uri
 
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"  # the name TrainingRun.log_model gives the model inside its run
-
-
-class RegistryError(ValueError):
-    """A registry request that cannot be served; the message is one line."""
 
 
 # ---------------------------------------------------------------- registering

@@ -8,7 +8,6 @@ with it.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,11 +19,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+from colorization.tracking import DEFAULT_TRACKING_URI, tracking_uri  # noqa: F401 (re-exported)
 
 
 def _artifact_location(uri: str) -> str | None:
