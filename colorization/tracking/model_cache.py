@@ -126,7 +126,7 @@ def remembered(root: Path, uri: str, tracking: str) -> Path | None:
 
 def remember(root: Path, uri: str, tracking: str, stamp: list | None, version) -> None:
     """Note what `uri` resolved to under `stamp` (taken before resolving: a write since makes it stale)."""
-    if stamp is None or known.get("stamp") != stamp:
+    if stamp is None:
         return
     from colorization.atomic import atomic_write_text
 
