@@ -15,7 +15,7 @@ TORCH_INDEX = $(shell $(PYTHON) -m pip install --dry-run --no-deps --no-index --
 	"$(TORCH)" >/dev/null 2>&1 || echo --extra-index-url https://download.pytorch.org/whl/cpu)
 endif
 
-.PHONY: setup run test lint lock mutate clean gpu-wheels gpu-data
+.PHONY: setup run test test-unit lint lock mutate clean gpu-wheels gpu-data
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ run: setup
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" pytest
+
+# The unit tests alone (tests/unit: in-process, no servers, child processes or GPUs): about two
+# minutes on 2 cores; `make test` runs them and tests/integration.
+test-unit: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" pytest tests/unit
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -29,7 +29,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 part() { # one part; pipefail makes a pipeline fail when the Python in it fails
     case $1 in
     tests) # the CUDA-marked tests (they skip elsewhere)
-        python3 -m pytest -m cuda tests/test_cuda.py -p no:cacheprovider -v 2>&1 | tee "$OUT/cuda-tests.log" ;;
+        python3 -m pytest -m cuda tests/integration/test_cuda.py -p no:cacheprovider -v 2>&1 | tee "$OUT/cuda-tests.log" ;;
     throughput) # c-GAN training at 256 and 512 px through the real data path
         python3 bench/train_throughput.py --device cuda 2>&1 | tee "$OUT/train-throughput.log" ;;
     colorize) # batch 1 and batched at 512 px: the product path and the network alone

@@ -51,8 +51,8 @@ def line_art_png(size: int, seed: int = 0) -> bytes:
 
 def tiny_models(root: Path) -> Path:
     sys.path.insert(0, str(REPO))
-    from tests.test_evaluate import save_model_dir
-    from tests.test_serving import save_hint_following
+    from tests.registry_fixtures import save_hint_following
+    from tests.unit.test_evaluate import save_model_dir
 
     save_model_dir(root / "cnn", "cnn")
     save_model_dir(root / "hint", "hint")

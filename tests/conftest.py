@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Fixtures that unit and integration tests share, without importing them into each module.
+pytest_plugins = ["tests.registry_fixtures"]
 # Tests run the CLI in-process too (typer's CliRunner), and bit-compare runs in this process with
 # runs in child processes: both keep this machine's own CPU kernels, never the pinned ones
-# (tests/test_cpu_kernels.py switches the pinning back on for its own children).
+# (tests/integration/test_cpu_kernels.py switches the pinning back on for its own children).
 os.environ["COLORIZATION_CPU_KERNELS"] = "native"
 
 
