@@ -17,7 +17,7 @@ process we start follows its owner:
   parent (DVC runs a stage through `$SHELL -c`).
 - the Dask workers of the flow's LocalCluster need nothing from us: distributed ends a
   worker when the pipe its parent holds open closes (distributed/process.py), which
-  tests/test_kills.py checks.
+  tests/integration/test_kills.py checks.
 
 Elsewhere than Linux these are no-ops: the owners' own shutdown is all there is.
 """
