@@ -27,6 +27,7 @@ from colorization.colorize import (
     LoadedModel,
     collect_inputs,
     colorize_files,
+    colorize_images,
     encode_for,
     fit_input,
     hints_for,
@@ -1019,3 +1020,48 @@ def test_colorize_refuses_bad_hints_before_writing(local_models, tmp_path):
         assert result.exit_code != 0 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_a_dot_on_open_paper_moves_the_models_colours_in_its_own_picture_only(local_models):
+    """Where no closed line frames the dot (so no region fill), what shows is the model's use of
+    the local hints: red near the dot of the picture that has one, and the picture without a
+    layer in the same batch coloured as if alone."""
+    art = np.full((200, 200, 3), 255, np.uint8)
+    cv2.line(art, (20, 40), (60, 40), (0, 0, 0), 3)  # a short open stroke: paper stays one region
+    layer = np.zeros((200, 200, 4), np.uint8)
+    layer[90:110, 90:110] = (220, 30, 30, 255)
+    model = load_model(str(local_models / "cgan"), "cpu", GENERATOR_KINDS)
+    blue = HintSource(fixed=parse_palette("#2030e0"))
+    (dotted, plain), _ = colorize_images([art, art], model, blue, "cpu", hint_layers=[layer, None])
+    (alone,), _ = colorize_images([art], model, blue, "cpu")
+    near = dotted.colour[95:105, 95:105].reshape(-1, 3).mean(axis=0).astype(int)
+    far = dotted.colour[170:195, 170:195].reshape(-1, 3).mean(axis=0).astype(int)
+    assert near[0] > near[2] + 60, near
+    assert far[2] > far[0], far  # the dot's reach fades: the blue global hint decides far away
+    assert np.abs(plain.colour.astype(int) - alone.colour.astype(int)).max() <= 1
+    assert not np.array_equal(plain.colour, dotted.colour)
+
+
+def test_hints_are_for_one_picture_and_a_missing_file_is_named(local_models, tmp_path):
+    first, second = save(tmp_path / "a.png", drawing(60, 80)), save(tmp_path / "b.png", drawing(60, 80))
+    points = tmp_path / "p.json"
+    points.write_text('[{"x": 1, "y": 1, "color": "#ff0000"}]')
+    model = str(local_models / "cgan")
+    two = run(
+        str(first),
+        str(second),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        model,
+        "--palette",
+        "#808080",
+        "--hints",
+        str(points),
+    )
+    assert two.exit_code != 0 and "--hints gives one picture's hints, but there are 2 inputs" in two.output
+    assert not (tmp_path / "out").exists()
+    missing = run(
+        str(first), "-o", str(tmp_path / "o.png"), "--model", model, "--hints", str(tmp_path / "x.json")
+    )
+    assert missing.exit_code != 0 and f"--hints {tmp_path / 'x.json'}: no such file" in missing.output
