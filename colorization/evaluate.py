@@ -51,6 +51,7 @@ from colorization.models.specs import (
     HINT_KIND,
     HINT_VARIANTS,
     MAIN_KIND,
+    SCORED_VARIANTS,
     SPECS,
 )
 from colorization.store import ProcessedStore, Split
@@ -117,9 +118,6 @@ def nest_local_sections(result: dict) -> dict:
     return result
 
 
-FIGURE_VARIANTS = ("true", "auto")  # the figure's second row: each generator with these hints
-
-
 def panel_title(method: str) -> str:
     kind, variant = GENERATOR_METHODS[method]
     return f"{SPECS[kind].label} ({HINT_VARIANTS[variant]})"
@@ -128,7 +126,7 @@ def panel_title(method: str) -> str:
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
     """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it: each generator
     with the true and the automatic hint, then the main one with 10 simulated dots."""
-    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in FIGURE_VARIANTS]
+    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in SCORED_VARIANTS]
     example = Example(
         image_id=split.ids[i],
         original=split.color[i],

@@ -306,8 +306,10 @@ class Studio:
         _, kind, always_auto = METHODS[method]
         generator = self.model(specs[kind], GENERATOR_KINDS)
         auto = always_auto or hint is None
-        hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if auto else None
-        source = HintSource(model=hinter) if auto else HintSource(fixed=hint)
+        if auto:
+            source = HintSource(model=self.model(specs[HINT_KIND], (HINT_KIND,)))
+        else:
+            source = HintSource(fixed=hint)
         started = time.perf_counter()
         try:
             (layers,), used = colorize_images(

@@ -111,9 +111,9 @@ def resolution_file(root: Path, uri: str, tracking: str) -> Path:
     return root / "resolved" / f"{key}.json"
 
 
-def remembered(root: Path, uri: str, tracking: str) -> Path | None:
-    """The cached entry `uri` resolved to, when the store is untouched since and the entry valid."""
-    stamp = store_stamp(tracking)
+def remembered(root: Path, uri: str, tracking: str, stamp: list | None) -> Path | None:
+    """The cached entry `uri` resolved to, when the store is untouched since (`stamp` is the one
+    recorded) and the entry valid."""
     try:
         known = json.loads(resolution_file(root, uri, tracking).read_text())
     except (OSError, ValueError):
@@ -145,11 +145,11 @@ def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     from colorization.tracking import tracking_uri
 
     root, tracking = cache_root(), tracking_uri()
-    entry = remembered(root, uri, tracking) if root else None
+    stamp = store_stamp(tracking) if root else None  # before resolving: a write since makes it stale
+    entry = remembered(root, uri, tracking, stamp) if root else None
     if entry is not None:
         log.debug("%s: %s from the cache, the store unchanged", uri, entry)
         return load_trained(entry, device), read_config(entry)
-    stamp = store_stamp(tracking) if root else None
     from colorization.tracking.registry import download_model, version_uri
 
     load_uri, version = version_uri(uri)
