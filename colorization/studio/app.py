@@ -18,6 +18,7 @@ strokes painted on the page), and each result says whether its model takes them.
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import threading
 import time
@@ -437,6 +438,25 @@ def add_error_handlers(app: FastAPI) -> None:
 DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
 
 
+def with_model_fields(endpoint: Callable) -> Callable:
+    """`endpoint` with one optional form field `<kind>_model` per model kind in SPECS, gathered
+    into its `**models`: FastAPI builds the form from the signature, so a new kind's override
+    field comes with its spec."""
+    signature = inspect.signature(endpoint)
+    named = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    fields = [
+        inspect.Parameter(
+            f"{kind}_model",
+            inspect.Parameter.KEYWORD_ONLY,
+            default="",
+            annotation=Annotated[str, Form(description=f"folder or models:/ URI (default <models>/{kind})")],
+        )
+        for kind in SPECS
+    ]
+    endpoint.__signature__ = signature.replace(parameters=named + fields)
+    return endpoint
+
+
 def create_app(config: StudioConfig) -> FastAPI:
     studio = Studio(config)
     app = FastAPI(title="Line-art colorization studio", description=DESCRIPTION, version="1")
@@ -458,6 +478,7 @@ def create_app(config: StudioConfig) -> FastAPI:
         "/api/colorize",
         summary="Colour one picture with the CNN, the c-GAN and the c-GAN with the automatic hint",
     )
+    @with_model_fields
     async def colorize(
         image: Annotated[UploadFile, File(description="line art or colour picture")],
         hint: Annotated[str, Form(json_schema_extra={"enum": list(HINT_MODES)})] = "auto",
@@ -466,9 +487,7 @@ def create_app(config: StudioConfig) -> FastAPI:
         reference: Annotated[UploadFile | None, File(description="hint=reference: a colour image")] = None,
         hints: Annotated[UploadFile | None, File(description=HINTS_FIELD)] = None,
         methods: Annotated[str, Form(description="comma-separated")] = ",".join(METHODS),
-        cnn_model: Annotated[str, Form(description="folder or models:/ URI (default <models>/cnn)")] = "",
-        cgan_model: Annotated[str, Form(description="folder or models:/ URI (default <models>/cgan)")] = "",
-        hint_model: Annotated[str, Form(description="folder or models:/ URI (default <models>/hint)")] = "",
+        **models: str,  # `<kind>_model` per kind in SPECS (with_model_fields)
     ) -> dict[str, Any]:
         """Multipart upload in, JSON out: `width`, `height`, `lines` (the line layer, a PNG data URL with
         alpha) and one entry per method in `results`: `local_hints` (whether its model takes them),
@@ -480,7 +499,7 @@ def create_app(config: StudioConfig) -> FastAPI:
         not parse, local hints for a model trained without them), 424 (no model, or the registry is
         down), 503 with `Retry-After` (seconds) when the studio already holds all the uploads it takes.
         """
-        given = {"cnn": cnn_model, "cgan": cgan_model, "hint": hint_model}
+        given = {kind: models[f"{kind}_model"] for kind in SPECS}
         form = ColorizeForm(
             image=await read_part(image),
             hint=hint.strip() or "auto",
