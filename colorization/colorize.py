@@ -299,13 +299,17 @@ def to_layers(
     fitted: Fitted,
     recipe: LineartRecipe,
     hints: np.ndarray | None = None,
+    unhinted: np.ndarray | None = None,
 ) -> Layers:
     """The full-size layers of an input from the model's output for it. With a hint layer (RGBA at
-    the input's size), each region the input's lines close takes the colour of its hints."""
+    the input's size), each region the input's lines close takes the colour of its hints, and
+    the regions without hints the model's output without them (`unhinted`, if given)."""
     colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
     lines = line_layer(rgb, recipe)
     if hints is not None:
-        colour = fill_regions(colour, lines[..., 3] >= 128, hints)
+        if unhinted is not None:
+            unhinted = restore_size(paint_out_lines(unhinted, fitted.lineart), fitted)
+        colour = fill_regions(colour, lines[..., 3] >= 128, hints, unhinted=unhinted)
     return Layers(colour, lines, over(lines, colour))
 
 
@@ -469,9 +473,16 @@ def colorize_images(
         colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size, local=local)
     except ValueError as err:  # local hints for a model trained without them
         raise ColorizeError(f"{generator.source}: {err}") from None
+    # The same pictures without their dots: what the regions no dot is in keep (fill_regions).
+    unhinted = list(colored)
+    dotted = [i for i, layer in enumerate(layers_in) if layer is not None]
+    if dotted:
+        plain = colorize(generator.module, lineart[dotted], hint[dotted], device=device, batch_size=batch_size)
+        for i, c in zip(dotted, plain, strict=True):
+            unhinted[i] = c
     layers = [
-        to_layers(rgb, c, f, recipe, layer)
-        for rgb, c, f, layer in zip(images, colored, fitted, layers_in, strict=True)
+        to_layers(rgb, c, f, recipe, layer, u)
+        for rgb, c, f, layer, u in zip(images, colored, fitted, layers_in, unhinted, strict=True)
     ]
     return layers, hint
 

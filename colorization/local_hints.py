@@ -175,7 +175,11 @@ def points_layer(
 
 
 def fill_regions(
-    colour: np.ndarray, lines: np.ndarray, layer: np.ndarray, max_share: float = 0.25
+    colour: np.ndarray,
+    lines: np.ndarray,
+    layer: np.ndarray,
+    max_share: float = 0.25,
+    unhinted: np.ndarray | None = None,
 ) -> np.ndarray:
     """The colour layer [H, W, 3] with each region closed by `lines` ([H, W] bool, True = line)
     that holds hints (`layer`, RGBA, opaque = hint) painted the hints' mean colour, plus the
@@ -184,10 +188,15 @@ def fill_regions(
 
     A region larger than `max_share` of the picture is not closed in any useful sense (the
     paper around an open drawing): the model's own colour stays there. Regions are 4-connected,
-    so a one-pixel diagonal line closes them."""
+    so a one-pixel diagonal line closes them.
+
+    `unhinted`: the model's colouring of the same picture without local hints. Every region that
+    holds no hint, however large, takes it: the model spreads dots at its own small size, where
+    full-size lines blur and gaps open, and its spread must not cross a line that closes a
+    region here."""
     opaque = layer[..., 3] >= 128
     if not opaque.any():
-        return colour
+        return colour if unhinted is None else unhinted
     count, labels = cv2.connectedComponents((~lines).astype(np.uint8), connectivity=4)
     labels = labels.ravel()  # label 0: the lines themselves (connectedComponents' background)
     hinted = labels[opaque.ravel()]
@@ -196,6 +205,10 @@ def fill_regions(
     use = (hint_n > 0) & (sizes <= max_share * labels.size)
     use[0] = False
     flat = colour.reshape(-1, 3)
+    if unhinted is not None:
+        away = hint_n == 0
+        away[0] = False
+        flat = np.where(away[labels][:, None], unhinted.reshape(-1, 3), flat)
     luma = flat.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     shading = (
         luma - (np.bincount(labels, luma, minlength=count) / np.maximum(sizes, 1)).astype(np.float32)[labels]

@@ -1003,6 +1003,24 @@ def test_colorize_with_a_dot_colours_the_dotted_region_at_full_size(local_models
     assert outside[2] > outside[0] + 60, outside  # the red stays inside the square's line
 
 
+def test_a_dot_in_a_closed_region_leaves_the_rest_of_the_picture_as_without_dots(local_models):
+    """The model spreads a dot at its own 64 px, past lines that close the dot's region at full
+    size; outside that region the picture comes out exactly as it does without the dot."""
+    art = np.full((256, 256, 3), 255, np.uint8)
+    cv2.rectangle(art, (40, 40), (120, 120), (0, 0, 0), 2)
+    layer = np.zeros((256, 256, 4), np.uint8)
+    cv2.circle(layer, (80, 80), 6, (220, 30, 30, 255), -1)
+    model = load_model(str(local_models / "cgan"), "cpu", GENERATOR_KINDS)
+    blue = HintSource(fixed=parse_palette("#2030e0"))
+    (dotted,), _ = colorize_images([art], model, blue, "cpu", hint_layers=[layer])
+    (plain,), _ = colorize_images([art], model, blue, "cpu")
+    outside = np.ones((256, 256), bool)
+    outside[36:125, 36:125] = False  # the square, its line and a margin for the line's width
+    assert np.array_equal(dotted.colour[outside], plain.colour[outside])
+    inside = dotted.colour[60:100, 60:100].reshape(-1, 3).mean(axis=0)
+    assert inside[0] > inside[2] + 100, inside
+
+
 def test_colorize_refuses_bad_hints_before_writing(local_models, tmp_path):
     src = save(tmp_path / "in.png", drawing(60, 80))
     wrong = tmp_path / "wrong.png"

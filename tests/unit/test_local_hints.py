@@ -106,6 +106,23 @@ def test_a_dot_colours_its_closed_region_and_nothing_across_the_line():
     assert (fill_regions(colour, lines, layer, max_share=0.5)[:28] == 128).all()
 
 
+def test_regions_without_a_dot_keep_the_colouring_without_dots():
+    """Given the model's colouring without local hints, every region no dot is in takes it, the
+    large open one too: the model's own spread of a dot stops at the line that closes its region.
+    A large region that holds a dot keeps the dotted colouring (no fill there)."""
+    lines, dotted = two_regions()
+    dotted[:] = (200, 40, 40)  # the model spread the red dot everywhere
+    plain = np.full_like(dotted, 90)
+    layer = np.zeros((*lines.shape, 4), np.uint8)
+    cv2.circle(layer, (60, 60), 2, (*RED, 255), -1)
+    filled = fill_regions(dotted, lines, layer, max_share=0.5, unhinted=plain)
+    assert (filled[:28] == 90).all() and (filled[95:] == 90).all()  # outside: no dot, no red
+    np.testing.assert_allclose(filled[32:89, 32:89].reshape(-1, 3).mean(axis=0), RED, atol=1.5)
+    cv2.circle(layer, (5, 5), 2, (*BLUE, 255), -1)  # now the open region holds a dot too
+    assert (fill_regions(dotted, lines, layer, max_share=0.5, unhinted=plain)[:28] == (200, 40, 40)).all()
+    assert (fill_regions(dotted, lines, np.zeros_like(layer), unhinted=plain) == 90).all()
+
+
 def test_a_one_pixel_diagonal_line_closes_a_region():
     size = 40
     lines = np.zeros((size, size), bool)
