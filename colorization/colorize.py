@@ -477,7 +477,7 @@ def colorize_images(
     unhinted = list(colored)
     dotted = [i for i, layer in enumerate(layers_in) if layer is not None]
     if dotted:
-        plain = colorize(generator.module, lineart[dotted], hint[dotted], device=device, batch_size=batch_size)
+        plain = colorize(generator.module, lineart[dotted], hint[dotted], device, batch_size=batch_size)
         for i, c in zip(dotted, plain, strict=True):
             unhinted[i] = c
     layers = [
