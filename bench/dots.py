@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--previous", action="store_true", help="also measure the previous rule")
     args = parser.parse_args()
     model = load_model(args.model, "cpu", GENERATOR_KINDS)
-    results = {"regions without dots keep the dot-free colouring": measure(model, args.images, args.size, args.seed)}
+    now = measure(model, args.images, args.size, args.seed)
+    results = {"regions without dots keep the dot-free colouring": now}
     if args.previous:
         with previous_rule():
             results["previous: the dotted colouring everywhere but filled regions"] = measure(
