@@ -11,9 +11,10 @@ A trained model folder (`models/<kind>/`) holds:
 
 Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512], local=None) -> RGB
 [N,3,S,S] in [-1,1]` (`local`: local hints [N,4,S,S], colorization/local_hints.py, read only by
-a model whose arch has `local_hints`; config.json then records "local_format"); the hint net is `forward(lineart) -> logits [N,512]`, whose softmax is
-its guess, and `automatic(guess)` the hint colouring uses (with `arch.trust` < 1, model.pt
-also holds the `prior` the guess is shrunk towards: the train split's average hint).
+a model whose arch has `local_hints`; config.json then records "local_format"); the hint net
+is `forward(lineart) -> logits [N,512]`, whose softmax is its guess, and `automatic(guess)`
+the hint colouring uses (with `arch.trust` < 1, model.pt also holds the `prior` the guess is
+shrunk towards: the train split's average hint).
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class ModelFormatError(ValueError):
 def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
     """Refuse a model that reads (or writes) hints in another format: its colours would be nonsense.
     A model saved before `hint_format` was recorded has the 512 bins of today's format."""
-    found = config.get("hint_format", HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None)
+    found = config.get(
+        "hint_format", HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None
+    )
     if found != HINT_FORMAT:
         raise ModelFormatError(
             f"{where}: the model's hint format is {found or str(config.get('hint_bins')) + ' bins'}, "
@@ -99,7 +102,9 @@ def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
         )
     local = config.get("local_format")
     if config.get("arch", {}).get("local_hints") and local not in (None, LOCAL_FORMAT):
-        raise ModelFormatError(f"{where}: the model's local-hint format is {local}, this version uses {LOCAL_FORMAT}")
+        raise ModelFormatError(
+            f"{where}: the model's local-hint format is {local}, this version uses {LOCAL_FORMAT}"
+        )
 
 
 def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -33,7 +33,9 @@ def update_average(averaged: nn.Module, live: nn.Module, step: int, decay: float
     statistics; whole-number buffers (BatchNorm's step counter) are copied."""
     means, values = [], []
     pairs = zip(
-        chain(averaged.parameters(), averaged.buffers()), chain(live.parameters(), live.buffers()), strict=True
+        chain(averaged.parameters(), averaged.buffers()),
+        chain(live.parameters(), live.buffers()),
+        strict=True,
     )
     for mean, value in pairs:
         if mean.is_floating_point():

@@ -1,8 +1,9 @@
 """pix2pix-style conditional GAN: a hint-steered U-Net generator and a PatchGAN discriminator.
 
 The generator maps line art [N, 1, S, S] plus a colour hint [N, 512] (and, with
-`local_hints`, local hints [N, 4, S, S]: colorization/local_hints.py) to RGB [N, 3, S, S] in [-1, 1]. Each encoder and decoder stage is FiLM-modulated by the hint, so the same
-line art coloured with another hint comes out in other colours.
+`local_hints`, local hints [N, 4, S, S]: colorization/local_hints.py) to RGB [N, 3, S, S] in
+[-1, 1]. Each encoder and decoder stage is FiLM-modulated by the hint, so the same line art
+coloured with another hint comes out in other colours.
 The discriminator scores overlapping patches of (line art, colour) pairs.
 """
 
@@ -57,7 +58,9 @@ class UNetGenerator(nn.Module):
             self.up_film.append(FiLM(hint_dim, chans[i - 1]))
         self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * chans[0], 3, 4, 2, 1), nn.Tanh())
 
-    def forward(self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.hint(hint)
         skips = []
         x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)

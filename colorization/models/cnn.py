@@ -44,7 +44,9 @@ class ColorCNN(nn.Module):
         self.films = nn.ModuleList(FiLM(hint_dim, c) for c in chans[1:] + chans[:-1][::-1])
         self.head = nn.Conv2d(chans[0], 3, 3, 1, 1)
 
-    def forward(self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.hint(hint)
         x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)
         x = self.stem(x)

@@ -53,4 +53,3 @@ def shrink(guess: torch.Tensor, trust: float, prior: torch.Tensor | None) -> tor
     if prior is None or trust == 1.0:
         return guess
     return trust * guess + (1.0 - trust) * prior.to(guess)
-

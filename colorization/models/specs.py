@@ -22,7 +22,6 @@ from colorization.models.cnn import ColorCNN
 from colorization.models.hint import HintNet
 from colorization.models.steps import cgan_step, cnn_step, hint_step
 
-
 # The global hints a generator is evaluated with: name -> how the figure and the studio say it.
 # "true" and "auto" are the model's own scores; "avg" and "wrong" are controls (what a hint that
 # says nothing, or another picture's hint, gives).

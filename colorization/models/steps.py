@@ -7,12 +7,14 @@ tensors (no host sync here; the training loop syncs once).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from colorization.config import CganTrainParams, CnnTrainParams, HintTrainParams
 from colorization.device import autocast
+
 
 @dataclass
 class Batch:
