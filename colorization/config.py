@@ -34,9 +34,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# ---------------------------------------------------------------- acquire
-
-
 class SyntheticSource(Strict):
     count: PositiveInt
     size: Annotated[int, Field(ge=32)]
@@ -75,9 +72,6 @@ class AcquireParams(Strict):
     synthetic: SyntheticSource
     folder: FolderSource
     safebooru: SafebooruSource
-
-
-# ---------------------------------------------------------------- lineart
 
 
 class CannyParams(Strict):
@@ -155,9 +149,6 @@ class HistogramParams(Strict):
     out: str
 
 
-# ---------------------------------------------------------------- train
-
-
 class AugmentParams(Strict):
     # Run on the training device as batched tensor ops (colorization.augment).
     flip: bool  # random horizontal flip
@@ -176,27 +167,24 @@ class AugmentParams(Strict):
     local_none_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of none at all (the global hint alone)
 
 
-class CnnTrainParams(Strict):
+class ModelTrainParams(Strict):
+    # What every model's section has.
     steps: PositiveInt
     batch_size: PositiveInt
-    lr: PositiveFloat
+    lr: PositiveFloat  # cgan: generator and discriminator
     base_channels: PositiveInt
-    depth: PositiveInt  # stride-2 stages
+    depth: PositiveInt  # stride-2 stages; a generator's image_size must be divisible by 2**depth
+
+
+class CnnTrainParams(ModelTrainParams):
     hint_dim: PositiveInt
     hint_planes: bool  # the hint's mean colour as 3 extra input planes
     local_hints: bool  # takes local colour hints (dots, strokes, a hint layer) as input planes
 
 
-class CganTrainParams(Strict):
-    steps: PositiveInt
-    batch_size: PositiveInt
-    lr: PositiveFloat  # generator and discriminator
+class CganTrainParams(CnnTrainParams):
+    # The CNN's knobs (its generator is a U-Net), plus the GAN's.
     beta1: Annotated[float, Field(ge=0.0, lt=1.0)]  # Adam; pix2pix uses 0.5
-    base_channels: PositiveInt
-    depth: PositiveInt  # U-Net stride-2 stages; image_size must be divisible by 2**depth
-    hint_dim: PositiveInt
-    hint_planes: bool  # the hint's mean colour as 3 extra input planes
-    local_hints: bool  # takes local colour hints (dots, strokes, a hint layer) as input planes
     disc_channels: PositiveInt
     disc_layers: PositiveInt
     l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)
@@ -208,12 +196,7 @@ class CganTrainParams(Strict):
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]  # publish the weights moving average; 0: the last step
 
 
-class HintTrainParams(Strict):
-    steps: PositiveInt
-    batch_size: PositiveInt
-    lr: PositiveFloat
-    base_channels: PositiveInt
-    depth: PositiveInt
+class HintTrainParams(ModelTrainParams):
     loss: Literal["kl", "chi2"]  # what is minimised; both are logged
     # share of the network's guess in the automatic hint; the rest is the train split's average hint
     trust: Annotated[float, Field(ge=0.0, le=1.0)]
@@ -234,17 +217,11 @@ class TrainParams(Strict):
     hint: HintTrainParams
 
 
-# ---------------------------------------------------------------- tracking
-
-
 class TrackingParams(Strict):
     # Shared by train and evaluate (both list `tracking` in dvc.yaml); register follows the
     # models' own runs (run.json), so it registers nothing for models trained without MLflow.
     mlflow: bool  # off, or mlflow not installed: nothing is logged, nothing registered
     experiment: str  # MLflow experiment of the training and evaluation runs
-
-
-# ---------------------------------------------------------------- pipeline
 
 
 class PipelineParams(Strict):
@@ -273,9 +250,6 @@ class PipelineParams(Strict):
         return self
 
 
-# ---------------------------------------------------------------- evaluate, registry
-
-
 class EvaluateParams(Strict):
     split: Literal["val", "test"]
     max_images: NonNegInt  # 0 = the whole split
@@ -288,9 +262,6 @@ class EvaluateParams(Strict):
 
 class RegistryParams(Strict):
     out: str  # versions and aliases after registering (a DVC output); names and rules: models/specs.py
-
-
-# ---------------------------------------------------------------- root
 
 
 class Params(Strict):
@@ -306,12 +277,8 @@ class Params(Strict):
 
 @dataclass(frozen=True)
 class StageInputs:
-    """Where a stage reads what the stages before it wrote.
-
-    A stage's section names only what the stage writes; dvc.yaml wires each output to the
-    commands that read it (`colorization train cnn --store ${lineart.out} ...`). Run by hand, a
-    command given no such option reads the same place: `StageInputs.of(params)`.
-    """
+    """Where a stage reads what the stages before it wrote: a stage's section names only what it
+    writes; dvc.yaml wires the rest (`--store ${lineart.out}`), and by hand `of` reads the same."""
 
     raw: str  # acquire's folder -> preprocess
     store: str  # preprocess's line-art store -> train, evaluate, register

@@ -1,10 +1,7 @@
 """The training curves as images and a page that needs no network: `colorization curves`.
 
-`dvc plots show` writes a page that loads its charting library (Vega) from a CDN, so with no
-internet it opens blank. This renders the same plots, as `dvc.yaml` declares them (top-level
-`plots:`: title, x, and y as {csv file: column(s)}), to PNGs with matplotlib, and writes
-`index.html` beside them: images and text only, no script, nothing fetched. `make run` calls
-it after `dvc repro`; the output folder (default reports/curves) is not a DVC output.
+`dvc plots show` loads Vega from a CDN, so offline its page is blank; this draws dvc.yaml's
+top-level `plots:` with matplotlib, beside an `index.html` of images and text only.
 """
 
 from __future__ import annotations

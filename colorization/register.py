@@ -1,8 +1,7 @@
 """The `register` stage: every trained model becomes a version of its registered model.
 
-Tags each version with its provenance (git commit, DVC hash of the data, the params that
-shaped it), lets `tracking.registry` decide the promotion (re-scoring the champion on this
-test split when needed), and writes metrics/registry.json for DVC.
+Tags each version with its provenance (git commit, DVC hash of the data, the params that shaped
+it); `tracking.registry` decides the promotion; metrics/registry.json is written for DVC.
 """
 
 from __future__ import annotations
@@ -49,10 +48,7 @@ def params_tag(params, kind: str) -> str:
     train = params.train.model_dump()
     shared = {k: v for k, v in train.items() if k not in KINDS and k != "out"}
     unshaping = {"out", "workers", "shard_size", "max_pixels", "max_file_bytes"}
-    picked = {
-        "lineart": params.lineart.model_dump(exclude=unshaping),
-        "train": shared | {kind: train[kind]},
-    }
+    picked = {"lineart": params.lineart.model_dump(exclude=unshaping), "train": shared | {kind: train[kind]}}
     return json.dumps(picked, sort_keys=True, separators=(",", ":"))
 
 

@@ -1,9 +1,7 @@
 """Training runs in MLflow: params, per-step metrics, sample grids, and the logged model.
 
-Tracking URI: env MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`. For a sqlite store the
-experiment's artifacts go to `mlartifacts/` beside the database file (the layout of
-`mlflow server`'s embedded default), so a test's temporary database keeps its artifacts
-with it.
+A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow
+server` does), so a test's temporary database keeps its artifacts with it.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from colorization.tracking import DEFAULT_TRACKING_URI, tracking_uri  # noqa: F401 (re-exported)
+from colorization.tracking import DEFAULT_TRACKING_URI, flatten, tracking_uri  # noqa: F401 (re-exported)
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -38,16 +36,6 @@ def ensure_experiment(name: str) -> str:
     if found is not None:
         return found.experiment_id
     return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
-
-
-def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 class TrainingRun:
