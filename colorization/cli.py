@@ -78,10 +78,8 @@ def user_params_option(limits: str):
 
 def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
     """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`."""
-    try:
+    with failing(ParamsError, code=2):
         return load_params(path, {**run_overrides(), **(overrides or {})})
-    except ParamsError as err:
-        fail(str(err))
 
 
 @app.callback()
@@ -92,10 +90,8 @@ def main(
 
     die_with_stage_runners()  # under `dvc repro`: a kill of DVC (or of the flow) ends this stage too
     if ctx.invoked_subcommand in cpu_kernels.COMMANDS:  # before torch loads: the same bits on every CPU
-        try:
+        with failing(ValueError, code=2):
             cpu_kernels.pin()
-        except ValueError as err:
-            fail(str(err))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -228,11 +224,8 @@ def evaluate(
         f"hint model: chi2 {hint['chi2']:.4f} (average hint {hint['avg_chi2']:.4f}, "
         f"ratio {hint['chi2_vs_avg']:.3f}), KL {hint['kl']:.4f} (average hint {hint['avg_kl']:.4f})"
     )
-    obey = result["obedience"]
-    typer.echo(
-        "hint obedience (red - blue one-hot, mean R - B levels): "
-        + ", ".join(f"{kind} {value:.1f}" for kind, value in obey.items())
-    )
+    obeyed = ", ".join(f"{kind} {value:.1f}" for kind, value in result["obedience"].items())
+    typer.echo(f"hint obedience (red - blue one-hot, mean R - B levels): {obeyed}")
 
 
 @app.command()
@@ -316,12 +309,7 @@ def colorize(
     options = (model, reference, palette, hint_model, device, batch_size, layers, lineart, hints)
     with failing(ColorizeError, RuntimeError):
         result = run_colorize(inputs, out, section, *options)
-    report_colorized(result, out)
-
-
-def report_colorized(result, out: Path) -> None:
-    """One `error:` line per input that failed, then what was written; exit 1 if any failed."""
-    for line in result.failed:
+    for line in result.failed:  # one `error:` line each, then what was written; exit 1 if any failed
         typer.echo(f"error: {line}", err=True)
     done, failed = len(result.written), len(result.failed)
     target = result.written[0] if done == 1 else out

@@ -75,14 +75,6 @@ def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, de
         scores.add(f"local_obedience/{kind}", local_obedience(net, lineart, hints, seed, device, batch_size))
 
 
-def nest_local_sections(result: dict) -> dict:
-    """{"local_points/cgan": {...}} -> {"local_points": {"cgan": {...}}}."""
-    for name in [key for key in result if "/" in key]:
-        section, kind = name.split("/")
-        result.setdefault(section, {})[kind] = result.pop(name)
-    return result
-
-
 def panel_title(method: str) -> str:
     kind, variant = GENERATOR_METHODS[method]
     return f"{SPECS[kind].label} ({HINT_VARIANTS[variant]})"
@@ -247,7 +239,10 @@ def evaluate_models(
                 )
         wanted = range(start, start + min(figure_examples - len(examples), len(color)))
         examples += [figure_example(models, split, outputs, auto_hints, i, i - start) for i in wanted]
-    result = nest_local_sections(scores.means())
+    result = scores.means()
+    for name in [key for key in result if "/" in key]:  # "local_points/cgan" -> ["local_points"]["cgan"]
+        section, kind = name.split("/")
+        result.setdefault(section, {})[kind] = result.pop(name)
     hint = result[HINT_KIND]
     hint["chi2_vs_avg"] = round(hint["chi2"] / max(hint["avg_chi2"], 1e-12), DECIMALS)
     if features:

@@ -248,13 +248,6 @@ def shard(data: DeviceData, rank: int, world: int) -> DeviceData:
     return DeviceData(color=data.color[pick], lineart=data.lineart[pick], hint=data.hint[pick])
 
 
-def mean_over_ranks(losses: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
-    """The losses averaged over the ranks (one all-reduce), so every rank logs and checks the same."""
-    stacked = torch.stack([v.float() for v in losses.values()])
-    dist.all_reduce(stacked)
-    return dict(zip(losses, stacked / world, strict=True))
-
-
 def weights_hash(nets: Nets) -> str:
     """A digest of the trainable weights (BatchNorm running stats are per rank, not included)."""
     digest = hashlib.sha256()
@@ -446,18 +439,29 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
         losses = spec.step(run.nets, batch, section, device)
         for name, mean in run.nets.averaged.items():
             update_average(mean, run.nets.modules[name], step, spec.ema_decay(section))
-        if ranks.ddp:
-            losses = mean_over_ranks(losses, ranks.world)
+        if ranks.ddp:  # the mean over the ranks (one all-reduce), so every rank logs and checks the same
+            stacked = torch.stack([v.float() for v in losses.values()])
+            dist.all_reduce(stacked)
+            losses = dict(zip(losses, stacked / ranks.world, strict=True))
         values = finite_values(losses, run, step)
         run.losses_csv.write(step, values)
         run.tracking.log_metrics(values, step)
         if step % cfg.log_every == 0 and ranks.master:
             rate = (step - run.start) * section.batch_size * ranks.world / (time.perf_counter() - started)
-            log.info("%s step %d/%d %s (%.0f img/s)", kind, step, run.steps, _fmt(values), rate)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+            log.info("%s step %d/%d %s (%.0f img/s)", kind, step, run.steps, shown, rate)
         if step % cfg.sample_every == 0 and ranks.master:
             run.tracking.log_image(preview(kind, run.nets, data.shown, device), key="samples", step=step)
         if step % cfg.checkpoint_every == 0 or step == run.steps:
-            checkpoint_step(run, step, ranks)
+            # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the
+            # steps after it without logging any step twice.
+            run.losses_csv.flush()
+            run.tracking.flush()
+            if ranks.master:
+                rows = run.losses_csv.text()
+                save_checkpoint(run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, rows)
+            if ranks.ddp:
+                dist.barrier()
 
 
 def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[str, float]:
@@ -470,19 +474,6 @@ def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[
         )
         raise NonFiniteLoss(f"{run.kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
     return values
-
-
-def checkpoint_step(run: Run, step: int, ranks: Ranks) -> None:
-    # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the steps
-    # after it without logging any step twice.
-    run.losses_csv.flush()
-    run.tracking.flush()
-    if ranks.master:
-        save_checkpoint(
-            run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, run.losses_csv.text()
-        )
-    if ranks.ddp:
-        dist.barrier()
 
 
 def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> None:
@@ -520,7 +511,3 @@ def log_model(tracking, model_dir: Path, images) -> str | None:
     example = example_input(config["kind"], images.lineart[:2], images.hint[:2])
     output = predict(load_trained(model_dir), config, example)  # a CPU copy: what serving will load
     return tracking.log_model(model_dir, example, output)
-
-
-def _fmt(values: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in values.items())

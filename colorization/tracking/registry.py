@@ -76,14 +76,6 @@ def _alias_version(c: MlflowClient, name: str, alias: str):
         return None
 
 
-def _existing_version(c: MlflowClient, name: str, run_id: str, model_md5: str):
-    """A version of `name` made from this run or these exact weights, if any."""
-    for version in c.search_model_versions(f"name='{name}'"):
-        if version.run_id == run_id or version.tags.get("model_md5") == model_md5:
-            return version
-    return None
-
-
 def _ensure_registered_model(c: MlflowClient, name: str, description: str) -> None:
     try:
         c.get_registered_model(name)
@@ -152,7 +144,8 @@ def register_model(
     config = json.loads(config_file.read_text())
     describe_model(c, name, kind, config, tags.get("data_source"))
 
-    existing = _existing_version(c, name, run_id, model_md5)
+    versions = c.search_model_versions(f"name='{name}'")  # one made from this run or these weights?
+    existing = next((v for v in versions if v.run_id == run_id or v.tags.get("model_md5") == model_md5), None)
     if existing is not None:
         version, registered = existing, False
         champion = _alias_version(c, name, CHAMPION)
@@ -197,7 +190,10 @@ def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[
     metric, direction, value = ranking
     base = _alias_version(c, name, CHAMPION)  # what the new version challenges
     promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)
-    version = _create_version(name, source, tags)
+    try:  # the source is the model the training run logged (run.json's model_uri)
+        version = mlflow.register_model(source, name, tags=tags)
+    except MlflowException as err:
+        raise RegistryError(f"cannot register {source} as {name}: {str(err).splitlines()[0]}") from None
     c.set_registered_model_alias(name, CHALLENGER, version.version)
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, version.version)
@@ -207,14 +203,6 @@ def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[
     text = version_description(kind, tags, base_info, promoted, reason)
     c.update_model_version(name, version.version, description=text)
     return version, promoted, reason
-
-
-def _create_version(name: str, source: str, tags: dict[str, str]):
-    """A version whose source is the model the training run logged (run.json's model_uri)."""
-    try:
-        return mlflow.register_model(source, name, tags=tags)
-    except MlflowException as err:
-        raise RegistryError(f"cannot register {source} as {name}: {str(err).splitlines()[0]}") from None
 
 
 def existing_client() -> MlflowClient:

@@ -20,14 +20,6 @@ from mlflow.tracking import MlflowClient
 from colorization.tracking import DEFAULT_TRACKING_URI, flatten, tracking_uri  # noqa: F401 (re-exported)
 
 
-def _artifact_location(uri: str) -> str | None:
-    """Local artifact folder for a sqlite store; None lets the server or file store decide."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri.removeprefix("sqlite:///"))
-    return (db.resolve().parent / "mlartifacts").as_uri()
-
-
 def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (with a local artifact folder for sqlite) when missing."""
     uri = tracking_uri()
@@ -35,7 +27,9 @@ def ensure_experiment(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
+    db = Path(uri.removeprefix("sqlite:///"))  # a local artifact folder for sqlite; else the store decides
+    local = (db.resolve().parent / "mlartifacts").as_uri() if uri.startswith("sqlite:///") else None
+    return mlflow.create_experiment(name, artifact_location=local)
 
 
 class TrainingRun:
