@@ -77,9 +77,11 @@ def user_params_option(limits: str):
 
 
 def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
-    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`."""
+    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`
+    (paths as text)."""
+    given = {key: str(v) if isinstance(v, Path) else v for key, v in (overrides or {}).items()}
     with failing(ParamsError, code=2):
-        return load_params(path, {**run_overrides(), **(overrides or {})})
+        return load_params(path, {**run_overrides(), **given})
 
 
 @app.callback()
@@ -122,8 +124,8 @@ def acquire(
 
     overrides = {
         "acquire.source": source,
-        "acquire.folder.input": str(input) if input else None,
-        "acquire.out": str(out) if out else None,
+        "acquire.folder.input": input,
+        "acquire.out": out,
         "acquire.synthetic.count": count,
         "acquire.safebooru.base_url": base_url,
         "acquire.safebooru.tags": tags,
@@ -157,11 +159,7 @@ def preprocess(
     """Decode every raw image once: its colour hint, then resized colour + line art, into the store."""
     from colorization.preprocess import build_preprocess
 
-    overrides = {
-        "lineart.out": str(out) if out else None,
-        "histograms.out": str(histograms) if histograms else None,
-    }
-    params = params_or_exit(params_file, overrides)
+    params = params_or_exit(params_file, {"lineart.out": out, "histograms.out": histograms})
     with failing(FileNotFoundError, ValueError):
         meta = build_preprocess(StageInputs.of(params, raw=raw).raw, params.lineart, params.histograms)
     typer.echo(
@@ -209,8 +207,7 @@ def evaluate(
     """Score every method on the test split; write metrics/evaluation.json and reports/comparison.png."""
     from colorization.evaluate import METHODS, evaluate_stage
 
-    overrides = {"evaluate.metrics": str(metrics) if metrics else None, "evaluate.max_images": max_images}
-    params = params_or_exit(params_file, overrides)
+    params = params_or_exit(params_file, {"evaluate.metrics": metrics, "evaluate.max_images": max_images})
     inputs = StageInputs.of(params, store=store, histograms=histograms, models=models_dir)
     with failing(FileNotFoundError, ValueError):
         result, _ = evaluate_stage(params, inputs, track=not no_mlflow)
