@@ -84,14 +84,9 @@ def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int
     """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it: each generator
     with the true and the automatic hint, then the main one with 10 simulated dots."""
     shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in SCORED_VARIANTS]
-    example = Example(
-        image_id=split.ids[i],
-        original=split.color[i],
-        lineart=split.lineart[i],
-        hint=split.hint[i],
-        results={panel_title(method): outputs[method][j] for method in shown},
-        palettes={panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"},
-    )
+    results = {panel_title(method): outputs[method][j] for method in shown}
+    palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
+    example = Example(split.ids[i], split.color[i], split.lineart[i], split.hint[i], results, palettes)
     add_local_panel(example, models[MAIN_KIND], split, i)
     return example
 
