@@ -1,8 +1,7 @@
 """The `colorization` command: one subcommand per pipeline stage, plus `colorize`.
 
-Every command reads params.yaml (or --params) into the typed config first, applies
-its flags as overrides, and stops with one line before doing any work if a value is
-wrong.
+Every command reads params.yaml (or --params) into the typed config first, applies its flags as
+overrides, and stops with one line before doing any work if a value is wrong.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params file (YAML)
 StoreOption = typer.Option(None, "--store", help="line-art store folder (default: lineart.out)")
 HistogramsOption = typer.Option(None, "--histograms", help="colour hints Parquet (default: histograms.out)")
 ModelsOption = typer.Option(None, "--models", help="folder with cnn/, cgan/, hint/ (default: train.out)")
+WorkdirOption = typer.Option(Path("."), "--workdir", help="project folder; --params is read in it")
+SetOption = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)")
+UntilOption = typer.Option(None, help="last stage to run: acquire ... register (default: all)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -45,12 +48,40 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
-    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`."""
+@contextmanager
+def failing(*errors: type[BaseException], code: int = 1):
+    """One of `errors` raised inside ends the command: its one-line message, exit `code`."""
     try:
-        return load_params(path, {**run_overrides(), **(overrides or {})})
-    except ParamsError as err:
-        fail(str(err))
+        yield
+    except errors as err:
+        fail(str(err), code)
+
+
+def checked_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+DeviceOption = typer.Option("auto", help="auto (GPU when present) | cpu | cuda", callback=checked_device)
+
+
+def user_params_option(limits: str):
+    """--params of the commands run outside a project folder too (colorize, studio)."""
+    return typer.Option(
+        None,
+        "--params",
+        help=f"its `lineart` section: {limits} limits, and the lines of a model saved without its recipe "
+        "(default: ./params.yaml if there, else built in)",
+    )
+
+
+def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
+    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`
+    (paths as text)."""
+    given = {key: str(v) if isinstance(v, Path) else v for key, v in (overrides or {}).items()}
+    with failing(ParamsError, code=2):
+        return load_params(path, {**run_overrides(), **given})
 
 
 @app.callback()
@@ -61,10 +92,8 @@ def main(
 
     die_with_stage_runners()  # under `dvc repro`: a kill of DVC (or of the flow) ends this stage too
     if ctx.invoked_subcommand in cpu_kernels.COMMANDS:  # before torch loads: the same bits on every CPU
-        try:
+        with failing(ValueError, code=2):
             cpu_kernels.pin()
-        except ValueError as err:
-            fail(str(err))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -95,8 +124,8 @@ def acquire(
 
     overrides = {
         "acquire.source": source,
-        "acquire.folder.input": str(input) if input else None,
-        "acquire.out": str(out) if out else None,
+        "acquire.folder.input": input,
+        "acquire.out": out,
         "acquire.synthetic.count": count,
         "acquire.safebooru.base_url": base_url,
         "acquire.safebooru.tags": tags,
@@ -130,15 +159,9 @@ def preprocess(
     """Decode every raw image once: its colour hint, then resized colour + line art, into the store."""
     from colorization.preprocess import build_preprocess
 
-    overrides = {
-        "lineart.out": str(out) if out else None,
-        "histograms.out": str(histograms) if histograms else None,
-    }
-    params = params_or_exit(params_file, overrides)
-    try:
+    params = params_or_exit(params_file, {"lineart.out": out, "histograms.out": histograms})
+    with failing(FileNotFoundError, ValueError):
         meta = build_preprocess(StageInputs.of(params, raw=raw).raw, params.lineart, params.histograms)
-    except (FileNotFoundError, ValueError) as err:
-        fail(str(err), code=1)
     typer.echo(
         f"line art for {meta['count']} images at {meta['image_size']}px, splits {meta['splits']}; "
         f"histograms -> {params.histograms.out}"
@@ -163,12 +186,9 @@ def train(
     if model not in KINDS:
         fail(f"unknown model {model!r}; expected one of {', '.join(KINDS)}")
     params = params_or_exit(params_file, {f"train.{model}.steps": steps})
-    try:
-        folder = run_train(
-            params, model, StageInputs.of(params, store=store, histograms=histograms), out_dir=out
-        )
-    except (FileNotFoundError, ValueError, NonFiniteLoss, FolderBusy) as err:
-        fail(str(err), code=1)
+    inputs = StageInputs.of(params, store=store, histograms=histograms)
+    with failing(FileNotFoundError, ValueError, NonFiniteLoss, FolderBusy):
+        folder = run_train(params, model, inputs, out_dir=out)
     typer.echo(f"trained {model} -> {folder}")
 
 
@@ -187,13 +207,10 @@ def evaluate(
     """Score every method on the test split; write metrics/evaluation.json and reports/comparison.png."""
     from colorization.evaluate import METHODS, evaluate_stage
 
-    overrides = {"evaluate.metrics": str(metrics) if metrics else None, "evaluate.max_images": max_images}
-    params = params_or_exit(params_file, overrides)
+    params = params_or_exit(params_file, {"evaluate.metrics": metrics, "evaluate.max_images": max_images})
     inputs = StageInputs.of(params, store=store, histograms=histograms, models=models_dir)
-    try:
+    with failing(FileNotFoundError, ValueError):
         result, _ = evaluate_stage(params, inputs, track=not no_mlflow)
-    except (FileNotFoundError, ValueError) as err:
-        fail(str(err), code=1)
     keys = ("psnr", "ssim", "l1", "hint_chi2", "colorfulness")
     typer.echo(f"{result['images']} {result['split']} images -> {params.evaluate.metrics}")
     typer.echo(f"{'method':<22}" + "".join(f"{k:>14}" for k in keys))
@@ -204,11 +221,8 @@ def evaluate(
         f"hint model: chi2 {hint['chi2']:.4f} (average hint {hint['avg_chi2']:.4f}, "
         f"ratio {hint['chi2_vs_avg']:.3f}), KL {hint['kl']:.4f} (average hint {hint['avg_kl']:.4f})"
     )
-    obey = result["obedience"]
-    typer.echo(
-        "hint obedience (red - blue one-hot, mean R - B levels): "
-        + ", ".join(f"{kind} {value:.1f}" for kind, value in obey.items())
-    )
+    obeyed = ", ".join(f"{kind} {value:.1f}" for kind, value in result["obedience"].items())
+    typer.echo(f"hint obedience (red - blue one-hot, mean R - B levels): {obeyed}")
 
 
 @app.command()
@@ -229,10 +243,8 @@ def register(
     inputs = StageInputs.of(
         params, store=store, histograms=histograms, models=models_dir, evaluation=evaluation
     )
-    try:
+    with failing(RegistryError, FileNotFoundError, ValueError):
         results = run_register(params, inputs)
-    except (RegistryError, FileNotFoundError, ValueError) as err:
-        fail(str(err), code=1)
     for r in results:
         if r.version is None:
             typer.echo(f"{r.name}: {r.reason}")
@@ -269,14 +281,9 @@ def colorize(
     hint_model: str | None = typer.Option(
         None, "--hint-model", help="automatic hint: URI or folder (default models:/lineart-hint@champion)"
     ),
-    device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
+    device: str = DeviceOption,
     batch_size: int = typer.Option(16, min=1, help="images per forward pass"),
-    params_file: Path | None = typer.Option(
-        None,
-        "--params",
-        help="its `lineart` section: input limits, and the lines of a model saved without its recipe "
-        "(default: ./params.yaml if there, else built in)",
-    ),
+    params_file: Path | None = user_params_option("input"),
     lineart: str | None = typer.Option(
         None, "--lineart", help="extractor for colour inputs: canny | xdog (default: the model's recipe)"
     ),
@@ -296,19 +303,10 @@ def colorize(
     from colorization.colorize import ColorizeError, run_colorize
 
     section = user_lineart(params_file)
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda, got {device!r}")
     options = (model, reference, palette, hint_model, device, batch_size, layers, lineart, hints)
-    try:
+    with failing(ColorizeError, RuntimeError):
         result = run_colorize(inputs, out, section, *options)
-    except (ColorizeError, RuntimeError) as err:
-        fail(str(err), code=1)
-    report_colorized(result, out)
-
-
-def report_colorized(result, out: Path) -> None:
-    """One `error:` line per input that failed, then what was written; exit 1 if any failed."""
-    for line in result.failed:
+    for line in result.failed:  # one `error:` line each, then what was written; exit 1 if any failed
         typer.echo(f"error: {line}", err=True)
     done, failed = len(result.written), len(result.failed)
     target = result.written[0] if done == 1 else out
@@ -334,8 +332,7 @@ def palette_command(
         fail(f"-o {out}: a palette file is .gpl or .json")
     try:
         entries = image_palette(read_image(image), colours)
-        text = format_palette(entries, out.suffix, name=image.stem)
-        atomic_write_text(out, text)
+        atomic_write_text(out, format_palette(entries, out.suffix, name=image.stem))
     except (ColorizeError, PaletteError) as err:
         fail(str(err), code=1)
     except OSError as err:
@@ -352,10 +349,8 @@ def curves(
     """The training curves of dvc.yaml's plots as PNGs and a page that works offline."""
     from colorization.curves import CurvesError, render_curves
 
-    try:
+    with failing(CurvesError):
         written = render_curves(dvc_yaml, out)
-    except CurvesError as err:
-        fail(str(err), code=1)
     typer.echo(f"{len(written) - 1} curves -> {written[-1]}")
 
 
@@ -364,18 +359,13 @@ def studio(
     models_dir: Path = typer.Option(Path("models"), "--models", help="folder with cnn/, cgan/, hint/"),
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback: only this machine)"),
     port: int = typer.Option(8000, min=0, max=65535),
-    device: str = typer.Option("auto", help="auto (GPU when present) | cpu | cuda"),
+    device: str = DeviceOption,
     max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, help="largest upload, MiB"),
     concurrency: int | None = typer.Option(None, min=1, help="uploads coloured at once [default: cores]"),
     queue: int | None = typer.Option(
         None, min=0, help="uploads waiting for those; more are answered 503 [default: 2 x concurrency]"
     ),
-    params_file: Path | None = typer.Option(
-        None,
-        "--params",
-        help="its `lineart` section: upload limits, and the lines of a model saved without its recipe "
-        "(default: ./params.yaml if there, else built in)",
-    ),
+    params_file: Path | None = user_params_option("upload"),
 ) -> None:
     """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
     import os
@@ -385,13 +375,9 @@ def studio(
     from colorization.device import pick_device
     from colorization.studio import StudioConfig, create_app
 
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device must be auto, cpu or cuda, got {device!r}")
     lineart_params = user_lineart(params_file)
-    try:
+    with failing(RuntimeError, code=2):
         torch_device = str(pick_device(device))
-    except RuntimeError as err:
-        fail(str(err))
     # A registry that is down should answer the page in seconds, not after MLflow's retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -412,9 +398,6 @@ def prefect_console() -> None:
         logging.root.removeHandler(handler)
 
 
-WorkdirOption = typer.Option(Path("."), "--workdir", help="project folder; --params is read in it")
-
-
 def import_checkout(workdir: Path = Path(".")) -> None:
     """Make the checkout's flows/ and tasks/ importable: they are folders of the repository, not
     installed packages. --workdir is looked in first, then the current folder."""
@@ -430,25 +413,30 @@ def import_checkout(workdir: Path = Path(".")) -> None:
         )
 
 
+def checkout_overrides(workdir: Path, settings: list[str]) -> dict[str, Any] | None:
+    """--set KEY=VALUE as the checkout's flows/ parse them; Prefect's console from here on."""
+    import_checkout(workdir)
+    prefect_console()
+    from flows.pipeline import parse_overrides
+
+    return parse_overrides(settings) or None
+
+
 @app.command()
 def pipeline(
     params_file: Path = ParamsOption,
     workdir: Path = WorkdirOption,
-    set_: list[str] = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)"),
-    until: str | None = typer.Option(None, help="last stage to run: acquire ... register (default: all)"),
+    set_: list[str] = SetOption,
+    until: str | None = UntilOption,
 ) -> None:
     """Run dvc.yaml's stages through DVC as one Prefect flow run (retries, schedule, summary)."""
     # Prefect is imported here only: the other commands must not pay for it or need it.
-    import_checkout(workdir)
-    prefect_console()
-    from flows.pipeline import check_run, parse_overrides
+    overrides = checkout_overrides(workdir, set_)
+    from flows.pipeline import check_run
     from flows.pipeline import pipeline as run_pipeline
 
-    overrides = parse_overrides(set_) or None
-    try:
+    with failing(ParamsError, code=2):
         check_run(params_file, overrides, until, workdir)  # refused in one line, before a run starts
-    except ParamsError as err:
-        fail(str(err))
     try:
         result = run_pipeline(
             params_path=str(params_file), workdir=str(workdir), overrides=overrides, until=until
@@ -457,9 +445,6 @@ def pipeline(
         fail(f"pipeline failed: {type(err).__name__}: {err}", code=1)
     ran, skipped = ", ".join(result["ran"]) or "nothing", ", ".join(result["skipped"]) or "nothing"
     typer.echo(f"pipeline done: DVC ran {ran}; up to date: {skipped}")
-
-
-SetOption = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)")
 
 
 @app.command()
@@ -473,18 +458,12 @@ def serve(
 
     --set applies to every run and to the `pipeline:` section itself (e.g. --set pipeline.cron='*/2 * * * *').
     """
-    import_checkout(workdir)
-    from flows.pipeline import parse_overrides
-
-    overrides = parse_overrides(set_) or None
+    overrides = checkout_overrides(workdir, set_)
     params_or_exit(workdir / params_file, overrides)
-    prefect_console()
     from flows.serve import serve as run_serve
 
-    try:
+    with failing(ParamsError, code=2):
         run_serve(str(params_file), str(workdir), overrides, until)
-    except ParamsError as err:
-        fail(str(err))
 
 
 @app.command()
@@ -495,26 +474,18 @@ def trigger(
         None, help="FLOW/DEPLOYMENT (default: pipeline/<pipeline.deployment of --params>)"
     ),
     set_: list[str] = SetOption,
-    until: str | None = typer.Option(None, help="last stage to run: acquire ... register (default: all)"),
+    until: str | None = UntilOption,
     watch: bool = typer.Option(False, "--watch", help="follow the run to its end; exit 1 if it fails"),
 ) -> None:
     """Start a run of the served deployment now, with overrides; --watch follows it."""
-    import_checkout(workdir)
-    from flows.pipeline import parse_overrides
-
-    overrides = parse_overrides(set_) or None
+    overrides = checkout_overrides(workdir, set_)
     if deployment is None:
         deployment = f"pipeline/{params_or_exit(workdir / params_file).pipeline.deployment}"
-    prefect_console()
     from flows.trigger import TriggerError
     from flows.trigger import trigger as run_trigger
 
-    try:
+    with failing(ParamsError, code=2), failing(TriggerError):
         ok = run_trigger(deployment, overrides, until, watch, echo=typer.echo)
-    except ParamsError as err:
-        fail(str(err))
-    except TriggerError as err:
-        fail(str(err), code=1)
     if not ok:
         raise typer.Exit(1)
 
@@ -528,10 +499,8 @@ def summary(
     prefect_console()
     from flows.trigger import TriggerError, latest_summary
 
-    try:
+    with failing(TriggerError):
         typer.echo(latest_summary(run))
-    except TriggerError as err:
-        fail(str(err), code=1)
 
 
 @app.command("check-params")
@@ -551,10 +520,8 @@ def profile(
 
     from colorization.config import profile_overrides
 
-    try:
+    with failing(ParamsError, code=2):
         overrides = profile_overrides(profile_file)
-    except ParamsError as err:
-        fail(str(err))
     params_or_exit(params_file, overrides)  # the merged params must be valid before anything runs
 
     def as_yaml(value) -> str:  # a -S value DVC parses back to the same YAML value

@@ -22,6 +22,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+ZeroToOne = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ParamsError(ValueError):
@@ -32,9 +34,6 @@ class Strict(BaseModel):
     # Every key is required and unknown keys are errors: a typo must not silently
     # fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- acquire
 
 
 class SyntheticSource(Strict):
@@ -52,7 +51,7 @@ class SafebooruSource(Strict):
     limit: PositiveInt
     min_size: PositiveInt
     allowed_hosts: list[str]
-    requests_per_second: Annotated[float, Field(ge=0.0)]  # 0 = no limit
+    requests_per_second: NonNegFloat  # 0 = no limit
     concurrent_downloads: PositiveInt
     timeout_s: PositiveFloat
     max_retries: NonNegInt
@@ -75,9 +74,6 @@ class AcquireParams(Strict):
     synthetic: SyntheticSource
     folder: FolderSource
     safebooru: SafebooruSource
-
-
-# ---------------------------------------------------------------- lineart
 
 
 class CannyParams(Strict):
@@ -155,68 +151,55 @@ class HistogramParams(Strict):
     out: str
 
 
-# ---------------------------------------------------------------- train
-
-
 class AugmentParams(Strict):
     # Run on the training device as batched tensor ops (colorization.augment).
     flip: bool  # random horizontal flip
     crop_min: Annotated[float, Field(gt=0.0, le=1.0)]  # smallest random crop side, fraction; 1 = none
-    thicken_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of 1 px thicker lines
+    thicken_p: ZeroToOne  # chance of 1 px thicker lines
     line_intensity_min: Annotated[float, Field(gt=0.0, le=1.0)]  # faintest line darkness; 1 = always black
     # Generators only (cnn, cgan): see colorization.augment.
-    recolour_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of a random hue turn, hint recomputed
-    saturation: Annotated[float, Field(ge=0.0, lt=1.0)]  # recoloured chroma scaled by 1 +- this
-    hint_blend_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of a hint mixed with the average hint
-    xdog_p: Annotated[
-        float, Field(ge=0.0, le=1.0)
-    ]  # chance of XDoG lines (lineart.xdog) instead of the store's
+    recolour_p: ZeroToOne  # chance of a random hue turn, hint recomputed
+    saturation: Fraction  # recoloured chroma scaled by 1 +- this
+    hint_blend_p: ZeroToOne  # chance of a hint mixed with the average hint
+    xdog_p: ZeroToOne  # chance of XDoG lines (lineart.xdog) instead of the store's
     # Generators with local_hints: revealed patches of the target (colorization.local_hints.reveal)
     local_points_max: Annotated[int, Field(ge=0)]  # at most this many per picture, log-uniform from 1
-    local_none_p: Annotated[float, Field(ge=0.0, le=1.0)]  # chance of none at all (the global hint alone)
+    local_none_p: ZeroToOne  # chance of none at all (the global hint alone)
 
 
-class CnnTrainParams(Strict):
+class ModelTrainParams(Strict):
+    # What every model's section has.
     steps: PositiveInt
     batch_size: PositiveInt
-    lr: PositiveFloat
+    lr: PositiveFloat  # cgan: generator and discriminator
     base_channels: PositiveInt
-    depth: PositiveInt  # stride-2 stages
+    depth: PositiveInt  # stride-2 stages; a generator's image_size must be divisible by 2**depth
+
+
+class CnnTrainParams(ModelTrainParams):
     hint_dim: PositiveInt
     hint_planes: bool  # the hint's mean colour as 3 extra input planes
     local_hints: bool  # takes local colour hints (dots, strokes, a hint layer) as input planes
 
 
-class CganTrainParams(Strict):
-    steps: PositiveInt
-    batch_size: PositiveInt
-    lr: PositiveFloat  # generator and discriminator
-    beta1: Annotated[float, Field(ge=0.0, lt=1.0)]  # Adam; pix2pix uses 0.5
-    base_channels: PositiveInt
-    depth: PositiveInt  # U-Net stride-2 stages; image_size must be divisible by 2**depth
-    hint_dim: PositiveInt
-    hint_planes: bool  # the hint's mean colour as 3 extra input planes
-    local_hints: bool  # takes local colour hints (dots, strokes, a hint layer) as input planes
+class CganTrainParams(CnnTrainParams):
+    # The CNN's knobs (its generator is a U-Net), plus the GAN's.
+    beta1: Fraction  # Adam; pix2pix uses 0.5
     disc_channels: PositiveInt
     disc_layers: PositiveInt
-    l1_weight: Annotated[float, Field(ge=0.0)]  # reconstruction weight (pix2pix lambda = 100)
+    l1_weight: NonNegFloat  # reconstruction weight (pix2pix lambda = 100)
     # L2 weight on blended-hint samples, scaled by how uncertain the hint is: there the mean
     # colours (PSNR's best guess) are wanted rather than L1's median (0: L1 only)
-    uncertain_l2_weight: Annotated[float, Field(ge=0.0)]
+    uncertain_l2_weight: NonNegFloat
     # L1 between the output and the local hints' colours where they are: obey the dots (0: none)
-    local_l1_weight: Annotated[float, Field(ge=0.0)]
-    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]  # publish the weights moving average; 0: the last step
+    local_l1_weight: NonNegFloat
+    ema_decay: Fraction  # publish the weights moving average; 0: the last step
 
 
-class HintTrainParams(Strict):
-    steps: PositiveInt
-    batch_size: PositiveInt
-    lr: PositiveFloat
-    base_channels: PositiveInt
-    depth: PositiveInt
+class HintTrainParams(ModelTrainParams):
     loss: Literal["kl", "chi2"]  # what is minimised; both are logged
     # share of the network's guess in the automatic hint; the rest is the train split's average hint
-    trust: Annotated[float, Field(ge=0.0, le=1.0)]
+    trust: ZeroToOne
 
 
 class TrainParams(Strict):
@@ -226,7 +209,7 @@ class TrainParams(Strict):
     checkpoint_every: PositiveInt  # steps
     sample_every: PositiveInt  # steps between sample grids
     log_every: PositiveInt  # steps between progress lines in the log
-    lr_decay: Annotated[float, Field(ge=0.0, le=1.0)]  # last fraction of steps with lr falling linearly to 0
+    lr_decay: ZeroToOne  # last fraction of steps with lr falling linearly to 0
     out: str  # models/<kind>/: each train stage's output
     augment: AugmentParams
     cnn: CnnTrainParams
@@ -234,17 +217,11 @@ class TrainParams(Strict):
     hint: HintTrainParams
 
 
-# ---------------------------------------------------------------- tracking
-
-
 class TrackingParams(Strict):
     # Shared by train and evaluate (both list `tracking` in dvc.yaml); register follows the
     # models' own runs (run.json), so it registers nothing for models trained without MLflow.
     mlflow: bool  # off, or mlflow not installed: nothing is logged, nothing registered
     experiment: str  # MLflow experiment of the training and evaluation runs
-
-
-# ---------------------------------------------------------------- pipeline
 
 
 class PipelineParams(Strict):
@@ -256,7 +233,7 @@ class PipelineParams(Strict):
     dask_address: str | None  # scheduler address (tcp://host:8786); null = a temporary LocalCluster
     dask_workers: PositiveInt  # workers of that LocalCluster, one thread each
     retries: NonNegInt  # extra attempts of network steps (acquire)
-    retry_delay_s: Annotated[float, Field(ge=0.0)]  # first retry delay; doubles per attempt
+    retry_delay_s: NonNegFloat  # first retry delay; doubles per attempt
     dvc_push: bool  # push the committed outputs when the repo has a default DVC remote
     overrides: dict[str, Any]  # dotted params keys set for scheduled runs only
 
@@ -273,9 +250,6 @@ class PipelineParams(Strict):
         return self
 
 
-# ---------------------------------------------------------------- evaluate, registry
-
-
 class EvaluateParams(Strict):
     split: Literal["val", "test"]
     max_images: NonNegInt  # 0 = the whole split
@@ -288,9 +262,6 @@ class EvaluateParams(Strict):
 
 class RegistryParams(Strict):
     out: str  # versions and aliases after registering (a DVC output); names and rules: models/specs.py
-
-
-# ---------------------------------------------------------------- root
 
 
 class Params(Strict):
@@ -306,12 +277,8 @@ class Params(Strict):
 
 @dataclass(frozen=True)
 class StageInputs:
-    """Where a stage reads what the stages before it wrote.
-
-    A stage's section names only what the stage writes; dvc.yaml wires each output to the
-    commands that read it (`colorization train cnn --store ${lineart.out} ...`). Run by hand, a
-    command given no such option reads the same place: `StageInputs.of(params)`.
-    """
+    """Where a stage reads what the stages before it wrote: a stage's section names only what it
+    writes; dvc.yaml wires the rest (`--store ${lineart.out}`), and by hand `of` reads the same."""
 
     raw: str  # acquire's folder -> preprocess
     store: str  # preprocess's line-art store -> train, evaluate, register

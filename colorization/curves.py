@@ -1,10 +1,7 @@
 """The training curves as images and a page that needs no network: `colorization curves`.
 
-`dvc plots show` writes a page that loads its charting library (Vega) from a CDN, so with no
-internet it opens blank. This renders the same plots, as `dvc.yaml` declares them (top-level
-`plots:`: title, x, and y as {csv file: column(s)}), to PNGs with matplotlib, and writes
-`index.html` beside them: images and text only, no script, nothing fetched. `make run` calls
-it after `dvc repro`; the output folder (default reports/curves) is not a DVC output.
+`dvc plots show` loads Vega from a CDN, so offline its page is blank; this draws dvc.yaml's
+top-level `plots:` with matplotlib, beside an `index.html` of images and text only.
 """
 
 from __future__ import annotations
@@ -110,16 +107,15 @@ def render_plot(plot: Plot, root: Path) -> tuple[bytes, str]:
 
 def render_curves(dvc_yaml: str | Path = "dvc.yaml", out: str | Path = DEFAULT_OUT) -> list[Path]:
     """Each declared plot as `<out>/<name>.png`, and `<out>/index.html`; returns the files written."""
-    dvc_yaml = Path(dvc_yaml)
-    out = Path(out)
+    dvc_yaml, out = Path(dvc_yaml), Path(out)
     plots = plot_definitions(dvc_yaml)
     if not plots:
         raise CurvesError(f"{dvc_yaml}: no plots with x and y columns under `plots:`")
     written, figures = [], []
     for plot in plots:
-        if not all((dvc_yaml.parent / f).is_file() for f, _ in plot.y):
-            missing = ", ".join(f for f, _ in plot.y if not (dvc_yaml.parent / f).is_file())
-            title = html.escape(plot.title)
+        title = html.escape(plot.title)
+        missing = ", ".join(f for f, _ in plot.y if not (dvc_yaml.parent / f).is_file())
+        if missing:
             figures.append(f"<h2>{title}</h2>\n<p>not trained yet: no {html.escape(missing)}</p>")
             continue
         png, summary = render_plot(plot, dvc_yaml.parent)
@@ -127,8 +123,8 @@ def render_curves(dvc_yaml: str | Path = "dvc.yaml", out: str | Path = DEFAULT_O
         atomic_write_bytes(path, png)
         written.append(path)
         figures.append(
-            f'<h2>{html.escape(plot.title)}</h2>\n<img src="{html.escape(path.name)}" '
-            f'alt="{html.escape(plot.title)}">\n<p>{html.escape(summary)}</p>'
+            f'<h2>{title}</h2>\n<img src="{html.escape(path.name)}" alt="{title}">\n'
+            f"<p>{html.escape(summary)}</p>"
         )
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Training curves</title>\n'

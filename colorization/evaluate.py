@@ -1,31 +1,8 @@
 """Stage `evaluate`: every method on the test split, scored, plus the paper's figure.
 
-Methods (the keys of metrics/evaluation.json; the generators' come from their specs' `hints`,
-colorization/models/specs.py), each scored with PSNR, SSIM, L1, hint_chi2
-(chi-squared distance between the output's 512-bin histogram and the true hint; 0 = same
-colours, 1 = disjoint) and Hasler-Suesstrunk colourfulness:
-  cnn                   the CNN baseline with the true hint
-  cgan                  the c-GAN with the true hint
-  cgan_auto_hint        the c-GAN with the automatic hint (the hint model's guess from the line
-                        art, shrunk towards the average hint by the model's trust)
-  cgan_avg_hint         the c-GAN with the training set's average hint (a hint that says nothing)
-  cgan_wrong_hint       the c-GAN with another test image's hint (what a wrong palette costs)
-  flat_fill_hint_mean   trivial fill that sees the true hint: its mean colour everywhere
-  flat_fill_train_mean  trivial fill that sees nothing: the training set's average colour
-  grey                  the line art itself as a grey image
-Flat fills are plain colour, no lines (the stronger baseline). A model earns its place by beating the
-flat fill that sees the same information: cgan against flat_fill_hint_mean, cgan_auto_hint
-against flat_fill_train_mean.
-With generators that take local hints: `local_points` (per generator, "<true|auto>/<n>/<metric>":
-PSNR, SSIM and colourfulness with n = 0, 1, 2, 5, 10, 20 simulated true-colour points beside the
-true or the automatic global hint) and `local_obedience` (per generator: distance between given
-random point colours and the output there, and the share within 30 levels); colorization/local_eval.py.
-Other sections: `original` (the real images' colour measures), `hint` (the hint model's guess,
-before shrinking: chi-squared and KL to the true hint, the same for the average hint, and their ratio) and
-`obedience` (per generator: mean R - B of its output with a pure-red one-hot hint minus the
-same with a pure-blue one, in levels; 0 = the hint is ignored, up to 510).
-The test split is processed in chunks, so its size is bounded by the store, not by every
-method's output in memory.
+The methods (each generator with each of its spec's hints, then the baselines), the sections of
+metrics/evaluation.json and what each measure means: docs/evaluation.md. The split is scored in
+chunks, so its size is bounded by the store, not by every method's output in memory.
 """
 
 from __future__ import annotations
@@ -75,47 +52,27 @@ def flat_fill(lineart: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(colours[:, None, None, :], (*lineart.shape, 3)))
 
 
-def red_minus_blue(images: np.ndarray) -> np.ndarray:
-    """Mean R - B per image, in levels."""
-    rgb = images.astype(np.float64)
-    return (rgb[..., 0] - rgb[..., 2]).mean(axis=(1, 2))
-
-
 def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> np.ndarray:
     """Per image: mean R - B coloured with a pure-red hint minus the same with a pure-blue hint."""
     from colorization.inference import colorize
 
-    n = len(lineart)
-    red = colorize(generator, lineart, one_hot_hint(RED, n), device=device, batch_size=batch_size)
-    blue = colorize(generator, lineart, one_hot_hint(BLUE, n), device=device, batch_size=batch_size)
-    return red_minus_blue(red) - red_minus_blue(blue)
+    def red_minus_blue(colour) -> np.ndarray:  # mean R - B per image, in levels
+        hint = one_hot_hint(colour, len(lineart))
+        rgb = colorize(generator, lineart, hint, device=device, batch_size=batch_size).astype(np.float64)
+        return (rgb[..., 0] - rgb[..., 2]).mean(axis=(1, 2))
 
-
-def local_kinds(models: dict) -> list[str]:
-    """The evaluated generators that take local hints."""
-    from colorization.inference import takes_local_hints
-
-    return [kind for kind in GENERATOR_KINDS if takes_local_hints(models[kind])]
+    return red_minus_blue(RED) - red_minus_blue(BLUE)
 
 
 def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, device, batch_size) -> None:
-    """The local-hint curve and obedience of one chunk (`seed`: its first image's index)."""
-    for kind in local_kinds(models):
-        given = {"true": hints, "auto": auto_hints}
-        scores.add(
-            f"local_points/{kind}", point_curve(models[kind], lineart, color, given, seed, device, batch_size)
-        )
-        scores.add(
-            f"local_obedience/{kind}", local_obedience(models[kind], lineart, hints, seed, device, batch_size)
-        )
+    """The local-hint curve and obedience of one chunk (`seed`: its first image's index), for each
+    generator that takes local hints."""
+    from colorization.inference import takes_local_hints
 
-
-def nest_local_sections(result: dict) -> dict:
-    """{"local_points/cgan": {...}} -> {"local_points": {"cgan": {...}}}."""
-    for name in [key for key in result if "/" in key]:
-        section, kind = name.split("/")
-        result.setdefault(section, {})[kind] = result.pop(name)
-    return result
+    for kind in (k for k in GENERATOR_KINDS if takes_local_hints(models[k])):
+        net, given = models[kind], {"true": hints, "auto": auto_hints}
+        scores.add(f"local_points/{kind}", point_curve(net, lineart, color, given, seed, device, batch_size))
+        scores.add(f"local_obedience/{kind}", local_obedience(net, lineart, hints, seed, device, batch_size))
 
 
 def panel_title(method: str) -> str:
@@ -127,14 +84,9 @@ def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int
     """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it: each generator
     with the true and the automatic hint, then the main one with 10 simulated dots."""
     shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in SCORED_VARIANTS]
-    example = Example(
-        image_id=split.ids[i],
-        original=split.color[i],
-        lineart=split.lineart[i],
-        hint=split.hint[i],
-        results={panel_title(method): outputs[method][j] for method in shown},
-        palettes={panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"},
-    )
+    results = {panel_title(method): outputs[method][j] for method in shown}
+    palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
+    example = Example(split.ids[i], split.color[i], split.lineart[i], split.hint[i], results, palettes)
     add_local_panel(example, models[MAIN_KIND], split, i)
     return example
 
@@ -189,13 +141,7 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
 
 
 def predict_chunk(
-    models: dict,
-    lineart: np.ndarray,
-    hints: np.ndarray,
-    wrong_hints: np.ndarray,
-    reference: TrainingReference,
-    device: str | None,
-    batch_size: int,
+    models: dict, lineart, hints, wrong_hints, reference: TrainingReference, device, batch_size
 ):
     """Outputs of every method for one chunk, the hint model's guesses and the automatic hints
     made from them (the guesses shrunk towards the average: what the c-GAN is given)."""
@@ -274,34 +220,31 @@ def evaluate_models(
         )
         for method in METHODS:
             scores.add(method, m.image_metrics(outputs[method], color, hints))
-        scores.add(
-            "original", {"hint_chi2": m.hint_fidelity(color, hints), "colorfulness": m.colorfulness(color)}
-        )
+        original = {"hint_chi2": m.hint_fidelity(color, hints), "colorfulness": m.colorfulness(color)}
+        scores.add("original", original)
         scores.add(HINT_KIND, hint_scores(guesses, hints) | average_hint_scores(reference.mean_hint, hints))
-        scores.add(
-            "obedience",
-            {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_KINDS},
-        )
+        obeyed = {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_KINDS}
+        scores.add("obedience", obeyed)
         if local:
-            add_local_scores(
-                scores, models, split.color[sl], lineart, hints, auto_hints, start, device, batch_size
-            )
+            add_local_scores(scores, models, color, lineart, hints, auto_hints, start, device, batch_size)
         if fid_model is not None:
-            for method, images in [("original", color)] + [(k, outputs[k]) for k in METHODS]:
+            for method, images in {"original": color, **outputs}.items():  # outputs: one per METHODS
                 features.setdefault(method, []).append(
                     m.inception_features(fid_model, images, device or "cpu")
                 )
         wanted = range(start, start + min(figure_examples - len(examples), len(color)))
         examples += [figure_example(models, split, outputs, auto_hints, i, i - start) for i in wanted]
-    result = nest_local_sections(scores.means())
+    result = scores.means()
+    for name in [key for key in result if "/" in key]:  # "local_points/cgan" -> ["local_points"]["cgan"]
+        section, kind = name.split("/")
+        result.setdefault(section, {})[kind] = result.pop(name)
     hint = result[HINT_KIND]
     hint["chi2_vs_avg"] = round(hint["chi2"] / max(hint["avg_chi2"], 1e-12), DECIMALS)
     if features:
         real = np.concatenate(features["original"])
         for method in METHODS:
-            result[method]["fid"] = round(
-                m.frechet_distance(real, np.concatenate(features[method])), DECIMALS
-            )
+            fid = m.frechet_distance(real, np.concatenate(features[method]))
+            result[method]["fid"] = round(fid, DECIMALS)
     return result, examples
 
 
@@ -311,7 +254,6 @@ def score_model(kind: str, model, split: Split, batch_size: int = 64, device: st
     The registry uses this to re-score a champion on a test split it was not scored on.
     """
     from colorization.inference import colorize, predict_hint
-    from colorization.models.specs import SPECS
 
     scores = Scores()
     for start in range(0, len(split), batch_size):
@@ -340,9 +282,8 @@ def load_fid_model(weights: str | None, device: str | None):
 
 def load_split(params: EvaluateParams, inputs: StageInputs) -> Split:
     """The evaluation split (evaluate.split) of the store in `inputs`."""
-    split = ProcessedStore(inputs.store, inputs.histograms).load(
-        params.split, limit=params.max_images or None
-    )
+    store = ProcessedStore(inputs.store, inputs.histograms)
+    split = store.load(params.split, limit=params.max_images or None)
     if len(split) == 0:
         raise ValueError(
             f"the {params.split} split is empty: add images or raise lineart.split.{params.split}"

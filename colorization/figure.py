@@ -1,9 +1,7 @@
 """The paper's comparison figure, and colour hints drawn as palettes.
 
-For each of K test images: row 1 shows the original, its line art, its colour hint and the
-10 simulated local hints (dots on the line art); row 2 what the methods made of it, titled
-(colorization.evaluate: the CNN, the c-GAN with the true hint, the c-GAN with the automatic
-hint, and the c-GAN with the true hint and those 10 dots).
+Per test image: row 1 the inputs (original, line art, colour hint, local hint dots), row 2 what
+the methods made of it (colorization.evaluate chooses them).
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
-"""Palettes as files, so a character's colours can be kept and reused as a hint.
+"""Palettes as files (GIMP `.gpl`, `.json`), so a character's colours can be kept and reused.
 
-Two formats, chosen by suffix:
-- `.gpl`, the GIMP palette that artists' tools exchange (GIMP, Krita, Inkscape, Aseprite):
-  a `GIMP Palette` line, optional `Name:` / `Columns:` lines and `#` comments, then one
-  `R G B name` line per colour. GPL has no weights: a name that is a number, or `weight N`,
-  is read as the colour's weight; any other name weighs 1.
-- `.json`: an object `{"#rrggbb": weight, ...}`.
-
-A palette is a list of (colour, weight); as a hint it is the 512-bin histogram with each
-weight in its colour's bin, normalised. `image_palette` goes the other way: an image's
-heaviest bins, each as the mean colour of its pixels (so it falls in the same bin).
+A palette is a list of (colour, weight); as a hint it is the 512-bin histogram of those weights.
+GPL has no weights: a name that is a number, or `weight N`, is one. Formats: docs/colorize.md.
 """
 
 from __future__ import annotations

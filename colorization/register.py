@@ -1,8 +1,7 @@
 """The `register` stage: every trained model becomes a version of its registered model.
 
-Tags each version with its provenance (git commit, DVC hash of the data, the params that
-shaped it), lets `tracking.registry` decide the promotion (re-scoring the champion on this
-test split when needed), and writes metrics/registry.json for DVC.
+Tags each version with its provenance (git commit, DVC hash of the data, the params that shaped
+it); `tracking.registry` decides the promotion; metrics/registry.json is written for DVC.
 """
 
 from __future__ import annotations
@@ -24,21 +23,6 @@ if TYPE_CHECKING:  # MLflow is imported when a model is registered, not with thi
 log = logging.getLogger(__name__)
 
 
-def trained_run_id(kind: str, model_dir: Path) -> str | None:
-    """The MLflow run that trained models/<kind> (None when it was trained without MLflow)."""
-    from colorization.tracking.registry import RegistryError
-
-    run_file = model_dir / "run.json"
-    if not run_file.exists():
-        raise RegistryError(f"{run_file} not found: run the train@{kind} stage first")
-    return json.loads(run_file.read_text()).get("run_id") or None
-
-
-def write_registrations(path: str | Path, registrations: list[Registration]) -> None:
-    body = {r.name: asdict(r) for r in registrations}
-    atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
-
-
 def params_tag(params, kind: str) -> str:
     """The params that shaped this model: the line art, shared training knobs and its own section.
 
@@ -49,10 +33,7 @@ def params_tag(params, kind: str) -> str:
     train = params.train.model_dump()
     shared = {k: v for k, v in train.items() if k not in KINDS and k != "out"}
     unshaping = {"out", "workers", "shard_size", "max_pixels", "max_file_bytes"}
-    picked = {
-        "lineart": params.lineart.model_dump(exclude=unshaping),
-        "train": shared | {kind: train[kind]},
-    }
+    picked = {"lineart": params.lineart.model_dump(exclude=unshaping), "train": shared | {kind: train[kind]}}
     return json.dumps(picked, sort_keys=True, separators=(",", ":"))
 
 
@@ -96,12 +77,16 @@ def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
         (metric, direction), name = spec.ranking, spec.registered
         tags = common | {"params": params_tag(params, kind)}
         model_dir = Path(inputs.models) / kind
-        if not trained_run_id(kind, model_dir):
+        run_file = model_dir / "run.json"
+        if not run_file.exists():
+            raise RegistryError(f"{run_file} not found: run the train@{kind} stage first")
+        if not json.loads(run_file.read_text()).get("run_id"):
             reason = f"skipped: {model_dir} was trained without MLflow (tracking.mlflow: false)"
             log.info("%s: %s", name, reason)
             results.append(Registration.skipped(name, reason))
             continue
         rescore = rescorer(kind, metric)
         results.append(register_model(kind, name, metric, direction, model_dir, evaluation, tags, rescore))
-    write_registrations(reg.out, results)
+    body = {r.name: asdict(r) for r in results}
+    atomic_write_text(reg.out, json.dumps(body, indent=2, sort_keys=True) + "\n")
     return results

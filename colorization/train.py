@@ -1,28 +1,13 @@
-"""One training loop for the three models (cnn, cgan, hint), readable top to bottom.
+"""One training loop for the three models (cnn, cgan, hint): `colorization train cnn|cgan|hint`.
 
-    colorization train cnn|cgan|hint      (or `train(params, "cgan")`)
+The train split goes to the device once; batches are sampled and augmented there. A checkpoint
+every `train.checkpoint_every` steps (atomic) lets a restarted run resume exactly; a NaN/inf loss
+stops the run and keeps the last good one. Under torchrun each rank trains on its own shard and
+rank 0 alone writes files (docs/scale.md); the rest, outputs included: docs/training.md.
 
-Data: the whole train split goes to the device once as uint8; batches are sampled and
-augmented there (colorization.augment). Device: CUDA when present (bf16 autocast,
-channels_last), else CPU (deterministic). Faults: a checkpoint every
-`train.checkpoint_every` steps, written atomically; a restarted run resumes from it
-exactly; a NaN/inf loss stops the run and leaves the last good checkpoint.
-Outputs: models/<kind>/ (model.pt, config.json, run.json, samples.png),
-plots/train/<kind>.csv (per-step losses for `dvc plots show`), checkpoints/<kind>/last.pt.
-
-CPU tip: OpenMP's idle threads spin by default, the fastest for one training alone. When
-several torch processes share the cores (parallel trainings, tests beside a run), export
-OMP_WAIT_POLICY=PASSIVE: measured on 2 cores, two concurrent trainings run ~10x faster
-with it, a lone training ~2x slower.
-
-Several processes: `torchrun --nproc_per_node N -m colorization train cnn` trains with
-DistributedDataParallel (NCCL on GPUs, gloo on CPU). Each rank takes a disjoint shard of the
-train split (every N-th image) and `batch_size` images per step from it, so the global batch
-is N x batch_size; gradients are averaged, the logged losses are the mean over ranks. All
-ranks draw from the same seeded generator (on different shards), so the rank-0 checkpoint
-resumes every rank exactly. Rank 0 alone writes the CSV, MLflow run, checkpoints and the
-model folder. BatchNorm stays per rank (statistics of the local batch; running stats follow
-rank 0), no SyncBatchNorm.
+CPU tip: OpenMP's idle threads spin, the fastest for one training alone; when several torch
+processes share the cores, export OMP_WAIT_POLICY=PASSIVE (measured on 2 cores: two concurrent
+trainings ~10x faster, a lone one ~2x slower).
 """
 
 from __future__ import annotations
@@ -97,18 +82,11 @@ def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
     return base * max(0.0, (steps - step + 1) / (steps - start + 1))
 
 
-def set_learning_rate(nets: Nets, lr: float) -> None:
-    for optimizer in nets.optimizers.values():
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
 def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the run except its length."""
     section = getattr(params.train, kind).model_dump(exclude={"steps"})
+    package = Path(__file__).parent  # a checkpoint of other code is not this run's past
+    code = [package / "train.py", package / "augment.py", *sorted((package / "models").glob("*.py"))]
     key = {
         "kind": kind,
         "model": section,
@@ -118,17 +96,11 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1
         "seed": params.train.seed,
         "data": store.meta.get("fingerprint", store.meta),
         "histograms": str(store.histograms_path),
-        "code": _code_digest(),  # a checkpoint of other code is not this run's past
+        "code": hashlib.sha256(b"".join(f.read_bytes() for f in code)).hexdigest(),
     }
     if world > 1:  # the shards and the global batch depend on the number of ranks
         key["world_size"] = world
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _code_digest() -> str:
-    package = Path(__file__).parent
-    files = [package / "train.py", package / "augment.py", *sorted((package / "models").glob("*.py"))]
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def save_checkpoint(
@@ -161,19 +133,17 @@ def load_checkpoint(path: Path, tag: str, device: torch.device) -> dict | None:
 
 
 def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
-    for k, v in nets.modules.items():
-        v.load_state_dict(state["models"][k])
-    for k, v in nets.optimizers.items():
-        v.load_state_dict(state["optimizers"][k])
-    for k, v in nets.averaged.items():
-        v.load_state_dict(state["averaged"][k])
+    for held, saved in (
+        (nets.modules, "models"),
+        (nets.optimizers, "optimizers"),
+        (nets.averaged, "averaged"),
+    ):
+        for k, v in held.items():
+            v.load_state_dict(state[saved][k])
     torch.set_rng_state(state["rng"]["torch"].cpu())
     gen.set_state(state["rng"]["sampler"].cpu())
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-
-
-# ---------------------------------------------------------------- logging
 
 
 class LossCsv:
@@ -185,15 +155,8 @@ class LossCsv:
     def __init__(self, path: Path, columns: list[str], resume_step: int, restored: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.columns = columns
-        header = ",".join(["step", *columns]) + "\n"
-        kept = [header]
-        if resume_step and restored:
-            kept.append(restored)
-        elif resume_step and path.exists():  # a checkpoint from before rows were kept in it
-            lines = path.read_text().splitlines(keepends=True)[1:]
-            kept += [line for line in lines if line.strip() and int(line.split(",")[0]) <= resume_step]
-        atomic_write_text(path, "".join(kept))
-        self.rows = kept[1:]
+        self.rows = [restored] if resume_step and restored else []
+        atomic_write_text(path, ",".join(["step", *columns]) + "\n" + "".join(self.rows))
         self.file = path.open("a")
 
     def write(self, step: int, values: dict[str, float]) -> None:
@@ -276,9 +239,6 @@ def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
         net.train()
 
 
-# ---------------------------------------------------------------- several processes (torchrun)
-
-
 def shard(data: DeviceData, rank: int, world: int) -> DeviceData:
     """This rank's disjoint share of the images: every world-th one, the same count on every rank."""
     per_rank = len(data) // world
@@ -286,13 +246,6 @@ def shard(data: DeviceData, rank: int, world: int) -> DeviceData:
         raise ValueError(f"{len(data)} training images cannot be split across {world} ranks")
     pick = slice(rank, per_rank * world, world)
     return DeviceData(color=data.color[pick], lineart=data.lineart[pick], hint=data.hint[pick])
-
-
-def mean_over_ranks(losses: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
-    """The losses averaged over the ranks (one all-reduce), so every rank logs and checks the same."""
-    stacked = torch.stack([v.float() for v in losses.values()])
-    dist.all_reduce(stacked)
-    return dict(zip(losses, stacked / world, strict=True))
 
 
 def weights_hash(nets: Nets) -> str:
@@ -303,9 +256,6 @@ def weights_hash(nets: Nets) -> str:
             digest.update(f"{name}.{key}".encode())
             digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- the loop, top to bottom
 
 
 def train(
@@ -474,50 +424,44 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
     """Steps `run.start + 1 .. run.steps`: a batch, a step, the logs, and a checkpoint every so often."""
     cfg, kind, device = params.train, run.kind, ranks.device
     section = getattr(cfg, kind)
-    step_fn, fmt, ema_decay = SPECS[kind].step, memory_format(device), SPECS[kind].ema_decay(section)
-    # The hint model learns real colours only: no recolouring for it.
-    recolour, mean_hint = SPECS[kind].generator, data.images.mean_hint()
-    local_hints = SPECS[kind].local_hints(section)
+    spec, fmt = SPECS[kind], memory_format(device)
+    # The hint model learns real colours only: no recolouring for it (spec.generator).
+    augment = (cfg.augment, fmt, spec.generator, data.images.mean_hint(), params.lineart.xdog)
     log.info(
-        "training %s on %s (rank %d of %d): %d images at %dpx, steps %d..%d",
-        kind,
-        device,
-        ranks.rank,
-        ranks.world,
-        len(data.images),
-        data.store.image_size,
-        run.start + 1,
-        run.steps,
+        f"training {kind} on {device} (rank {ranks.rank} of {ranks.world}): {len(data.images)} images "
+        f"at {data.store.image_size}px, steps {run.start + 1}..{run.steps}"
     )
     started = time.perf_counter()
     for step in range(run.start + 1, run.steps + 1):
-        set_learning_rate(run.nets, learning_rate(section.lr, step, run.steps, cfg.lr_decay))
-        batch = sample_batch(
-            data.images,
-            section.batch_size,
-            run.gen,
-            cfg.augment,
-            fmt,
-            recolour,
-            mean_hint,
-            params.lineart.xdog,
-            local_hints,
-        )
-        losses = step_fn(run.nets, batch, section, device)
+        for group in (g for optimizer in run.nets.optimizers.values() for g in optimizer.param_groups):
+            group["lr"] = learning_rate(section.lr, step, run.steps, cfg.lr_decay)
+        batch = sample_batch(data.images, section.batch_size, run.gen, *augment, spec.local_hints(section))
+        losses = spec.step(run.nets, batch, section, device)
         for name, mean in run.nets.averaged.items():
-            update_average(mean, run.nets.modules[name], step, ema_decay)
-        if ranks.ddp:
-            losses = mean_over_ranks(losses, ranks.world)
+            update_average(mean, run.nets.modules[name], step, spec.ema_decay(section))
+        if ranks.ddp:  # the mean over the ranks (one all-reduce), so every rank logs and checks the same
+            stacked = torch.stack([v.float() for v in losses.values()])
+            dist.all_reduce(stacked)
+            losses = dict(zip(losses, stacked / ranks.world, strict=True))
         values = finite_values(losses, run, step)
         run.losses_csv.write(step, values)
         run.tracking.log_metrics(values, step)
         if step % cfg.log_every == 0 and ranks.master:
             rate = (step - run.start) * section.batch_size * ranks.world / (time.perf_counter() - started)
-            log.info("%s step %d/%d %s (%.0f img/s)", kind, step, run.steps, _fmt(values), rate)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+            log.info("%s step %d/%d %s (%.0f img/s)", kind, step, run.steps, shown, rate)
         if step % cfg.sample_every == 0 and ranks.master:
             run.tracking.log_image(preview(kind, run.nets, data.shown, device), key="samples", step=step)
         if step % cfg.checkpoint_every == 0 or step == run.steps:
-            checkpoint_step(run, step, ranks)
+            # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the
+            # steps after it without logging any step twice.
+            run.losses_csv.flush()
+            run.tracking.flush()
+            if ranks.master:
+                rows = run.losses_csv.text()
+                save_checkpoint(run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, rows)
+            if ranks.ddp:
+                dist.barrier()
 
 
 def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[str, float]:
@@ -530,19 +474,6 @@ def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[
         )
         raise NonFiniteLoss(f"{run.kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
     return values
-
-
-def checkpoint_step(run: Run, step: int, ranks: Ranks) -> None:
-    # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the steps
-    # after it without logging any step twice.
-    run.losses_csv.flush()
-    run.tracking.flush()
-    if ranks.master:
-        save_checkpoint(
-            run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, run.losses_csv.text()
-        )
-    if ranks.ddp:
-        dist.barrier()
 
 
 def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> None:
@@ -580,7 +511,3 @@ def log_model(tracking, model_dir: Path, images) -> str | None:
     example = example_input(config["kind"], images.lineart[:2], images.hint[:2])
     output = predict(load_trained(model_dir), config, example)  # a CPU copy: what serving will load
     return tracking.log_model(model_dir, example, output)
-
-
-def _fmt(values: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in values.items())

@@ -9,6 +9,8 @@ training path must run on a machine without mlflow installed. This file imports 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -16,6 +18,17 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 def tracking_uri() -> str:
     """Env MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (MLflow params and metrics are flat)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class RegistryError(ValueError):

@@ -1,16 +1,14 @@
 """What the registry page tells a person browsing it: descriptions and tags, built from the facts.
 
-A registered model says what it colours, its input and output, the hint it takes, and carries
-the tags `task`, `image_size` and `data_source` (plus `input`, `output`, `hint`). A version
-says what changed against the champion it challenged (code, data, params, architecture),
-its test scores, and why it was or was not promoted. Pure text builders; `describe_model`
-applies the model's texts through an MLflow client it is given.
+Pure text builders; `describe_model` applies them through an MLflow client it is given.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from colorization.tracking import flatten
 
 HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
 
@@ -70,20 +68,13 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
     return f"{spec.what}{source}\n\n{io}\n\n{hint}\n\n{use}"
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out |= _flat(inner, f"{prefix}{key}.")
-        return out
-    return {prefix.rstrip("."): value}
-
-
 def _json(text: str | None) -> dict[str, Any]:
+    """A tag's JSON object; {} when absent or not one."""
     try:
-        return json.loads(text) if text else {}
+        value = json.loads(text) if text else {}
     except ValueError:
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def changes(new: dict[str, str], old: dict[str, str], limit: int = 8) -> list[str]:
@@ -94,7 +85,7 @@ def changes(new: dict[str, str], old: dict[str, str], limit: int = 8) -> list[st
     if new.get("data_md5") != old.get("data_md5"):
         found.append(f"data: md5 {old.get('data_md5', '?')[:12]} -> {new.get('data_md5', '?')[:12]}")
     for tag, what in (("params", "params"), ("config", "architecture")):
-        a, b = _flat(_json(old.get(tag))), _flat(_json(new.get(tag)))
+        a, b = flatten(_json(old.get(tag))), flatten(_json(new.get(tag)))
         diffs = [
             f"{k} {a.get(k, '-')} -> {b.get(k, '-')}"
             for k in sorted(a.keys() | b.keys())

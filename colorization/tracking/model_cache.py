@@ -1,23 +1,9 @@
 """A local copy of each registered version, so that a repeated `colorize` downloads nothing.
 
-A version's model is the models/<kind> folder training published (tracking/serving.py), so
-the cache is that folder: `<cache>/<name>/<version>/model.pt + config.json`. Every load
-resolves the URI through MLflow's public client (an alias may have moved), then uses the
-entry only when its model.pt has the md5 the registry recorded for the version (`model_md5`,
-the version's weights digest); otherwise it downloads the version's artifacts, keeps the
-folder if the digest matches, and loads it. So the cache holds exactly the registered
-weights or nothing, and a version whose weights differ (another registry, a re-created one)
-is downloaded again.
-
-A warm start-up skips MLflow entirely when it can prove nothing moved: for a SQLite store the
-cache remembers which version a URI resolved to, beside the database file's size and
-modification time (its -wal and -journal files' too). While they are unchanged no alias can
-have moved, so the entry is loaded without importing MLflow (which costs more than the rest of
-the start-up). Any write to the store changes them, and the next load asks the registry again.
-A server store is always asked.
-
-Folder: $COLORIZATION_MODEL_CACHE, else $XDG_CACHE_HOME/lineart-colorization/models (XDG's
-default ~/.cache). COLORIZATION_MODEL_CACHE=off turns it off.
+An entry (`<cache>/<name>/<version>/`, model.pt + config.json) is used only while its model.pt
+has the md5 the registry recorded (`model_md5`): the cache holds exactly the registered weights
+or nothing. For a SQLite store a warm start-up skips MLflow (costlier than the rest of the
+start-up) while the database files' sizes and mtimes show nothing moved. docs/colorize.md.
 """
 
 from __future__ import annotations

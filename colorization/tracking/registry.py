@@ -1,12 +1,8 @@
 """The MLflow model registry: register a model version, promote champions, load by URI.
 
-Only MLflow's side; the `register` stage (colorization.register) calls it with each trained
-model (`models/<kind>/`, whose run.json names the MLflow run that logged it) and the tags
-the stage chose (git commit, DVC hash of the data, params). A new version also gets the
-source run and the weights' md5, and the alias `challenger`; it takes `champion` only if it
-beats the champion on the declared metric over the same test split, and the tag `promotion`
-says why it did or did not. Registering is idempotent: a version whose weights or run are
-already registered is never added twice, whatever DVC decides to re-run.
+A new version takes `champion` only if it beats the champion on the declared metric over the same
+test split; registering is idempotent (weights or run already registered: nothing added), so
+DVC may re-run the stage freely. docs/registry.md.
 """
 
 from __future__ import annotations
@@ -33,9 +29,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"  # the name TrainingRun.log_model gives the model inside its run
-
-
-# ---------------------------------------------------------------- registering
 
 
 @dataclass
@@ -83,14 +76,6 @@ def _alias_version(c: MlflowClient, name: str, alias: str):
         return None
 
 
-def _existing_version(c: MlflowClient, name: str, run_id: str, model_md5: str):
-    """A version of `name` made from this run or these exact weights, if any."""
-    for version in c.search_model_versions(f"name='{name}'"):
-        if version.run_id == run_id or version.tags.get("model_md5") == model_md5:
-            return version
-    return None
-
-
 def _ensure_registered_model(c: MlflowClient, name: str, description: str) -> None:
     try:
         c.get_registered_model(name)
@@ -124,13 +109,10 @@ def decide_promotion(
         how = "champion re-scored on this test split"
     else:
         return False, f"not promoted: champion v{champion.version} was scored on another test split"
-    sign = ">" if direction == "max" else "<"
+    sign, against = (">" if direction == "max" else "<"), f"{old:g} of champion v{champion.version} ({how})"
     if beats(value, old, direction):
-        return True, f"promoted: {metric} {value:g} {sign} {old:g} of champion v{champion.version} ({how})"
-    return (
-        False,
-        f"not promoted: {metric} {value:g} does not beat {old:g} of champion v{champion.version} ({how})",
-    )
+        return True, f"promoted: {metric} {value:g} {sign} {against}"
+    return False, f"not promoted: {metric} {value:g} does not beat {against}"
 
 
 def register_model(
@@ -162,7 +144,8 @@ def register_model(
     config = json.loads(config_file.read_text())
     describe_model(c, name, kind, config, tags.get("data_source"))
 
-    existing = _existing_version(c, name, run_id, model_md5)
+    versions = c.search_model_versions(f"name='{name}'")  # one made from this run or these weights?
+    existing = next((v for v in versions if v.run_id == run_id or v.tags.get("model_md5") == model_md5), None)
     if existing is not None:
         version, registered = existing, False
         champion = _alias_version(c, name, CHAMPION)
@@ -182,16 +165,10 @@ def register_model(
         version, promoted, reason = _add_version(c, kind, name, source, version_tags, ranking, rescore)
         registered = True
     log.info("%s v%s: %s", name, version.version, reason)
-    champion, challenger = _alias_version(c, name, CHAMPION), _alias_version(c, name, CHALLENGER)
+    aliased = [_alias_version(c, name, alias) for alias in (CHAMPION, CHALLENGER)]
+    champion, challenger = [str(v.version) if v else None for v in aliased]
     return Registration(
-        name=name,
-        version=str(version.version),
-        registered=registered,
-        promoted=promoted,
-        reason=reason,
-        champion=str(champion.version) if champion else None,
-        challenger=str(challenger.version) if challenger else None,
-        source_run_id=run_id,
+        name, str(version.version), registered, promoted, reason, champion, challenger, run_id
     )
 
 
@@ -213,7 +190,10 @@ def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[
     metric, direction, value = ranking
     base = _alias_version(c, name, CHAMPION)  # what the new version challenges
     promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)
-    version = _create_version(name, source, tags)
+    try:  # the source is the model the training run logged (run.json's model_uri)
+        version = mlflow.register_model(source, name, tags=tags)
+    except MlflowException as err:
+        raise RegistryError(f"cannot register {source} as {name}: {str(err).splitlines()[0]}") from None
     c.set_registered_model_alias(name, CHALLENGER, version.version)
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, version.version)
@@ -225,24 +205,16 @@ def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[
     return version, promoted, reason
 
 
-def _create_version(name: str, source: str, tags: dict[str, str]):
-    """A version whose source is the model the training run logged (run.json's model_uri)."""
-    try:
-        return mlflow.register_model(source, name, tags=tags)
-    except MlflowException as err:
-        raise RegistryError(f"cannot register {source} as {name}: {str(err).splitlines()[0]}") from None
-
-
-# ---------------------------------------------------------------- loading
-
-
-def _check_store_exists(uri: str) -> None:
-    # Opening a missing sqlite file would silently create an empty registry in the cwd.
+def existing_client() -> MlflowClient:
+    """The client of a store that is there: opening a missing sqlite file would silently create an
+    empty registry in the cwd."""
+    uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise RegistryError(
             f"no MLflow registry at {uri}: run `dvc repro` (stage register), set MLFLOW_TRACKING_URI, "
             f"or pass a local models/<name> folder"
         )
+    return client()
 
 
 # What MLflow answers for a missing model, version or alias (an absent alias is a bad parameter).
@@ -253,8 +225,7 @@ def resolve_version(uri: str):
     """The model version a `models:/name@alias` or `models:/name/<version>` URI points at."""
     if not uri.startswith("models:/"):
         raise RegistryError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    _check_store_exists(tracking_uri())
-    c = client()
+    c = existing_client()
     body = uri.removeprefix("models:/")
     try:
         if "@" in body:
@@ -278,8 +249,7 @@ def version_uri(uri: str) -> tuple[str, Any]:
         version = resolve_version(uri)
         return f"models:/{version.name}/{version.version}", version
     if uri.startswith(("runs:/", "models:/")):  # a run's model, or a logged model (models:/m-<id>)
-        _check_store_exists(tracking_uri())
-        client()
+        existing_client()
         return uri, None
     raise RegistryError(
         f"{uri}: expected models:/<name>@<alias>, models:/<name>/<version> or runs:/<run>/model"
@@ -309,8 +279,7 @@ def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
 
     For a model picker (the studio); a store that is missing or down is a RegistryError.
     """
-    _check_store_exists(tracking_uri())
-    c = client()
+    c = existing_client()
     found: dict[str, list[dict[str, Any]]] = {}
     try:
         for name in names:
@@ -331,9 +300,6 @@ def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
         text = " ".join(str(err).split())[:200]
         raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
     return found
-
-
-# ---------------------------------------------------------------- evaluate's MLflow side
 
 
 def _numeric(flat: dict[str, Any]) -> dict[str, float]:

@@ -1,9 +1,7 @@
 """Training runs in MLflow: params, per-step metrics, sample grids, and the logged model.
 
-Tracking URI: env MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`. For a sqlite store the
-experiment's artifacts go to `mlartifacts/` beside the database file (the layout of
-`mlflow server`'s embedded default), so a test's temporary database keeps its artifacts
-with it.
+A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow
+server` does), so a test's temporary database keeps its artifacts with it.
 """
 
 from __future__ import annotations
@@ -19,15 +17,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from colorization.tracking import DEFAULT_TRACKING_URI, tracking_uri  # noqa: F401 (re-exported)
-
-
-def _artifact_location(uri: str) -> str | None:
-    """Local artifact folder for a sqlite store; None lets the server or file store decide."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri.removeprefix("sqlite:///"))
-    return (db.resolve().parent / "mlartifacts").as_uri()
+from colorization.tracking import DEFAULT_TRACKING_URI, flatten, tracking_uri  # noqa: F401 (re-exported)
 
 
 def ensure_experiment(name: str) -> str:
@@ -37,17 +27,9 @@ def ensure_experiment(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
-
-
-def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    db = Path(uri.removeprefix("sqlite:///"))  # a local artifact folder for sqlite; else the store decides
+    local = (db.resolve().parent / "mlartifacts").as_uri() if uri.startswith("sqlite:///") else None
+    return mlflow.create_experiment(name, artifact_location=local)
 
 
 class TrainingRun:

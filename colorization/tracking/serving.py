@@ -1,16 +1,8 @@
 """What `mlflow models serve` runs: a pyfunc around the project's own model folder.
 
-The logged model holds `models/<kind>/` exactly as training published it (model.pt +
-config.json) as the artifact `model`; `load_context` loads it with `load_trained`, and
-`predict` is `colorization.inference`. So the pipeline, `colorize`, the studio and serving
-read one format, and a registered version is that folder plus MLflow's metadata.
-
-Request (`/invocations`, `{"inputs": {...}}`): `lineart` [N, S, S] in 0..255 (0 = line) and,
-for the generators, `hint` [N, 512]. A generator trained with local hints also takes
-`{"params": {"local": [...]}}`: its local hint planes [N, 4, S, S] (colorization/local_hints.py)
-flattened, optional (absent or [] = none). They are a param, not an input, because MLflow's
-tensor inputs cannot be optional. Answer: RGB [N, S, S, 3] in 0..255 (cnn, cgan) or the
-automatic hint [N, 512] (hint).
+The logged model holds `models/<kind>/` as training published it, so the pipeline, `colorize`,
+the studio and serving read one format. Request and answer: docs/serving.md; the local hint
+planes are a param, not an input, because MLflow's tensor inputs cannot be optional.
 """
 
 from __future__ import annotations
