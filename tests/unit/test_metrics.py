@@ -164,3 +164,14 @@ def test_inception_features_are_the_pool_features_one_row_per_image():
     np.testing.assert_allclose(feats[:, 0], [0, 10, 20, 30, 40], rtol=1e-5)
     plain = m.inception_features(_Inception(torch, takes_flag=False), images, batch_size=2)
     assert plain.shape == (5, 1000)  # a forward without the flag: its output as it comes
+
+
+def test_ssim_matches_scikit_image_on_dark_pictures_too():
+    """Black lines and dark fills: where the means are small, SSIM's stabilising constants
+    (K1 = 0.01, K2 = 0.03 of the 255 range) decide the value."""
+    rng = np.random.default_rng(4)
+    target = rng.integers(0, 12, size=(2, 16, 16, 3), dtype=np.uint8)
+    pred = rng.integers(0, 12, size=target.shape, dtype=np.uint8)
+    for i, got in enumerate(m.ssim(pred, target)):
+        expected = structural_similarity(target[i], pred[i], channel_axis=-1, data_range=255)
+        assert got == pytest.approx(expected, rel=1e-7)
