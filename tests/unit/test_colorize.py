@@ -1083,3 +1083,65 @@ def test_hints_are_for_one_picture_and_a_missing_file_is_named(local_models, tmp
         str(first), "-o", str(tmp_path / "o.png"), "--model", model, "--hints", str(tmp_path / "x.json")
     )
     assert missing.exit_code != 0 and f"--hints {tmp_path / 'x.json'}: no such file" in missing.output
+
+
+# ---------------------------------------------------------------- messages that name what they are about
+
+
+def test_refusing_a_users_file_names_the_output_folder_and_the_file(tmp_path):
+    save(tmp_path / "in/a.png", drawing(20, 20))
+    out = tmp_path / "out"
+    users = save(out / "a.png", drawing(8, 8))  # not written by colorize: no stamp
+    with pytest.raises(ColorizeError) as err:
+        collect_inputs([tmp_path / "in"], out)
+    assert str(err.value).startswith(
+        f"-o {out}: 1 existing file(s) there were not written by colorize (first: {users});"
+    )
+
+
+def test_a_hint_layer_is_read_within_the_params_limits_and_its_refusal_names_it(params_dict, tmp_path):
+    from colorization.colorize import read_hints
+
+    src = save(tmp_path / "in.png", drawing(60, 80))
+    pairs = [(src, tmp_path / "out.png")]
+    rng = np.random.default_rng(0)
+    layer = tmp_path / "layer.png"  # noise: a file far larger than the drawing's
+    layer.write_bytes(encode_png(rng.integers(0, 256, size=(60, 80, 4), dtype=np.uint8)))
+    assert read_hints(layer, pairs, None).shape == (60, 80, 4)
+    between = lineart_params(params_dict, max_file_bytes=src.stat().st_size + 100)
+    assert src.stat().st_size + 100 < layer.stat().st_size
+    with pytest.raises(ColorizeError, match=rf"^--hints {re.escape(str(layer))}: .*max_file_bytes"):
+        read_hints(layer, pairs, between)
+    few_pixels = lineart_params(params_dict, max_pixels=60 * 80 - 1)  # the picture itself is over it
+    with pytest.raises(ColorizeError, match=rf"^{re.escape(str(src))}: unreadable image .*max_pixels"):
+        read_hints(layer, pairs, few_pixels)
+    wrong = tmp_path / "wrong.png"
+    wrong.write_bytes(encode_png(np.zeros((60, 81, 4), np.uint8)))
+    with pytest.raises(ColorizeError, match=rf"^--hints {re.escape(str(wrong))}: the hint layer is 81x60"):
+        read_hints(wrong, pairs, None)
+
+
+def test_a_models_bad_or_missing_recipe_is_reported_under_the_name_it_was_given(tmp_path, caplog):
+    bad = tmp_path / "bad"
+    save_model_dir(bad, "cgan")
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "lineart": {"extractor": "sobel"}}))
+    with pytest.raises(ColorizeError, match=rf"^{re.escape(str(bad))}: config.json's lineart\.extractor"):
+        load_model(str(bad), "cpu", GENERATOR_KINDS)
+    old = tmp_path / "old"
+    save_model_dir(old, "cgan")  # saved before models recorded their recipe
+    with caplog.at_level(logging.WARNING, logger="colorization.colorize"):
+        load_model(str(old), "cpu", GENERATOR_KINDS)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{old} records no line-art recipe (an older model): using the built-in canny lines"
+    ]
+
+
+def test_local_hints_for_a_model_without_them_are_refused_naming_the_model(generator):
+    """The studio calls colorize_images directly: its refusal is one line naming the model."""
+    layer = np.zeros((40, 40, 4), np.uint8)
+    layer[10:14, 10:14] = (220, 30, 30, 255)
+    with pytest.raises(
+        ColorizeError, match=rf"^{re.escape(generator.source)}: this model was trained without"
+    ):
+        colorize_images([drawing(40, 40)], generator, RED, "cpu", hint_layers=[layer])
