@@ -25,10 +25,7 @@ _TMP_NAME = re.compile(r"^\.tmp-.+\.[a-z0-9_]{8}$")
 
 
 def _create_temporary(path: Path) -> Path:
-    """An empty new file beside `path`, mode 0666 less the umask.
-
-    Not tempfile.mkstemp: its 0600 files would be unreadable to other users and services.
-    """
+    """An empty new file beside `path`, mode 0666 less the umask (mkstemp's 0600 would lock others out)."""
     for _ in range(100):
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
         try:

@@ -98,15 +98,10 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     return None
 
 
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.3g} MP"
-
-
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    pixels = width * height
-    if pixels > max_pixels:
+    if (pixels := width * height) > max_pixels:
         raise ImageRejected(
-            f"too large: {width}x{height} = {_megapixels(pixels)} > max_pixels {_megapixels(max_pixels)}"
+            f"too large: {width}x{height} = {pixels / 1e6:.3g} MP > max_pixels {max_pixels / 1e6:.3g} MP"
         )
 
 
@@ -130,10 +125,7 @@ def _looks_truncated(data: bytes, fmt: str) -> bool:
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Convert any decoded OpenCV image (gray, BGR, BGRA; 8 or 16 bit) to RGB uint8.
-
-    Alpha is composited over white paper, since line art is drawn on white.
-    """
+    """Any decoded OpenCV image (gray, BGR, BGRA; 8 or 16 bit) as RGB uint8, alpha over white paper."""
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:

@@ -52,10 +52,6 @@ from colorization.textsafe import escaped
 log = logging.getLogger(__name__)
 
 
-def worker_count(requested: int, jobs: int) -> int:
-    return max(1, min(requested or os.cpu_count() or 1, jobs))
-
-
 def _init_worker(parent_pid: int | None = None) -> None:
     """Set up a process that runs shards: a pool worker, or the stage's own process."""
     die_with_parent(parent_pid)  # a killed stage leaves no workers behind
@@ -239,6 +235,7 @@ def build_preprocess(raw: str | Path, params: LineartParams, histograms: Histogr
     """Line art + colour hint of every row of raw's manifest, one decode each; returns the store's meta."""
     plan = plan_preprocess(raw, params)
     jobs = plan.jobs
-    for _ in _map(_run_shard, jobs, worker_count(params.workers, len(jobs)), "preprocess"):
+    workers = max(1, min(params.workers or os.cpu_count() or 1, len(jobs)))
+    for _ in _map(_run_shard, jobs, workers, "preprocess"):
         pass
     return finish_preprocess(params, histograms, plan)
