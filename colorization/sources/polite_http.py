@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 T = TypeVar("T")
 
@@ -30,12 +31,7 @@ CHUNK_BYTES = 64 * 1024
 # 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
 RETRYABLE_STATUS = frozenset({408, 429})
 # Failures of the network path: worth another try.
-TRANSIENT_ERRORS = (
-    requests.Timeout,
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
+TRANSIENT_ERRORS = (requests.Timeout, requests.ConnectionError, ChunkedEncodingError, ContentDecodingError)
 
 
 class FetchError(Exception):

@@ -110,9 +110,7 @@ class _Run:
         try:
             for raw in self.lister.iter_posts(floor_id):
                 post_id = post_id_of(raw)
-                if post_id is not None and (
-                    post_id in self.seen or post_id in self.state.accepted or post_id in self.state.rejected
-                ):
+                if post_id in self.seen or post_id in self.state.accepted or post_id in self.state.rejected:
                     continue  # de-duplicate by post id: listed twice, or decided by an earlier run
                 try:
                     post = parse_post(raw, self.cfg.base_url)
