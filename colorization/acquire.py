@@ -29,10 +29,7 @@ TEMPORARY_FAILURE = 75
 
 
 def is_transient(exc: BaseException, source: str) -> bool:
-    """Failures of the network path, worth a retry; bad params or input folders are not.
-
-    An empty crawl from a live site (`NothingAcquired` from safebooru) means it was down.
-    """
+    """Failures of the network path, worth a retry (an empty crawl of a live site: it was down)."""
     import requests
 
     from colorization.sources.polite_http import FetchError
@@ -82,24 +79,16 @@ def acquire_synthetic(count: int, size: int, seed: int, out_dir: Path) -> list[d
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder that is, contains or lies inside the input folder.
-
-    Either way one run would read its own output, or clean-up of the output would reach
-    the user's pictures.
-    """
+    """Refuse an output folder that is, holds or lies inside the input folder: a run would read its
+    own output, or cleaning the output would reach the user's pictures."""
     src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
+    out, given = escaped(out_dir), escaped(input_dir)
     if src == dst:
-        raise FoldersOverlap(
-            f"--out {escaped(out_dir)} is the input folder; give acquire an output folder of its own"
-        )
+        raise FoldersOverlap(f"--out {out} is the input folder; give acquire an output folder of its own")
     if dst.is_relative_to(src):
-        raise FoldersOverlap(
-            f"--out {escaped(out_dir)} lies inside the input folder {escaped(input_dir)}; choose another"
-        )
+        raise FoldersOverlap(f"--out {out} lies inside the input folder {given}; choose another")
     if src.is_relative_to(dst):
-        raise FoldersOverlap(
-            f"the input folder {escaped(input_dir)} lies inside --out {escaped(out_dir)}; choose another"
-        )
+        raise FoldersOverlap(f"the input folder {given} lies inside --out {out}; choose another")
 
 
 def previous_paths(out_dir: Path) -> set[str]:
@@ -115,10 +104,7 @@ def previous_paths(out_dir: Path) -> set[str]:
 
 def _remove_unlisted(out_dir: Path, rows: list[dict], previous: set[str]) -> None:
     """Drop the images a previous run recorded and this one does not: disk follows the manifest.
-
-    Only paths a previous manifest of this output listed are candidates, and only inside its
-    images folder: whatever else is there (a user's own files) is not ours to delete.
-    """
+    Only paths a previous manifest listed, inside its images folder: a user's files are not ours."""
     keep = {r["path"] for r in rows}
     images = (out_dir / IMAGES_DIR).resolve()
     for rel in sorted(previous - keep):

@@ -1,11 +1,8 @@
-"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest are
-turned away at once, told when to come back, instead of queueing without bound.
+"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest
+are turned away at once (`Busy`, with a retry time) instead of queueing without bound.
 
-A request is `admit()`ted first (never blocks: `Busy` when `concurrency + queue` are already in),
-before its body is read, so memory stays bounded by the admitted requests; it then takes one of
-the `concurrency` working slots (`working()`, blocking) for the costly part: decoding and
-colouring. `Busy.retry_after` is a guess in whole seconds: the recent time a slot was held,
-times the rounds of work already admitted ahead.
+`admit()` comes before a request's body is read, so memory stays bounded by the admitted
+requests; `working()` then holds one of the working slots for the costly part.
 """
 
 from __future__ import annotations

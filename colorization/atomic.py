@@ -1,16 +1,12 @@
-"""Atomic file publishing: write to a temporary sibling, fsync, then rename.
+"""Atomic file publishing: write a temporary sibling, fsync, rename, so a reader (or a resumed
+run) sees the old file, the complete new one, or nothing -- never a half-written one.
 
-A reader (or a resumed run) therefore sees either the old file, the complete new
-file, or nothing -- never a half-written one.
-
-Folders are published the same way (`publish_dir`), and replace only what the project
-itself wrote there: every published folder holds an `OUTPUT_MARKER` naming its kind, and
-anything else at the destination is refused in one line, untouched (`check_replaceable`).
+Folders are published the same way (`publish_dir`) and replace only what the project wrote:
+each holds an `OUTPUT_MARKER` naming its kind; anything else there is refused, untouched.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import secrets
@@ -29,11 +25,7 @@ _TMP_NAME = re.compile(r"^\.tmp-.+\.[a-z0-9_]{8}$")
 
 
 def _create_temporary(path: Path) -> Path:
-    """An empty new file beside `path`, created with mode 0666 less the process umask.
-
-    Not tempfile.mkstemp: that makes 0600 files whatever the umask, so every published
-    file (images, shards, manifests) would be unreadable to other users and services.
-    """
+    """An empty new file beside `path`, mode 0666 less the umask (mkstemp's 0600 would lock others out)."""
     for _ in range(100):
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
         try:
@@ -69,9 +61,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save adds no ".npy"
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def atomic_write_parquet(path: str | os.PathLike, table) -> None:
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 OUTPUT_MARKER = ".colorization-output"  # in every folder the project publishes: "<kind>\n"
@@ -83,17 +81,13 @@ class NotOurFolder(ValueError):
 
 @dataclass(frozen=True)
 class OutputKind:
-    """A kind of folder the project publishes.
-
-    `legacy`: files every such folder written before the marker existed holds, so that
-    outputs of an earlier version (a `dvc repro` after upgrading) are still replaced.
-    """
+    """A kind of folder the project publishes; `legacy`: the files such a folder held before the
+    marker existed, so an earlier version's outputs are still replaced."""
 
     name: str
     legacy: tuple[str, ...] = ()
 
     def wrote(self, folder: Path) -> bool:
-        """`folder` is one the project published as this kind (its marker, or the legacy files)."""
         marker = folder / OUTPUT_MARKER
         if marker.is_file():
             return marker.read_text(errors="replace").strip() == self.name
@@ -101,9 +95,8 @@ class OutputKind:
 
 
 def check_replaceable(final: str | os.PathLike, kind: OutputKind) -> None:
-    """NotOurFolder (one line) unless publishing `kind` at `final` would replace nothing of anyone else's.
+    """NotOurFolder unless `final` is absent, empty, or a folder this project wrote as `kind`.
 
-    Replaceable: nothing there, an empty folder, or a folder this project wrote as `kind`.
     Stages call it before their work too, so a refusal comes at once, not after the work.
     """
     final = Path(final)
@@ -133,11 +126,7 @@ def fresh_staging(final: Path, kind: OutputKind) -> Path:
 
 
 def publish_dir(staging: Path, final: Path, kind: OutputKind) -> None:
-    """Replace folder `final` by `staging` with two renames (old copy removed after).
-
-    Only a `final` that `check_replaceable` accepts is replaced; `staging` gets the marker
-    first, so the next publish knows the folder for the project's own.
-    """
+    """Replace folder `final` (if `check_replaceable`) by `staging`: two renames, the old copy removed."""
     staging, final = Path(staging), Path(final)
     check_replaceable(final, kind)
     mark_output(staging, kind)
@@ -158,10 +147,7 @@ def is_temporary(path: Path) -> bool:
 
 
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporaries a killed run left behind; returns how many.
-
-    Only names this module makes are touched: a user's `.tmp-notes` is not ours.
-    """
+    """Delete the temporaries a killed run left (only names this module makes); returns how many."""
     count = 0
     if folder.is_dir():
         for tmp in folder.rglob(TMP_PREFIX + "*"):

@@ -1,13 +1,8 @@
-"""Decoding and validating images: one place that turns bytes into RGB uint8.
+"""Decoding and validating images: the one place that turns bytes into RGB uint8, so every
+format converts the same way and a corrupt file is rejected with a reason, not an OpenCV error.
 
-Every source and stage goes through `decode_rgb`, so a grayscale, RGBA, palette or
-16-bit file is converted the same way everywhere, and a corrupt one is rejected with
-a reason instead of an exception from deep inside OpenCV.
-
-Memory is bounded before anything is decoded: `read_rgb` refuses a file over
-`max_file_bytes` from its size alone, and `decode_rgb` reads the width and height from
-the header (PNG IHDR, JPEG SOF, WebP VP8/VP8L/VP8X) and refuses more than `max_pixels`
-pixels. A 1 MB PNG can declare 30000 x 30000 pixels (5 GB decoded).
+Memory is bounded before decoding: `read_rgb` refuses a file over `max_file_bytes` by its size,
+and `decode_rgb` one whose header declares over `max_pixels` (a 1 MB PNG can declare 5 GB).
 """
 
 from __future__ import annotations
@@ -24,21 +19,10 @@ UNSUPPORTED_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: 150 MB as RGB; 8K UHD is 33 MP
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 
-# Magic numbers of the formats we accept; anything else is rejected before decoding.
-_MAGIC = {
-    "jpeg": (b"\xff\xd8\xff",),
-    "png": (b"\x89PNG\r\n\x1a\n",),
-    "webp": (b"RIFF",),
-}
-
-
-# Formats we recognise only to name them in a rejection.
-_OTHER_MAGIC = {
-    "GIF": (b"GIF87a", b"GIF89a"),
-    "BMP": (b"BM",),
-    "TIFF": (b"II*\x00", b"MM\x00*"),
-}
-
+# Magic numbers of the formats we accept (and WebP's RIFF...WEBP); anything else is rejected before
+# decoding, and these others are named in the rejection.
+_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
+_OTHER_MAGIC = {b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
 
 
@@ -48,20 +32,14 @@ class ImageRejected(ValueError):
 
 def sniff_format(data: bytes) -> str | None:
     """Format from the file's magic bytes ('jpeg', 'png', 'webp'), or None."""
-    for fmt, magics in _MAGIC.items():
-        if any(data.startswith(m) for m in magics):
-            if fmt == "webp" and data[8:12] != b"WEBP":
-                continue
-            return fmt
-    return None
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "webp"
+    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
 
 
 def unsupported_format(data: bytes) -> str | None:
     """'GIF', 'BMP' or 'TIFF' when the magic bytes say so, else None."""
-    for name, magics in _OTHER_MAGIC.items():
-        if any(data.startswith(m) for m in magics):
-            return name
-    return None
+    return next((name for magic, name in _OTHER_MAGIC.items() if data.startswith(magic)), None)
 
 
 def _be(data: bytes, start: int, size: int) -> int:
@@ -120,15 +98,10 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     return None
 
 
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.3g} MP"
-
-
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    pixels = width * height
-    if pixels > max_pixels:
+    if (pixels := width * height) > max_pixels:
         raise ImageRejected(
-            f"too large: {width}x{height} = {_megapixels(pixels)} > max_pixels {_megapixels(max_pixels)}"
+            f"too large: {width}x{height} = {pixels / 1e6:.3g} MP > max_pixels {max_pixels / 1e6:.3g} MP"
         )
 
 
@@ -152,10 +125,7 @@ def _looks_truncated(data: bytes, fmt: str) -> bool:
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Convert any decoded OpenCV image (gray, BGR, BGRA; 8 or 16 bit) to RGB uint8.
-
-    Alpha is composited over white paper, since line art is drawn on white.
-    """
+    """Any decoded OpenCV image (gray, BGR, BGRA; 8 or 16 bit) as RGB uint8, alpha over white paper."""
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -178,7 +148,7 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
 def decode_rgba(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a PNG or WebP with transparency to straight-alpha RGBA uint8 [H, W, 4] (a hint
     layer), or raise ImageRejected: also when the image has no alpha channel."""
-    image = _decode_unchanged(data, max_pixels)
+    image = _decode(data, max_pixels, cv2.IMREAD_UNCHANGED)
     if image.ndim != 3 or image.shape[2] != 4:
         raise ImageRejected(
             "no transparency (alpha channel): a hint layer is RGBA, transparent where no hint is"
@@ -188,15 +158,18 @@ def decode_rgba(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
 
 
-def _decode_unchanged(data: bytes, max_pixels: int) -> np.ndarray:
-    _check_header(data, max_pixels)
+def _decode(data: bytes, max_pixels: int, flag: int, convert=None) -> np.ndarray:
+    """`convert` of the decoded image once the header passes; a decoder fault gives a reason."""
+    fmt = _check_header(data, max_pixels)
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:
-        raise ImageRejected(f"corrupt image: {_cv2_reason(err)}") from None
-    if image is None:
-        raise ImageRejected("corrupt image: decoder failed")
-    return image
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+        if image is None:
+            raise ImageRejected(f"corrupt {fmt}: decoder failed")
+        return image if convert is None else convert(image)
+    except cv2.error as err:  # OpenCV's own limits or a decoder fault
+        raise ImageRejected(f"corrupt {fmt}: {_cv2_reason(err)}") from None
+    except MemoryError:
+        raise ImageRejected(f"{fmt} too large to decode in memory") from None
 
 
 def _check_header(data: bytes, max_pixels: int) -> str:
@@ -219,27 +192,11 @@ def _check_header(data: bytes, max_pixels: int) -> str:
 
 
 def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to RGB uint8 [H, W, 3], or raise ImageRejected with the reason.
-
-    The header's size is checked against `max_pixels` before the decoder allocates anything.
-    """
-    fmt = _check_header(data, max_pixels)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    try:
-        if fmt == "jpeg" and _IMREAD_RGB is not None:
-            # JPEG has no alpha and 8 bits: let libjpeg write RGB directly (saves a colour conversion).
-            rgb = cv2.imdecode(buf, _IMREAD_RGB)
-            if rgb is None:
-                raise ImageRejected(f"corrupt {fmt}: decoder failed")
-        else:
-            image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise ImageRejected(f"corrupt {fmt}: decoder failed")
-            rgb = to_rgb8(image)
-    except cv2.error as err:  # OpenCV's own limits or a decoder fault: a reason, not a traceback
-        raise ImageRejected(f"corrupt {fmt}: {_cv2_reason(err)}") from None
-    except MemoryError:
-        raise ImageRejected(f"{fmt} too large to decode in memory") from None
+    """Decode image bytes to RGB uint8 [H, W, 3], or raise ImageRejected with the reason."""
+    if _IMREAD_RGB is not None and sniff_format(data) == "jpeg":
+        rgb = _decode(data, max_pixels, _IMREAD_RGB)  # 8 bits, no alpha: libjpeg writes RGB directly
+    else:
+        rgb = _decode(data, max_pixels, cv2.IMREAD_UNCHANGED, to_rgb8)
     height, width = rgb.shape[:2]
     if min(height, width) < min_size:
         raise ImageRejected(f"too small: {width}x{height} < min_size {min_size}")

@@ -1,12 +1,8 @@
 """One writer per folder: an exclusive, advisory lock (fcntl.flock) held while it works.
 
-A trainer dies with the `dvc` that started it (processes.die_with), but a trainer started by
-hand, or one whose owner cannot be watched (no pidfd), can outlive it; a second `dvc repro`
-would then start another trainer on the same checkpoint folder, both writing checkpoints
-and the loss CSV. The
-lock file stays in the folder (removing it would race with a waiting locker); the
-kernel drops the lock when the holder exits, however it exits, so a killed trainer
-never blocks the next one.
+A trainer started by hand, or whose owner cannot be watched (no pidfd), can outlive its `dvc`;
+the lock keeps a second one off the same checkpoints. The kernel drops the lock when its holder
+exits, however it exits; the lock file stays (removing it would race with a waiting locker).
 """
 
 from __future__ import annotations
@@ -29,8 +25,7 @@ class FolderLock:
         self.fd: int | None = None
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by child processes
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by child processes
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

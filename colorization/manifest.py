@@ -6,13 +6,12 @@ height, sha256, plus source metadata (null where a source has none).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from colorization.atomic import atomic_write_bytes
+from colorization.atomic import atomic_write_parquet
 
 MANIFEST_FILE = "manifest.parquet"
 REJECTED_FILE = "rejected.parquet"
@@ -40,30 +39,19 @@ MANIFEST_SCHEMA = pa.schema(
 REJECTED_SCHEMA = pa.schema([("source", pa.string()), ("item", pa.string()), ("reason", pa.string())])
 
 
-def _write_table(table: pa.Table, path: Path) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    columns = {name: [row.get(name) for row in rows] for name in schema.names}
-    return pa.Table.from_pydict(columns, schema=schema)
-
-
 def write_manifest(raw_dir: Path, rows: list[dict]) -> Path:
     rows = sorted(rows, key=lambda r: r["id"])
     ids = [r["id"] for r in rows]
     if len(ids) != len(set(ids)):
         raise ValueError("manifest would hold duplicate ids")
     path = Path(raw_dir) / MANIFEST_FILE
-    _write_table(table_from_rows(rows, MANIFEST_SCHEMA), path)
+    atomic_write_parquet(path, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
     return path
 
 
 def write_rejected(raw_dir: Path, rows: list[dict]) -> Path:
     path = Path(raw_dir) / REJECTED_FILE
-    _write_table(table_from_rows(rows, REJECTED_SCHEMA), path)
+    atomic_write_parquet(path, pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
     return path
 
 
@@ -72,7 +60,3 @@ def read_manifest(raw_dir: Path) -> pa.Table:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the acquire stage first")
     return pq.read_table(path)
-
-
-def read_rejected(raw_dir: Path) -> pa.Table:
-    return pq.read_table(Path(raw_dir) / REJECTED_FILE)

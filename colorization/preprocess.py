@@ -1,12 +1,9 @@
 """Stage `preprocess`: raw images -> the processed store (line art + colour hints).
 
-Each raw image is decoded once: its 512-bin colour histogram is computed on the full-size
-picture, then it is resized and its line art extracted. Work is split into shards of the
-manifest and spread over processes (OpenCV is pinned to one thread per process, so N
-processes use N cores without contention), or over a Dask cluster when the environment
-names one (`COLORIZATION_DASK_SCHEDULER`, set by the Prefect flow's dask task runner).
-The stage builds in a hidden staging folder next to the store, finished shards are kept
-across a killed run, and each output is published atomically only when complete.
+Each raw image is decoded once: its histogram from the full-size picture, then resized and its
+line art extracted. Shards of the manifest are spread over processes (OpenCV at one thread
+each), or over the Dask cluster `COLORIZATION_DASK_SCHEDULER` names; built in a staging folder
+that keeps finished shards across a killed run, each output published atomically when complete.
 """
 
 from __future__ import annotations
@@ -55,10 +52,6 @@ from colorization.textsafe import escaped
 log = logging.getLogger(__name__)
 
 
-def worker_count(requested: int, jobs: int) -> int:
-    return max(1, min(requested or os.cpu_count() or 1, jobs))
-
-
 def _init_worker(parent_pid: int | None = None) -> None:
     """Set up a process that runs shards: a pool worker, or the stage's own process."""
     die_with_parent(parent_pid)  # a killed stage leaves no workers behind
@@ -66,25 +59,21 @@ def _init_worker(parent_pid: int | None = None) -> None:
     cv2.setNumThreads(1)
 
 
-# The Dask scheduler to map shards over; unset = local processes. A worker process of that
-# cluster imports this package, so the domain stays free of any orchestrator.
+# The Dask scheduler to map shards over (unset: local processes); set by the flow, so the domain
+# itself needs no orchestrator.
 DASK_SCHEDULER_ENV = "COLORIZATION_DASK_SCHEDULER"
 SHARD_RETRIES = 2  # on Dask: a lost or failed shard is run again on its own (its writes are atomic)
-
-
-def _map_on_dask(fn, jobs: list, address: str, desc: str):
-    from distributed import Client
-
-    with Client(address) as client:
-        futures = client.map(fn, jobs, retries=SHARD_RETRIES, pure=False)
-        yield from progress((f.result() for f in futures), desc, total=len(jobs), unit="shard")
 
 
 def _map(fn, jobs: list, workers: int, desc: str):
     """Ordered map over `jobs`: on Dask when the environment names a scheduler, else local
     processes, in-process when one worker suffices."""
     if address := os.environ.get(DASK_SCHEDULER_ENV):
-        yield from _map_on_dask(fn, jobs, address, desc)
+        from distributed import Client
+
+        with Client(address) as client:
+            futures = client.map(fn, jobs, retries=SHARD_RETRIES, pure=False)
+            yield from progress((f.result() for f in futures), desc, total=len(jobs), unit="shard")
         return
     if workers <= 1 or len(jobs) <= 1:
         _init_worker()
@@ -97,11 +86,8 @@ def _map(fn, jobs: list, workers: int, desc: str):
         yield from progress(pool.map(fn, jobs), desc, total=len(jobs), unit="shard")
 
 
-# ---------------------------------------------------------------- shards
-#
-# The stage is split in three: `plan_preprocess` (lists the shards still to build),
-# `run_shard` (one shard, its outputs written atomically, safe to run again) and
-# `finish_preprocess` (joins the shards and publishes both outputs).
+# The stage in three: `plan_preprocess` lists the shards to build, `run_shard` builds one (safe
+# to run again), `finish_preprocess` joins them and publishes both outputs.
 
 
 class ShardJob(NamedTuple):
@@ -188,12 +174,8 @@ def read_raw(path: str, params: LineartParams) -> np.ndarray:
 
 
 def run_shard(job: ShardJob) -> int:
-    """One decode per image: its histogram (full size), then resize + line art.
-
-    Each image's pair goes to the shard files as soon as it is made, so a worker holds one
-    image at a time (a shard of 256 at 512 px is 256 MB). The ids file, written last,
-    marks the shard complete.
-    """
+    """One decode per image: its histogram (full size), then resize + line art, streamed to the
+    shard's files so a worker holds one image, not the shard (256 MB at 512 px)."""
     cv2.setNumThreads(1)
     count, side = len(job.paths), job.params.image_size
     stem = Path(job.staging) / shard_stem(job.shard)
@@ -253,6 +235,7 @@ def build_preprocess(raw: str | Path, params: LineartParams, histograms: Histogr
     """Line art + colour hint of every row of raw's manifest, one decode each; returns the store's meta."""
     plan = plan_preprocess(raw, params)
     jobs = plan.jobs
-    for _ in _map(_run_shard, jobs, worker_count(params.workers, len(jobs)), "preprocess"):
+    workers = max(1, min(params.workers or os.cpu_count() or 1, len(jobs)))
+    for _ in _map(_run_shard, jobs, workers, "preprocess"):
         pass
     return finish_preprocess(params, histograms, plan)

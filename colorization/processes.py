@@ -1,25 +1,13 @@
-"""Processes that do not outlive the process that started them, and that keep the memory
-they free for the next image.
+"""Processes that do not outlive their owner, and that keep freed memory for the next image.
 
-A kill of `dvc repro`, of `colorization pipeline` or of a stage gives its children no
-chance to shut down; left alone they would run on (a trainer for hours, pool workers
-blocked on their task queue, Dask workers waiting for a scheduler that is gone). So a
-process we start follows its owner:
-
-- a stage's pool worker asks the kernel to SIGKILL it when its parent dies
-  (prctl PR_SET_PDEATHSIG, `die_with_parent`); the pool's resource tracker then sees its
-  pipe close and ends too. The parent there is the stage's main thread, which outlives
-  its pool.
-- a stage command under DVC, and DVC under the flow, watch their owner *process*
-  (`die_with`): a thread waits on a pidfd that becomes readable when that process has
-  ended, however it ended, and then SIGKILLs this one. PR_SET_PDEATHSIG would not do
-  there: it fires when the parent *thread* that forked ends, and only for the direct
-  parent (DVC runs a stage through `$SHELL -c`).
-- the Dask workers of the flow's LocalCluster need nothing from us: distributed ends a
-  worker when the pipe its parent holds open closes (distributed/process.py), which
-  tests/integration/test_kills.py checks.
-
-Elsewhere than Linux these are no-ops: the owners' own shutdown is all there is.
+A killed `dvc repro`, `colorization pipeline` or stage gives its children no chance to shut
+down, so each process we start follows its owner:
+- a pool worker: the kernel SIGKILLs it when its parent dies (PR_SET_PDEATHSIG, `die_with_parent`);
+- a stage under DVC, DVC under the flow: a thread waits on the owner's pidfd and SIGKILLs this
+  process (`die_with`); PDEATHSIG would fire when the forking *thread* ends, and only for the
+  direct parent (DVC runs a stage through `$SHELL -c`);
+- Dask workers end by themselves when their parent's pipe closes (tests/integration/test_kills.py).
+Elsewhere than Linux these are no-ops.
 """
 
 from __future__ import annotations
@@ -69,11 +57,8 @@ def ancestors(pid: int) -> list[int]:
 
 
 def die_with(*owners: int) -> bool:
-    """SIGKILL this process as soon as any of `owners` (its ancestors) has ended.
-
-    An owner already gone (or its pid taken by a process that is no ancestor of ours) ends
-    this process at once. False where it cannot watch (no pidfd: not Linux, kernel < 5.3).
-    """
+    """SIGKILL this process as soon as any of `owners` (its ancestors) has ended; at once if one
+    is gone (or its pid reused). False where it cannot watch (no pidfd: not Linux, kernel < 5.3)."""
     if not owners or not hasattr(os, "pidfd_open"):
         return False
     fds = []
@@ -105,9 +90,8 @@ def _die() -> None:
 
 
 def stage_runners(pid: int | None = None) -> list[int]:
-    """The processes that run this DVC stage's command: the shells DVC started it in (they
-    carry DVC_STAGE in their environment, as we do) and DVC itself, the first ancestor
-    without it. Empty when this process is no DVC stage command."""
+    """The shells that run this DVC stage's command (they carry DVC_STAGE, as we do) and DVC, the
+    first ancestor without it; empty outside a DVC stage."""
     stage = os.environ.get(DVC_STAGE_ENV)
     if stage is None or not sys.platform.startswith("linux"):
         return []
@@ -123,8 +107,7 @@ def stage_runners(pid: int | None = None) -> list[int]:
 
 
 def die_with_stage_runners() -> None:
-    """A stage command run by DVC ends with DVC (or a shell between): killing `dvc repro`,
-    or the flow that runs it, never leaves the stage working on (the CLI calls this first)."""
+    """A stage command ends with the DVC (or shell) running it (the CLI calls this first)."""
     if runners := stage_runners():
         die_with(*runners)
 
@@ -137,16 +120,12 @@ def run_module_owned(owner: int, module: str, args: list[str]) -> None:
 
 
 def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2**20) -> bool:
-    """Ask glibc to serve blocks under `mmap_below` from the heap and to keep up to
-    `trim_above` bytes of freed heap instead of returning it to the kernel.
+    """Ask glibc to serve blocks under `mmap_below` from the heap and keep up to `trim_above`
+    bytes of freed heap; True when set, a no-op elsewhere than glibc.
 
-    A worker allocates and frees the same few blocks for every image (the decoded picture,
-    its grey copy, the gradients: 2.6 MB at 512 px). With glibc's defaults those blocks go
-    back to the kernel on free and come back as fresh pages, faulted in and zeroed one
-    4 kB page at a time: measured 0.3-0.4 ms per 512 px image on a VM, a third of the
-    decode. The price: the process keeps up to `trim_above` of freed memory, so this is for
-    a process that does this work (the stage's own, its workers), not for a long-lived
-    host. True when set; elsewhere (not glibc) a no-op.
+    A worker frees and reallocates the same blocks (2.6 MB at 512 px) for every image; by
+    default they return to the kernel and come back as fresh zeroed pages: 0.3-0.4 ms per image,
+    a third of the decode. For the stage and its workers, not a long-lived host.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -34,17 +34,17 @@ def _is_output(path: str, outputs: set[str]) -> bool:
     return any(path == o.rstrip("/") or path.startswith(o.rstrip("/") + "/") for o in outputs)
 
 
+def _git(*args: str, cwd: str | Path) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def changed_files(cwd: str | Path = ".") -> list[str] | None:
     """Tracked files that differ from HEAD (staged or not); None outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "-z", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
+    out = _git("status", "--porcelain", "-z", "--untracked-files=no", cwd=cwd)
+    if out is None:
         return None
     entries, paths = iter(out.split("\0")), []
     for entry in entries:
@@ -58,11 +58,8 @@ def changed_files(cwd: str | Path = ".") -> list[str] | None:
 def git_state(cwd: str | Path = ".") -> dict[str, str]:
     """Tags for a model's provenance: `git_commit` is HEAD's hash, with '-dirty' only when files
     other than the pipeline's own outputs differ from it; then `git_changed` names them."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    head = (_git("rev-parse", "HEAD", cwd=cwd) or "").strip()
+    if not head:
         return {"git_commit": "unknown"}
     outputs = pipeline_outputs(cwd)
     others = sorted(p for p in changed_files(cwd) or [] if not _is_output(p, outputs))
@@ -95,8 +92,5 @@ def dvc_data_hash(data_outs: tuple[str, ...], lock_path: str | Path = "dvc.lock"
 
 
 def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()

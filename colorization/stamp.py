@@ -1,10 +1,6 @@
-"""The project's mark inside the image files `colorize` writes.
-
-`colorize -o` replaces an existing file only when it bears this mark: a re-run may
-overwrite its own earlier output, never a user's picture that happens to share a name.
-The mark is ordinary metadata every viewer ignores: a PNG tEXt chunk (Software), a JPEG
-comment (COM segment) and a WebP XMP chunk (CreatorTool). Folders the project publishes
-carry `atomic.OUTPUT_MARKER` instead.
+"""The project's mark inside the image files `colorize` writes: `colorize -o` replaces only a
+file bearing it, never a user's picture that shares a name. The mark is metadata viewers ignore:
+a PNG tEXt chunk (Software), a JPEG comment (COM) or a WebP XMP chunk (CreatorTool).
 """
 
 from __future__ import annotations

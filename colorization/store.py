@@ -8,13 +8,11 @@ Layout of the `lineart` output folder:
   meta.json                image size, counts per split, fingerprint of inputs and params
   .colorization-output     "line-art store": the project wrote this folder (atomic.OutputKind)
 Histograms live beside it in one Parquet file: id, histogram (fixed_size_list<float32, 512>).
-Nothing here decodes an image: shards are memory-mapped `.npy`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from colorization.atomic import OutputKind, atomic_path, atomic_write_bytes, atomic_write_text
+from colorization.atomic import OutputKind, atomic_path, atomic_write_parquet, atomic_write_text
 from colorization.histogram import HIST_BINS
 
 INDEX_FILE = "index.parquet"
@@ -59,13 +57,9 @@ def shard_is_complete(folder: Path, shard: int, ids: list[str]) -> bool:
 def npy_rows(
     path: str | Path, shape: tuple[int, ...], dtype=np.uint8
 ) -> Iterator[Callable[[np.ndarray], None]]:
-    """Write the `.npy` file `path` of `shape` one row (`shape[1:]`) at a time.
-
-    Yields `add(row)`. The file holds the bytes `np.save` would write for the stacked rows,
-    and is published atomically when the block ends with every row added. Streaming keeps
-    no shard in memory: stacking 256 images of 512 px, then serialising them to a buffer,
-    copied ~1 GB per shard, fresh memory each time, costing more than the decoding.
-    """
+    """Yield `add(row)` to write the `.npy` file `path` of `shape` a row at a time; published
+    atomically once every row is added. Streaming keeps no shard in memory: stacking 256 images
+    of 512 px, then serialising them, copied ~1 GB per shard, costing more than the decoding."""
     dtype, shape = np.dtype(dtype), tuple(shape)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     added = 0
@@ -88,9 +82,7 @@ def npy_rows(
 
 def write_index(folder: Path, ids: list[str], shards: list[int], rows: list[int], splits: list[str]) -> None:
     table = pa.table({"id": ids, "shard": shards, "row": rows, "split": splits})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(folder / INDEX_FILE, buf.getvalue())
+    atomic_write_parquet(folder / INDEX_FILE, table)
 
 
 def write_meta(folder: Path, meta: dict) -> None:
@@ -101,9 +93,7 @@ def write_histograms(path: Path, ids: list[str], histograms: np.ndarray) -> None
     flat = pa.array(np.ascontiguousarray(histograms, dtype=np.float32).ravel(), pa.float32())
     column = pa.FixedSizeListArray.from_arrays(flat, HIST_BINS)
     table = pa.Table.from_arrays([pa.array(ids, pa.string()), column], schema=HISTOGRAM_SCHEMA)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_parquet(path, table)
 
 
 def read_histograms(path: Path) -> tuple[list[str], np.ndarray]:
@@ -142,10 +132,6 @@ class ProcessedStore:
     @property
     def image_size(self) -> int:
         return int(self.meta["image_size"])
-
-    def split_ids(self, split: str) -> list[str]:
-        ids, splits = self.index["id"].to_pylist(), self.index["split"].to_pylist()
-        return [i for i, s in zip(ids, splits, strict=True) if s == split]
 
     def _split_rows(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if split not in SPLITS:

@@ -3,18 +3,13 @@
     python -m flows.pipeline [--workdir .] [--set key=value ...] [--until STAGE]
     colorization pipeline
 
-dvc.yaml is the one definition of a stage. The flow reads the stages and their order from
-it (DVC's Python API) and runs each with `dvc repro --single-item`: DVC decides whether the
-stage is stale, runs its command and records dvc.lock, as `dvc repro` does (the way
-Prefect's examples wrap dbt: the tool that owns the graph runs it). The flow adds what DVC
-lacks: retries of the network stage, schedules, the Dask cluster preprocessing may use, a
-log line per stage in the UI, a push to the DVC remote and a `pipeline-summary` artifact,
-for failed runs too.
+dvc.yaml is the one definition of a stage: the flow reads the stages from it and runs each with
+`dvc repro --single-item`, so DVC decides staleness and records dvc.lock (as Prefect's examples
+wrap dbt). The flow adds what DVC lacks: retries of the network stage, schedules, a Dask
+cluster, a log line per stage, a push to the DVC remote and a `pipeline-summary` artifact.
 
-Overrides (`--set`, a deployment's `pipeline.overrides`) must leave dvc.lock truthful: one
-that changes a key a stage tracks is refused with a one-line reason (set it in params.yaml,
-or run `dvc exp run -S key=value`, which records it); the others (worker counts, the
-`pipeline` section) reach the stage commands through the environment.
+Overrides must leave dvc.lock truthful: one of a key a stage tracks is refused in one line (set
+it in params.yaml, or `dvc exp run -S key=value`); the others reach the stages by environment.
 """
 
 # No `from __future__ import annotations`: Prefect validates flow parameters against the
@@ -22,10 +17,9 @@ or run `dvc exp run -S key=value`, which records it); the others (worker counts,
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +39,15 @@ from tasks.dvc import PARAMS_FILE, run_logger
 
 
 @contextmanager
-def working_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Run in `path`: params paths are relative to it, as they are for `dvc repro` there."""
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield Path.cwd()
-    finally:
-        os.chdir(before)
-
-
-class _InARun(logging.Filter):
-    """Pass records logged inside a flow or task run; a domain worker thread has no run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from prefect.context import FlowRunContext, TaskRunContext
-
-        return FlowRunContext.get() is not None or TaskRunContext.get() is not None
-
-
-@contextmanager
 def domain_logs_in_prefect() -> Iterator[None]:
     """Show the `colorization` loggers' INFO records in the run's log (Prefect UI) meanwhile."""
+    from prefect.context import FlowRunContext, TaskRunContext
     from prefect.logging.handlers import APILogHandler
 
     domain = logging.getLogger("colorization")
     handler, level = APILogHandler(), domain.level
-    handler.addFilter(_InARun())
+    # Only records logged inside a flow or task run: a domain worker thread has no run.
+    handler.addFilter(lambda record: FlowRunContext.get() is not None or TaskRunContext.get() is not None)
     domain.addHandler(handler)
     if level == logging.NOTSET or level > logging.INFO:
         domain.setLevel(logging.INFO)
@@ -98,11 +74,8 @@ def changed_params(params_path: str | Path, overrides: dict[str, Any] | None) ->
 def check_run(
     params_path: str | Path, overrides: dict[str, Any] | None, until: str | None, root: str | Path = "."
 ) -> tuple[Params, list[str], dict[str, Any]]:
-    """(params, the stages to run, the overrides to pass on), or ParamsError in one line.
-
-    Refuses a params file other than dvc.yaml's, an override of a tracked key (dvc.lock would
-    record the file's value, not the one used) and an unknown `until`.
-    """
+    """(params, the stages to run, the overrides to pass on), or ParamsError in one line: for a params
+    file not dvc.yaml's, an override of a tracked key (dvc.lock would lie) or an unknown `until`."""
     root = Path(root)
     if Path(root / params_path).resolve() != (root / PARAMS_FILE).resolve():
         raise ParamsError(
@@ -129,11 +102,8 @@ def check_run(
 
 
 def check_stage_folders(params: Params, stages: list[str], root: Path) -> None:
-    """ParamsError (one line) when a stage's output folder holds what the project did not write.
-
-    DVC removes a stage's outs before running its command, out of reach of the stage's own
-    check (`atomic.check_replaceable`), so the flow asks first.
-    """
+    """ParamsError (one line) when a stage's output folder holds what the project did not write:
+    DVC removes a stage's outs before its command could check (`atomic.check_replaceable`)."""
     from colorization.models import KINDS, MODEL_OUTPUT  # torch: only once a run is checked
 
     folders = {"preprocess": (root / params.lineart.out, STORE_OUTPUT)}
@@ -146,34 +116,19 @@ def check_stage_folders(params: Params, stages: list[str], root: Path) -> None:
                 raise ParamsError(f"stage {stage}: {err}") from None
 
 
-def is_temporary(exc: BaseException) -> bool:
-    """The stage command exited with acquire's 'try again later' status."""
-    return isinstance(exc, dvc.DvcFailed) and exc.status == TEMPORARY_FAILURE
-
-
 def retry_temporary(task, task_run, state) -> bool:
-    """`retry_condition_fn`: retry a stage whose command said the failure was temporary."""
+    """`retry_condition_fn`: retry a stage whose command exited with acquire's 'try again later'."""
     try:
         state.result()
     except Exception as exc:
-        return is_temporary(exc)
+        return isinstance(exc, dvc.DvcFailed) and exc.status == TEMPORARY_FAILURE
     return False
-
-
-# ---------------------------------------------------------------- the Dask cluster
-
-# A temporary LocalCluster's workers are processes (one thread each): OpenCV and NumPy then
-# use one core per worker without contending for the GIL.
-LOCAL_CLUSTER_PROCESSES = True
 
 
 @contextmanager
 def dask_scheduler(settings: PipelineParams) -> Iterator[str | None]:
-    """The Dask scheduler the preprocess stage maps its shards over; None = local processes.
-
-    `pipeline.task_runner: dask` with `pipeline.dask_address` null starts a LocalCluster of
-    `pipeline.dask_workers` workers for as long as the block runs; else it names that scheduler.
-    """
+    """The Dask scheduler preprocess maps its shards over (None: local processes): `dask_address`,
+    or with none a LocalCluster of `dask_workers` for as long as the block runs."""
     if settings.task_runner == "local":
         yield None
         return
@@ -185,7 +140,7 @@ def dask_scheduler(settings: PipelineParams) -> Iterator[str | None]:
     with LocalCluster(
         n_workers=settings.dask_workers,
         threads_per_worker=1,
-        processes=LOCAL_CLUSTER_PROCESSES,
+        processes=True,  # one core per worker for OpenCV and NumPy, no contention for the GIL
         dashboard_address=None,
     ) as cluster:
         yield cluster.scheduler_address
@@ -206,16 +161,21 @@ def stage_runner(stage: str, settings: PipelineParams):
 
 @contextmanager
 def stage_env(stage: str, settings: PipelineParams) -> Iterator[dict[str, str]]:
-    """Extra environment for the stage's command: preprocess gets the Dask scheduler, if any,
-    which lives as long as the stage."""
-    if stage != "preprocess":
-        yield {}
-        return
-    with dask_scheduler(settings) as address:
+    """Extra environment for the stage's command: preprocess's Dask scheduler, if any, for its run."""
+    with dask_scheduler(settings) if stage == "preprocess" else nullcontext() as address:
         yield {DASK_SCHEDULER_ENV: address} if address else {}
 
 
-# ---------------------------------------------------------------- the pipeline
+def _report_failure(
+    run: dict, err: BaseException, stage: str, seconds: float, outputs: tuple, logger
+) -> None:
+    run["failed"], run["failed_stage"] = f"{type(err).__name__}: {err}", stage
+    message = "stage %s failed after %.1f s: %s (stages finished in this run: %s)"
+    logger.error(message, stage, seconds, run["failed"], ", ".join(run["stages"]) or "none")
+    try:  # the summary of a failed run says how far it got; its own failure must not hide why
+        summary.publish(run, *outputs)
+    except Exception:
+        logger.exception("could not publish the run summary")
 
 
 # persist_result: the run's summary dict goes to the result store, so a state read back from
@@ -228,12 +188,8 @@ def pipeline(
     overrides: dict[str, Any] | None = None,
     until: str | None = None,
 ) -> dict:
-    """Run dvc.yaml's stages on `workdir` (up to `until`, a stage or a foreach group like `train`).
-
-    Each stage's start, end (or skip, when DVC finds it up to date) and duration, and a
-    failure's cause, are logged on this flow run, so `prefect deployment run --watch` and
-    the run's log show the progress.
-    """
+    """Run dvc.yaml's stages on `workdir` (up to `until`, a stage or a foreach group like `train`),
+    logging each stage's start, end or skip, duration and failure on the flow run."""
     logger = run_logger()
     run: dict[str, Any] = {
         "flow_run_name": flow_run.get_name(),
@@ -247,7 +203,8 @@ def pipeline(
         "seconds": {},
     }
     outputs: tuple[str | None, ...] = (None, None, None)  # unknown until the params are read
-    with working_directory(workdir) as root, domain_logs_in_prefect():
+    with chdir(workdir), domain_logs_in_prefect():  # params paths are relative to it, as for dvc
+        root = Path.cwd()
         run["workdir"] = str(root)
         stage, started = "params", time.monotonic()
         try:
@@ -271,29 +228,14 @@ def pipeline(
             stage, started = "dvc_push", time.monotonic()
             run["dvc_remote"] = dvc.push(run["stages"]) if settings.dvc_push else None
         except BaseException as err:
-            run["failed"] = f"{type(err).__name__}: {err}"
-            run["failed_stage"] = stage
-            logger.error(
-                "stage %s failed after %.1f s: %s (stages finished in this run: %s)",
-                stage,
-                time.monotonic() - started,
-                run["failed"],
-                ", ".join(run["stages"]) or "none",
-            )
-            try:  # the summary of a failed run says how far it got; its own failure must not hide why
-                summary.publish(run, *outputs)
-            except Exception:
-                logger.exception("could not publish the run summary")
+            _report_failure(run, err, stage, time.monotonic() - started, outputs, logger)
             raise
         logger.info("pipeline finished: %s", ", ".join(f"{s} {run['seconds'][s]} s" for s in run["stages"]))
         return {**run, **summary.publish(run, *outputs)}
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` pairs; values are read as YAML, so `3`, `true` and `[a, b]` keep their type.
-
-    A value that is not YAML at all (a cron `* * * * *`) is taken as the string it is.
-    """
+    """`key=value` pairs, values read as YAML (`3`, `true`, `[a, b]`), or as strings (a cron `* * * * *`)."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -3,13 +3,10 @@
     python -m flows.serve [--params params.yaml] [--workdir .] [--set key=value ...] [--until STAGE]
     colorization serve ...
 
-The schedule, its timezone, the deployment name and the overrides of scheduled runs come
-from the `pipeline:` section of params.yaml (after `--set`, so `--set pipeline.cron='*/2 * * * *'`
-tries a schedule without editing the file). `--set` overrides and `--until` apply to every run
-of the deployment. This process registers the deployment with the Prefect server at
-PREFECT_API_URL and then runs its flow runs, scheduled or triggered (`colorization trigger`,
-`prefect deployment run 'pipeline/nightly'`), each in a subprocess, until stopped (Ctrl-C
-pauses the schedule).
+Schedule, timezone, name and scheduled runs' overrides come from params.yaml's `pipeline:`
+section (after `--set`: `--set pipeline.cron='*/2 * * * *'` tries a schedule); `--set` and
+`--until` apply to every run. It registers the deployment at PREFECT_API_URL and runs its flow
+runs, scheduled or triggered, each in a subprocess, until stopped (Ctrl-C pauses the schedule).
 """
 
 from __future__ import annotations

@@ -3,12 +3,9 @@
     colorization trigger [--deployment pipeline/nightly] [--set key=value ...] [--until STAGE] [--watch]
     colorization summary [--run FLOW_RUN_NAME_OR_ID]
 
-`--set` overrides are added to the deployment's own (`colorization serve --set`) and checked
-against its params file first when that file is on this machine, so a bad one stops here in
-one line naming the override. `--watch` prints the run's log (its stages start and finish on
-it) and events until it ends, then its `pipeline-summary`; a failed run exits 1 with its error.
-`summary` prints a run's `pipeline-summary` markdown as text (`prefect artifact inspect`
-shows the artifact record, the markdown escaped inside it).
+`--set` overrides add to the deployment's own, checked here first when its params file is on this
+machine. `--watch` prints the run's log until it ends, then its `pipeline-summary`; a failed run
+exits 1. `summary` prints a run's `pipeline-summary` as text (`prefect artifact inspect` escapes it).
 """
 
 from __future__ import annotations
@@ -43,8 +40,7 @@ def run_parameters(
 
 
 def check_locally(defaults: dict[str, Any], parameters: dict[str, Any]) -> None:
-    """Check the run's params, overrides and `until` here when the deployment's project is on
-    this machine (as the flow would, before it runs anything)."""
+    """Check the run's params, overrides and `until` as the flow would, when its project is here."""
     from flows.pipeline import check_run
 
     workdir = Path(defaults.get("workdir", "."))
@@ -97,11 +93,8 @@ async def _trigger(name: str, overrides: dict[str, Any] | None, until: str | Non
 
 
 async def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
-    """Print the run's log (the parent run's: stage progress, failures) until it ends; its final state.
-
-    Polled over the REST API: `prefect deployment run --watch` streams logs over a websocket the
-    server only offers with PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED (off by default).
-    """
+    """Print the run's log (stage progress, failures) until it ends; its final state. Polled: the
+    logs websocket needs PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED (off by default)."""
     from datetime import timedelta
 
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp

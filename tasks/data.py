@@ -1,14 +1,10 @@
-"""The global concurrency limit that keeps two flow runs from crawling safebooru at once.
-
-The source's own rate limit only holds within one process; the flow holds this slot while
-the acquire stage runs on the safebooru source.
-"""
+"""The global concurrency limit that keeps two flow runs from crawling safebooru at once (the
+source's own rate limit holds within one process only)."""
 
 from __future__ import annotations
 
 from contextlib import suppress
 
-# Global concurrency limit (created by `ensure_download_limit`); 1 = one crawl at a time.
 SAFEBOORU_LIMIT = "safebooru-downloads"
 
 

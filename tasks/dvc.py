@@ -1,10 +1,8 @@
 """The flow's view of `dvc.yaml`: its stages in order, the params they track, and running them.
 
-dvc.yaml is the one definition of a stage. The flow reads it through DVC's Python API
-(`dvc.repo.Repo`: stage names after `foreach` expansion and `${...}` interpolation, the
-graph, each stage's params), and runs a stage with `dvc repro --single-item <stage>`, so
-DVC alone decides whether it is stale, runs its `cmd` and writes dvc.lock -- exactly what
-`dvc repro` at the shell does. There is no second cache and no `dvc commit --force`.
+Read through DVC's own API (`dvc.repo.Repo`: foreach and `${...}` expanded), and a stage run
+by `dvc repro --single-item <stage>`, so DVC alone decides staleness, runs the `cmd` and writes
+dvc.lock, as `dvc repro` at the shell does: no second cache, no `dvc commit --force`.
 """
 
 from __future__ import annotations
@@ -94,18 +92,9 @@ def stale(stage: str, root: str | Path = ".") -> bool:
         return bool(repo.status(targets=[stage]))
 
 
-def _exit_status(text: str) -> int | None:
-    found = re.findall(r"exited with (-?\d+)", text)
-    return int(found[-1]) if found else None
-
-
 def dvc(*args: str, env: Mapping[str, str] | None = None) -> str:
-    """Run `dvc ARGS` with this interpreter's DVC in the working directory; stdout back.
-
-    The interpreter's bin folder leads PATH, so a stage's `colorization ...` command is this
-    environment's, as under `make run`. DVC dies with this process (and its stage with DVC):
-    a killed flow run leaves nothing running.
-    """
+    """Run `dvc ARGS` with this interpreter's DVC here; stdout back. Its bin folder leads PATH, so a
+    stage's `colorization` is this environment's; DVC dies with this process (its stage with DVC)."""
     bin_dir = str(Path(sys.executable).parent)
     full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = [sys.executable, "-m", "colorization.processes", str(os.getpid()), "dvc", *args]
@@ -113,7 +102,8 @@ def dvc(*args: str, env: Mapping[str, str] | None = None) -> str:
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         tail = errors[-1:] or (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise DvcFailed(f"`dvc {' '.join(args)}`: {' | '.join(tail)}", _exit_status(done.stderr))
+        status = re.findall(r"exited with (-?\d+)", done.stderr)  # the stage command's
+        raise DvcFailed(f"`dvc {' '.join(args)}`: {' | '.join(tail)}", int(status[-1]) if status else None)
     return done.stdout
 
 
@@ -125,13 +115,9 @@ def run_stage(
     slot: str | None = None,
     force: bool = False,
 ) -> bool:
-    """Reproduce `stage` alone when DVC finds it stale (or `force`); True when it ran.
-
-    `overrides` (untracked keys only, checked by the flow) reach the stage's command through
-    the environment; `env` adds more (the Dask scheduler). `slot` names a global concurrency
-    limit held while the stage runs. `force` runs it whatever DVC thinks: a network source can
-    have new data without any local change.
-    """
+    """Reproduce `stage` alone when DVC finds it stale (or `force`: a network source has new data
+    without a local change); True when it ran. `overrides` (untracked keys) and `env` reach its
+    command through the environment; `slot` names a global concurrency limit held meanwhile."""
     from prefect.concurrency.sync import concurrency
 
     logger = run_logger()
@@ -149,18 +135,14 @@ def run_stage(
     return True
 
 
-def default_remote() -> str | None:
-    try:
-        return dvc("remote", "default").strip() or None
-    except DvcFailed:  # "No default remote set"
-        return None
-
-
 @task(name="dvc_push", retries=2, retry_delay_seconds=10)
 def push(stages: list[str]) -> str | None:
     """Upload the stages' outputs to the default remote; returns its name, None if there is none."""
     logger = run_logger()
-    remote = default_remote()
+    try:
+        remote = dvc("remote", "default").strip() or None
+    except DvcFailed:  # "No default remote set"
+        remote = None
     if remote is None:
         logger.info("no default DVC remote: nothing pushed")
         return None

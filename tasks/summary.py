@@ -1,9 +1,5 @@
-"""The run's summary as Prefect artifacts: what it produced, scored and registered.
-
-Read from the files the stages publish (metrics/evaluation.json, models/<name>/run.json,
-the registry JSON), so the summary shows what DVC versions, not what a task happened
-to return.
-"""
+"""The run's summary as Prefect artifacts: what it produced, scored and registered, read from the
+files the stages publish, so it shows what DVC versions, not what a task happened to return."""
 
 from __future__ import annotations
 
@@ -73,8 +69,7 @@ def _earlier(run: dict, section: str, written: dict[str, str], run_ids: list[str
 def summary_markdown(
     run: dict, evaluation: dict | None, training: dict, registry: Any, written: dict[str, str] | None = None
 ) -> str:
-    """The run's summary; `written` maps a section (training, evaluation, registry) to when its file was
-    written, shown for results an earlier run left."""
+    """The run's summary; `written`: when each section's file was written, shown for an earlier run's."""
     written = written or {}
     stages = run.get("stages", [])
     seconds = run.get("seconds", {})
@@ -131,11 +126,8 @@ def _written(paths: list[Path]) -> str | None:
 def publish(
     run: dict, evaluation_path: str | None, models_dir: str | None, registry_path: str | None
 ) -> dict:
-    """Create the `pipeline-summary` markdown artifact (and the metrics table); returns its content.
-
-    The metrics table is published only when this run evaluated: it must not present an
-    earlier run's scores as this run's.
-    """
+    """Create the `pipeline-summary` markdown artifact, and the metrics table only when this run
+    evaluated (not an earlier run's scores as this run's); returns its content."""
     evaluation = read_json(evaluation_path) if evaluation_path else None
     training, run_files = {}, []
     if models_dir:

@@ -1,9 +1,7 @@
 """Any folder of jpg / png / webp images, searched recursively.
 
-Standard 8-bit colour files are kept byte for byte; grayscale, RGBA (over white),
-palette and 16-bit images are converted to 8-bit RGB PNG, so everything under
-`raw/images` is plain RGB. Corrupt, truncated, non-image, too-small and duplicate
-files are rejected with one warning line each.
+8-bit RGB files are kept byte for byte, others converted to 8-bit RGB PNG, so everything under
+`raw/images` is plain RGB; unusable and duplicate files are rejected with one warning line each.
 """
 
 from __future__ import annotations
@@ -73,31 +71,28 @@ def acquire_folder(
 ) -> tuple[list[dict], list[dict]]:
     accepted: dict[str, dict] = {}
     rejected: list[dict] = []
+
+    def reject(item: object, reason: str) -> None:
+        log.warning("skipped %s: %s", escaped(item), escaped(reason))
+        rejected.append({"source": "folder", "item": str(item), "reason": reason})
+
     root = Path(input_dir).resolve()
     files = find_images(Path(input_dir))
     for link in linked_folders(Path(input_dir)):
-        reason = f"symlink to the folder {link.resolve()}: not followed"
-        log.warning("skipped %s: %s", escaped(link), escaped(reason))
-        rejected.append({"source": "folder", "item": str(link), "reason": reason})
+        reject(link, f"symlink to the folder {link.resolve()}: not followed")
     for file in progress(files, "acquire folder", unit="file"):
-        item = str(file)
-        outside = outside_link(file, root)
-        if outside is not None:
-            log.warning("skipped %s: %s", escaped(item), escaped(outside))
-            rejected.append({"source": "folder", "item": item, "reason": outside})
+        if (outside := outside_link(file, root)) is not None:
+            reject(file, outside)
             continue
         try:
             data = read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
             rgb = decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
         except ImageRejected as err:
-            log.warning("skipped %s: %s", escaped(item), err)
-            rejected.append({"source": "folder", "item": item, "reason": str(err)})
+            reject(file, str(err))
             continue
         image_id = "folder-" + hashlib.sha256(data).hexdigest()[:16]
         if image_id in accepted:
-            reason = f"duplicate of {accepted[image_id]['tags']}"
-            log.warning("skipped %s: %s", escaped(item), escaped(reason))
-            rejected.append({"source": "folder", "item": item, "reason": reason})
+            reject(file, f"duplicate of {accepted[image_id]['tags']}")
             continue
         if _is_plain_rgb8(data):
             stored, ext = data, EXTENSION_OF[sniff_format(data)]

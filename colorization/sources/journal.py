@@ -1,23 +1,16 @@
 """Resume journal of a downloading source: which posts are decided, and the files that prove it.
 
-A JSON-lines file in the output folder, appended and fsynced after each decision.
-An image's name is journalled ("writing") before it is written, and the image is
-published (atomic rename) before its "accepted" line, so after a SIGKILL the journal
-never accepts a missing file; the reverse -- a complete file with only its "writing"
-line, killed between rename and append -- is an *orphan*: kept so that the resumed
-run can take it from disk instead of downloading it again, and deleted if the run
-ends without claiming it. A torn last line (killed mid-append) is dropped.
+JSON lines in the output folder, appended and fsynced per decision. A name is journalled
+("writing") before its image is written, and the image renamed into place before its
+"accepted" line, so a SIGKILL never leaves an accepted missing file; a complete file with only
+"writing" is an *orphan*, taken from disk by the resumed run (deleted if unclaimed). A torn last
+line is dropped. Only names the journal recorded are ever deleted: a user's files are left alone.
 
-Only names the journal recorded are ever deleted: any other file in the images folder
-(a user's own `safebooru-notes.txt`, even a `safebooru-7.jpg` copied in by hand) is left
-alone, and not listed in the manifest.
-
-Lines:
     {"writing": "images/safebooru-ID.EXT"}       about to be written (an orphan until accepted)
     {"accepted": <manifest row>, "bytes": N}     image on disk, N bytes
     {"rejected": <rejected row>, "post_id": ID, "settings": {...}}
-                                                 decided against; not fetched again while the
-                                                 settings that judged it (min_size, ...) stay the same
+                                                 not fetched again while the settings that
+                                                 judged it (min_size, ...) stay the same
     {"crawl_done": NEWEST_ID}                    a run finished cleanly having seen up to NEWEST_ID
 """
 
@@ -60,10 +53,7 @@ class Journal:
 
     def open(self, settings: dict) -> JournalState:
         """Reconcile journal and disk, rewrite the journal compactly, and open it for appending.
-
-        `settings` are the knobs a rejection depends on; rejections made under others are
-        forgotten, so that e.g. a lower min_size gives the small images another chance.
-        """
+        Rejections made under other `settings` are forgotten (a lower min_size: another chance)."""
         self.settings = settings
         self.images_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.images_dir)

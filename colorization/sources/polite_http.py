@@ -1,12 +1,9 @@
 """A polite, failure-tolerant HTTP client for scraping one site.
 
-Polite: a User-Agent that says who we are, a request rate limit shared by all
-threads, Retry-After honoured by every thread, and no request to a host outside an
-explicit allow-list (redirects included). Tolerant: connect/read timeouts, retries
-with exponential backoff and jitter on timeouts, dropped connections, 429 and 5xx,
-and a cap on how many bytes one response may make us hold.
-
-Clock and sleep are injectable so tests can check waits without waiting.
+Polite: an honest User-Agent, a rate limit and Retry-After shared by all threads, and only
+allow-listed hosts (redirects included). Tolerant: timeouts, retries with backoff and jitter
+on timeouts, dropped connections, 429 and 5xx, and a cap on the bytes of one response.
+Clock and sleep are injectable, so tests check waits without waiting.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 T = TypeVar("T")
 
@@ -32,12 +31,7 @@ CHUNK_BYTES = 64 * 1024
 # 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
 RETRYABLE_STATUS = frozenset({408, 429})
 # Failures of the network path: worth another try.
-TRANSIENT_ERRORS = (
-    requests.Timeout,
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
+TRANSIENT_ERRORS = (requests.Timeout, requests.ConnectionError, ChunkedEncodingError, ContentDecodingError)
 
 
 class FetchError(Exception):
@@ -73,11 +67,8 @@ def normal_host(host: str) -> str:
 
 
 class HostAllowList:
-    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org').
-
-    Patterns, the base host and every URL's host go through `normal_host` alike, so
-    'https://example.org./' allows its own host whichever side has the dot.
-    """
+    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org'), all
+    compared after `normal_host`."""
 
     def __init__(self, base_url: str, patterns: list[str]) -> None:
         base_host = self.host_of(base_url)
@@ -100,11 +91,9 @@ class HostAllowList:
 class RateLimiter:
     """At most `per_second` requests a second, as the *server* sees them.
 
-    `acquire()` before a request spaces starts 1/rate apart across threads, with no
-    burst after an idle spell (unlike a token bucket). `release()` when its response has
-    ended also counts the interval from then: a request reaches the server before its
-    response ends, so consecutive arrivals are at least 1/rate apart however the
-    network delays each one. The cost is one round trip per interval.
+    `acquire()` spaces request starts 1/rate apart across threads, with no burst after an idle
+    spell (unlike a token bucket); `release()` at a response's end counts the interval again from
+    then, so arrivals stay 1/rate apart however the network delays each (for one round trip).
     """
 
     def __init__(
@@ -154,10 +143,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    try:
+    with suppress(ValueError):
         return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -178,10 +165,6 @@ def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
         if len(body) > max_bytes:
             raise FetchError(f"too large: over max_bytes {max_bytes}", permanent=True)
     return bytes(body)
-
-
-def _fetched(item: Fetched) -> Fetched:
-    return item
 
 
 class PoliteSession:
@@ -226,8 +209,8 @@ class PoliteSession:
         params: dict[str, str] | None = None,
         max_bytes: int,
         limiter: RateLimiter | None = None,
-        parse: Callable[[Fetched], T] = _fetched,  # type: ignore[assignment]
-    ) -> T:
+        parse: Callable[[Fetched], T] | None = None,
+    ) -> T | Fetched:
         """The parsed body of a 200, or FetchError once retries are spent or the answer is final."""
         delay = 0.0
         attempts = self.policy.max_retries + 1
@@ -236,7 +219,8 @@ class PoliteSession:
             self._wait(delay)
             delay = 0.0
             try:
-                return parse(self._get_once(url, params, max_bytes, limiter))
+                fetched = self._get_once(url, params, max_bytes, limiter)
+                return fetched if parse is None else parse(fetched)
             except _RetryLater as err:
                 reason = err.reason
                 if err.retry_after is None:

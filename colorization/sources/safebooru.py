@@ -1,15 +1,10 @@
 """Source `safebooru`: the paper's data, fetched politely from safebooru.org (or a site like it).
 
-One thread lists posts page by page (rate limited); a small pool downloads, checks
-and stores the originals. Each image is named by post id, written atomically and then
-journalled, so a run killed at any point resumes without downloading anything twice
-(see `journal.py`). Posts are filtered on metadata first (still images, size, tags,
-host, duplicate md5) and on the bytes after (type, decodable, size, duplicate sha256).
-
-`limit` is the number of images the output folder should hold: a resumed run tops it
-up, and a lower limit than the folder holds keeps the newest posts and deletes the
-rest (as the other sources do, the folder follows params). With `incremental`, a
-folder whose last crawl finished asks only for posts newer than the newest it saw.
+One thread lists posts page by page (rate limited); a small pool downloads, checks and stores
+the originals, each named by post id, written atomically and journalled, so a killed run
+resumes without downloading anything twice (`journal.py`). `limit` is what the folder should
+hold: a resumed run tops it up, a lower one keeps the newest posts and deletes the rest. With
+`incremental`, a folder whose last crawl finished asks only for posts newer than it saw.
 """
 
 from __future__ import annotations
@@ -115,9 +110,7 @@ class _Run:
         try:
             for raw in self.lister.iter_posts(floor_id):
                 post_id = post_id_of(raw)
-                if post_id is not None and (
-                    post_id in self.seen or post_id in self.state.accepted or post_id in self.state.rejected
-                ):
+                if post_id in self.seen or post_id in self.state.accepted or post_id in self.state.rejected:
                     continue  # de-duplicate by post id: listed twice, or decided by an earlier run
                 try:
                     post = parse_post(raw, self.cfg.base_url)
@@ -151,9 +144,7 @@ class _Run:
         try:
             return self._download(post)
         except FetchError as err:
-            if err.permanent:
-                return self._reject(post, err.reason)
-            return self._fail(post, err.reason)
+            return (self._reject if err.permanent else self._fail)(post, err.reason)
         except ImageRejected as err:
             return self._reject(post, str(err))
         except Exception as err:  # a disk error or a bug must not take the other downloads down
@@ -309,9 +300,6 @@ class _Run:
 def acquire_safebooru(
     cfg: SafebooruSource, out_dir: Path, *, seed: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[list[dict], list[dict]]:
-    """Fill `out_dir/images` from safebooru; return (manifest rows of every image held, rejected rows).
-
-    Rejected rows cover this run's skips and failures and the posts earlier runs
-    decided against; a reason starting with "failed:" may succeed on a later run.
-    """
+    """Fill `out_dir/images` from safebooru; return (manifest rows of every image held, rejected rows:
+    this run's skips and failures, earlier runs' rejections; "failed: ..." may work next run)."""
     return _Run(cfg, out_dir, seed, max_pixels).run()

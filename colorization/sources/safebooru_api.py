@@ -179,15 +179,9 @@ class PostLister:
         self.pages = 0
 
     def fetch_page(self, query: str) -> list:
-        params = {
-            "page": "dapi",
-            "s": "post",
-            "q": "index",
-            "json": "1",
-            "limit": str(self.page_size),
-            "pid": "0",
-            "tags": query,
-        }
+        params = dict(
+            page="dapi", s="post", q="index", json="1", limit=str(self.page_size), pid="0", tags=query
+        )
         url = f"{self.endpoint}?{urlencode(params)}"
         for attempt in range(self.empty_page_retries + 1):
             if attempt:

@@ -1,11 +1,9 @@
 """Procedural cel-shaded illustrations: the offline, deterministic default source.
 
-Each picture is a background (flat, two-tone or gradient) with a few shapes. A shape
-family carries its own colour family -- discs are warm, boxes cool, triangles green,
-stars violet -- so a model can learn which colour goes where from the line art, while
-the exact hue, the shading and the background are left for the colour hint to tell.
-Shapes are flat-filled, get a shadow band and a highlight, and are closed by dark
-outlines, as in cel animation. Image `i` of seed `s` is the same on every machine.
+A background and a few shapes, each family with its own colours (discs warm, boxes cool,
+triangles green, stars violet), so a model can learn from the line art which colour goes where,
+leaving exact hue, shading and background to the colour hint. Image `i` of seed `s` is the same
+on every machine.
 """
 
 from __future__ import annotations
