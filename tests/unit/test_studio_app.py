@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from colorization.colorize import LINE_LEVEL
 from colorization.models import build_model, model_config
+from colorization.models.specs import SPECS
 from colorization.studio import StudioConfig, create_app
 from tests.unit.test_colorize import drawing, painting
 from tests.unit.test_evaluate import IMAGE_SIZE, save_model_dir
@@ -79,6 +80,8 @@ def test_the_page_and_the_api_docs_are_served(client):
     assert form["required"] == ["image"] and {"hint", "palette", "palette_file", "reference", "hints"} <= set(
         form["properties"]
     )
+    # One optional model override per kind, named from the specs (no hand-written list).
+    assert {f"{kind}_model" for kind in SPECS} <= set(form["properties"])
 
 
 def test_three_results_with_the_palette_each_used_and_the_time(client):
