@@ -34,7 +34,7 @@ from colorization.sources.synthetic import render
 NEAR = 30
 
 
-def dotted_drawing(index: int, size: int, rng: np.random.Generator, lines: np.ndarray):
+def dotted_drawing(size: int, rng: np.random.Generator, lines: np.ndarray):
     """(region mask, RGBA dot layer, dot colour) for one shape of the drawing, or None."""
     count, labels = cv2.connectedComponents((~lines).astype(np.uint8), connectivity=4)
     sizes = np.bincount(labels.ravel(), minlength=count)
@@ -67,7 +67,7 @@ def measure(model, images: int, size: int, seed: int) -> dict[str, float]:
         rgb = render(index, seed, size).rgb
         hint = HintSource(fixed=color_histogram(rgb))
         (plain,), _ = colorize_images([rgb], model, hint, "cpu")
-        found = dotted_drawing(index, size, rng, plain.lines[..., 3] >= 128)
+        found = dotted_drawing(size, rng, plain.lines[..., 3] >= 128)
         if found is None:
             continue
         region, layer, colour = found

@@ -214,7 +214,7 @@ def fill_regions(
         luma - (np.bincount(labels, luma, minlength=count) / np.maximum(sizes, 1)).astype(np.float32)[labels]
     )
     inside = use[labels]
-    out = flat.copy()
+    out = flat.copy() if unhinted is None else flat  # np.where above already made a new array
     hint_rgb = layer[..., :3][opaque].astype(np.float64)
     for c in range(3):  # a channel at a time: float32 [H*W], not float64 [H*W, 3]
         target = (np.bincount(hinted, hint_rgb[:, c], minlength=count) / np.maximum(hint_n, 1)).astype(
