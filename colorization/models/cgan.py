@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from colorization.local_hints import LOCAL_PLANES, no_hints
 from colorization.models.film import FiLM, HintEncoder, guided_input, input_channels, with_hint_colour
 
 
@@ -78,15 +77,11 @@ class UNetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Logits [N, 1, P, P], one per receptive-field patch of the (line art, colour) pair; with
-    `local_hints`, of the (line art, colour, local hints) triple: a colour that ignores a dot is fake
-    (bench/QUALITY.md e19: obedience 91.6 -> 93.5 %)."""
+    """Logits [N, 1, P, P], one per receptive-field patch of the (line art, colour) pair."""
 
-    def __init__(self, base_channels: int = 64, layers: int = 3, local_hints: bool = False):
+    def __init__(self, base_channels: int = 64, layers: int = 3):
         super().__init__()
-        self.local_hints = local_hints
-        inputs = 4 + LOCAL_PLANES * local_hints
-        mods: list[nn.Module] = [nn.Conv2d(inputs, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        mods: list[nn.Module] = [nn.Conv2d(4, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
         ch = base_channels
         for i in range(1, layers + 1):
             nxt = base_channels * min(2**i, 8)
@@ -96,12 +91,5 @@ class PatchDiscriminator(nn.Module):
         mods.append(nn.Conv2d(ch, 1, 4, 1, 1))
         self.net = nn.Sequential(*mods)
 
-    def forward(
-        self, lineart: torch.Tensor, color: torch.Tensor, local: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        planes = [lineart, color.to(lineart.dtype)]
-        if self.local_hints:
-            planes.append(
-                no_hints(len(lineart), lineart.shape[-1], lineart.device) if local is None else local
-            )
-        return self.net(torch.cat([p.to(lineart.dtype) for p in planes], dim=1))
+    def forward(self, lineart: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([lineart, color.to(lineart.dtype)], dim=1))

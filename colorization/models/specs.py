@@ -98,11 +98,7 @@ SPECS: dict[str, ModelSpec] = {
             builders={"model": UNetGenerator, "discriminator": PatchDiscriminator},
             networks=lambda s: {
                 "model": _generator(s),
-                "discriminator": {
-                    "base_channels": s.disc_channels,
-                    "layers": s.disc_layers,
-                    "local_hints": s.local_hints,
-                },
+                "discriminator": {"base_channels": s.disc_channels, "layers": s.disc_layers},
             },
             step=cgan_step,
             losses=("d_loss", "g_loss", "g_adv", "g_l1"),

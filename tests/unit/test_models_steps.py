@@ -76,31 +76,3 @@ def test_the_local_l1_term_makes_the_cgan_obey_its_dots(local_weight: float):
         assert green_at_dots < -0.5, green_at_dots  # red: the dots' colour
     else:
         assert green_at_dots > 0.5, green_at_dots  # white: the target's
-
-
-def test_the_cgan_step_shows_its_discriminator_the_dots():
-    """A c-GAN with local hints has a discriminator that reads them (from its spec), and every
-    call of the step's discriminator gets the batch's dots: a colouring that ignores them is fake."""
-    from colorization.models.cgan import PatchDiscriminator, UNetGenerator
-    from colorization.models.specs import SPECS
-    from colorization.models.steps import Batch, Nets, cgan_step
-
-    section = load_params(REPO / "params.yaml").train.cgan
-    assert section.local_hints and SPECS["cgan"].networks(section)["discriminator"]["local_hints"]
-    seen = []
-
-    class Spy(PatchDiscriminator):
-        def forward(self, lineart, color, local=None):
-            seen.append(local)
-            return super().forward(lineart, color, local)
-
-    gen = UNetGenerator(base_channels=4, depth=3, hint_dim=8, hint_planes=True, local_hints=True)
-    modules = {"model": gen, "discriminator": Spy(base_channels=4, layers=2, local_hints=True)}
-    optimizers = {k: torch.optim.Adam(v.parameters()) for k, v in modules.items()}
-    local = torch.zeros(2, 4, 16, 16)
-    local[:, :, 4, 4] = torch.tensor([1.0, -1.0, -1.0, 1.0])
-    batch = Batch(
-        torch.ones(2, 1, 16, 16), torch.ones(2, 3, 16, 16), torch.full((2, 512), 1 / 512), local=local
-    )
-    cgan_step(Nets(modules, dict(modules), optimizers), batch, section, torch.device("cpu"))
-    assert len(seen) == 3 and all(s is local for s in seen)  # real, generated, and the generator's turn
