@@ -325,14 +325,10 @@ def run_evaluate(
 
 def source_runs(models_dir: str | Path) -> dict[str, str]:
     """MLflow run id of each trained model (models/<name>/run.json), where present."""
-    from colorization.models import KINDS
+    from colorization.models import KINDS, read_run
 
-    runs = {}
-    for name in KINDS:
-        path = Path(models_dir) / name / "run.json"
-        if path.exists():
-            runs[name] = json.loads(path.read_text())["run_id"]
-    return runs
+    runs = {name: read_run(Path(models_dir) / name) for name in KINDS}
+    return {name: run["run_id"] for name, run in runs.items() if run is not None}
 
 
 def evaluate_stage(params: Params, inputs: StageInputs, track: bool = True) -> tuple[dict, str | None]:

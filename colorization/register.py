@@ -71,16 +71,16 @@ def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
         return rescore
 
     results = []
+    from colorization.models import RUN_FILE, read_run
     from colorization.models.specs import SPECS
 
     for kind, spec in SPECS.items():
         (metric, direction), name = spec.ranking, spec.registered
         tags = common | {"params": params_tag(params, kind)}
         model_dir = Path(inputs.models) / kind
-        run_file = model_dir / "run.json"
-        if not run_file.exists():
-            raise RegistryError(f"{run_file} not found: run the train@{kind} stage first")
-        if not json.loads(run_file.read_text()).get("run_id"):
+        if (run := read_run(model_dir)) is None:
+            raise RegistryError(f"{model_dir / RUN_FILE} not found: run the train@{kind} stage first")
+        if not run.get("run_id"):
             reason = f"skipped: {model_dir} was trained without MLflow (tracking.mlflow: false)"
             log.info("%s: %s", name, reason)
             results.append(Registration.skipped(name, reason))

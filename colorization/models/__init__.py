@@ -107,6 +107,13 @@ def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
         )
 
 
+def read_run(model_dir: str | Path) -> dict | None:
+    """The model folder's run.json (`run_id`: the MLflow run that trained it, null when tracking
+    was off), or None when there is none."""
+    path = Path(model_dir) / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The trained inference network in eval mode: the generator for cnn / cgan, the hint net for hint."""
     config = read_config(model_dir)

@@ -127,7 +127,9 @@ def register_model(
 ) -> Registration:
     """Register models/<kind> as a new version of `name` (unless it already is one) and promote it."""
     model_dir = Path(model_dir)
-    run_file, weights, config_file = model_dir / "run.json", model_dir / "model.pt", model_dir / "config.json"
+    from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
+
+    run_file, weights, config_file = model_dir / RUN_FILE, model_dir / WEIGHTS_FILE, model_dir / CONFIG_FILE
     for required in (run_file, weights, config_file):
         if not required.exists():
             raise RegistryError(f"{required} not found: run the train@{kind} stage first")
