@@ -79,8 +79,7 @@ def acquire_synthetic(count: int, size: int, seed: int, out_dir: Path) -> list[d
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder that is, holds or lies inside the input folder: a run would read its
-    own output, or cleaning the output would reach the user's pictures."""
+    """Refuse overlapping folders: a run would read its own output, or cleaning it the user's pictures."""
     src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
     out, given = escaped(out_dir), escaped(input_dir)
     if src == dst:
@@ -103,15 +102,13 @@ def previous_paths(out_dir: Path) -> set[str]:
 
 
 def _remove_unlisted(out_dir: Path, rows: list[dict], previous: set[str]) -> None:
-    """Drop the images a previous run recorded and this one does not: disk follows the manifest.
-    Only paths a previous manifest listed, inside its images folder: a user's files are not ours."""
-    keep = {r["path"] for r in rows}
+    """Drop the images a previous manifest listed (in its images folder: a user's files are not ours)
+    and this one does not: disk follows the manifest."""
     images = (out_dir / IMAGES_DIR).resolve()
-    for rel in sorted(previous - keep):
+    for rel in sorted(previous - {r["path"] for r in rows}):
         file = out_dir / rel
-        if file.resolve().parent != images or file.is_symlink() or not file.is_file():
-            continue
-        file.unlink()
+        if file.resolve().parent == images and not file.is_symlink() and file.is_file():
+            file.unlink()
 
 
 def run_acquire(params: AcquireParams) -> AcquireSummary:

@@ -1,9 +1,6 @@
-"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest
-are turned away at once (`Busy`, with a retry time) instead of queueing without bound.
-
-`admit()` comes before a request's body is read, so memory stays bounded by the admitted
-requests; `working()` then holds one of the working slots for the costly part.
-"""
+"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest are
+turned away at once (`Busy`, with a retry time). `admit()` comes before a request's body is read, so
+memory stays bounded; `working()` then holds a working slot for the costly part."""
 
 from __future__ import annotations
 
@@ -20,8 +17,7 @@ class Busy(Exception):
 
     def __init__(self, retry_after: int, message: str):
         super().__init__(message)
-        self.retry_after = retry_after
-        self.message = message
+        self.retry_after, self.message = retry_after, message
 
 
 def default_concurrency() -> int:
@@ -36,8 +32,7 @@ class Admission:
     def __init__(self, concurrency: int, queue: int):
         if concurrency < 1 or queue < 0:
             raise ValueError(f"concurrency must be >= 1 and queue >= 0, got {concurrency} and {queue}")
-        self.concurrency = concurrency
-        self.queue = queue
+        self.concurrency, self.queue = concurrency, queue
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self._inside = 0  # admitted: working or waiting for a slot

@@ -1,10 +1,7 @@
-"""Stage `preprocess`: raw images -> the processed store (line art + colour hints).
+"""Stage `preprocess`: raw images -> the processed store (line art + colour hints), one decode each.
 
-Each raw image is decoded once: its histogram from the full-size picture, then resized and its
-line art extracted. Shards of the manifest are spread over processes (OpenCV at one thread
-each), or over the Dask cluster `COLORIZATION_DASK_SCHEDULER` names; built in a staging folder
-that keeps finished shards across a killed run, each output published atomically when complete.
-"""
+Shards run on processes or the Dask cluster `COLORIZATION_DASK_SCHEDULER` names, in a staging folder
+that keeps finished shards across a killed run; each output is published atomically when complete."""
 
 from __future__ import annotations
 
@@ -66,8 +63,7 @@ SHARD_RETRIES = 2  # on Dask: a lost or failed shard is run again on its own (it
 
 
 def _map(fn, jobs: list, workers: int, desc: str):
-    """Ordered map over `jobs`: on Dask when the environment names a scheduler, else local
-    processes, in-process when one worker suffices."""
+    """Ordered map: on Dask when the environment names a scheduler, else processes (or in-process)."""
     if address := os.environ.get(DASK_SCHEDULER_ENV):
         from distributed import Client
 
@@ -111,23 +107,6 @@ class ShardPlan:
     jobs: list[ShardJob] = field(default_factory=list)
 
 
-def _sorted_manifest(raw: Path) -> tuple[list[str], list[str], list[str]]:
-    manifest = read_manifest(raw).sort_by("id")
-    ids = manifest["id"].to_pylist()
-    if not ids:
-        raise ValueError(f"{raw}: the manifest holds no images")
-    paths = [str(raw / p) for p in manifest["path"].to_pylist()]
-    return ids, paths, manifest["sha256"].to_pylist()
-
-
-def _fingerprint(params: LineartParams, shas: list[str]) -> str:
-    # Limits only refuse inputs: a store built under other limits holds the same bytes.
-    unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
-    digest = hashlib.sha256(params.model_dump_json(exclude=unshaping).encode())
-    digest.update("".join(shas).encode())
-    return digest.hexdigest()
-
-
 def _open_staging(staging: Path, fingerprint: str) -> None:
     """Create `staging`, or keep it (a resumed run) when it was made for the same inputs."""
     stamp = staging / "fingerprint"
@@ -150,8 +129,16 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(raw).resolve(), Path(params.out).resolve()
     check_replaceable(out, STORE_OUTPUT)  # refused now, not after building every shard
-    ids, paths, shas = _sorted_manifest(raw)
-    fingerprint = _fingerprint(params, shas)
+    manifest = read_manifest(raw).sort_by("id")
+    ids = manifest["id"].to_pylist()
+    if not ids:
+        raise ValueError(f"{raw}: the manifest holds no images")
+    paths = [str(raw / p) for p in manifest["path"].to_pylist()]
+    # Limits only refuse inputs: a store built under other limits holds the same bytes.
+    unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
+    digest = hashlib.sha256(params.model_dump_json(exclude=unshaping).encode())
+    digest.update("".join(manifest["sha256"].to_pylist()).encode())
+    fingerprint = digest.hexdigest()
     staging = out.with_name(f".{out.name}.partial")
     _open_staging(staging, fingerprint)
     size, jobs = params.shard_size, []
@@ -165,19 +152,12 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     return ShardPlan(str(staging), ids, fingerprint, shards, jobs)
 
 
-def read_raw(path: str, params: LineartParams) -> np.ndarray:
-    """A raw image within the stage's limits; else ImageRejected naming the file (one line)."""
-    try:
-        return read_rgb(path, max_pixels=params.max_pixels, max_file_bytes=params.max_file_bytes)
-    except ImageRejected as err:
-        raise ImageRejected(f"{escaped(path)}: {err}") from None
-
-
 def run_shard(job: ShardJob) -> int:
     """One decode per image: its histogram (full size), then resize + line art, streamed to the
     shard's files so a worker holds one image, not the shard (256 MB at 512 px)."""
     cv2.setNumThreads(1)
-    count, side = len(job.paths), job.params.image_size
+    params, count = job.params, len(job.paths)
+    side = params.image_size
     stem = Path(job.staging) / shard_stem(job.shard)
     hists = np.empty((count, HIST_BINS), np.float32)
     with (
@@ -185,9 +165,12 @@ def run_shard(job: ShardJob) -> int:
         npy_rows(f"{stem}.lineart.npy", (count, side, side)) as add_line,
     ):
         for k, path in enumerate(job.paths):
-            rgb = read_raw(path, job.params)
+            try:
+                rgb = read_rgb(path, max_pixels=params.max_pixels, max_file_bytes=params.max_file_bytes)
+            except ImageRejected as err:  # one line that names the file
+                raise ImageRejected(f"{escaped(path)}: {err}") from None
             hists[k] = color_histogram(rgb)  # the contract: the hint of the full-size raw image
-            colour, line = prepare_pair(rgb, job.params)
+            colour, line = prepare_pair(rgb, params)
             add_colour(colour)
             add_line(line)
     atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
@@ -234,8 +217,7 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
 def build_preprocess(raw: str | Path, params: LineartParams, histograms: HistogramParams) -> dict:
     """Line art + colour hint of every row of raw's manifest, one decode each; returns the store's meta."""
     plan = plan_preprocess(raw, params)
-    jobs = plan.jobs
-    workers = max(1, min(params.workers or os.cpu_count() or 1, len(jobs)))
-    for _ in _map(_run_shard, jobs, workers, "preprocess"):
+    workers = max(1, min(params.workers or os.cpu_count() or 1, len(plan.jobs)))
+    for _ in _map(_run_shard, plan.jobs, workers, "preprocess"):
         pass
     return finish_preprocess(params, histograms, plan)

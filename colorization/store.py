@@ -1,14 +1,6 @@
-"""The processed store that training reads at memory speed.
-
-Layout of the `lineart` output folder:
-  shard-00000.color.npy    uint8 [n, S, S, 3]   resized colour images
-  shard-00000.lineart.npy  uint8 [n, S, S]      line art, 0 = line
-  shard-00000.ids.json     ids of the shard's rows; written last, so it marks a complete shard
-  index.parquet            id, shard, row, split (train / val / test by a hash of the id)
-  meta.json                image size, counts per split, fingerprint of inputs and params
-  .colorization-output     "line-art store": the project wrote this folder (atomic.OutputKind)
-Histograms live beside it in one Parquet file: id, histogram (fixed_size_list<float32, 512>).
-"""
+"""The processed store that training reads at memory speed (layout: docs/pipeline.md): per shard
+`.color.npy`, `.lineart.npy` and `.ids.json` (written last: a complete shard), `index.parquet`,
+`meta.json`; beside it one histograms Parquet file: id, histogram (fixed_size_list<float32, 512>)."""
 
 from __future__ import annotations
 
@@ -37,11 +29,7 @@ HISTOGRAM_SCHEMA = pa.schema([("id", pa.string()), ("histogram", pa.list_(pa.flo
 def split_of(image_id: str, val: float, test: float) -> str:
     """Deterministic split from a hash of the id: adding images never moves old ones."""
     u = int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big") / 2.0**64
-    if u < test:
-        return "test"
-    if u < test + val:
-        return "val"
-    return "train"
+    return "test" if u < test else "val" if u < test + val else "train"
 
 
 def shard_stem(shard: int) -> str:
@@ -57,9 +45,8 @@ def shard_is_complete(folder: Path, shard: int, ids: list[str]) -> bool:
 def npy_rows(
     path: str | Path, shape: tuple[int, ...], dtype=np.uint8
 ) -> Iterator[Callable[[np.ndarray], None]]:
-    """Yield `add(row)` to write the `.npy` file `path` of `shape` a row at a time; published
-    atomically once every row is added. Streaming keeps no shard in memory: stacking 256 images
-    of 512 px, then serialising them, copied ~1 GB per shard, costing more than the decoding."""
+    """Yield `add(row)` to write the `.npy` file `path` of `shape` a row at a time, published atomically
+    once complete: stacking a shard, then serialising it, copied ~1 GB, more than the decoding cost."""
     dtype, shape = np.dtype(dtype), tuple(shape)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     added = 0

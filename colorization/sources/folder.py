@@ -1,8 +1,5 @@
-"""Any folder of jpg / png / webp images, searched recursively.
-
-8-bit RGB files are kept byte for byte, others converted to 8-bit RGB PNG, so everything under
-`raw/images` is plain RGB; unusable and duplicate files are rejected with one warning line each.
-"""
+"""Any folder of jpg / png / webp images, searched recursively: 8-bit RGB files kept byte for byte,
+others converted to RGB PNG; unusable and duplicate files rejected with one warning line each."""
 
 from __future__ import annotations
 
@@ -49,19 +46,6 @@ def _is_plain_rgb8(data: bytes) -> bool:
     return decoded is not None and decoded.dtype == np.uint8 and decoded.ndim == 3 and decoded.shape[2] == 3
 
 
-def outside_link(file: Path, root: Path) -> str | None:
-    """Why `file` is not read: a symlink whose target lies outside `root` (resolved), else None."""
-    target = file.resolve()
-    if target.is_relative_to(root):
-        return None
-    return f"symlink to {target}, outside the input folder: not followed"
-
-
-def linked_folders(folder: Path) -> list[Path]:
-    """Symlinked folders under `folder`: the recursive search does not enter them."""
-    return sorted(p for p in folder.rglob("*") if p.is_symlink() and p.is_dir())
-
-
 def acquire_folder(
     input_dir: Path,
     out_dir: Path,
@@ -78,11 +62,12 @@ def acquire_folder(
 
     root = Path(input_dir).resolve()
     files = find_images(Path(input_dir))
-    for link in linked_folders(Path(input_dir)):
+    # The recursive search does not enter symlinked folders: say so.
+    for link in sorted(p for p in Path(input_dir).rglob("*") if p.is_symlink() and p.is_dir()):
         reject(link, f"symlink to the folder {link.resolve()}: not followed")
     for file in progress(files, "acquire folder", unit="file"):
-        if (outside := outside_link(file, root)) is not None:
-            reject(file, outside)
+        if not (target := file.resolve()).is_relative_to(root):
+            reject(file, f"symlink to {target}, outside the input folder: not followed")
             continue
         try:
             data = read_image_bytes(file, max_file_bytes)  # refused from its size, before reading

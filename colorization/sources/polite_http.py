@@ -1,10 +1,6 @@
-"""A polite, failure-tolerant HTTP client for scraping one site.
-
-Polite: an honest User-Agent, a rate limit and Retry-After shared by all threads, and only
-allow-listed hosts (redirects included). Tolerant: timeouts, retries with backoff and jitter
-on timeouts, dropped connections, 429 and 5xx, and a cap on the bytes of one response.
-Clock and sleep are injectable, so tests check waits without waiting.
-"""
+"""A polite (User-Agent, shared rate limit and Retry-After, allow-listed hosts), failure-tolerant
+(timeouts, retries with backoff and jitter, a body cap) HTTP client for scraping one site.
+Clock and sleep are injectable, so tests check waits without waiting."""
 
 from __future__ import annotations
 
@@ -25,7 +21,6 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 T = TypeVar("T")
-
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
 # 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
@@ -67,8 +62,7 @@ def normal_host(host: str) -> str:
 
 
 class HostAllowList:
-    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org'), all
-    compared after `normal_host`."""
+    """The base URL's host plus shell-style patterns ('*.example.org'), compared after `normal_host`."""
 
     def __init__(self, base_url: str, patterns: list[str]) -> None:
         base_host = self.host_of(base_url)
@@ -78,23 +72,19 @@ class HostAllowList:
         return normal_host(urlsplit(url).hostname or "")
 
     def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
         host = self.host_of(url)
         # hostname (not netloc) so 'http://safebooru.org@evil.example/' is judged as evil.example.
         return (
-            parts.scheme in ("http", "https")
+            urlsplit(url).scheme in ("http", "https")
             and bool(host)
             and any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
         )
 
 
 class RateLimiter:
-    """At most `per_second` requests a second, as the *server* sees them.
-
-    `acquire()` spaces request starts 1/rate apart across threads, with no burst after an idle
-    spell (unlike a token bucket); `release()` at a response's end counts the interval again from
-    then, so arrivals stay 1/rate apart however the network delays each (for one round trip).
-    """
+    """At most `per_second` requests a second, as the *server* sees them: `acquire()` spaces starts
+    1/rate apart across threads, no burst after idling (unlike a token bucket); `release()` at a
+    response's end restarts the interval, so arrivals stay 1/rate apart whatever the network delay."""
 
     def __init__(
         self,
@@ -149,8 +139,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    when = when.replace(tzinfo=when.tzinfo or UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
@@ -198,8 +187,7 @@ class PoliteSession:
     def close(self) -> None:
         self._session.close()
 
-    def sleep_backoff(self, attempt: int) -> None:
-        """Sleep as long as retry number `attempt` (0-based) would."""
+    def sleep_backoff(self, attempt: int) -> None:  # as long as retry number `attempt` (0-based) would
         self._sleep(self.policy.backoff(attempt, self._rng))
 
     def get(

@@ -1,11 +1,8 @@
 """Source `safebooru`: the paper's data, fetched politely from safebooru.org (or a site like it).
 
-One thread lists posts page by page (rate limited); a small pool downloads, checks and stores
-the originals, each named by post id, written atomically and journalled, so a killed run
-resumes without downloading anything twice (`journal.py`). `limit` is what the folder should
-hold: a resumed run tops it up, a lower one keeps the newest posts and deletes the rest. With
-`incremental`, a folder whose last crawl finished asks only for posts newer than it saw.
-"""
+One thread lists posts (rate limited); a small pool downloads and stores originals, journalled so a
+killed run resumes without downloading twice. `limit` is what the folder holds: a resumed run tops
+it up, a lower one keeps the newest. `incremental` asks only for posts newer than the last crawl."""
 
 from __future__ import annotations
 
@@ -59,7 +56,7 @@ class Outcome:
 
 
 class _Run:
-    """State of one acquisition run; `acquire_safebooru` is the way in."""
+    """One run: candidates listed on the main thread, downloads on workers; see `acquire_safebooru`."""
 
     def __init__(self, cfg: SafebooruSource, out_dir: Path, seed: int, max_pixels: int) -> None:
         self.cfg = cfg
@@ -93,8 +90,6 @@ class _Run:
         self.problems: dict[str, dict] = {}  # this run's skips and failures, by item
         self.accepted = self.skipped = self.failed = 0
         self.listing_failed = False
-
-    # ------------------------------------------------------------ listing side (main thread)
 
     def _problem(self, item: str, reason: str, *, failed: bool = False) -> None:
         self.problems[item] = {"source": SOURCE, "item": item, "reason": reason}
@@ -137,8 +132,6 @@ class _Run:
         except PageFailed as err:
             self.listing_failed = True
             self._problem(err.url, f"failed: listing page: {err.reason}", failed=True)
-
-    # ------------------------------------------------------------ download side (worker threads)
 
     def download(self, post: Post) -> Outcome:
         try:
@@ -208,8 +201,6 @@ class _Run:
             post, "failed", {"source": SOURCE, "item": str(post.post_id), "reason": f"failed: {reason}"}
         )
 
-    # ------------------------------------------------------------ the run
-
     def collect(self, outcome: Outcome, bar: tqdm) -> None:
         if outcome.kind == "accepted":
             self.state.accepted[outcome.post.post_id] = outcome.row
@@ -243,12 +234,11 @@ class _Run:
             self.session.close()
             for orphan in self.state.orphans.values():  # not claimed: disk must match the manifest
                 orphan.unlink(missing_ok=True)
-        summary = (
+        log.info(
             f"safebooru: {self.accepted} accepted, {self.skipped} skipped, {self.failed} failed; "
             f"{len(self.state.accepted)} held (limit {self.cfg.limit}); "
             f"{self.lister.pages} pages in {time.monotonic() - started:.1f}s"
         )
-        log.info(summary)
         accepted = sorted(self.state.accepted.values(), key=lambda r: r["post_id"])
         rejected = {row["item"]: row for row in self.state.rejected.values()}
         rejected.update(self.problems)
