@@ -155,16 +155,14 @@ class ProcessedStore:
         ids, shards, rows = self._split_rows(split)
         if limit is not None:
             ids, shards, rows = ids[:limit], shards[:limit], rows[:limit]
-        color_parts, line_parts = [], []
-        for shard in np.unique(shards):
-            take = rows[shards == shard]
-            stem = self.folder / shard_stem(int(shard))
-            color_parts.append(np.load(f"{stem}.color.npy", mmap_mode="r")[take])
-            line_parts.append(np.load(f"{stem}.lineart.npy", mmap_mode="r")[take])
-        order = np.argsort(np.argsort(shards, kind="stable"), kind="stable")  # undo grouping by shard
         size = self.image_size
-        color = np.concatenate(color_parts)[order] if color_parts else np.zeros((0, size, size, 3), np.uint8)
-        line = np.concatenate(line_parts)[order] if line_parts else np.zeros((0, size, size), np.uint8)
+        color = np.empty((len(ids), size, size, 3), np.uint8)
+        line = np.empty((len(ids), size, size), np.uint8)
+        for shard in np.unique(shards):  # each shard's rows straight into their places
+            mask = shards == shard
+            stem = self.folder / shard_stem(int(shard))
+            color[mask] = np.load(f"{stem}.color.npy", mmap_mode="r")[rows[mask]]
+            line[mask] = np.load(f"{stem}.lineart.npy", mmap_mode="r")[rows[mask]]
         hist_ids, hists = read_histograms(self.histograms_path)
         position = {image_id: k for k, image_id in enumerate(hist_ids)}
         missing = [i for i in ids if i not in position]

@@ -124,7 +124,8 @@ class Journal:
         for row in state.accepted.values():
             row.pop("_bytes")
 
-    def _append(self, record: dict) -> None:
+    def append(self, record: dict) -> None:
+        """Append and fsync one record (writing, accepted or crawl_done, as above)."""
         if self._fh is None:
             raise RuntimeError("journal is not open")
         with self._lock:
@@ -132,17 +133,8 @@ class Journal:
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
-    def record_writing(self, rel: str) -> None:
-        self._append({"writing": rel})
-
-    def record_accepted(self, row: dict, nbytes: int) -> None:
-        self._append({"accepted": row, "bytes": nbytes})
-
     def record_rejected(self, post_id: int, row: dict) -> None:
-        self._append({"rejected": row, "post_id": post_id, "settings": self.settings})
-
-    def record_crawl_done(self, newest_id: int) -> None:
-        self._append({"crawl_done": newest_id})
+        self.append({"rejected": row, "post_id": post_id, "settings": self.settings})
 
     def close(self) -> None:
         if self._fh is not None:

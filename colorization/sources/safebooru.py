@@ -182,9 +182,9 @@ class _Run:
             "score": post.score,
         }
         try:
-            self.journal.record_writing(rel)  # first: a kill after the write leaves a file the journal names
+            self.journal.append({"writing": rel})  # first: a kill after the write leaves a file it names
             atomic_write_bytes(self.out_dir / rel, data)
-            self.journal.record_accepted(row, len(data))
+            self.journal.append({"accepted": row, "bytes": len(data)})
         except BaseException:
             with self.lock:
                 self.owner_of_sha.pop(sha256, None)
@@ -227,7 +227,7 @@ class _Run:
             floor = self.state.crawl_done if self.cfg.incremental else None
             finished = self._crawl(floor)
             if finished and not self.failed and self.lister.newest_id is not None:
-                self.journal.record_crawl_done(max(self.lister.newest_id, floor or 0))
+                self.journal.append({"crawl_done": max(self.lister.newest_id, floor or 0)})
             self._trim_to_limit()
         finally:
             self.journal.close()

@@ -56,9 +56,7 @@ class Post:
 
 
 def _int_or_none(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
@@ -208,20 +206,14 @@ class PostLister:
         cursor: int | None = None
         while True:
             query = self.tags if cursor is None else f"{self.tags} id:<{cursor}".strip()
-            page = self.fetch_page(query)
-            if not page:
+            if not (page := self.fetch_page(query)):
                 return
-            ids = [post_id_of(raw) for raw in page]
-            fresh = [
-                (i, raw)
-                for i, raw in zip(ids, page, strict=True)
-                if i is None or cursor is None or i < cursor
-            ]
+            fresh = [(post_id_of(raw), raw) for raw in page]
+            fresh = [(i, raw) for i, raw in fresh if i is None or cursor is None or i < cursor]
             valid_ids = [i for i, _ in fresh if i is not None]
             if not valid_ids:
                 # Nothing below the cursor: the site ignored `id:<` or sent junk; stop rather than loop.
-                for _, raw in fresh:
-                    yield raw
+                yield from (raw for _, raw in fresh)
                 return
             if self.newest_id is None or max(valid_ids) > self.newest_id:
                 self.newest_id = max(valid_ids)
