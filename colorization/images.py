@@ -94,14 +94,12 @@ def check_file_size(size: int, max_file_bytes: int) -> None:
 def _looks_truncated(data: bytes, fmt: str) -> bool:
     # OpenCV decodes a truncated JPEG/PNG into a partly grey image with only a warning,
     # so check the end-of-image markers ourselves.
-    tail = data.rstrip(b"\x00")
     if fmt == "jpeg":
-        return not tail.endswith(b"\xff\xd9")
+        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
     if fmt == "png":
         return b"IEND" not in data[-16:]
     if fmt == "webp":
-        declared = int.from_bytes(data[4:8], "little") + 8
-        return len(data) < declared
+        return len(data) < _le(data, 4, 4) + 8  # the RIFF header's size
     return False
 
 

@@ -34,8 +34,7 @@ class FetchError(Exception):
 
     def __init__(self, reason: str, *, permanent: bool) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
+        self.reason, self.permanent = reason, permanent
 
 
 class RetryableBody(Exception):
@@ -45,8 +44,7 @@ class RetryableBody(Exception):
 class _RetryLater(Exception):
     def __init__(self, reason: str, retry_after: float | None) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+        self.reason, self.retry_after = reason, retry_after
 
 
 @dataclass(frozen=True)

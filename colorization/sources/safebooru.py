@@ -59,9 +59,7 @@ class _Run:
     """One run: candidates listed on the main thread, downloads on workers; see `acquire_safebooru`."""
 
     def __init__(self, cfg: SafebooruSource, out_dir: Path, seed: int, max_pixels: int) -> None:
-        self.cfg = cfg
-        self.max_pixels = max_pixels
-        self.out_dir = Path(out_dir)
+        self.cfg, self.max_pixels, self.out_dir = cfg, max_pixels, Path(out_dir)
         self.allow = HostAllowList(cfg.base_url, cfg.allowed_hosts)
         self.session = PoliteSession(
             user_agent=cfg.user_agent,
