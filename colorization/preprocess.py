@@ -18,6 +18,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from colorization import store
 from colorization.atomic import (
     atomic_save_npy,
     atomic_write_text,
@@ -33,17 +34,6 @@ from colorization.lineart import prepare_pair
 from colorization.manifest import read_manifest
 from colorization.processes import die_with_parent, retain_freed_memory
 from colorization.progress import progress
-from colorization.store import (
-    SPLITS,
-    STORE_OUTPUT,
-    npy_rows,
-    shard_is_complete,
-    shard_stem,
-    split_of,
-    write_histograms,
-    write_index,
-    write_meta,
-)
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -112,23 +102,23 @@ def _open_staging(staging: Path, fingerprint: str) -> None:
     stamp = staging / "fingerprint"
     if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
-            check_replaceable(staging, STORE_OUTPUT)
+            check_replaceable(staging, store.STORE_OUTPUT)
         shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
     staging.mkdir(parents=True, exist_ok=True)
-    mark_output(staging, STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
+    mark_output(staging, store.STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
     stamp.write_text(fingerprint)
     remove_stale_temporaries(staging)
 
 
 def _histogram_part(staging: str | Path, shard: int) -> Path:
-    return Path(staging) / f"{shard_stem(shard)}.histograms.npy"
+    return Path(staging) / f"{store.shard_stem(shard)}.histograms.npy"
 
 
 def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(raw).resolve(), Path(params.out).resolve()
-    check_replaceable(out, STORE_OUTPUT)  # refused now, not after building every shard
+    check_replaceable(out, store.STORE_OUTPUT)  # refused now, not after building every shard
     manifest = read_manifest(raw).sort_by("id")
     ids = manifest["id"].to_pylist()
     if not ids:
@@ -144,7 +134,7 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     size, jobs = params.shard_size, []
     for shard, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
-        if not shard_is_complete(staging, shard, shard_ids):
+        if not store.shard_is_complete(staging, shard, shard_ids):
             jobs.append(ShardJob(str(staging), shard, shard_ids, paths[start : start + size], params))
     shards = -(-len(ids) // size)
     if shards - len(jobs):
@@ -158,11 +148,11 @@ def run_shard(job: ShardJob) -> int:
     cv2.setNumThreads(1)
     params, count = job.params, len(job.paths)
     side = params.image_size
-    stem = Path(job.staging) / shard_stem(job.shard)
+    stem = Path(job.staging) / store.shard_stem(job.shard)
     hists = np.empty((count, HIST_BINS), np.float32)
     with (
-        npy_rows(f"{stem}.color.npy", (count, side, side, 3)) as add_colour,
-        npy_rows(f"{stem}.lineart.npy", (count, side, side)) as add_line,
+        store.npy_rows(f"{stem}.color.npy", (count, side, side, 3)) as add_colour,
+        store.npy_rows(f"{stem}.lineart.npy", (count, side, side)) as add_line,
     ):
         for k, path in enumerate(job.paths):
             try:
@@ -185,7 +175,9 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     """Index + meta of the built shards; publish the histograms file, then the store at `params.out`."""
     staging, ids, size = Path(plan.staging), plan.ids, params.shard_size
     missing = [
-        s for s in range(plan.shards) if not shard_is_complete(staging, s, ids[s * size : (s + 1) * size])
+        s
+        for s in range(plan.shards)
+        if not store.shard_is_complete(staging, s, ids[s * size : (s + 1) * size])
     ]
     if missing:
         raise RuntimeError(f"preprocess: shards {missing[:5]} of {plan.shards} are not built")
@@ -194,23 +186,23 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     if len(hists) != len(ids):
         raise RuntimeError(f"preprocess: {len(hists)} histograms for {len(ids)} images")
     positions = np.arange(len(ids))
-    splits = [split_of(i, params.split.val, params.split.test) for i in ids]
-    write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
+    splits = [store.split_of(i, params.split.val, params.split.test) for i in ids]
+    store.write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
     meta = {
         "image_size": params.image_size,
         "count": len(ids),
-        "splits": {s: splits.count(s) for s in SPLITS},
+        "splits": {s: splits.count(s) for s in store.SPLITS},
         "extractor": params.extractor,
         "lineart": params.recipe().model_dump(),  # the recipe training copies into each model
         "fingerprint": plan.fingerprint,
     }
-    write_meta(staging, meta)
+    store.write_meta(staging, meta)
     Path(histograms.out).parent.mkdir(parents=True, exist_ok=True)
-    write_histograms(Path(histograms.out), ids, hists)
+    store.write_histograms(Path(histograms.out), ids, hists)
     for part in parts:
         part.unlink()
     (staging / "fingerprint").unlink()
-    publish_dir(staging, Path(params.out).resolve(), STORE_OUTPUT)
+    publish_dir(staging, Path(params.out).resolve(), store.STORE_OUTPUT)
     return meta
 
 

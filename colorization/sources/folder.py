@@ -10,18 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from colorization import images
 from colorization.atomic import atomic_write_bytes
-from colorization.images import (
-    DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    UNSUPPORTED_EXTENSIONS,
-    ImageRejected,
-    decode_rgb,
-    encode_png,
-    read_image_bytes,
-    sniff_format,
-)
 from colorization.manifest import IMAGES_DIR
 from colorization.progress import progress
 from colorization.textsafe import escaped
@@ -34,7 +24,7 @@ def find_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
     # .gif, .bmp and .tiff are listed too: rejected with a reason, not silently left out.
-    wanted = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS
+    wanted = images.IMAGE_EXTENSIONS + images.UNSUPPORTED_EXTENSIONS
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
     if not files:
         raise FileNotFoundError(f"input folder {folder} holds no .jpg, .png or .webp files")
@@ -50,8 +40,8 @@ def acquire_folder(
     input_dir: Path,
     out_dir: Path,
     min_size: int,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = images.DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[list[dict], list[dict]]:
     accepted: dict[str, dict] = {}
     rejected: list[dict] = []
@@ -70,9 +60,9 @@ def acquire_folder(
             reject(file, f"symlink to {target}, outside the input folder: not followed")
             continue
         try:
-            data = read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
-            rgb = decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
-        except ImageRejected as err:
+            data = images.read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
+            rgb = images.decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
+        except images.ImageRejected as err:
             reject(file, str(err))
             continue
         image_id = "folder-" + hashlib.sha256(data).hexdigest()[:16]
@@ -80,9 +70,9 @@ def acquire_folder(
             reject(file, f"duplicate of {accepted[image_id]['tags']}")
             continue
         if _is_plain_rgb8(data):
-            stored, ext = data, EXTENSION_OF[sniff_format(data)]
+            stored, ext = data, EXTENSION_OF[images.sniff_format(data)]
         else:
-            stored, ext = encode_png(rgb), ".png"
+            stored, ext = images.encode_png(rgb), ".png"
         rel = f"{IMAGES_DIR}/{image_id}{ext}"
         atomic_write_bytes(out_dir / rel, stored)
         accepted[image_id] = {

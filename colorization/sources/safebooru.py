@@ -22,25 +22,9 @@ from colorization.atomic import atomic_write_bytes
 from colorization.config import SafebooruSource
 from colorization.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_rgb, sniff_format
 from colorization.progress import progress_bar
+from colorization.sources import polite_http
+from colorization.sources import safebooru_api as api
 from colorization.sources.journal import Journal, JournalState
-from colorization.sources.polite_http import (
-    FetchError,
-    HostAllowList,
-    PoliteSession,
-    RateLimiter,
-    RetryPolicy,
-)
-from colorization.sources.safebooru_api import (
-    STILL_IMAGE_FORMATS,
-    PageFailed,
-    Post,
-    PostLister,
-    PostRejected,
-    excluded_tags,
-    parse_post,
-    post_id_of,
-    skip_reason,
-)
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -50,7 +34,7 @@ EXTENSION_OF = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 
 @dataclass(frozen=True)
 class Outcome:
-    post: Post
+    post: api.Post
     kind: Literal["accepted", "rejected", "failed"]  # rejected: final, journalled; failed: may work next run
     row: dict
 
@@ -60,25 +44,25 @@ class _Run:
 
     def __init__(self, cfg: SafebooruSource, out_dir: Path, seed: int, max_pixels: int) -> None:
         self.cfg, self.max_pixels, self.out_dir = cfg, max_pixels, Path(out_dir)
-        self.allow = HostAllowList(cfg.base_url, cfg.allowed_hosts)
-        self.session = PoliteSession(
+        self.allow = polite_http.HostAllowList(cfg.base_url, cfg.allowed_hosts)
+        self.session = polite_http.PoliteSession(
             user_agent=cfg.user_agent,
             timeout_s=cfg.timeout_s,
-            policy=RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_wait_s),
+            policy=polite_http.RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_wait_s),
             allow=self.allow,
             pool_size=cfg.concurrent_downloads + 1,
             seed=seed,
         )
-        self.lister = PostLister(
+        self.lister = api.PostLister(
             self.session,
-            RateLimiter(cfg.requests_per_second),
+            polite_http.RateLimiter(cfg.requests_per_second),
             base_url=cfg.base_url,
             tags=cfg.tags,
             page_size=cfg.page_size,
             max_bytes=cfg.max_bytes,
             empty_page_retries=cfg.empty_page_retries,
         )
-        self.excluded = excluded_tags(cfg.tags)
+        self.excluded = api.excluded_tags(cfg.tags)
         self.journal = Journal(self.out_dir, SOURCE)
         self.state = JournalState()
         self.lock = threading.Lock()  # guards the de-duplication maps below, shared with workers
@@ -98,20 +82,20 @@ class _Run:
             self.skipped += 1
             log.debug("safebooru: skipped %s: %s", escaped(item), escaped(reason))
 
-    def candidates(self, floor_id: int | None) -> Iterator[Post]:
+    def candidates(self, floor_id: int | None) -> Iterator[api.Post]:
         """Posts worth downloading, in listing order; metadata-only rejections are recorded here."""
         try:
             for raw in self.lister.iter_posts(floor_id):
-                post_id = post_id_of(raw)
+                post_id = api.post_id_of(raw)
                 if post_id in self.seen or post_id in self.state.accepted or post_id in self.state.rejected:
                     continue  # de-duplicate by post id: listed twice, or decided by an earlier run
                 try:
-                    post = parse_post(raw, self.cfg.base_url)
-                except PostRejected as err:
+                    post = api.parse_post(raw, self.cfg.base_url)
+                except api.PostRejected as err:
                     self._problem(str(post_id if post_id is not None else raw), str(err))
                     continue
                 self.seen.add(post.post_id)
-                reason = skip_reason(
+                reason = api.skip_reason(
                     post,
                     min_size=self.cfg.min_size,
                     excluded=self.excluded,
@@ -127,14 +111,14 @@ class _Run:
                     self._problem(str(post.post_id), reason)
                     continue
                 yield post
-        except PageFailed as err:
+        except api.PageFailed as err:
             self.listing_failed = True
             self._problem(err.url, f"failed: listing page: {err.reason}", failed=True)
 
-    def download(self, post: Post) -> Outcome:
+    def download(self, post: api.Post) -> Outcome:
         try:
             return self._download(post)
-        except FetchError as err:
+        except polite_http.FetchError as err:
             return (self._reject if err.permanent else self._fail)(post, err.reason)
         except ImageRejected as err:
             return self._reject(post, str(err))
@@ -142,7 +126,7 @@ class _Run:
             log.exception("safebooru: post %s", post.post_id)
             return self._fail(post, f"{type(err).__name__}: {err}")
 
-    def _download(self, post: Post) -> Outcome:
+    def _download(self, post: api.Post) -> Outcome:
         orphan = self.state.orphans.pop(post.post_id, None)
         if orphan is not None:
             data = orphan.read_bytes()  # killed between rename and journal: already downloaded
@@ -153,8 +137,8 @@ class _Run:
         if fmt is None:
             # An HTML or JSON error page with status 200 is usually the site's passing trouble.
             return self._fail(post, f"not an image: {data[:40]!r}")
-        if fmt != STILL_IMAGE_FORMATS[post.ext]:
-            return self._reject(post, f"content is {fmt}, expected {STILL_IMAGE_FORMATS[post.ext]}")
+        if fmt != api.STILL_IMAGE_FORMATS[post.ext]:
+            return self._reject(post, f"content is {fmt}, expected {api.STILL_IMAGE_FORMATS[post.ext]}")
         rgb = decode_rgb(data, min_size=self.cfg.min_size, max_pixels=self.max_pixels)
         sha256 = hashlib.sha256(data).hexdigest()
         with self.lock:
@@ -189,12 +173,12 @@ class _Run:
             raise
         return Outcome(post, "accepted", row)
 
-    def _reject(self, post: Post, reason: str) -> Outcome:
+    def _reject(self, post: api.Post, reason: str) -> Outcome:
         row = {"source": SOURCE, "item": str(post.post_id), "reason": reason}
         self.journal.record_rejected(post.post_id, row)
         return Outcome(post, "rejected", row)
 
-    def _fail(self, post: Post, reason: str) -> Outcome:
+    def _fail(self, post: api.Post, reason: str) -> Outcome:
         return Outcome(
             post, "failed", {"source": SOURCE, "item": str(post.post_id), "reason": f"failed: {reason}"}
         )

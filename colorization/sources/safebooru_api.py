@@ -15,14 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from colorization.sources.polite_http import (
-    Fetched,
-    FetchError,
-    HostAllowList,
-    PoliteSession,
-    RateLimiter,
-    RetryableBody,
-)
+from colorization.sources import polite_http
 
 # Extension on the site -> format `colorization.images.sniff_format` must find in the bytes.
 STILL_IMAGE_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
@@ -117,7 +110,7 @@ def skip_reason(
     *,
     min_size: int,
     excluded: frozenset[str],
-    allow: HostAllowList,
+    allow: polite_http.HostAllowList,
     max_pixels: int | None = None,
 ) -> str | None:
     """Why a post is not worth downloading, judged from metadata only; None when it is."""
@@ -136,21 +129,21 @@ def skip_reason(
     return None
 
 
-def parse_page(fetched: Fetched) -> list:
+def parse_page(fetched: polite_http.Fetched) -> list:
     """Posts of one listing page; [] for the empty body the site sends when nothing matches."""
     text = fetched.body.strip()
     if not text:
         return []
     if text[:8].lower() == b"too deep":
         # Deterministic, so not retried; paging by id should never get here.
-        raise FetchError("too deep: the site refused a deep page", permanent=True)
+        raise polite_http.FetchError("too deep: the site refused a deep page", permanent=True)
     try:
         posts = json.loads(text)
     except ValueError as err:
         # Typically an HTML error page served with 200 by an overloaded front end.
-        raise RetryableBody(f"invalid JSON ({err.msg} at {err.pos}): {text[:60]!r}") from None
+        raise polite_http.RetryableBody(f"invalid JSON ({err.msg} at {err.pos}): {text[:60]!r}") from None
     if not isinstance(posts, list):
-        raise RetryableBody(f"expected a JSON array, got {type(posts).__name__}: {text[:80]!r}")
+        raise polite_http.RetryableBody(f"expected a JSON array, got {type(posts).__name__}: {text[:80]!r}")
     return posts
 
 
@@ -159,8 +152,8 @@ class PostLister:
 
     def __init__(
         self,
-        session: PoliteSession,
-        limiter: RateLimiter,
+        session: polite_http.PoliteSession,
+        limiter: polite_http.RateLimiter,
         *,
         base_url: str,
         tags: str,
@@ -194,7 +187,7 @@ class PostLister:
                     limiter=self.limiter,
                     parse=parse_page,
                 )
-            except FetchError as err:
+            except polite_http.FetchError as err:
                 raise PageFailed(url, err.reason) from None
             self.pages += 1
             if posts:
