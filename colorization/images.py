@@ -16,8 +16,7 @@ UNSUPPORTED_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: 150 MB as RGB; 8K UHD is 33 MP
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 
-# Magic numbers of the formats we accept (and WebP's RIFF...WEBP); anything else is rejected before
-# decoding, and these others are named in the rejection.
+# Magic numbers of the formats we accept (and WebP's RIFF...WEBP), and of others named when rejected.
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
 _OTHER_MAGIC = {b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10

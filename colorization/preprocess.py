@@ -46,8 +46,7 @@ def _init_worker(parent_pid: int | None = None) -> None:
     cv2.setNumThreads(1)
 
 
-# The Dask scheduler to map shards over (unset: local processes); set by the flow, so the domain
-# itself needs no orchestrator.
+# The Dask scheduler to map shards over (unset: local processes), set by the flow: no orchestrator here.
 DASK_SCHEDULER_ENV = "COLORIZATION_DASK_SCHEDULER"
 SHARD_RETRIES = 2  # on Dask: a lost or failed shard is run again on its own (its writes are atomic)
 

@@ -120,8 +120,7 @@ class RetryPolicy:
     max_wait_s: float
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
-        # Doubling spreads retries out; "equal jitter" (half fixed, half random) keeps
-        # clients that failed together from coming back together.
+        # Doubling spreads retries; "equal jitter" (half fixed, half random) parts clients failing together.
         ceiling = min(self.max_wait_s, self.backoff_s * 2.0**attempt)
         return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
 

@@ -1,10 +1,8 @@
 """Safebooru's dapi: listing posts page by page, and judging a post from its metadata alone.
 
-`GET {base}/index.php?page=dapi&s=post&q=index&json=1&limit=L&pid=P&tags=T` answers a
-bare JSON array, newest first, or an EMPTY body when nothing matches. Paging with
-`pid` fails past about 20,000 posts ("Too deep"), so we always ask for `pid=0` and
-page by id instead: `tags=T id:<smallest id seen so far`.
-"""
+`GET {base}/index.php?page=dapi&s=post&q=index&json=1&limit=L&pid=P&tags=T` answers a bare JSON
+array, newest first, or an EMPTY body when nothing matches. `pid` fails past about 20,000 posts
+("Too deep"), so we always ask for `pid=0` and page by id: `tags=T id:<smallest id seen so far`."""
 
 from __future__ import annotations
 
