@@ -53,15 +53,7 @@ class _Run:
             pool_size=cfg.concurrent_downloads + 1,
             seed=seed,
         )
-        self.lister = api.PostLister(
-            self.session,
-            polite_http.RateLimiter(cfg.requests_per_second),
-            base_url=cfg.base_url,
-            tags=cfg.tags,
-            page_size=cfg.page_size,
-            max_bytes=cfg.max_bytes,
-            empty_page_retries=cfg.empty_page_retries,
-        )
+        self.lister = api.PostLister(self.session, cfg)
         self.excluded = api.excluded_tags(cfg.tags)
         self.journal = Journal(self.out_dir, SOURCE)
         self.state = JournalState()

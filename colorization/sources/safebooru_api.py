@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from colorization.config import SafebooruSource
 from colorization.sources import polite_http
 
 # Extension on the site -> format `colorization.images.sniff_format` must find in the bytes.
@@ -148,31 +149,20 @@ def parse_page(fetched: polite_http.Fetched) -> list:
 class PostLister:
     """Walks the listing newest-first by id. `newest_id` is the largest id seen; `pages` the pages read."""
 
-    def __init__(
-        self,
-        session: polite_http.PoliteSession,
-        limiter: polite_http.RateLimiter,
-        *,
-        base_url: str,
-        tags: str,
-        page_size: int,
-        max_bytes: int,
-        empty_page_retries: int,
-    ) -> None:
-        self.session, self.limiter = session, limiter
-        self.endpoint = base_url.rstrip("/") + "/index.php"
-        self.tags = " ".join(tags.split())
-        self.page_size, self.max_bytes = page_size, max_bytes
-        self.empty_page_retries = empty_page_retries
+    def __init__(self, session: polite_http.PoliteSession, cfg: SafebooruSource) -> None:
+        self.session, self.cfg = session, cfg
+        self.limiter = polite_http.RateLimiter(cfg.requests_per_second)
+        self.endpoint = cfg.base_url.rstrip("/") + "/index.php"
+        self.tags = " ".join(cfg.tags.split())
         self.newest_id: int | None = None
         self.pages = 0
 
     def fetch_page(self, query: str) -> list:
         params = dict(
-            page="dapi", s="post", q="index", json="1", limit=str(self.page_size), pid="0", tags=query
+            page="dapi", s="post", q="index", json="1", limit=str(self.cfg.page_size), pid="0", tags=query
         )
         url = f"{self.endpoint}?{urlencode(params)}"
-        for attempt in range(self.empty_page_retries + 1):
+        for attempt in range(self.cfg.empty_page_retries + 1):
             if attempt:
                 # The site sometimes sends a spurious empty page mid-listing: ask again,
                 # after a backoff, before believing the listing is over.
@@ -181,7 +171,7 @@ class PostLister:
                 posts = self.session.get(
                     self.endpoint,
                     params=params,
-                    max_bytes=self.max_bytes,
+                    max_bytes=self.cfg.max_bytes,
                     limiter=self.limiter,
                     parse=parse_page,
                 )
