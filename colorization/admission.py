@@ -47,7 +47,8 @@ class Admission:
         """A place among the admitted for the block, or `Busy` at once."""
         with self._lock:
             if self._inside >= self.concurrency + self.queue:
-                retry = self._retry_after()
+                rounds = math.ceil(self._inside / self.concurrency)  # work admitted ahead, in rounds of slots
+                retry = max(1, math.ceil((self._held_s or 1.0) * rounds))  # 1 s a round before any is timed
                 raise Busy(
                     retry,
                     f"busy: {self._inside} requests at work or waiting, the most this server "
@@ -71,7 +72,3 @@ class Admission:
                 held = time.monotonic() - started
                 with self._lock:
                     self._held_s = held if self._held_s is None else 0.8 * self._held_s + 0.2 * held
-
-    def _retry_after(self) -> int:
-        rounds = math.ceil(self._inside / self.concurrency)  # work admitted ahead, in rounds of slots
-        return max(1, math.ceil((self._held_s or 1.0) * rounds))  # 1 s a round before any is timed

@@ -125,16 +125,13 @@ class Journal:
             row.pop("_bytes")
 
     def append(self, record: dict) -> None:
-        """Append and fsync one record (writing, accepted or crawl_done, as above)."""
+        """Append and fsync one record (a line as above)."""
         if self._fh is None:
             raise RuntimeError("journal is not open")
         with self._lock:
             self._fh.write(_encode(record))
             self._fh.flush()
             os.fsync(self._fh.fileno())
-
-    def record_rejected(self, post_id: int, row: dict) -> None:
-        self.append({"rejected": row, "post_id": post_id, "settings": self.settings})
 
     def close(self) -> None:
         if self._fh is not None:

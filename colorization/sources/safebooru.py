@@ -167,7 +167,7 @@ class _Run:
 
     def _reject(self, post: api.Post, reason: str) -> Outcome:
         row = {"source": SOURCE, "item": str(post.post_id), "reason": reason}
-        self.journal.record_rejected(post.post_id, row)
+        self.journal.append({"rejected": row, "post_id": post.post_id, "settings": self.journal.settings})
         return Outcome(post, "rejected", row)
 
     def _fail(self, post: api.Post, reason: str) -> Outcome:
@@ -202,7 +202,16 @@ class _Run:
             finished = self._crawl(floor)
             if finished and not self.failed and self.lister.newest_id is not None:
                 self.journal.append({"crawl_done": max(self.lister.newest_id, floor or 0)})
-            self._trim_to_limit()
+            extra = sorted(self.state.accepted)[: max(0, len(self.state.accepted) - self.cfg.limit)]
+            if extra:
+                log.warning(
+                    "safebooru: limit %d is below the %d images held: deleting the oldest %d",
+                    self.cfg.limit,
+                    len(self.state.accepted),
+                    len(extra),
+                )
+            for post_id in extra:  # the journal forgets them on the next start, their files being gone
+                (self.out_dir / self.state.accepted.pop(post_id)["path"]).unlink(missing_ok=True)
         finally:
             self.journal.close()
             self.session.close()
@@ -217,18 +226,6 @@ class _Run:
         rejected = {row["item"]: row for row in self.state.rejected.values()}
         rejected.update(self.problems)
         return accepted, list(rejected.values())
-
-    def _trim_to_limit(self) -> None:
-        extra = sorted(self.state.accepted)[: max(0, len(self.state.accepted) - self.cfg.limit)]
-        if extra:
-            log.warning(
-                "safebooru: limit %d is below the %d images held: deleting the oldest %d",
-                self.cfg.limit,
-                len(self.state.accepted),
-                len(extra),
-            )
-        for post_id in extra:  # the journal forgets them on the next start, their files being gone
-            (self.out_dir / self.state.accepted.pop(post_id)["path"]).unlink(missing_ok=True)
 
     def _crawl(self, floor: int | None) -> bool:
         """Download until the folder holds `limit` images or the listing ends; True if it got there."""
