@@ -96,19 +96,6 @@ class ShardPlan:
     jobs: list[ShardJob] = field(default_factory=list)
 
 
-def _open_staging(staging: Path, fingerprint: str) -> None:
-    """Create `staging`, or keep it (a resumed run) when it was made for the same inputs."""
-    stamp = staging / "fingerprint"
-    if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
-            check_replaceable(staging, store.STORE_OUTPUT)
-        shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
-    staging.mkdir(parents=True, exist_ok=True)
-    mark_output(staging, store.STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
-    stamp.write_text(fingerprint)
-    remove_stale_temporaries(staging)
-
-
 def _histogram_part(staging: str | Path, shard: int) -> Path:
     return Path(staging) / f"{store.shard_stem(shard)}.histograms.npy"
 
@@ -125,11 +112,19 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     paths = [str(raw / p) for p in manifest["path"].to_pylist()]
     # Limits only refuse inputs: a store built under other limits holds the same bytes.
     unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
-    digest = hashlib.sha256(params.model_dump_json(exclude=unshaping).encode())
-    digest.update("".join(manifest["sha256"].to_pylist()).encode())
-    fingerprint = digest.hexdigest()
+    shas = "".join(manifest["sha256"].to_pylist())
+    fingerprint = hashlib.sha256((params.model_dump_json(exclude=unshaping) + shas).encode()).hexdigest()
+    # The staging folder is kept (a resumed run) when it was made for the same inputs, else created.
     staging = out.with_name(f".{out.name}.partial")
-    _open_staging(staging, fingerprint)
+    stamp = staging / "fingerprint"
+    if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
+            check_replaceable(staging, store.STORE_OUTPUT)
+        shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
+    staging.mkdir(parents=True, exist_ok=True)
+    mark_output(staging, store.STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
+    stamp.write_text(fingerprint)
+    remove_stale_temporaries(staging)
     size, jobs = params.shard_size, []
     for shard, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
