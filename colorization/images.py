@@ -33,12 +33,8 @@ def sniff_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
 
 
-def _be(data: bytes, start: int, size: int) -> int:
-    return int.from_bytes(data[start : start + size], "big")
-
-
-def _le(data: bytes, start: int, size: int) -> int:
-    return int.from_bytes(data[start : start + size], "little")
+def _int(data: bytes, start: int, size: int, order: str = "little") -> int:
+    return int.from_bytes(data[start : start + size], order)
 
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT, JPG, DAC.
@@ -61,27 +57,27 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD9, 0xDA) or i + 2 > n:  # end of image or scan before any frame header
             return None
         if marker in _SOF:
-            return (_be(data, i + 5, 2), _be(data, i + 3, 2)) if i + 7 <= n else None
-        i += _be(data, i, 2)
+            return (_int(data, i + 5, 2, "big"), _int(data, i + 3, 2, "big")) if i + 7 <= n else None
+        i += _int(data, i, 2, "big")
     return None
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     chunk = data[12:16]
     if chunk == b"VP8X" and len(data) >= 30:
-        return _le(data, 24, 3) + 1, _le(data, 27, 3) + 1
+        return _int(data, 24, 3) + 1, _int(data, 27, 3) + 1
     if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = _le(data, 21, 4)
+        bits = _int(data, 21, 4)
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        return _le(data, 26, 2) & 0x3FFF, _le(data, 28, 2) & 0x3FFF
+        return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
     return None
 
 
 def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     """(width, height) as the file's header declares them, without decoding; None if unreadable."""
     if fmt == "png":
-        return (_be(data, 16, 4), _be(data, 20, 4)) if data[12:16] == b"IHDR" else None
+        return (_int(data, 16, 4, "big"), _int(data, 20, 4, "big")) if data[12:16] == b"IHDR" else None
     return {"jpeg": _jpeg_size, "webp": _webp_size}.get(fmt, lambda _: None)(data)
 
 
@@ -98,7 +94,7 @@ def _looks_truncated(data: bytes, fmt: str) -> bool:
     if fmt == "png":
         return b"IEND" not in data[-16:]
     if fmt == "webp":
-        return len(data) < _le(data, 4, 4) + 8  # the RIFF header's size
+        return len(data) < _int(data, 4, 4) + 8  # the RIFF header's size
     return False
 
 

@@ -51,9 +51,7 @@ def canny(rgb: np.ndarray, low: int, high: int, blur: int) -> np.ndarray:
 def xdog(rgb: np.ndarray, sigma: float, k: float, tau: float, epsilon: float, phi: float) -> np.ndarray:
     """eXtended Difference of Gaussians (Winnemoeller et al. 2012): softer, pencil-like lines."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    g1 = cv2.GaussianBlur(gray, (0, 0), sigma)
-    g2 = cv2.GaussianBlur(gray, (0, 0), sigma * k)
-    d = g1 - tau * g2
+    d = cv2.GaussianBlur(gray, (0, 0), sigma) - tau * cv2.GaussianBlur(gray, (0, 0), sigma * k)
     out = np.where(d >= epsilon, 1.0, 1.0 + np.tanh(phi * (d - epsilon)))
     return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 

@@ -142,9 +142,8 @@ class ProcessedStore:
 
     def mean_hint(self, split: str = "train") -> np.ndarray:
         """Average 512-bin hint of `split`, float32 [512] (sums to 1)."""
-        ids, _, _ = self._split_rows(split)
+        wanted = set(self._split_rows(split)[0])
         hist_ids, hists = read_histograms(self.histograms_path)
-        wanted = set(ids)
         rows = [k for k, image_id in enumerate(hist_ids) if image_id in wanted]
         if not rows:
             raise ValueError(f"the {split} split of {self.folder} has no histograms")
@@ -170,5 +169,4 @@ class ProcessedStore:
             raise ValueError(
                 f"{len(missing)} ids have no histogram (e.g. {missing[0]}): re-run the preprocess stage"
             )
-        hint = hists[[position[i] for i in ids]]
-        return Split(ids=list(ids), color=color, lineart=line, hint=hint)
+        return Split(ids=list(ids), color=color, lineart=line, hint=hists[[position[i] for i in ids]])

@@ -31,11 +31,6 @@ def find_images(folder: Path) -> list[Path]:
     return files
 
 
-def _is_plain_rgb8(data: bytes) -> bool:
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return decoded is not None and decoded.dtype == np.uint8 and decoded.ndim == 3 and decoded.shape[2] == 3
-
-
 def acquire_folder(
     input_dir: Path,
     out_dir: Path,
@@ -69,7 +64,8 @@ def acquire_folder(
         if image_id in accepted:
             reject(file, f"duplicate of {accepted[image_id]['tags']}")
             continue
-        if _is_plain_rgb8(data):
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is not None and decoded.dtype == np.uint8 and decoded.shape[2:] == (3,):  # plain RGB8
             stored, ext = data, EXTENSION_OF[images.sniff_format(data)]
         else:
             stored, ext = images.encode_png(rgb), ".png"
