@@ -101,16 +101,6 @@ def previous_paths(out_dir: Path) -> set[str]:
         return set()
 
 
-def _remove_unlisted(out_dir: Path, rows: list[dict], previous: set[str]) -> None:
-    """Drop the images a previous manifest listed (in its images folder: a user's files are not ours)
-    and this one does not: disk follows the manifest."""
-    images = (out_dir / IMAGES_DIR).resolve()
-    for rel in sorted(previous - {r["path"] for r in rows}):
-        file = out_dir / rel
-        if file.resolve().parent == images and not file.is_symlink() and file.is_file():
-            file.unlink()
-
-
 def run_acquire(params: AcquireParams) -> AcquireSummary:
     out = Path(params.out)
     if params.source == "folder":
@@ -133,7 +123,13 @@ def run_acquire(params: AcquireParams) -> AcquireSummary:
         )
     if not accepted:
         raise NothingAcquired(f"no valid image acquired from source {params.source!r}")
-    _remove_unlisted(out, accepted, previous)
+    # Disk follows the manifest: drop what a previous one listed in its images folder and this one does
+    # not (only those: a user's files are not ours).
+    images = (out / IMAGES_DIR).resolve()
+    for rel in sorted(previous - {r["path"] for r in accepted}):
+        file = out / rel
+        if file.resolve().parent == images and not file.is_symlink() and file.is_file():
+            file.unlink()
     manifest = write_manifest(out, accepted)
     write_rejected(out, rejected)
     log.info("acquire: %d accepted, %d rejected -> %s", len(accepted), len(rejected), manifest)
