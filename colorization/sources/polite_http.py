@@ -201,7 +201,10 @@ class PoliteSession:
         attempts = self.policy.max_retries + 1
         reason = ""
         for attempt in range(attempts):
-            self._wait(delay)
+            with self._pause_lock:  # a Retry-After told to any thread holds this one too
+                wait = max(delay, self._not_before - self._clock())
+            if wait > 0:
+                self._sleep(wait)
             delay = 0.0
             try:
                 fetched = self._get_once(url, params, max_bytes, limiter)
@@ -226,13 +229,6 @@ class PoliteSession:
             except requests.RequestException as err:  # bad URL, bad TLS setup, ...: retrying won't help
                 raise FetchError(f"{type(err).__name__}: {_first_line(err)}", permanent=True) from None
         raise FetchError(f"{reason} (gave up after {attempts} attempts)", permanent=False)
-
-    def _wait(self, delay: float) -> None:
-        with self._pause_lock:
-            pause = self._not_before - self._clock()
-        wait = max(delay, pause)
-        if wait > 0:
-            self._sleep(wait)
 
     def _pause_everyone(self, seconds: float) -> None:
         with self._pause_lock:
