@@ -22,10 +22,9 @@ class Busy(Exception):
 
 def default_concurrency() -> int:
     """The cores this process may use (its CPU affinity), at least 1."""
-    try:
+    if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, os.cpu_count() or 1)  # not Linux
 
 
 class Admission:

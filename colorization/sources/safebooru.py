@@ -223,8 +223,7 @@ class _Run:
             f"{self.lister.pages} pages in {time.monotonic() - started:.1f}s"
         )
         accepted = sorted(self.state.accepted.values(), key=lambda r: r["post_id"])
-        rejected = {row["item"]: row for row in self.state.rejected.values()}
-        rejected.update(self.problems)
+        rejected = {row["item"]: row for row in self.state.rejected.values()} | self.problems
         return accepted, list(rejected.values())
 
     def _crawl(self, floor: int | None) -> bool:
