@@ -51,13 +51,11 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 def _shape_polygon(rng: np.random.Generator, family: str, cx: float, cy: float, r: float) -> np.ndarray:
     angle = rng.uniform(0, 2 * np.pi)
     if family == "disc":
-        ry = r * rng.uniform(0.75, 1.0)  # slightly oval
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        return np.stack([cx + r * np.cos(t), cy + ry * np.sin(t)], axis=1)
+        return np.stack([cx + r * np.cos(t), cy + r * rng.uniform(0.75, 1.0) * np.sin(t)], axis=1)  # oval
     if family == "box":
         t = angle + np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
-        aspect = rng.uniform(0.6, 1.0)
-        return np.stack([cx + r * np.cos(t), cy + r * aspect * np.sin(t)], axis=1)
+        return np.stack([cx + r * np.cos(t), cy + r * rng.uniform(0.6, 1.0) * np.sin(t)], axis=1)
     if family == "triangle":
         t = angle + np.array([0.0, 2.0, 4.0]) * np.pi / 3
         return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
