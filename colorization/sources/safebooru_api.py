@@ -82,11 +82,10 @@ def parse_post(raw: object, base_url: str) -> Post:
     if post_id is None or post_id <= 0:
         raise PostRejected(f"malformed post: bad id {raw.get('id')!r}")
     url = original_url(raw, base_url)
-    ext = PurePosixPath(urlsplit(url).path).suffix.lower().lstrip(".")
     return Post(
         post_id=post_id,
         file_url=url,
-        ext=ext,
+        ext=PurePosixPath(urlsplit(url).path).suffix.lower().lstrip("."),
         width=_int_or_none(raw.get("width")) or 0,
         height=_int_or_none(raw.get("height")) or 0,
         md5=str(raw.get("hash") or "").lower(),
@@ -120,8 +119,7 @@ def skip_reason(
     if max_pixels and post.width and post.height and post.width * post.height > max_pixels:
         # The bytes are checked again after download: metadata may understate the size.
         return f"too large: {post.width}x{post.height} > max_pixels {max_pixels}"
-    hit = excluded.intersection(post.tags.lower().split())
-    if hit:
+    if hit := excluded.intersection(post.tags.lower().split()):
         return f"excluded tag: {sorted(hit)[0]}"
     if not allow.allows(post.file_url):
         return f"host not allowed: {allow.host_of(post.file_url) or post.file_url}"
