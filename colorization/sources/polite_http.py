@@ -219,9 +219,7 @@ class PoliteSession:
                     ) from None
                 else:
                     # At least what was asked; the backoff still grows if the server keeps saying 0.
-                    pause = max(err.retry_after, self.policy.backoff(attempt, self._rng))
-                    with self._pause_lock:
-                        self._not_before = max(self._not_before, self._clock() + pause)
+                    self._pause_everyone(max(err.retry_after, self.policy.backoff(attempt, self._rng)))
             except RetryableBody as err:
                 reason = str(err)
                 delay = self.policy.backoff(attempt, self._rng)
@@ -231,6 +229,10 @@ class PoliteSession:
             except requests.RequestException as err:  # bad URL, bad TLS setup, ...: retrying won't help
                 raise FetchError(f"{type(err).__name__}: {_first_line(err)}", permanent=True) from None
         raise FetchError(f"{reason} (gave up after {attempts} attempts)", permanent=False)
+
+    def _pause_everyone(self, seconds: float) -> None:
+        with self._pause_lock:
+            self._not_before = max(self._not_before, self._clock() + seconds)
 
     def _get_once(
         self, url: str, params: dict[str, str] | None, max_bytes: int, limiter: RateLimiter | None
