@@ -199,8 +199,7 @@ class _Run:
                 if row.get("md5"):
                     self.owner_of_md5[row["md5"]] = post_id
             floor = self.state.crawl_done if self.cfg.incremental else None
-            finished = self._crawl(floor)
-            if finished and not self.failed and self.lister.newest_id is not None:
+            if self._crawl(floor) and not self.failed and self.lister.newest_id is not None:
                 self.journal.append({"crawl_done": max(self.lister.newest_id, floor or 0)})
             extra = sorted(self.state.accepted)[: max(0, len(self.state.accepted) - self.cfg.limit)]
             if extra:
@@ -245,8 +244,7 @@ class _Run:
                             self.collect(future.result(), bar)
                     if self.accepted >= want:
                         break
-                    post = next(posts, None)
-                    if post is None:
+                    if (post := next(posts, None)) is None:
                         break
                     pending.add(pool.submit(self.download, post))
                 for future in pending:
