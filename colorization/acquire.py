@@ -79,8 +79,7 @@ def acquire_synthetic(count: int, size: int, seed: int, out_dir: Path) -> list[d
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder that is, holds or lies inside the input folder: a run would read its
-    own output, or cleaning the output would reach the user's pictures."""
+    """Refuse overlapping folders: a run would read its own output, or cleaning it the user's pictures."""
     src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
     out, given = escaped(out_dir), escaped(input_dir)
     if src == dst:
@@ -100,18 +99,6 @@ def previous_paths(out_dir: Path) -> set[str]:
     except Exception as err:  # unreadable: then nothing is known to be ours, so nothing is removed
         log.warning("acquire: %s unreadable (%s); removing no old files", out_dir / MANIFEST_FILE, err)
         return set()
-
-
-def _remove_unlisted(out_dir: Path, rows: list[dict], previous: set[str]) -> None:
-    """Drop the images a previous run recorded and this one does not: disk follows the manifest.
-    Only paths a previous manifest listed, inside its images folder: a user's files are not ours."""
-    keep = {r["path"] for r in rows}
-    images = (out_dir / IMAGES_DIR).resolve()
-    for rel in sorted(previous - keep):
-        file = out_dir / rel
-        if file.resolve().parent != images or file.is_symlink() or not file.is_file():
-            continue
-        file.unlink()
 
 
 def run_acquire(params: AcquireParams) -> AcquireSummary:
@@ -136,7 +123,13 @@ def run_acquire(params: AcquireParams) -> AcquireSummary:
         )
     if not accepted:
         raise NothingAcquired(f"no valid image acquired from source {params.source!r}")
-    _remove_unlisted(out, accepted, previous)
+    # Disk follows the manifest: drop what a previous one listed in its images folder and this one does
+    # not (only those: a user's files are not ours).
+    images = (out / IMAGES_DIR).resolve()
+    for rel in sorted(previous - {r["path"] for r in accepted}):
+        file = out / rel
+        if file.resolve().parent == images and not file.is_symlink() and file.is_file():
+            file.unlink()
     manifest = write_manifest(out, accepted)
     write_rejected(out, rejected)
     log.info("acquire: %d accepted, %d rejected -> %s", len(accepted), len(rejected), manifest)

@@ -1,9 +1,6 @@
-"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest
-are turned away at once (`Busy`, with a retry time) instead of queueing without bound.
-
-`admit()` comes before a request's body is read, so memory stays bounded by the admitted
-requests; `working()` then holds one of the working slots for the costly part.
-"""
+"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest are
+turned away at once (`Busy`, with a retry time). `admit()` comes before a request's body is read, so
+memory stays bounded; `working()` then holds a working slot for the costly part."""
 
 from __future__ import annotations
 
@@ -20,24 +17,21 @@ class Busy(Exception):
 
     def __init__(self, retry_after: int, message: str):
         super().__init__(message)
-        self.retry_after = retry_after
-        self.message = message
+        self.retry_after, self.message = retry_after, message
 
 
 def default_concurrency() -> int:
     """The cores this process may use (its CPU affinity), at least 1."""
-    try:
+    if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, os.cpu_count() or 1)  # not Linux
 
 
 class Admission:
     def __init__(self, concurrency: int, queue: int):
         if concurrency < 1 or queue < 0:
             raise ValueError(f"concurrency must be >= 1 and queue >= 0, got {concurrency} and {queue}")
-        self.concurrency = concurrency
-        self.queue = queue
+        self.concurrency, self.queue = concurrency, queue
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self._inside = 0  # admitted: working or waiting for a slot
@@ -52,7 +46,8 @@ class Admission:
         """A place among the admitted for the block, or `Busy` at once."""
         with self._lock:
             if self._inside >= self.concurrency + self.queue:
-                retry = self._retry_after()
+                rounds = math.ceil(self._inside / self.concurrency)  # work admitted ahead, in rounds of slots
+                retry = max(1, math.ceil((self._held_s or 1.0) * rounds))  # 1 s a round before any is timed
                 raise Busy(
                     retry,
                     f"busy: {self._inside} requests at work or waiting, the most this server "
@@ -76,7 +71,3 @@ class Admission:
                 held = time.monotonic() - started
                 with self._lock:
                     self._held_s = held if self._held_s is None else 0.8 * self._held_s + 0.2 * held
-
-    def _retry_after(self) -> int:
-        rounds = math.ceil(self._inside / self.concurrency)  # work admitted ahead, in rounds of slots
-        return max(1, math.ceil((self._held_s or 1.0) * rounds))  # 1 s a round before any is timed

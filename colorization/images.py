@@ -1,9 +1,6 @@
-"""Decoding and validating images: the one place that turns bytes into RGB uint8, so every
-format converts the same way and a corrupt file is rejected with a reason, not an OpenCV error.
-
-Memory is bounded before decoding: `read_rgb` refuses a file over `max_file_bytes` by its size,
-and `decode_rgb` one whose header declares over `max_pixels` (a 1 MB PNG can declare 5 GB).
-"""
+"""The one place that turns image bytes into RGB uint8: every format converts the same way, a corrupt
+file is rejected with a reason, and memory is bounded before decoding (`max_file_bytes` by the file's
+size, `max_pixels` by the header's: a 1 MB PNG can declare 5 GB)."""
 
 from __future__ import annotations
 
@@ -19,8 +16,7 @@ UNSUPPORTED_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: 150 MB as RGB; 8K UHD is 33 MP
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 
-# Magic numbers of the formats we accept (and WebP's RIFF...WEBP); anything else is rejected before
-# decoding, and these others are named in the rejection.
+# Magic numbers of the formats we accept (and WebP's RIFF...WEBP), and of others named when rejected.
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
 _OTHER_MAGIC = {b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
@@ -37,17 +33,8 @@ def sniff_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
 
 
-def unsupported_format(data: bytes) -> str | None:
-    """'GIF', 'BMP' or 'TIFF' when the magic bytes say so, else None."""
-    return next((name for magic, name in _OTHER_MAGIC.items() if data.startswith(magic)), None)
-
-
-def _be(data: bytes, start: int, size: int) -> int:
-    return int.from_bytes(data[start : start + size], "big")
-
-
-def _le(data: bytes, start: int, size: int) -> int:
-    return int.from_bytes(data[start : start + size], "little")
+def _int(data: bytes, start: int, size: int, order: str = "little") -> int:
+    return int.from_bytes(data[start : start + size], order)
 
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT, JPG, DAC.
@@ -70,39 +57,28 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD9, 0xDA) or i + 2 > n:  # end of image or scan before any frame header
             return None
         if marker in _SOF:
-            return (_be(data, i + 5, 2), _be(data, i + 3, 2)) if i + 7 <= n else None
-        i += _be(data, i, 2)
+            return (_int(data, i + 5, 2, "big"), _int(data, i + 3, 2, "big")) if i + 7 <= n else None
+        i += _int(data, i, 2, "big")
     return None
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     chunk = data[12:16]
     if chunk == b"VP8X" and len(data) >= 30:
-        return _le(data, 24, 3) + 1, _le(data, 27, 3) + 1
+        return _int(data, 24, 3) + 1, _int(data, 27, 3) + 1
     if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = _le(data, 21, 4)
+        bits = _int(data, 21, 4)
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        return _le(data, 26, 2) & 0x3FFF, _le(data, 28, 2) & 0x3FFF
+        return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
     return None
 
 
 def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     """(width, height) as the file's header declares them, without decoding; None if unreadable."""
     if fmt == "png":
-        return (_be(data, 16, 4), _be(data, 20, 4)) if data[12:16] == b"IHDR" else None
-    if fmt == "jpeg":
-        return _jpeg_size(data)
-    if fmt == "webp":
-        return _webp_size(data)
-    return None
-
-
-def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if (pixels := width * height) > max_pixels:
-        raise ImageRejected(
-            f"too large: {width}x{height} = {pixels / 1e6:.3g} MP > max_pixels {max_pixels / 1e6:.3g} MP"
-        )
+        return (_int(data, 16, 4, "big"), _int(data, 20, 4, "big")) if data[12:16] == b"IHDR" else None
+    return {"jpeg": _jpeg_size, "webp": _webp_size}.get(fmt, lambda _: None)(data)
 
 
 def check_file_size(size: int, max_file_bytes: int) -> None:
@@ -113,14 +89,12 @@ def check_file_size(size: int, max_file_bytes: int) -> None:
 def _looks_truncated(data: bytes, fmt: str) -> bool:
     # OpenCV decodes a truncated JPEG/PNG into a partly grey image with only a warning,
     # so check the end-of-image markers ourselves.
-    tail = data.rstrip(b"\x00")
     if fmt == "jpeg":
-        return not tail.endswith(b"\xff\xd9")
+        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
     if fmt == "png":
         return b"IEND" not in data[-16:]
     if fmt == "webp":
-        declared = int.from_bytes(data[4:8], "little") + 8
-        return len(data) < declared
+        return len(data) < _int(data, 4, 4) + 8  # the RIFF header's size
     return False
 
 
@@ -130,11 +104,9 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageRejected(f"unsupported pixel type {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
     if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
     if channels == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
@@ -167,7 +139,8 @@ def _decode(data: bytes, max_pixels: int, flag: int, convert=None) -> np.ndarray
             raise ImageRejected(f"corrupt {fmt}: decoder failed")
         return image if convert is None else convert(image)
     except cv2.error as err:  # OpenCV's own limits or a decoder fault
-        raise ImageRejected(f"corrupt {fmt}: {_cv2_reason(err)}") from None
+        reason = " ".join(str(getattr(err, "err", None) or str(err).strip().splitlines()[-1]).split())
+        raise ImageRejected(f"corrupt {fmt}: {reason[:200]}") from None
     except MemoryError:
         raise ImageRejected(f"{fmt} too large to decode in memory") from None
 
@@ -178,14 +151,17 @@ def _check_header(data: bytes, max_pixels: int) -> str:
         raise ImageRejected("empty file")
     fmt = sniff_format(data)
     if fmt is None:
-        other = unsupported_format(data)
-        if other is not None:
+        if other := next((name for magic, name in _OTHER_MAGIC.items() if data.startswith(magic)), None):
             raise ImageRejected(f"{other} image: not supported (JPEG, PNG or WebP only)")
         raise ImageRejected("not a JPEG, PNG or WebP image")
     declared = header_size(data, fmt)
     if declared is None or 0 in declared:
         raise ImageRejected(f"corrupt {fmt}: no readable image size in its header")
-    check_pixels(*declared, max_pixels)
+    if (pixels := declared[0] * declared[1]) > max_pixels:
+        width, height = declared
+        raise ImageRejected(
+            f"too large: {width}x{height} = {pixels / 1e6:.3g} MP > max_pixels {max_pixels / 1e6:.3g} MP"
+        )
     if _looks_truncated(data, fmt):
         raise ImageRejected(f"truncated {fmt}")
     return fmt
@@ -203,25 +179,21 @@ def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIX
     return rgb
 
 
+def _encode(name: str, bgr: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
+    ok, buf = cv2.imencode(f".{name.lower()}", bgr, params)
+    if not ok:
+        raise RuntimeError(f"{name} encoding failed")
+    return buf.tobytes()
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     """PNG of an RGB or RGBA (straight alpha) uint8 image."""
     code = cv2.COLOR_RGBA2BGRA if rgb.ndim == 3 and rgb.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, code))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
+    return _encode("PNG", cv2.cvtColor(rgb, code))
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def _cv2_reason(err: cv2.error) -> str:
-    text = getattr(err, "err", None) or str(err).strip().splitlines()[-1]
-    return " ".join(str(text).split())[:200]
+    return _encode("JPEG", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (cv2.IMWRITE_JPEG_QUALITY, quality))
 
 
 def read_image_bytes(path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
@@ -229,9 +201,8 @@ def read_image_bytes(path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> byte
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         check_file_size(size, max_file_bytes)
-        # Ask for the size fstat gave, plus one byte: read(n) allocates n bytes before
-        # reading, and n = the limit (256 MiB) cost 4 times a 100 kB file's read. A file
-        # that grows meanwhile is read on, still bounded by the limit.
+        # Ask for fstat's size plus one byte: read(n) allocates n bytes first, and n = the limit cost
+        # 4 times a 100 kB file's read. A file that grows meanwhile is read on, within the limit.
         data = fh.read(size + 1)
         if len(data) > size:
             data += fh.read(max_file_bytes + 1 - len(data))

@@ -1,7 +1,5 @@
-"""Line-art extraction and the resize rule, as in the paper (Canny), plus XDoG.
-
-Every function returns uint8 [H, W] with 0 = line and 255 = paper.
-"""
+"""Line-art extraction and the resize rule, as in the paper (Canny), plus XDoG; every extractor
+returns uint8 [H, W] with 0 = line and 255 = paper."""
 
 from __future__ import annotations
 
@@ -17,12 +15,8 @@ WHITE = (255, 255, 255)
 
 
 def resize_square(rgb: np.ndarray, size: int, mode: str = "center_crop") -> np.ndarray:
-    """Make a `size` x `size` image.
-
-    center_crop: scale so the shorter side is `size`, then crop the centre (the default:
-    no paper border for the model to learn). pad: scale so the longer side is `size`,
-    then pad with white on both sides.
-    """
+    """`size` x `size`: the shorter side scaled and the centre cropped (no paper border for the model
+    to learn), or with `pad` the longer side scaled and padded with white (docs/pipeline.md)."""
     height, width = rgb.shape[:2]
     side = min(height, width) if mode == "center_crop" else max(height, width)
     scale = size / side
@@ -57,9 +51,7 @@ def canny(rgb: np.ndarray, low: int, high: int, blur: int) -> np.ndarray:
 def xdog(rgb: np.ndarray, sigma: float, k: float, tau: float, epsilon: float, phi: float) -> np.ndarray:
     """eXtended Difference of Gaussians (Winnemoeller et al. 2012): softer, pencil-like lines."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    g1 = cv2.GaussianBlur(gray, (0, 0), sigma)
-    g2 = cv2.GaussianBlur(gray, (0, 0), sigma * k)
-    d = g1 - tau * g2
+    d = cv2.GaussianBlur(gray, (0, 0), sigma) - tau * cv2.GaussianBlur(gray, (0, 0), sigma * k)
     out = np.where(d >= epsilon, 1.0, 1.0 + np.tanh(phi * (d - epsilon)))
     return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
@@ -72,9 +64,8 @@ def thicken(lineart: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.erode(lineart, kernel)
 
 
-# The extractors, by the name a recipe gives (`lineart.extractor`): each takes the picture and
-# its own settings section of the recipe (`lineart.canny`, `lineart.xdog`). Everything that
-# offers a choice of extractor iterates over this table.
+# The extractors by `lineart.extractor`, each given its recipe section (`lineart.canny`, ...);
+# everything that offers a choice of extractor iterates over this table.
 EXTRACTORS: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
     "canny": lambda rgb, c: canny(rgb, c.low, c.high, c.blur),
     "xdog": lambda rgb, x: xdog(rgb, x.sigma, x.k, x.tau, x.epsilon, x.phi),

@@ -41,8 +41,7 @@ REJECTED_SCHEMA = pa.schema([("source", pa.string()), ("item", pa.string()), ("r
 
 def write_manifest(raw_dir: Path, rows: list[dict]) -> Path:
     rows = sorted(rows, key=lambda r: r["id"])
-    ids = [r["id"] for r in rows]
-    if len(ids) != len(set(ids)):
+    if len({r["id"] for r in rows}) != len(rows):
         raise ValueError("manifest would hold duplicate ids")
     path = Path(raw_dir) / MANIFEST_FILE
     atomic_write_parquet(path, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))

@@ -1,10 +1,7 @@
-"""Stage `preprocess`: raw images -> the processed store (line art + colour hints).
+"""Stage `preprocess`: raw images -> the processed store (line art + colour hints), one decode each.
 
-Each raw image is decoded once: its histogram from the full-size picture, then resized and its
-line art extracted. Shards of the manifest are spread over processes (OpenCV at one thread
-each), or over the Dask cluster `COLORIZATION_DASK_SCHEDULER` names; built in a staging folder
-that keeps finished shards across a killed run, each output published atomically when complete.
-"""
+Shards run on processes or the Dask cluster `COLORIZATION_DASK_SCHEDULER` names, in a staging folder
+that keeps finished shards across a killed run; each output is published atomically when complete."""
 
 from __future__ import annotations
 
@@ -21,6 +18,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from colorization import store
 from colorization.atomic import (
     atomic_save_npy,
     atomic_write_text,
@@ -36,17 +34,6 @@ from colorization.lineart import prepare_pair
 from colorization.manifest import read_manifest
 from colorization.processes import die_with_parent, retain_freed_memory
 from colorization.progress import progress
-from colorization.store import (
-    SPLITS,
-    STORE_OUTPUT,
-    npy_rows,
-    shard_is_complete,
-    shard_stem,
-    split_of,
-    write_histograms,
-    write_index,
-    write_meta,
-)
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -59,15 +46,13 @@ def _init_worker(parent_pid: int | None = None) -> None:
     cv2.setNumThreads(1)
 
 
-# The Dask scheduler to map shards over (unset: local processes); set by the flow, so the domain
-# itself needs no orchestrator.
+# The Dask scheduler to map shards over (unset: local processes), set by the flow: no orchestrator here.
 DASK_SCHEDULER_ENV = "COLORIZATION_DASK_SCHEDULER"
 SHARD_RETRIES = 2  # on Dask: a lost or failed shard is run again on its own (its writes are atomic)
 
 
 def _map(fn, jobs: list, workers: int, desc: str):
-    """Ordered map over `jobs`: on Dask when the environment names a scheduler, else local
-    processes, in-process when one worker suffices."""
+    """Ordered map: on Dask when the environment names a scheduler, else processes (or in-process)."""
     if address := os.environ.get(DASK_SCHEDULER_ENV):
         from distributed import Client
 
@@ -111,53 +96,39 @@ class ShardPlan:
     jobs: list[ShardJob] = field(default_factory=list)
 
 
-def _sorted_manifest(raw: Path) -> tuple[list[str], list[str], list[str]]:
-    manifest = read_manifest(raw).sort_by("id")
-    ids = manifest["id"].to_pylist()
-    if not ids:
-        raise ValueError(f"{raw}: the manifest holds no images")
-    paths = [str(raw / p) for p in manifest["path"].to_pylist()]
-    return ids, paths, manifest["sha256"].to_pylist()
-
-
-def _fingerprint(params: LineartParams, shas: list[str]) -> str:
-    # Limits only refuse inputs: a store built under other limits holds the same bytes.
-    unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
-    digest = hashlib.sha256(params.model_dump_json(exclude=unshaping).encode())
-    digest.update("".join(shas).encode())
-    return digest.hexdigest()
-
-
-def _open_staging(staging: Path, fingerprint: str) -> None:
-    """Create `staging`, or keep it (a resumed run) when it was made for the same inputs."""
-    stamp = staging / "fingerprint"
-    if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
-            check_replaceable(staging, STORE_OUTPUT)
-        shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
-    staging.mkdir(parents=True, exist_ok=True)
-    mark_output(staging, STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
-    stamp.write_text(fingerprint)
-    remove_stale_temporaries(staging)
-
-
 def _histogram_part(staging: str | Path, shard: int) -> Path:
-    return Path(staging) / f"{shard_stem(shard)}.histograms.npy"
+    return Path(staging) / f"{store.shard_stem(shard)}.histograms.npy"
 
 
 def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(raw).resolve(), Path(params.out).resolve()
-    check_replaceable(out, STORE_OUTPUT)  # refused now, not after building every shard
-    ids, paths, shas = _sorted_manifest(raw)
-    fingerprint = _fingerprint(params, shas)
+    check_replaceable(out, store.STORE_OUTPUT)  # refused now, not after building every shard
+    manifest = read_manifest(raw).sort_by("id")
+    ids = manifest["id"].to_pylist()
+    if not ids:
+        raise ValueError(f"{raw}: the manifest holds no images")
+    paths = [str(raw / p) for p in manifest["path"].to_pylist()]
+    # Limits only refuse inputs: a store built under other limits holds the same bytes.
+    unshaping = {"workers", "out", "max_pixels", "max_file_bytes"}
+    shas = "".join(manifest["sha256"].to_pylist())
+    fingerprint = hashlib.sha256((params.model_dump_json(exclude=unshaping) + shas).encode()).hexdigest()
+    # The staging folder is kept (a resumed run) when it was made for the same inputs, else created.
     staging = out.with_name(f".{out.name}.partial")
-    _open_staging(staging, fingerprint)
+    stamp = staging / "fingerprint"
+    if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
+            check_replaceable(staging, store.STORE_OUTPUT)
+        shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
+    staging.mkdir(parents=True, exist_ok=True)
+    mark_output(staging, store.STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
+    stamp.write_text(fingerprint)
+    remove_stale_temporaries(staging)
     size, jobs = params.shard_size, []
     for shard, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
-        if not shard_is_complete(staging, shard, shard_ids):
+        if not store.shard_is_complete(staging, shard, shard_ids):
             jobs.append(ShardJob(str(staging), shard, shard_ids, paths[start : start + size], params))
     shards = -(-len(ids) // size)
     if shards - len(jobs):
@@ -165,29 +136,25 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     return ShardPlan(str(staging), ids, fingerprint, shards, jobs)
 
 
-def read_raw(path: str, params: LineartParams) -> np.ndarray:
-    """A raw image within the stage's limits; else ImageRejected naming the file (one line)."""
-    try:
-        return read_rgb(path, max_pixels=params.max_pixels, max_file_bytes=params.max_file_bytes)
-    except ImageRejected as err:
-        raise ImageRejected(f"{escaped(path)}: {err}") from None
-
-
 def run_shard(job: ShardJob) -> int:
     """One decode per image: its histogram (full size), then resize + line art, streamed to the
     shard's files so a worker holds one image, not the shard (256 MB at 512 px)."""
     cv2.setNumThreads(1)
-    count, side = len(job.paths), job.params.image_size
-    stem = Path(job.staging) / shard_stem(job.shard)
+    params, count = job.params, len(job.paths)
+    side = params.image_size
+    stem = Path(job.staging) / store.shard_stem(job.shard)
     hists = np.empty((count, HIST_BINS), np.float32)
     with (
-        npy_rows(f"{stem}.color.npy", (count, side, side, 3)) as add_colour,
-        npy_rows(f"{stem}.lineart.npy", (count, side, side)) as add_line,
+        store.npy_rows(f"{stem}.color.npy", (count, side, side, 3)) as add_colour,
+        store.npy_rows(f"{stem}.lineart.npy", (count, side, side)) as add_line,
     ):
         for k, path in enumerate(job.paths):
-            rgb = read_raw(path, job.params)
+            try:
+                rgb = read_rgb(path, max_pixels=params.max_pixels, max_file_bytes=params.max_file_bytes)
+            except ImageRejected as err:  # one line that names the file
+                raise ImageRejected(f"{escaped(path)}: {err}") from None
             hists[k] = color_histogram(rgb)  # the contract: the hint of the full-size raw image
-            colour, line = prepare_pair(rgb, job.params)
+            colour, line = prepare_pair(rgb, params)
             add_colour(colour)
             add_line(line)
     atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
@@ -202,7 +169,9 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     """Index + meta of the built shards; publish the histograms file, then the store at `params.out`."""
     staging, ids, size = Path(plan.staging), plan.ids, params.shard_size
     missing = [
-        s for s in range(plan.shards) if not shard_is_complete(staging, s, ids[s * size : (s + 1) * size])
+        s
+        for s in range(plan.shards)
+        if not store.shard_is_complete(staging, s, ids[s * size : (s + 1) * size])
     ]
     if missing:
         raise RuntimeError(f"preprocess: shards {missing[:5]} of {plan.shards} are not built")
@@ -211,31 +180,30 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     if len(hists) != len(ids):
         raise RuntimeError(f"preprocess: {len(hists)} histograms for {len(ids)} images")
     positions = np.arange(len(ids))
-    splits = [split_of(i, params.split.val, params.split.test) for i in ids]
-    write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
+    splits = [store.split_of(i, params.split.val, params.split.test) for i in ids]
+    store.write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
     meta = {
         "image_size": params.image_size,
         "count": len(ids),
-        "splits": {s: splits.count(s) for s in SPLITS},
+        "splits": {s: splits.count(s) for s in store.SPLITS},
         "extractor": params.extractor,
         "lineart": params.recipe().model_dump(),  # the recipe training copies into each model
         "fingerprint": plan.fingerprint,
     }
-    write_meta(staging, meta)
+    store.write_meta(staging, meta)
     Path(histograms.out).parent.mkdir(parents=True, exist_ok=True)
-    write_histograms(Path(histograms.out), ids, hists)
+    store.write_histograms(Path(histograms.out), ids, hists)
     for part in parts:
         part.unlink()
     (staging / "fingerprint").unlink()
-    publish_dir(staging, Path(params.out).resolve(), STORE_OUTPUT)
+    publish_dir(staging, Path(params.out).resolve(), store.STORE_OUTPUT)
     return meta
 
 
 def build_preprocess(raw: str | Path, params: LineartParams, histograms: HistogramParams) -> dict:
     """Line art + colour hint of every row of raw's manifest, one decode each; returns the store's meta."""
     plan = plan_preprocess(raw, params)
-    jobs = plan.jobs
-    workers = max(1, min(params.workers or os.cpu_count() or 1, len(jobs)))
-    for _ in _map(_run_shard, jobs, workers, "preprocess"):
+    workers = max(1, min(params.workers or os.cpu_count() or 1, len(plan.jobs)))
+    for _ in _map(_run_shard, plan.jobs, workers, "preprocess"):
         pass
     return finish_preprocess(params, histograms, plan)

@@ -1,14 +1,6 @@
-"""The processed store that training reads at memory speed.
-
-Layout of the `lineart` output folder:
-  shard-00000.color.npy    uint8 [n, S, S, 3]   resized colour images
-  shard-00000.lineart.npy  uint8 [n, S, S]      line art, 0 = line
-  shard-00000.ids.json     ids of the shard's rows; written last, so it marks a complete shard
-  index.parquet            id, shard, row, split (train / val / test by a hash of the id)
-  meta.json                image size, counts per split, fingerprint of inputs and params
-  .colorization-output     "line-art store": the project wrote this folder (atomic.OutputKind)
-Histograms live beside it in one Parquet file: id, histogram (fixed_size_list<float32, 512>).
-"""
+"""The processed store that training reads at memory speed (layout: docs/pipeline.md): per shard
+`.color.npy`, `.lineart.npy` and `.ids.json` (written last: a complete shard), `index.parquet`,
+`meta.json`; beside it one histograms Parquet file: id, histogram (fixed_size_list<float32, 512>)."""
 
 from __future__ import annotations
 
@@ -37,11 +29,7 @@ HISTOGRAM_SCHEMA = pa.schema([("id", pa.string()), ("histogram", pa.list_(pa.flo
 def split_of(image_id: str, val: float, test: float) -> str:
     """Deterministic split from a hash of the id: adding images never moves old ones."""
     u = int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big") / 2.0**64
-    if u < test:
-        return "test"
-    if u < test + val:
-        return "val"
-    return "train"
+    return "test" if u < test else "val" if u < test + val else "train"
 
 
 def shard_stem(shard: int) -> str:
@@ -57,9 +45,8 @@ def shard_is_complete(folder: Path, shard: int, ids: list[str]) -> bool:
 def npy_rows(
     path: str | Path, shape: tuple[int, ...], dtype=np.uint8
 ) -> Iterator[Callable[[np.ndarray], None]]:
-    """Yield `add(row)` to write the `.npy` file `path` of `shape` a row at a time; published
-    atomically once every row is added. Streaming keeps no shard in memory: stacking 256 images
-    of 512 px, then serialising them, copied ~1 GB per shard, costing more than the decoding."""
+    """Yield `add(row)` to write the `.npy` file `path` of `shape` a row at a time, published atomically
+    once complete: stacking a shard, then serialising it, copied ~1 GB, more than the decoding cost."""
     dtype, shape = np.dtype(dtype), tuple(shape)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     added = 0
@@ -155,9 +142,8 @@ class ProcessedStore:
 
     def mean_hint(self, split: str = "train") -> np.ndarray:
         """Average 512-bin hint of `split`, float32 [512] (sums to 1)."""
-        ids, _, _ = self._split_rows(split)
+        wanted = set(self._split_rows(split)[0])
         hist_ids, hists = read_histograms(self.histograms_path)
-        wanted = set(ids)
         rows = [k for k, image_id in enumerate(hist_ids) if image_id in wanted]
         if not rows:
             raise ValueError(f"the {split} split of {self.folder} has no histograms")
@@ -168,16 +154,14 @@ class ProcessedStore:
         ids, shards, rows = self._split_rows(split)
         if limit is not None:
             ids, shards, rows = ids[:limit], shards[:limit], rows[:limit]
-        color_parts, line_parts = [], []
-        for shard in np.unique(shards):
-            take = rows[shards == shard]
-            stem = self.folder / shard_stem(int(shard))
-            color_parts.append(np.load(f"{stem}.color.npy", mmap_mode="r")[take])
-            line_parts.append(np.load(f"{stem}.lineart.npy", mmap_mode="r")[take])
-        order = np.argsort(np.argsort(shards, kind="stable"), kind="stable")  # undo grouping by shard
         size = self.image_size
-        color = np.concatenate(color_parts)[order] if color_parts else np.zeros((0, size, size, 3), np.uint8)
-        line = np.concatenate(line_parts)[order] if line_parts else np.zeros((0, size, size), np.uint8)
+        color = np.empty((len(ids), size, size, 3), np.uint8)
+        line = np.empty((len(ids), size, size), np.uint8)
+        for shard in np.unique(shards):  # each shard's rows straight into their places
+            mask = shards == shard
+            stem = self.folder / shard_stem(int(shard))
+            color[mask] = np.load(f"{stem}.color.npy", mmap_mode="r")[rows[mask]]
+            line[mask] = np.load(f"{stem}.lineart.npy", mmap_mode="r")[rows[mask]]
         hist_ids, hists = read_histograms(self.histograms_path)
         position = {image_id: k for k, image_id in enumerate(hist_ids)}
         missing = [i for i in ids if i not in position]
@@ -185,5 +169,4 @@ class ProcessedStore:
             raise ValueError(
                 f"{len(missing)} ids have no histogram (e.g. {missing[0]}): re-run the preprocess stage"
             )
-        hint = hists[[position[i] for i in ids]]
-        return Split(ids=list(ids), color=color, lineart=line, hint=hint)
+        return Split(ids=list(ids), color=color, lineart=line, hint=hists[[position[i] for i in ids]])

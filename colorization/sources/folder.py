@@ -1,8 +1,5 @@
-"""Any folder of jpg / png / webp images, searched recursively.
-
-8-bit RGB files are kept byte for byte, others converted to 8-bit RGB PNG, so everything under
-`raw/images` is plain RGB; unusable and duplicate files are rejected with one warning line each.
-"""
+"""Any folder of jpg / png / webp images, searched recursively: 8-bit RGB files kept byte for byte,
+others converted to RGB PNG; unusable and duplicate files rejected with one warning line each."""
 
 from __future__ import annotations
 
@@ -13,18 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from colorization import images
 from colorization.atomic import atomic_write_bytes
-from colorization.images import (
-    DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    UNSUPPORTED_EXTENSIONS,
-    ImageRejected,
-    decode_rgb,
-    encode_png,
-    read_image_bytes,
-    sniff_format,
-)
 from colorization.manifest import IMAGES_DIR
 from colorization.progress import progress
 from colorization.textsafe import escaped
@@ -37,37 +24,19 @@ def find_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
     # .gif, .bmp and .tiff are listed too: rejected with a reason, not silently left out.
-    wanted = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS
+    wanted = images.IMAGE_EXTENSIONS + images.UNSUPPORTED_EXTENSIONS
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
     if not files:
         raise FileNotFoundError(f"input folder {folder} holds no .jpg, .png or .webp files")
     return files
 
 
-def _is_plain_rgb8(data: bytes) -> bool:
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return decoded is not None and decoded.dtype == np.uint8 and decoded.ndim == 3 and decoded.shape[2] == 3
-
-
-def outside_link(file: Path, root: Path) -> str | None:
-    """Why `file` is not read: a symlink whose target lies outside `root` (resolved), else None."""
-    target = file.resolve()
-    if target.is_relative_to(root):
-        return None
-    return f"symlink to {target}, outside the input folder: not followed"
-
-
-def linked_folders(folder: Path) -> list[Path]:
-    """Symlinked folders under `folder`: the recursive search does not enter them."""
-    return sorted(p for p in folder.rglob("*") if p.is_symlink() and p.is_dir())
-
-
 def acquire_folder(
     input_dir: Path,
     out_dir: Path,
     min_size: int,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = images.DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[list[dict], list[dict]]:
     accepted: dict[str, dict] = {}
     rejected: list[dict] = []
@@ -78,26 +47,28 @@ def acquire_folder(
 
     root = Path(input_dir).resolve()
     files = find_images(Path(input_dir))
-    for link in linked_folders(Path(input_dir)):
+    # The recursive search does not enter symlinked folders: say so.
+    for link in sorted(p for p in Path(input_dir).rglob("*") if p.is_symlink() and p.is_dir()):
         reject(link, f"symlink to the folder {link.resolve()}: not followed")
     for file in progress(files, "acquire folder", unit="file"):
-        if (outside := outside_link(file, root)) is not None:
-            reject(file, outside)
+        if not (target := file.resolve()).is_relative_to(root):
+            reject(file, f"symlink to {target}, outside the input folder: not followed")
             continue
         try:
-            data = read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
-            rgb = decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
-        except ImageRejected as err:
+            data = images.read_image_bytes(file, max_file_bytes)  # refused from its size, before reading
+            rgb = images.decode_rgb(data, min_size=min_size, max_pixels=max_pixels)
+        except images.ImageRejected as err:
             reject(file, str(err))
             continue
         image_id = "folder-" + hashlib.sha256(data).hexdigest()[:16]
         if image_id in accepted:
             reject(file, f"duplicate of {accepted[image_id]['tags']}")
             continue
-        if _is_plain_rgb8(data):
-            stored, ext = data, EXTENSION_OF[sniff_format(data)]
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is not None and decoded.dtype == np.uint8 and decoded.shape[2:] == (3,):  # plain RGB8
+            stored, ext = data, EXTENSION_OF[images.sniff_format(data)]
         else:
-            stored, ext = encode_png(rgb), ".png"
+            stored, ext = images.encode_png(rgb), ".png"
         rel = f"{IMAGES_DIR}/{image_id}{ext}"
         atomic_write_bytes(out_dir / rel, stored)
         accepted[image_id] = {

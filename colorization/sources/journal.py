@@ -1,16 +1,13 @@
-"""Resume journal of a downloading source: which posts are decided, and the files that prove it.
+"""Resume journal of a downloading source: JSON lines in the output folder, fsynced per decision.
 
-JSON lines in the output folder, appended and fsynced per decision. A name is journalled
-("writing") before its image is written, and the image renamed into place before its
+A name is journalled ("writing") before its image is written, and renamed into place before its
 "accepted" line, so a SIGKILL never leaves an accepted missing file; a complete file with only
-"writing" is an *orphan*, taken from disk by the resumed run (deleted if unclaimed). A torn last
-line is dropped. Only names the journal recorded are ever deleted: a user's files are left alone.
+"writing" is an *orphan*, taken by the resumed run (deleted if unclaimed). A torn last line is
+dropped. Only names the journal recorded are ever deleted: a user's files are left alone.
 
     {"writing": "images/safebooru-ID.EXT"}       about to be written (an orphan until accepted)
     {"accepted": <manifest row>, "bytes": N}     image on disk, N bytes
-    {"rejected": <rejected row>, "post_id": ID, "settings": {...}}
-                                                 not fetched again while the settings that
-                                                 judged it (min_size, ...) stay the same
+    {"rejected": <row>, "post_id": ID, "settings": {...}}  not fetched again under the same settings
     {"crawl_done": NEWEST_ID}                    a run finished cleanly having seen up to NEWEST_ID
 """
 
@@ -52,8 +49,8 @@ class Journal:
         return f"{IMAGES_DIR}/{self.source}-{post_id}.{ext}"
 
     def open(self, settings: dict) -> JournalState:
-        """Reconcile journal and disk, rewrite the journal compactly, and open it for appending.
-        Rejections made under other `settings` are forgotten (a lower min_size: another chance)."""
+        """Reconcile journal and disk, rewrite the journal compactly, open it for appending; rejections
+        made under other `settings` are forgotten (a lower min_size: another chance)."""
         self.settings = settings
         self.images_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.images_dir)
@@ -127,25 +124,14 @@ class Journal:
         for row in state.accepted.values():
             row.pop("_bytes")
 
-    def _append(self, record: dict) -> None:
+    def append(self, record: dict) -> None:
+        """Append and fsync one record (a line as above)."""
         if self._fh is None:
             raise RuntimeError("journal is not open")
         with self._lock:
             self._fh.write(_encode(record))
             self._fh.flush()
             os.fsync(self._fh.fileno())
-
-    def record_writing(self, rel: str) -> None:
-        self._append({"writing": rel})
-
-    def record_accepted(self, row: dict, nbytes: int) -> None:
-        self._append({"accepted": row, "bytes": nbytes})
-
-    def record_rejected(self, post_id: int, row: dict) -> None:
-        self._append({"rejected": row, "post_id": post_id, "settings": self.settings})
-
-    def record_crawl_done(self, newest_id: int) -> None:
-        self._append({"crawl_done": newest_id})
 
     def close(self) -> None:
         if self._fh is not None:

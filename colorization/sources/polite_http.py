@@ -1,10 +1,6 @@
-"""A polite, failure-tolerant HTTP client for scraping one site.
-
-Polite: an honest User-Agent, a rate limit and Retry-After shared by all threads, and only
-allow-listed hosts (redirects included). Tolerant: timeouts, retries with backoff and jitter
-on timeouts, dropped connections, 429 and 5xx, and a cap on the bytes of one response.
-Clock and sleep are injectable, so tests check waits without waiting.
-"""
+"""A polite (User-Agent, shared rate limit and Retry-After, allow-listed hosts), failure-tolerant
+(timeouts, retries with backoff and jitter, a body cap) HTTP client for scraping one site.
+Clock and sleep are injectable, so tests check waits without waiting."""
 
 from __future__ import annotations
 
@@ -25,7 +21,6 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 T = TypeVar("T")
-
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
 # 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
@@ -39,8 +34,7 @@ class FetchError(Exception):
 
     def __init__(self, reason: str, *, permanent: bool) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
+        self.reason, self.permanent = reason, permanent
 
 
 class RetryableBody(Exception):
@@ -50,8 +44,7 @@ class RetryableBody(Exception):
 class _RetryLater(Exception):
     def __init__(self, reason: str, retry_after: float | None) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+        self.reason, self.retry_after = reason, retry_after
 
 
 @dataclass(frozen=True)
@@ -67,8 +60,7 @@ def normal_host(host: str) -> str:
 
 
 class HostAllowList:
-    """Hosts we may talk to: the base URL's host plus shell-style patterns ('*.example.org'), all
-    compared after `normal_host`."""
+    """The base URL's host plus shell-style patterns ('*.example.org'), compared after `normal_host`."""
 
     def __init__(self, base_url: str, patterns: list[str]) -> None:
         base_host = self.host_of(base_url)
@@ -78,23 +70,19 @@ class HostAllowList:
         return normal_host(urlsplit(url).hostname or "")
 
     def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
         host = self.host_of(url)
         # hostname (not netloc) so 'http://safebooru.org@evil.example/' is judged as evil.example.
         return (
-            parts.scheme in ("http", "https")
+            urlsplit(url).scheme in ("http", "https")
             and bool(host)
             and any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
         )
 
 
 class RateLimiter:
-    """At most `per_second` requests a second, as the *server* sees them.
-
-    `acquire()` spaces request starts 1/rate apart across threads, with no burst after an idle
-    spell (unlike a token bucket); `release()` at a response's end counts the interval again from
-    then, so arrivals stay 1/rate apart however the network delays each (for one round trip).
-    """
+    """At most `per_second` requests a second, as the *server* sees them: `acquire()` spaces starts
+    1/rate apart across threads, no burst after idling (unlike a token bucket); `release()` at a
+    response's end restarts the interval, so arrivals stay 1/rate apart whatever the network delay."""
 
     def __init__(
         self,
@@ -132,8 +120,7 @@ class RetryPolicy:
     max_wait_s: float
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
-        # Doubling spreads retries out; "equal jitter" (half fixed, half random) keeps
-        # clients that failed together from coming back together.
+        # Doubling spreads retries; "equal jitter" (half fixed, half random) parts clients failing together.
         ceiling = min(self.max_wait_s, self.backoff_s * 2.0**attempt)
         return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
 
@@ -149,8 +136,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    when = when.replace(tzinfo=when.tzinfo or UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
@@ -198,8 +184,7 @@ class PoliteSession:
     def close(self) -> None:
         self._session.close()
 
-    def sleep_backoff(self, attempt: int) -> None:
-        """Sleep as long as retry number `attempt` (0-based) would."""
+    def sleep_backoff(self, attempt: int) -> None:  # as long as retry number `attempt` (0-based) would
         self._sleep(self.policy.backoff(attempt, self._rng))
 
     def get(
@@ -216,7 +201,10 @@ class PoliteSession:
         attempts = self.policy.max_retries + 1
         reason = ""
         for attempt in range(attempts):
-            self._wait(delay)
+            with self._pause_lock:  # a Retry-After told to any thread holds this one too
+                wait = max(delay, self._not_before - self._clock())
+            if wait > 0:
+                self._sleep(wait)
             delay = 0.0
             try:
                 fetched = self._get_once(url, params, max_bytes, limiter)
@@ -241,13 +229,6 @@ class PoliteSession:
             except requests.RequestException as err:  # bad URL, bad TLS setup, ...: retrying won't help
                 raise FetchError(f"{type(err).__name__}: {_first_line(err)}", permanent=True) from None
         raise FetchError(f"{reason} (gave up after {attempts} attempts)", permanent=False)
-
-    def _wait(self, delay: float) -> None:
-        with self._pause_lock:
-            pause = self._not_before - self._clock()
-        wait = max(delay, pause)
-        if wait > 0:
-            self._sleep(wait)
 
     def _pause_everyone(self, seconds: float) -> None:
         with self._pause_lock:

@@ -1,11 +1,8 @@
 """Source `safebooru`: the paper's data, fetched politely from safebooru.org (or a site like it).
 
-One thread lists posts page by page (rate limited); a small pool downloads, checks and stores
-the originals, each named by post id, written atomically and journalled, so a killed run
-resumes without downloading anything twice (`journal.py`). `limit` is what the folder should
-hold: a resumed run tops it up, a lower one keeps the newest posts and deletes the rest. With
-`incremental`, a folder whose last crawl finished asks only for posts newer than it saw.
-"""
+One thread lists posts (rate limited); a small pool downloads and stores originals, journalled so a
+killed run resumes without downloading twice. `limit` is what the folder holds: a resumed run tops
+it up, a lower one keeps the newest. `incremental` asks only for posts newer than the last crawl."""
 
 from __future__ import annotations
 
@@ -25,25 +22,9 @@ from colorization.atomic import atomic_write_bytes
 from colorization.config import SafebooruSource
 from colorization.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_rgb, sniff_format
 from colorization.progress import progress_bar
+from colorization.sources import polite_http
+from colorization.sources import safebooru_api as api
 from colorization.sources.journal import Journal, JournalState
-from colorization.sources.polite_http import (
-    FetchError,
-    HostAllowList,
-    PoliteSession,
-    RateLimiter,
-    RetryPolicy,
-)
-from colorization.sources.safebooru_api import (
-    STILL_IMAGE_FORMATS,
-    PageFailed,
-    Post,
-    PostLister,
-    PostRejected,
-    excluded_tags,
-    parse_post,
-    post_id_of,
-    skip_reason,
-)
 from colorization.textsafe import escaped
 
 log = logging.getLogger(__name__)
@@ -53,37 +34,27 @@ EXTENSION_OF = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 
 @dataclass(frozen=True)
 class Outcome:
-    post: Post
+    post: api.Post
     kind: Literal["accepted", "rejected", "failed"]  # rejected: final, journalled; failed: may work next run
     row: dict
 
 
 class _Run:
-    """State of one acquisition run; `acquire_safebooru` is the way in."""
+    """One run: candidates listed on the main thread, downloads on workers; see `acquire_safebooru`."""
 
     def __init__(self, cfg: SafebooruSource, out_dir: Path, seed: int, max_pixels: int) -> None:
-        self.cfg = cfg
-        self.max_pixels = max_pixels
-        self.out_dir = Path(out_dir)
-        self.allow = HostAllowList(cfg.base_url, cfg.allowed_hosts)
-        self.session = PoliteSession(
+        self.cfg, self.max_pixels, self.out_dir = cfg, max_pixels, Path(out_dir)
+        self.allow = polite_http.HostAllowList(cfg.base_url, cfg.allowed_hosts)
+        self.session = polite_http.PoliteSession(
             user_agent=cfg.user_agent,
             timeout_s=cfg.timeout_s,
-            policy=RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_wait_s),
+            policy=polite_http.RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_wait_s),
             allow=self.allow,
             pool_size=cfg.concurrent_downloads + 1,
             seed=seed,
         )
-        self.lister = PostLister(
-            self.session,
-            RateLimiter(cfg.requests_per_second),
-            base_url=cfg.base_url,
-            tags=cfg.tags,
-            page_size=cfg.page_size,
-            max_bytes=cfg.max_bytes,
-            empty_page_retries=cfg.empty_page_retries,
-        )
-        self.excluded = excluded_tags(cfg.tags)
+        self.lister = api.PostLister(self.session, cfg)
+        self.excluded = api.excluded_tags(cfg.tags)
         self.journal = Journal(self.out_dir, SOURCE)
         self.state = JournalState()
         self.lock = threading.Lock()  # guards the de-duplication maps below, shared with workers
@@ -94,8 +65,6 @@ class _Run:
         self.accepted = self.skipped = self.failed = 0
         self.listing_failed = False
 
-    # ------------------------------------------------------------ listing side (main thread)
-
     def _problem(self, item: str, reason: str, *, failed: bool = False) -> None:
         self.problems[item] = {"source": SOURCE, "item": item, "reason": reason}
         if failed:
@@ -105,20 +74,20 @@ class _Run:
             self.skipped += 1
             log.debug("safebooru: skipped %s: %s", escaped(item), escaped(reason))
 
-    def candidates(self, floor_id: int | None) -> Iterator[Post]:
+    def candidates(self, floor_id: int | None) -> Iterator[api.Post]:
         """Posts worth downloading, in listing order; metadata-only rejections are recorded here."""
         try:
             for raw in self.lister.iter_posts(floor_id):
-                post_id = post_id_of(raw)
+                post_id = api.post_id_of(raw)
                 if post_id in self.seen or post_id in self.state.accepted or post_id in self.state.rejected:
                     continue  # de-duplicate by post id: listed twice, or decided by an earlier run
                 try:
-                    post = parse_post(raw, self.cfg.base_url)
-                except PostRejected as err:
+                    post = api.parse_post(raw, self.cfg.base_url)
+                except api.PostRejected as err:
                     self._problem(str(post_id if post_id is not None else raw), str(err))
                     continue
                 self.seen.add(post.post_id)
-                reason = skip_reason(
+                reason = api.skip_reason(
                     post,
                     min_size=self.cfg.min_size,
                     excluded=self.excluded,
@@ -134,16 +103,14 @@ class _Run:
                     self._problem(str(post.post_id), reason)
                     continue
                 yield post
-        except PageFailed as err:
+        except api.PageFailed as err:
             self.listing_failed = True
             self._problem(err.url, f"failed: listing page: {err.reason}", failed=True)
 
-    # ------------------------------------------------------------ download side (worker threads)
-
-    def download(self, post: Post) -> Outcome:
+    def download(self, post: api.Post) -> Outcome:
         try:
             return self._download(post)
-        except FetchError as err:
+        except polite_http.FetchError as err:
             return (self._reject if err.permanent else self._fail)(post, err.reason)
         except ImageRejected as err:
             return self._reject(post, str(err))
@@ -151,7 +118,7 @@ class _Run:
             log.exception("safebooru: post %s", post.post_id)
             return self._fail(post, f"{type(err).__name__}: {err}")
 
-    def _download(self, post: Post) -> Outcome:
+    def _download(self, post: api.Post) -> Outcome:
         orphan = self.state.orphans.pop(post.post_id, None)
         if orphan is not None:
             data = orphan.read_bytes()  # killed between rename and journal: already downloaded
@@ -162,8 +129,8 @@ class _Run:
         if fmt is None:
             # An HTML or JSON error page with status 200 is usually the site's passing trouble.
             return self._fail(post, f"not an image: {data[:40]!r}")
-        if fmt != STILL_IMAGE_FORMATS[post.ext]:
-            return self._reject(post, f"content is {fmt}, expected {STILL_IMAGE_FORMATS[post.ext]}")
+        if fmt != api.STILL_IMAGE_FORMATS[post.ext]:
+            return self._reject(post, f"content is {fmt}, expected {api.STILL_IMAGE_FORMATS[post.ext]}")
         rgb = decode_rgb(data, min_size=self.cfg.min_size, max_pixels=self.max_pixels)
         sha256 = hashlib.sha256(data).hexdigest()
         with self.lock:
@@ -189,26 +156,24 @@ class _Run:
             "score": post.score,
         }
         try:
-            self.journal.record_writing(rel)  # first: a kill after the write leaves a file the journal names
+            self.journal.append({"writing": rel})  # first: a kill after the write leaves a file it names
             atomic_write_bytes(self.out_dir / rel, data)
-            self.journal.record_accepted(row, len(data))
+            self.journal.append({"accepted": row, "bytes": len(data)})
         except BaseException:
             with self.lock:
                 self.owner_of_sha.pop(sha256, None)
             raise
         return Outcome(post, "accepted", row)
 
-    def _reject(self, post: Post, reason: str) -> Outcome:
+    def _reject(self, post: api.Post, reason: str) -> Outcome:
         row = {"source": SOURCE, "item": str(post.post_id), "reason": reason}
-        self.journal.record_rejected(post.post_id, row)
+        self.journal.append({"rejected": row, "post_id": post.post_id, "settings": self.journal.settings})
         return Outcome(post, "rejected", row)
 
-    def _fail(self, post: Post, reason: str) -> Outcome:
+    def _fail(self, post: api.Post, reason: str) -> Outcome:
         return Outcome(
             post, "failed", {"source": SOURCE, "item": str(post.post_id), "reason": f"failed: {reason}"}
         )
-
-    # ------------------------------------------------------------ the run
 
     def collect(self, outcome: Outcome, bar: tqdm) -> None:
         if outcome.kind == "accepted":
@@ -234,37 +199,31 @@ class _Run:
                 if row.get("md5"):
                     self.owner_of_md5[row["md5"]] = post_id
             floor = self.state.crawl_done if self.cfg.incremental else None
-            finished = self._crawl(floor)
-            if finished and not self.failed and self.lister.newest_id is not None:
-                self.journal.record_crawl_done(max(self.lister.newest_id, floor or 0))
-            self._trim_to_limit()
+            if self._crawl(floor) and not self.failed and self.lister.newest_id is not None:
+                self.journal.append({"crawl_done": max(self.lister.newest_id, floor or 0)})
+            extra = sorted(self.state.accepted)[: max(0, len(self.state.accepted) - self.cfg.limit)]
+            if extra:
+                log.warning(
+                    "safebooru: limit %d is below the %d images held: deleting the oldest %d",
+                    self.cfg.limit,
+                    len(self.state.accepted),
+                    len(extra),
+                )
+            for post_id in extra:  # the journal forgets them on the next start, their files being gone
+                (self.out_dir / self.state.accepted.pop(post_id)["path"]).unlink(missing_ok=True)
         finally:
             self.journal.close()
             self.session.close()
             for orphan in self.state.orphans.values():  # not claimed: disk must match the manifest
                 orphan.unlink(missing_ok=True)
-        summary = (
+        log.info(
             f"safebooru: {self.accepted} accepted, {self.skipped} skipped, {self.failed} failed; "
             f"{len(self.state.accepted)} held (limit {self.cfg.limit}); "
             f"{self.lister.pages} pages in {time.monotonic() - started:.1f}s"
         )
-        log.info(summary)
         accepted = sorted(self.state.accepted.values(), key=lambda r: r["post_id"])
-        rejected = {row["item"]: row for row in self.state.rejected.values()}
-        rejected.update(self.problems)
+        rejected = {row["item"]: row for row in self.state.rejected.values()} | self.problems
         return accepted, list(rejected.values())
-
-    def _trim_to_limit(self) -> None:
-        extra = sorted(self.state.accepted)[: max(0, len(self.state.accepted) - self.cfg.limit)]
-        if extra:
-            log.warning(
-                "safebooru: limit %d is below the %d images held: deleting the oldest %d",
-                self.cfg.limit,
-                len(self.state.accepted),
-                len(extra),
-            )
-        for post_id in extra:  # the journal forgets them on the next start, their files being gone
-            (self.out_dir / self.state.accepted.pop(post_id)["path"]).unlink(missing_ok=True)
 
     def _crawl(self, floor: int | None) -> bool:
         """Download until the folder holds `limit` images or the listing ends; True if it got there."""
@@ -285,8 +244,7 @@ class _Run:
                             self.collect(future.result(), bar)
                     if self.accepted >= want:
                         break
-                    post = next(posts, None)
-                    if post is None:
+                    if (post := next(posts, None)) is None:
                         break
                     pending.add(pool.submit(self.download, post))
                 for future in pending:

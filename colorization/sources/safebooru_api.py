@@ -1,10 +1,8 @@
 """Safebooru's dapi: listing posts page by page, and judging a post from its metadata alone.
 
-`GET {base}/index.php?page=dapi&s=post&q=index&json=1&limit=L&pid=P&tags=T` answers a
-bare JSON array, newest first, or an EMPTY body when nothing matches. Paging with
-`pid` fails past about 20,000 posts ("Too deep"), so we always ask for `pid=0` and
-page by id instead: `tags=T id:<smallest id seen so far`.
-"""
+`GET {base}/index.php?page=dapi&s=post&q=index&json=1&limit=L&pid=P&tags=T` answers a bare JSON
+array, newest first, or an EMPTY body when nothing matches. `pid` fails past about 20,000 posts
+("Too deep"), so we always ask for `pid=0` and page by id: `tags=T id:<smallest id seen so far`."""
 
 from __future__ import annotations
 
@@ -15,14 +13,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from colorization.sources.polite_http import (
-    Fetched,
-    FetchError,
-    HostAllowList,
-    PoliteSession,
-    RateLimiter,
-    RetryableBody,
-)
+from colorization.config import SafebooruSource
+from colorization.sources import polite_http
 
 # Extension on the site -> format `colorization.images.sniff_format` must find in the bytes.
 STILL_IMAGE_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
@@ -56,9 +48,7 @@ class Post:
 
 
 def _int_or_none(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
@@ -92,11 +82,10 @@ def parse_post(raw: object, base_url: str) -> Post:
     if post_id is None or post_id <= 0:
         raise PostRejected(f"malformed post: bad id {raw.get('id')!r}")
     url = original_url(raw, base_url)
-    ext = PurePosixPath(urlsplit(url).path).suffix.lower().lstrip(".")
     return Post(
         post_id=post_id,
         file_url=url,
-        ext=ext,
+        ext=PurePosixPath(urlsplit(url).path).suffix.lower().lstrip("."),
         width=_int_or_none(raw.get("width")) or 0,
         height=_int_or_none(raw.get("height")) or 0,
         md5=str(raw.get("hash") or "").lower(),
@@ -119,7 +108,7 @@ def skip_reason(
     *,
     min_size: int,
     excluded: frozenset[str],
-    allow: HostAllowList,
+    allow: polite_http.HostAllowList,
     max_pixels: int | None = None,
 ) -> str | None:
     """Why a post is not worth downloading, judged from metadata only; None when it is."""
@@ -130,60 +119,48 @@ def skip_reason(
     if max_pixels and post.width and post.height and post.width * post.height > max_pixels:
         # The bytes are checked again after download: metadata may understate the size.
         return f"too large: {post.width}x{post.height} > max_pixels {max_pixels}"
-    hit = excluded.intersection(post.tags.lower().split())
-    if hit:
+    if hit := excluded.intersection(post.tags.lower().split()):
         return f"excluded tag: {sorted(hit)[0]}"
     if not allow.allows(post.file_url):
         return f"host not allowed: {allow.host_of(post.file_url) or post.file_url}"
     return None
 
 
-def parse_page(fetched: Fetched) -> list:
+def parse_page(fetched: polite_http.Fetched) -> list:
     """Posts of one listing page; [] for the empty body the site sends when nothing matches."""
     text = fetched.body.strip()
     if not text:
         return []
     if text[:8].lower() == b"too deep":
         # Deterministic, so not retried; paging by id should never get here.
-        raise FetchError("too deep: the site refused a deep page", permanent=True)
+        raise polite_http.FetchError("too deep: the site refused a deep page", permanent=True)
     try:
         posts = json.loads(text)
     except ValueError as err:
         # Typically an HTML error page served with 200 by an overloaded front end.
-        raise RetryableBody(f"invalid JSON ({err.msg} at {err.pos}): {text[:60]!r}") from None
+        raise polite_http.RetryableBody(f"invalid JSON ({err.msg} at {err.pos}): {text[:60]!r}") from None
     if not isinstance(posts, list):
-        raise RetryableBody(f"expected a JSON array, got {type(posts).__name__}: {text[:80]!r}")
+        raise polite_http.RetryableBody(f"expected a JSON array, got {type(posts).__name__}: {text[:80]!r}")
     return posts
 
 
 class PostLister:
     """Walks the listing newest-first by id. `newest_id` is the largest id seen; `pages` the pages read."""
 
-    def __init__(
-        self,
-        session: PoliteSession,
-        limiter: RateLimiter,
-        *,
-        base_url: str,
-        tags: str,
-        page_size: int,
-        max_bytes: int,
-        empty_page_retries: int,
-    ) -> None:
-        self.session, self.limiter = session, limiter
-        self.endpoint = base_url.rstrip("/") + "/index.php"
-        self.tags = " ".join(tags.split())
-        self.page_size, self.max_bytes = page_size, max_bytes
-        self.empty_page_retries = empty_page_retries
+    def __init__(self, session: polite_http.PoliteSession, cfg: SafebooruSource) -> None:
+        self.session, self.cfg = session, cfg
+        self.limiter = polite_http.RateLimiter(cfg.requests_per_second)
+        self.endpoint = cfg.base_url.rstrip("/") + "/index.php"
+        self.tags = " ".join(cfg.tags.split())
         self.newest_id: int | None = None
         self.pages = 0
 
     def fetch_page(self, query: str) -> list:
         params = dict(
-            page="dapi", s="post", q="index", json="1", limit=str(self.page_size), pid="0", tags=query
+            page="dapi", s="post", q="index", json="1", limit=str(self.cfg.page_size), pid="0", tags=query
         )
         url = f"{self.endpoint}?{urlencode(params)}"
-        for attempt in range(self.empty_page_retries + 1):
+        for attempt in range(self.cfg.empty_page_retries + 1):
             if attempt:
                 # The site sometimes sends a spurious empty page mid-listing: ask again,
                 # after a backoff, before believing the listing is over.
@@ -192,11 +169,11 @@ class PostLister:
                 posts = self.session.get(
                     self.endpoint,
                     params=params,
-                    max_bytes=self.max_bytes,
+                    max_bytes=self.cfg.max_bytes,
                     limiter=self.limiter,
                     parse=parse_page,
                 )
-            except FetchError as err:
+            except polite_http.FetchError as err:
                 raise PageFailed(url, err.reason) from None
             self.pages += 1
             if posts:
@@ -208,20 +185,14 @@ class PostLister:
         cursor: int | None = None
         while True:
             query = self.tags if cursor is None else f"{self.tags} id:<{cursor}".strip()
-            page = self.fetch_page(query)
-            if not page:
+            if not (page := self.fetch_page(query)):
                 return
-            ids = [post_id_of(raw) for raw in page]
-            fresh = [
-                (i, raw)
-                for i, raw in zip(ids, page, strict=True)
-                if i is None or cursor is None or i < cursor
-            ]
+            fresh = [(post_id_of(raw), raw) for raw in page]
+            fresh = [(i, raw) for i, raw in fresh if i is None or cursor is None or i < cursor]
             valid_ids = [i for i, _ in fresh if i is not None]
             if not valid_ids:
                 # Nothing below the cursor: the site ignored `id:<` or sent junk; stop rather than loop.
-                for _, raw in fresh:
-                    yield raw
+                yield from (raw for _, raw in fresh)
                 return
             if self.newest_id is None or max(valid_ids) > self.newest_id:
                 self.newest_id = max(valid_ids)

@@ -1,10 +1,6 @@
-"""Procedural cel-shaded illustrations: the offline, deterministic default source.
-
-A background and a few shapes, each family with its own colours (discs warm, boxes cool,
-triangles green, stars violet), so a model can learn from the line art which colour goes where,
-leaving exact hue, shading and background to the colour hint. Image `i` of seed `s` is the same
-on every machine.
-"""
+"""Procedural cel-shaded illustrations: the offline default source, the same on every machine.
+Each shape family has its own colours (docs/pipeline.md), so the line art tells which colour goes
+where, leaving exact hue, shading and background to the colour hint."""
 
 from __future__ import annotations
 
@@ -35,11 +31,6 @@ def _hsv_to_rgb(h_deg: float, s: float, v: float) -> np.ndarray:
     return np.array([r, g, b]) * 255.0
 
 
-def _family_colour(rng: np.random.Generator, family: str) -> np.ndarray:
-    hue, sat, val = FAMILIES[family]
-    return _hsv_to_rgb(rng.uniform(*hue), rng.uniform(*sat), rng.uniform(*val))
-
-
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     # Any hue, mostly light and soft, so shapes stand out as on a real illustration.
     a = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.5), rng.uniform(0.6, 1.0))
@@ -52,22 +43,19 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         t = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
         canvas[:] = a * (1 - t) + b * t
     else:  # two-tone split, like a floor line
-        split = int(size * rng.uniform(0.55, 0.8))
-        canvas[:split] = a
-        canvas[split:] = b
+        canvas[:] = b
+        canvas[: int(size * rng.uniform(0.55, 0.8))] = a
     return canvas
 
 
 def _shape_polygon(rng: np.random.Generator, family: str, cx: float, cy: float, r: float) -> np.ndarray:
     angle = rng.uniform(0, 2 * np.pi)
     if family == "disc":
-        ry = r * rng.uniform(0.75, 1.0)  # slightly oval
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        return np.stack([cx + r * np.cos(t), cy + ry * np.sin(t)], axis=1)
+        return np.stack([cx + r * np.cos(t), cy + r * rng.uniform(0.75, 1.0) * np.sin(t)], axis=1)  # oval
     if family == "box":
         t = angle + np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
-        aspect = rng.uniform(0.6, 1.0)
-        return np.stack([cx + r * np.cos(t), cy + r * aspect * np.sin(t)], axis=1)
+        return np.stack([cx + r * np.cos(t), cy + r * rng.uniform(0.6, 1.0) * np.sin(t)], axis=1)
     if family == "triangle":
         t = angle + np.array([0.0, 2.0, 4.0]) * np.pi / 3
         return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
@@ -85,7 +73,6 @@ def _fill(mask_size: int, pts: np.ndarray, shift: tuple[float, float] = (0.0, 0.
 
 
 def render(index: int, seed: int, size: int) -> SyntheticImage:
-    """Draw illustration `index` of `seed` at `size` x `size` pixels."""
     rng = np.random.default_rng([seed, index])
     canvas = _background(rng, size).round().astype(np.uint8)
     thickness = max(1, size // 96)
@@ -98,7 +85,8 @@ def render(index: int, seed: int, size: int) -> SyntheticImage:
         r = size * rng.uniform(0.12, 0.28)
         cx, cy = rng.uniform(r * 0.6, size - r * 0.6, size=2)
         pts = _shape_polygon(rng, family, cx, cy, r)
-        base = _family_colour(rng, family)
+        hue, sat, val = FAMILIES[family]
+        base = _hsv_to_rgb(rng.uniform(*hue), rng.uniform(*sat), rng.uniform(*val))
         body = _fill(size, pts)
         canvas[body] = base.round()
         # Shadow band: the part of the shape not covered by itself moved toward the light.
