@@ -1,8 +1,5 @@
-"""The `colorization` command: one subcommand per pipeline stage, plus `colorize`.
-
-Every command reads params.yaml (or --params) into the typed config first, applies its flags as
-overrides, and stops with one line before doing any work if a value is wrong.
-"""
+"""The `colorization` command: one subcommand per pipeline stage, plus `colorize`. Each reads the
+params file with its flags as overrides, and stops with one line before any work if a value is wrong."""
 
 from __future__ import annotations
 
@@ -33,8 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params file (YAML)")
-# A stage's inputs are earlier stages' outputs: dvc.yaml passes them; by hand they default to
-# where those stages write (StageInputs.of).
+# A stage's inputs: dvc.yaml passes them; by hand they default to where those stages write (StageInputs.of).
 StoreOption = typer.Option(None, "--store", help="line-art store folder (default: lineart.out)")
 HistogramsOption = typer.Option(None, "--histograms", help="colour hints Parquet (default: histograms.out)")
 ModelsOption = typer.Option(None, "--models", help="folder with cnn/, cgan/, hint/ (default: train.out)")
@@ -67,7 +63,6 @@ DeviceOption = typer.Option("auto", help="auto (GPU when present) | cpu | cuda",
 
 
 def user_params_option(limits: str):
-    """--params of the commands run outside a project folder too (colorize, studio)."""
     return typer.Option(
         None,
         "--params",
@@ -77,8 +72,7 @@ def user_params_option(limits: str):
 
 
 def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
-    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`
-    (paths as text)."""
+    """The params file with the flow's untracked overrides (`run_overrides`), then `overrides`."""
     given = {key: str(v) if isinstance(v, Path) else v for key, v in (overrides or {}).items()}
     with failing(ParamsError, code=2):
         return load_params(path, {**run_overrides(), **given})
@@ -246,10 +240,8 @@ def register(
     with failing(RegistryError, FileNotFoundError, ValueError):
         results = run_register(params, inputs)
     for r in results:
-        if r.version is None:
-            typer.echo(f"{r.name}: {r.reason}")
-        else:
-            typer.echo(f"{r.name} v{r.version} (champion v{r.champion}): {r.reason}")
+        version = "" if r.version is None else f" v{r.version} (champion v{r.champion})"
+        typer.echo(f"{r.name}{version}: {r.reason}")
 
 
 def user_lineart(params_file: Path | None) -> LineartParams | None:
@@ -391,16 +383,14 @@ def studio(
 
 
 def prefect_console() -> None:
-    # Call before Prefect is imported: with the root logger free, Prefect's logging setup
-    # prints run logs with their flow and task run names, and not every HTTP request its
-    # client makes (which our INFO root handler would).
+    # Before Prefect is imported: with the root logger free, Prefect's logging prints run logs with
+    # their run names, not every HTTP request its client makes (which our INFO root handler would).
     for handler in logging.root.handlers[:]:
         logging.root.removeHandler(handler)
 
 
 def import_checkout(workdir: Path = Path(".")) -> None:
-    """Make the checkout's flows/ and tasks/ importable: they are folders of the repository, not
-    installed packages. --workdir is looked in first, then the current folder."""
+    """Make the checkout's flows/ and tasks/ (not installed packages) importable: --workdir's, else here."""
     for folder in (workdir.resolve(), Path.cwd().resolve()):
         if (folder / "flows" / "pipeline.py").is_file() and (folder / "tasks" / "dvc.py").is_file():
             if str(folder) not in sys.path:
