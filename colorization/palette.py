@@ -90,8 +90,7 @@ def parse_json(text: str, name: str = "palette") -> list[tuple[Colour, float]]:
             raise PaletteError(f"{name}: key {escaped(str(key)[:40])!r} is not #rrggbb")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PaletteError(f"{name}: {key}: weight {escaped(str(value)[:40])!r} is not a number")
-        hexa = key.lstrip("#")
-        entries.append((tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4)), _weight(value, f"{name}: {key}")))
+        entries.append((tuple(bytes.fromhex(key.lstrip("#"))), _weight(value, f"{name}: {key}")))
     return entries
 
 
