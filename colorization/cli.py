@@ -382,15 +382,12 @@ def studio(
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 
-def prefect_console() -> None:
+def import_checkout(workdir: Path = Path(".")) -> None:
+    """Make the checkout's flows/ and tasks/ (not installed packages) importable: --workdir's, else here."""
     # Before Prefect is imported: with the root logger free, Prefect's logging prints run logs with
     # their run names, not every HTTP request its client makes (which our INFO root handler would).
     for handler in logging.root.handlers[:]:
         logging.root.removeHandler(handler)
-
-
-def import_checkout(workdir: Path = Path(".")) -> None:
-    """Make the checkout's flows/ and tasks/ (not installed packages) importable: --workdir's, else here."""
     for folder in (workdir.resolve(), Path.cwd().resolve()):
         if (folder / "flows" / "pipeline.py").is_file() and (folder / "tasks" / "dvc.py").is_file():
             if str(folder) not in sys.path:
@@ -406,7 +403,6 @@ def import_checkout(workdir: Path = Path(".")) -> None:
 def checkout_overrides(workdir: Path, settings: list[str]) -> dict[str, Any] | None:
     """--set KEY=VALUE as the checkout's flows/ parse them; Prefect's console from here on."""
     import_checkout(workdir)
-    prefect_console()
     from flows.pipeline import parse_overrides
 
     return parse_overrides(settings) or None
@@ -486,7 +482,6 @@ def summary(
 ) -> None:
     """Print a pipeline run's `pipeline-summary` artifact (markdown) from the Prefect server."""
     import_checkout()
-    prefect_console()
     from flows.trigger import TriggerError, latest_summary
 
     with failing(TriggerError):

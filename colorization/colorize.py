@@ -203,14 +203,11 @@ def line_layer(rgb: np.ndarray, recipe: LineartRecipe) -> np.ndarray:
     layer = np.empty((height, width, 4), np.uint8)
     if is_lineart(rgb):
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        alpha = np.minimum((255 - gray).astype(np.uint16) * 255 // (255 - LINE_LEVEL), 255)
-        solid = gray <= LINE_LEVEL
-        layer[..., :3] = np.where(solid[..., None], rgb, np.uint8(LINE_LEVEL))
-        layer[..., 3] = alpha
+        layer[..., :3] = np.where((gray <= LINE_LEVEL)[..., None], rgb, np.uint8(LINE_LEVEL))
+        layer[..., 3] = np.minimum((255 - gray).astype(np.uint16) * 255 // (255 - LINE_LEVEL), 255)
     else:
-        lines = extract_lineart(rgb, recipe)
         layer[..., :3] = 0
-        layer[..., 3] = 255 - lines
+        layer[..., 3] = 255 - extract_lineart(rgb, recipe)
     return layer
 
 
@@ -240,16 +237,15 @@ def to_layers(
     colored: np.ndarray,
     fitted: Fitted,
     recipe: LineartRecipe,
-    hints: np.ndarray | None = None,
-    unhinted: np.ndarray | None = None,
+    hints: np.ndarray | None,
+    unhinted: np.ndarray,
 ) -> Layers:
     """The full-size layers of an input from the model's output for it; with `hints` (RGBA layer),
     regions take their hints' colour (`fill_regions`), the others the `unhinted` output."""
     colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
     lines = line_layer(rgb, recipe)
     if hints is not None:
-        if unhinted is not None:
-            unhinted = restore_size(paint_out_lines(unhinted, fitted.lineart), fitted)
+        unhinted = restore_size(paint_out_lines(unhinted, fitted.lineart), fitted)
         colour = fill_regions(colour, lines[..., 3] >= 128, hints, unhinted=unhinted)
     return Layers(colour, lines, over(lines, colour))
 
@@ -268,7 +264,7 @@ def load_model(
 ) -> LoadedModel:
     """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder;
     a model whose config records no line-art recipe gets `fallback`, else the built-in one."""
-    from colorization.models import CONFIG_FILE, WEIGHTS_FILE, ModelFormatError, load_trained, read_config
+    from colorization import models
 
     try:
         if spec.startswith(REGISTRY_SCHEMES):
@@ -281,27 +277,19 @@ def load_model(
                 raise ColorizeError(str(err)) from None
         else:
             folder = Path(spec)
-            if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+            if not (folder / models.WEIGHTS_FILE).is_file() or not (folder / models.CONFIG_FILE).is_file():
                 raise ColorizeError(
                     f"model not found: {spec} (expected models:/<name>@<alias> or a folder with "
-                    f"{WEIGHTS_FILE} and {CONFIG_FILE})"
+                    f"{models.WEIGHTS_FILE} and {models.CONFIG_FILE})"
                 )
-            config = read_config(folder)
-            module = load_trained(folder, device=device)
-    except ModelFormatError as err:
+            config = models.read_config(folder)
+            module = models.load_trained(folder, device=device)
+    except models.ModelFormatError as err:
         raise ColorizeError(str(err)) from None
     if config["kind"] not in kinds:
         raise ColorizeError(f"{spec} is a {config['kind']} model; expected {' or '.join(kinds)}")
-    return LoadedModel(
-        module, config["kind"], int(config["image_size"]), spec, recipe_of(config, spec, fallback)
-    )
-
-
-def recipe_of(config: dict, spec: str, fallback: LineartRecipe | None) -> LineartRecipe:
-    from colorization.models import model_recipe
-
     try:
-        recipe = model_recipe(config, spec)
+        recipe = models.model_recipe(config, spec)
     except ValueError as err:
         raise ColorizeError(str(err)) from None
     if recipe is None:
@@ -310,7 +298,7 @@ def recipe_of(config: dict, spec: str, fallback: LineartRecipe | None) -> Linear
         log.warning(
             "%s records no line-art recipe (an older model): using %s %s lines", spec, where, recipe.extractor
         )
-    return recipe
+    return LoadedModel(module, config["kind"], int(config["image_size"]), spec, recipe)
 
 
 @dataclass
