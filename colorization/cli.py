@@ -192,9 +192,7 @@ def evaluate(
     models_dir: Path | None = ModelsOption,
     store: Path | None = StoreOption,
     histograms: Path | None = HistogramsOption,
-    metrics: Path | None = typer.Option(
-        None, "--metrics", help="output metrics JSON (default: evaluate.metrics)"
-    ),
+    metrics: Path | None = typer.Option(None, help="output metrics JSON (default: evaluate.metrics)"),
     max_images: int | None = typer.Option(None, help="score only the first N images (0 = all)"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log the evaluation to MLflow"),
 ) -> None:

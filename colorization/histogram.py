@@ -31,8 +31,7 @@ def color_histogram(rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
     # calcHist over channels (0, 1, 2) = (R, G, B) with 8 uniform bins of width 32 is
     # exactly the shift rule above, and runs in C without the GIL.
-    rng = [0, 256] * 3
-    counts = cv2.calcHist([np.ascontiguousarray(rgb)], [0, 1, 2], None, [BINS_PER_CHANNEL] * 3, rng)
+    counts = cv2.calcHist([np.ascontiguousarray(rgb)], [0, 1, 2], None, [BINS_PER_CHANNEL] * 3, [0, 256] * 3)
     counts = counts.reshape(HIST_BINS).astype(np.float64)
     return (counts / counts.sum()).astype(np.float32)
 
@@ -82,8 +81,7 @@ def mean_colour(hints):
 
 def weighted_hint(colours: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The hint of colours [K, 3] (0..255) with weights [K]: float32 [512], sums to 1."""
-    weights = np.asarray(weights, np.float64)
-    hint = np.bincount(colour_bins(colours), weights=weights, minlength=HIST_BINS)
+    hint = np.bincount(colour_bins(colours), weights=np.asarray(weights, np.float64), minlength=HIST_BINS)
     return (hint / hint.sum()).astype(np.float32)
 
 

@@ -1,7 +1,5 @@
-"""Palettes as files (GIMP `.gpl`, `.json`), so a character's colours can be kept and reused.
-
-A palette is a list of (colour, weight); as a hint it is the 512-bin histogram of those weights.
-GPL has no weights: a name that is a number, or `weight N`, is one. Formats: docs/colorize.md.
+"""Palettes as files (GIMP `.gpl`, `.json`; docs/colorize.md), so a character's colours can be kept and
+reused: (colour, weight) entries; a GPL colour's name that is a number, or `weight N`, is its weight.
 """
 
 from __future__ import annotations
