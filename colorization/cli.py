@@ -4,7 +4,9 @@ params file with its flags as overrides, and stops with one line before any work
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from colorization.config import (
     ParamsError,
     StageInputs,
     load_params,
+    profile_overrides,
     run_overrides,
 )
 
@@ -358,8 +361,6 @@ def studio(
     params_file: Path | None = user_params_option("upload"),
 ) -> None:
     """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
-    import os
-
     import uvicorn
 
     from colorization.device import pick_device
@@ -499,10 +500,6 @@ def profile(
     params_file: Path = ParamsOption,
 ) -> None:
     """Print a profile as `dvc exp run` arguments: dvc exp run $(colorization profile FILE)."""
-    import json
-
-    from colorization.config import profile_overrides
-
     with failing(ParamsError, code=2):
         overrides = profile_overrides(profile_file)
     params_or_exit(params_file, overrides)  # the merged params must be valid before anything runs

@@ -99,8 +99,7 @@ def read_image(path: str | Path, limits: LineartParams | None = None) -> np.ndar
 
 
 def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[tuple[Path, Path]]:
-    """(input image, output image) pairs; a folder is searched recursively and mirrored under `out`.
-    `out` with an image suffix (not a folder) names the one output file."""
+    """(input, output) pairs: a folder is mirrored under `out`; `out` with an image suffix is one file."""
     readable = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS  # the latter are reported, not skipped
     one_file = out.suffix.lower() in readable and not out.is_dir()
     if out.suffix.lower() in UNSUPPORTED_EXTENSIONS and not out.is_dir():
@@ -240,8 +239,7 @@ def to_layers(
     hints: np.ndarray | None,
     unhinted: np.ndarray,
 ) -> Layers:
-    """The full-size layers of an input from the model's output for it; with `hints` (RGBA layer),
-    regions take their hints' colour (`fill_regions`), the others the `unhinted` output."""
+    """The full-size layers of an input from the model's output for it (with `hints`: `fill_regions`)."""
     colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
     lines = line_layer(rgb, recipe)
     if hints is not None:
@@ -262,8 +260,8 @@ class LoadedModel:
 def load_model(
     spec: str, device: str, kinds: tuple[str, ...], fallback: LineartRecipe | None = None
 ) -> LoadedModel:
-    """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder;
-    a model whose config records no line-art recipe gets `fallback`, else the built-in one."""
+    """A registry URI (models:/name@alias, runs:/...) or a models/<name> folder; `fallback`: its recipe
+    if its config records none."""
     from colorization import models
 
     try:
@@ -354,7 +352,7 @@ def colorize_images(
     batch_size: int = 16,
     hint_layers: list[np.ndarray | None] | None = None,
 ) -> tuple[list[Layers], np.ndarray]:
-    """The one inference path (CLI and studio): RGB inputs of any size -> their layers, and the hints used.
+    """The one inference path (CLI and studio): RGB inputs -> their layers, and the hints used.
     `hint_layers`: per input, None or its local hints as an RGBA layer of its size (hint_layer.py)."""
     from colorization.inference import colorize
 
@@ -397,9 +395,8 @@ def colorize_files(
     layers: bool = False,
     hint_layer: np.ndarray | None = None,
 ) -> ColorizeResult:
-    """Colour every (input, output) pair, `batch_size` at a time (so few full-size pictures are in
-    memory); an input that cannot be read is reported, the rest coloured. `hint_layer`: local hints
-    (RGBA, the size of the one input) for a single pair."""
+    """Colour every (input, output) pair, `batch_size` at a time (few full-size pictures in memory); an
+    input that cannot be read is reported, the rest coloured. `hint_layer`: the one input's hints."""
     failed: list[str] = []
     written: list[Path] = []
     for start in range(0, len(pairs), batch_size):
@@ -474,8 +471,7 @@ def run_colorize(
     extractor: str | None = None,
     hints_file: Path | None = None,
 ) -> ColorizeResult:
-    """Everything the CLI does after parsing: validate, load, colour, write. `lineart_params`: the
-    input limits and the recipe of a model saved without one; `extractor` replaces the model's own."""
+    """Everything the CLI does after parsing: validate, load, colour, write."""
     from colorization.device import pick_device
     from colorization.inference import takes_local_hints
 

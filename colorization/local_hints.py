@@ -146,11 +146,9 @@ def fill_regions(
     max_share: float = 0.25,
     unhinted: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The colour layer with each 4-connected region closed by `lines` (True = line) that holds hints
-    painted their mean colour plus the model's shading (luma minus the region's mean). A region over
-    `max_share` of the picture (paper around an open drawing) keeps the model's colour. Regions with
-    no hint take `unhinted` (the output without local hints): the model spreads dots at its small
-    size, where lines blur and gaps open, and that spread must not cross a full-size line."""
+    """Each 4-connected region closed by `lines` (True = line) that holds hints painted their mean colour
+    plus the model's shading, unless over `max_share` of the picture (paper around an open drawing).
+    Regions with no hint take `unhinted`: the model's own spread of the dots must not cross a line."""
     opaque = layer[..., 3] >= 128
     if not opaque.any():
         return colour if unhinted is None else unhinted
