@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = f"models:/{SPECS[MAIN_KIND].registered}@champion"  # models:/lineart-cgan@champion
 DEFAULT_HINT_MODEL = f"models:/{SPECS[HINT_KIND].registered}@champion"
 REGISTRY_SCHEMES = ("models:/", "runs:/")
+_PALETTE_ENTRY = re.compile(r"^#?([0-9a-fA-F]{6})(?::(.+))?$")
 
 # Line-art detection: scanned or drawn line art is grey (channels within a few levels of
 # each other) and mostly paper; a photo or a coloured illustration fails one of the two.
@@ -54,9 +55,6 @@ LINE_LEVEL = 128  # after fitting, darker than this is line (the models saw 0/25
 
 class ColorizeError(ValueError):
     """A refused request; the message is the one line shown to the user."""
-
-
-_PALETTE_ENTRY = re.compile(r"^#?([0-9a-fA-F]{6})(?::(.+))?$")
 
 
 def parse_palette(spec: str) -> np.ndarray:
@@ -75,10 +73,6 @@ def parse_palette(spec: str) -> np.ndarray:
             raise ColorizeError(f"palette entry {entry!r}: weight must be a positive number")
         entries.append((tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4)), weight))
     return palette_hint(entries)
-
-
-def reference_hint(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
-    return color_histogram(read_image(path, limits))
 
 
 def input_limits(limits: LineartParams | None) -> tuple[int, int]:
@@ -446,7 +440,7 @@ def given_hint(
     if reference is not None and palette is not None:
         raise ColorizeError("give --reference or --palette, not both")
     if reference is not None:
-        return reference_hint(reference, limits)
+        return color_histogram(read_image(reference, limits))
     if palette is None:
         return None
     if not palette.strip().lower().endswith(PALETTE_SUFFIXES):  # colours, not a palette file

@@ -45,7 +45,20 @@ def colorize(
     hint = np.asarray(hint, dtype=np.float32)
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
-    local = check_local(generator, lineart, local)
+    if local is not None:
+        local = np.asarray(local, dtype=np.float32)
+        n, s = lineart.shape[:2]
+        if local.shape != (n, LOCAL_PLANES, s, s):
+            raise ValueError(
+                f"local hints must be float32 [{n}, {LOCAL_PLANES}, {s}, {s}], got {local.shape}"
+            )
+        if not local[:, 3].any():
+            local = None
+        elif not takes_local_hints(generator):
+            raise ValueError(
+                "this model was trained without local hints (dots, strokes, a hint layer): "
+                "retrain it or leave them out"
+            )
     generator, device, fmt = _ready(generator, device)
     out = np.empty((*lineart.shape, 3), np.uint8)
     for start in range(0, len(lineart), batch_size):
@@ -61,24 +74,6 @@ def colorize(
 
 def takes_local_hints(generator: nn.Module) -> bool:
     return bool(getattr(generator, "local_hints", False))
-
-
-def check_local(generator: nn.Module, lineart: np.ndarray, local: np.ndarray | None) -> np.ndarray | None:
-    """The local hints to pass on (None: none given, or all empty), or ValueError (one line)."""
-    if local is None:
-        return None
-    local = np.asarray(local, dtype=np.float32)
-    n, s = lineart.shape[:2]
-    if local.shape != (n, LOCAL_PLANES, s, s):
-        raise ValueError(f"local hints must be float32 [{n}, {LOCAL_PLANES}, {s}, {s}], got {local.shape}")
-    if not local[:, 3].any():
-        return None
-    if not takes_local_hints(generator):
-        raise ValueError(
-            "this model was trained without local hints (dots, strokes, a hint layer): "
-            "retrain it or leave them out"
-        )
-    return local
 
 
 @torch.inference_mode()
