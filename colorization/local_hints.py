@@ -108,9 +108,7 @@ def guide_planes(
     colour its output deviates from: the guess where it is sure, `base` (global hint's mean) elsewhere."""
     colour, confidence = propagate(local, lineart)
     planes = torch.cat([local.float(), colour, confidence], dim=1)
-    if base is None:
-        return planes, None
-    return planes, confidence * colour + (1 - confidence) * base.float()
+    return planes, None if base is None else confidence * colour + (1 - confidence) * base.float()
 
 
 def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
