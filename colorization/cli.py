@@ -1,13 +1,12 @@
-"""The `colorization` command: one subcommand per pipeline stage, plus `colorize`.
-
-Every command reads params.yaml (or --params) into the typed config first, applies its flags as
-overrides, and stops with one line before doing any work if a value is wrong.
-"""
+"""The `colorization` command: one subcommand per pipeline stage, plus `colorize`. Each reads the
+params file with its flags as overrides, and stops with one line before any work if a value is wrong."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from colorization.config import (
     ParamsError,
     StageInputs,
     load_params,
+    profile_overrides,
     run_overrides,
 )
 
@@ -33,8 +33,7 @@ app = typer.Typer(
     add_completion=False,
 )
 ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params file (YAML)")
-# A stage's inputs are earlier stages' outputs: dvc.yaml passes them; by hand they default to
-# where those stages write (StageInputs.of).
+# A stage's inputs: dvc.yaml passes them; by hand they default to where those stages write (StageInputs.of).
 StoreOption = typer.Option(None, "--store", help="line-art store folder (default: lineart.out)")
 HistogramsOption = typer.Option(None, "--histograms", help="colour hints Parquet (default: histograms.out)")
 ModelsOption = typer.Option(None, "--models", help="folder with cnn/, cgan/, hint/ (default: train.out)")
@@ -67,7 +66,6 @@ DeviceOption = typer.Option("auto", help="auto (GPU when present) | cpu | cuda",
 
 
 def user_params_option(limits: str):
-    """--params of the commands run outside a project folder too (colorize, studio)."""
     return typer.Option(
         None,
         "--params",
@@ -77,8 +75,7 @@ def user_params_option(limits: str):
 
 
 def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
-    """The params file with the flow's untracked overrides (see `run_overrides`), then `overrides`
-    (paths as text)."""
+    """The params file with the flow's untracked overrides (`run_overrides`), then `overrides`."""
     given = {key: str(v) if isinstance(v, Path) else v for key, v in (overrides or {}).items()}
     with failing(ParamsError, code=2):
         return load_params(path, {**run_overrides(), **given})
@@ -198,9 +195,7 @@ def evaluate(
     models_dir: Path | None = ModelsOption,
     store: Path | None = StoreOption,
     histograms: Path | None = HistogramsOption,
-    metrics: Path | None = typer.Option(
-        None, "--metrics", help="output metrics JSON (default: evaluate.metrics)"
-    ),
+    metrics: Path | None = typer.Option(None, help="output metrics JSON (default: evaluate.metrics)"),
     max_images: int | None = typer.Option(None, help="score only the first N images (0 = all)"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log the evaluation to MLflow"),
 ) -> None:
@@ -246,10 +241,8 @@ def register(
     with failing(RegistryError, FileNotFoundError, ValueError):
         results = run_register(params, inputs)
     for r in results:
-        if r.version is None:
-            typer.echo(f"{r.name}: {r.reason}")
-        else:
-            typer.echo(f"{r.name} v{r.version} (champion v{r.champion}): {r.reason}")
+        version = "" if r.version is None else f" v{r.version} (champion v{r.champion})"
+        typer.echo(f"{r.name}{version}: {r.reason}")
 
 
 def user_lineart(params_file: Path | None) -> LineartParams | None:
@@ -368,8 +361,6 @@ def studio(
     params_file: Path | None = user_params_option("upload"),
 ) -> None:
     """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
-    import os
-
     import uvicorn
 
     from colorization.device import pick_device
@@ -390,17 +381,12 @@ def studio(
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 
-def prefect_console() -> None:
-    # Call before Prefect is imported: with the root logger free, Prefect's logging setup
-    # prints run logs with their flow and task run names, and not every HTTP request its
-    # client makes (which our INFO root handler would).
+def import_checkout(workdir: Path = Path(".")) -> None:
+    """Make the checkout's flows/ and tasks/ (not installed packages) importable: --workdir's, else here."""
+    # Before Prefect is imported: with the root logger free, Prefect's logging prints run logs with
+    # their run names, not every HTTP request its client makes (which our INFO root handler would).
     for handler in logging.root.handlers[:]:
         logging.root.removeHandler(handler)
-
-
-def import_checkout(workdir: Path = Path(".")) -> None:
-    """Make the checkout's flows/ and tasks/ importable: they are folders of the repository, not
-    installed packages. --workdir is looked in first, then the current folder."""
     for folder in (workdir.resolve(), Path.cwd().resolve()):
         if (folder / "flows" / "pipeline.py").is_file() and (folder / "tasks" / "dvc.py").is_file():
             if str(folder) not in sys.path:
@@ -416,7 +402,6 @@ def import_checkout(workdir: Path = Path(".")) -> None:
 def checkout_overrides(workdir: Path, settings: list[str]) -> dict[str, Any] | None:
     """--set KEY=VALUE as the checkout's flows/ parse them; Prefect's console from here on."""
     import_checkout(workdir)
-    prefect_console()
     from flows.pipeline import parse_overrides
 
     return parse_overrides(settings) or None
@@ -496,7 +481,6 @@ def summary(
 ) -> None:
     """Print a pipeline run's `pipeline-summary` artifact (markdown) from the Prefect server."""
     import_checkout()
-    prefect_console()
     from flows.trigger import TriggerError, latest_summary
 
     with failing(TriggerError):
@@ -516,10 +500,6 @@ def profile(
     params_file: Path = ParamsOption,
 ) -> None:
     """Print a profile as `dvc exp run` arguments: dvc exp run $(colorization profile FILE)."""
-    import json
-
-    from colorization.config import profile_overrides
-
     with failing(ParamsError, code=2):
         overrides = profile_overrides(profile_file)
     params_or_exit(params_file, overrides)  # the merged params must be valid before anything runs

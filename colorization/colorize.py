@@ -1,13 +1,7 @@
-"""The `colorize` command: colour any line art (or colour image) with a trained generator.
+"""The `colorize` command: colour line art (or a colour image) of any size with a trained generator.
 
-Inputs of any size are fitted into the model's square (longer side scaled to the model's
-image size, white paper around it) and coloured there. Only the colour is scaled back to
-the input's size; the lines drawn over it are the input's own, at full resolution
-(`Layers`): a colour layer, a line layer (lines opaque, paper transparent) and their
-composite. A colour input is turned into line art first with the recipe the model's
-training data went through (its config.json's `lineart`; at the model's size for the model,
-at full size for the line layer). The hint comes from a reference image, a palette (string
-or file), or the hint model.
+Coloured at the model's size; only the colour is scaled back, under the input's own full-size lines
+(docs/colorize.md).
 """
 
 from __future__ import annotations
@@ -48,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = f"models:/{SPECS[MAIN_KIND].registered}@champion"  # models:/lineart-cgan@champion
 DEFAULT_HINT_MODEL = f"models:/{SPECS[HINT_KIND].registered}@champion"
 REGISTRY_SCHEMES = ("models:/", "runs:/")
+_PALETTE_ENTRY = re.compile(r"^#?([0-9a-fA-F]{6})(?::(.+))?$")
 
 # Line-art detection: scanned or drawn line art is grey (channels within a few levels of
 # each other) and mostly paper; a photo or a coloured illustration fails one of the two.
@@ -62,14 +57,8 @@ class ColorizeError(ValueError):
     """A refused request; the message is the one line shown to the user."""
 
 
-# ---------------------------------------------------------------- hints
-
-
-_PALETTE_ENTRY = re.compile(r"^#?([0-9a-fA-F]{6})(?::(.+))?$")
-
-
 def parse_palette(spec: str) -> np.ndarray:
-    """'#rrggbb:weight,...' (weight optional, default 1) -> the 512-bin hint, float32, sums to 1."""
+    """'#rrggbb:weight,...' (weight optional, default 1) -> the 512-bin hint."""
     entries = []
     for entry in (e.strip() for e in spec.split(",")):
         match = _PALETTE_ENTRY.match(entry)
@@ -86,36 +75,14 @@ def parse_palette(spec: str) -> np.ndarray:
     return palette_hint(entries)
 
 
-def is_palette_file(spec: str) -> bool:
-    """--palette names a file (.gpl or .json) rather than listing colours."""
-    return spec.strip().lower().endswith(PALETTE_SUFFIXES)
-
-
-def palette_file_hint(path: str | Path) -> np.ndarray:
-    """The hint of a .gpl or .json palette file."""
-    try:
-        return palette_hint(read_palette(path))
-    except PaletteError as err:
-        raise ColorizeError(str(err)) from None
-
-
-def reference_hint(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
-    """The hint of a colour reference image: its 512-bin histogram, as in training."""
-    return color_histogram(read_image(path, limits))
-
-
-# ---------------------------------------------------------------- inputs
-
-
 def input_limits(limits: LineartParams | None) -> tuple[int, int]:
-    """(max_pixels, max_file_bytes) of the user's lineart section; the defaults without one."""
+    """(max_pixels, max_file_bytes) of the user's lineart section, else the defaults."""
     if limits is None:
         return DEFAULT_MAX_PIXELS, DEFAULT_MAX_FILE_BYTES
     return limits.max_pixels, limits.max_file_bytes
 
 
 def read_image(path: str | Path, limits: LineartParams | None = None) -> np.ndarray:
-    """An input image within `limits` (lineart.max_pixels / max_file_bytes; else the defaults)."""
     max_pixels, max_file_bytes = input_limits(limits)
     try:
         return read_rgb(path, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
@@ -125,24 +92,15 @@ def read_image(path: str | Path, limits: LineartParams | None = None) -> np.ndar
         raise ColorizeError(f"{escaped(path)}: unreadable image ({err})") from None
 
 
-def names_a_file(out: Path) -> bool:
-    """-o y.png (or .jpg, .webp; or .gif, refused later) names one output image, unless a folder."""
-    return out.suffix.lower() in IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS and not out.is_dir()
-
-
 def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[tuple[Path, Path]]:
-    """(input image, output image) pairs. A folder is searched recursively and mirrored under OUT.
-
-    OUT is a file for a single image input and an image suffix (the format follows the
-    suffix: PNG, JPEG or WebP); otherwise a folder of PNGs. Several inputs with an image
-    file name as OUT are refused: there would be nowhere to put the others.
-    """
+    """(input, output) pairs: a folder is mirrored under `out`; `out` with an image suffix is one file."""
+    readable = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS  # the latter are reported, not skipped
+    one_file = out.suffix.lower() in readable and not out.is_dir()
     if out.suffix.lower() in UNSUPPORTED_EXTENSIONS and not out.is_dir():
         raise ColorizeError(f"-o {escaped(out)}: cannot write {out.suffix}; use .png, .jpg or .webp")
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         if item.is_dir():
-            readable = IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS  # the latter are reported, not skipped
             images = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in readable)
             if not images:
                 raise ColorizeError(
@@ -153,34 +111,29 @@ def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[
             found.append((item, Path(item.name).with_suffix(".png")))
         else:
             raise ColorizeError(f"{escaped(item)}: no such file or folder")
-    if names_a_file(out) and not (len(inputs) == 1 and inputs[0].is_file()):
+    if one_file and not (len(inputs) == 1 and inputs[0].is_file()):
         raise ColorizeError(
             f"{len(found)} input images need an output folder, but -o {escaped(out)} names one image file; "
             "give -o a folder"
         )
-    pairs = [(found[0][0], out)] if names_a_file(out) else [(src, out / rel) for src, rel in found]
+    pairs = [(found[0][0], out)] if one_file else [(src, out / rel) for src, rel in found]
     targets = [dst for _, dst in pairs]
     if layers:
         targets += [path for dst in list(targets) for path in layer_paths(dst)]
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise ColorizeError(f"two inputs would both be written to {duplicate}; colour them separately")
-    check_not_foreign(out, targets)
-    return pairs
-
-
-def check_not_foreign(out: Path, targets: list[Path]) -> None:
-    """ColorizeError (one line) when a target exists and colorize did not write it (`stamp`)."""
     foreign = [t for t in targets if os.path.lexists(t) and not bears_stamp(t)]
     if foreign:
         raise ColorizeError(
             f"-o {escaped(out)}: {len(foreign)} existing file(s) there were not written by colorize "
             f"(first: {escaped(foreign[0])}); nothing was written - choose another -o or move them"
         )
+    return pairs
 
 
 def is_lineart(rgb: np.ndarray) -> bool:
-    """Near-grey and mostly paper: already line art, no edge extraction needed."""
+    """Near-grey and mostly paper: already line art."""
     spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
     coloured = np.mean(spread > GREY_SPREAD)
     paper = np.mean(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) > PAPER_LEVEL)
@@ -196,28 +149,22 @@ class Fitted:
     size: tuple[int, int]  # the input's height, width
 
 
-def _scaled_size(height: int, width: int, size: int) -> tuple[int, int]:
-    scale = size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def fit_input(rgb: np.ndarray, size: int, recipe: LineartRecipe) -> Fitted:
     """Line art [size, size] of an image of any size, padded with paper to keep its aspect ratio."""
     height, width = rgb.shape[:2]
-    new_h, new_w = _scaled_size(height, width, size)
-    shrink = new_h < height
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    interp = cv2.INTER_AREA if new_h < height else cv2.INTER_CUBIC
     if is_lineart(rgb):
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         factor = max(1, int(height / new_h))
         if factor > 1:
             # Thicken lines to about one output pixel first, or area averaging fades them to paper.
             gray = cv2.erode(gray, np.ones((factor, factor), np.uint8))
-        small = cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        lines = np.where(small < LINE_LEVEL, 0, 255).astype(np.uint8)
+        lines = np.where(cv2.resize(gray, (new_w, new_h), interpolation=interp) < LINE_LEVEL, 0, 255)
     else:
         # Same order as the training data: resize the colour image, then extract its lines.
-        small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        lines = extract_lineart(small, recipe)
+        lines = extract_lineart(cv2.resize(rgb, (new_w, new_h), interpolation=interp), recipe)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     square = np.full((size, size), 255, np.uint8)
     square[top : top + new_h, left : left + new_w] = lines
@@ -233,9 +180,6 @@ def restore_size(colored: np.ndarray, fitted: Fitted) -> np.ndarray:
     return cv2.resize(crop, (width, height), interpolation=interp)
 
 
-# ---------------------------------------------------------------- layers at full size
-
-
 @dataclass
 class Layers:
     """One coloured picture at the input's size, as an artist would stack it."""
@@ -246,32 +190,23 @@ class Layers:
 
 
 def line_layer(rgb: np.ndarray, recipe: LineartRecipe) -> np.ndarray:
-    """The input's lines at full size as RGBA: lines opaque, paper transparent.
-
-    Line art keeps its own pixels: anything darker than LINE_LEVEL is opaque and unchanged;
-    lighter (anti-aliased) pixels fade out towards white paper, coloured so that over white
-    they give the input back. A colour picture gets the extractor's lines, drawn black.
-    """
+    """The input's lines at full size as RGBA. Line art keeps its pixels (lighter ones fade out so that
+    over white they give the input back); a colour picture gets the extractor's lines, black."""
     height, width = rgb.shape[:2]
     layer = np.empty((height, width, 4), np.uint8)
     if is_lineart(rgb):
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        alpha = np.minimum((255 - gray).astype(np.uint16) * 255 // (255 - LINE_LEVEL), 255)
-        solid = gray <= LINE_LEVEL
-        layer[..., :3] = np.where(solid[..., None], rgb, np.uint8(LINE_LEVEL))
-        layer[..., 3] = alpha
+        layer[..., :3] = np.where((gray <= LINE_LEVEL)[..., None], rgb, np.uint8(LINE_LEVEL))
+        layer[..., 3] = np.minimum((255 - gray).astype(np.uint16) * 255 // (255 - LINE_LEVEL), 255)
     else:
-        lines = extract_lineart(rgb, recipe)
         layer[..., :3] = 0
-        layer[..., 3] = 255 - lines
+        layer[..., 3] = 255 - extract_lineart(rgb, recipe)
     return layer
 
 
 def over(top: np.ndarray, bottom: np.ndarray, rows: int = 512) -> np.ndarray:
-    """RGBA `top` over opaque RGB `bottom` (straight alpha): where alpha is 255, exactly `top`.
-
-    In strips of `rows`, so the 16-bit intermediates of a 50 MP picture stay small.
-    """
+    """RGBA `top` over opaque RGB `bottom` (straight alpha), in strips of `rows` so the 16-bit
+    intermediates of a 50 MP picture stay small."""
     out = np.empty(bottom.shape, np.uint8)
     for start in range(0, len(out), rows):
         strip = slice(start, start + rows)
@@ -282,11 +217,8 @@ def over(top: np.ndarray, bottom: np.ndarray, rows: int = 512) -> np.ndarray:
 
 
 def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
-    """The model's output with the pixels under its input lines filled from their surroundings.
-
-    Scaled up as they are, the model's own dark strokes would show as blurred halos around
-    the sharp full-size lines: the colour layer carries colour only.
-    """
+    """The model's output with the pixels under its input lines inpainted: scaled up, its own dark
+    strokes would show as blurred halos around the sharp full-size lines."""
     mask = cv2.dilate((lineart < LINE_LEVEL).astype(np.uint8) * 255, np.ones((3, 3), np.uint8))
     if not mask.any():
         return colored
@@ -298,22 +230,16 @@ def to_layers(
     colored: np.ndarray,
     fitted: Fitted,
     recipe: LineartRecipe,
-    hints: np.ndarray | None = None,
-    unhinted: np.ndarray | None = None,
+    hints: np.ndarray | None,
+    unhinted: np.ndarray,
 ) -> Layers:
-    """The full-size layers of an input from the model's output for it. With a hint layer (RGBA at
-    the input's size), each region the input's lines close takes the colour of its hints, and
-    the regions without hints the model's output without them (`unhinted`, if given)."""
+    """The full-size layers of an input from the model's output for it (with `hints`: `fill_regions`)."""
     colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
     lines = line_layer(rgb, recipe)
     if hints is not None:
-        if unhinted is not None:
-            unhinted = restore_size(paint_out_lines(unhinted, fitted.lineart), fitted)
+        unhinted = restore_size(paint_out_lines(unhinted, fitted.lineart), fitted)
         colour = fill_regions(colour, lines[..., 3] >= 128, hints, unhinted=unhinted)
     return Layers(colour, lines, over(lines, colour))
-
-
-# ---------------------------------------------------------------- models
 
 
 @dataclass
@@ -325,22 +251,15 @@ class LoadedModel:
     recipe: LineartRecipe = DEFAULT_RECIPE  # the line art it was trained on: what colour inputs become
 
 
-def is_registry_uri(spec: str) -> bool:
-    return spec.startswith(REGISTRY_SCHEMES)
-
-
 def load_model(
     spec: str, device: str, kinds: tuple[str, ...], fallback: LineartRecipe | None = None
 ) -> LoadedModel:
-    """A registry URI (models:/name@alias, models:/name/3, runs:/...) or a local models/<name> folder.
-
-    Its line-art recipe is the one its config records; a model saved before configs did gets
-    `fallback` (the user's params file), else the built-in defaults, with a warning.
-    """
-    from colorization.models import CONFIG_FILE, WEIGHTS_FILE, ModelFormatError, load_trained, read_config
+    """A registry URI (models:/name@alias, runs:/...) or a models/<name> folder; `fallback`: its recipe
+    if its config records none."""
+    from colorization import models
 
     try:
-        if is_registry_uri(spec):
+        if spec.startswith(REGISTRY_SCHEMES):
             from colorization.tracking import RegistryError
             from colorization.tracking.model_cache import load_registered
 
@@ -350,28 +269,19 @@ def load_model(
                 raise ColorizeError(str(err)) from None
         else:
             folder = Path(spec)
-            if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+            if not (folder / models.WEIGHTS_FILE).is_file() or not (folder / models.CONFIG_FILE).is_file():
                 raise ColorizeError(
                     f"model not found: {spec} (expected models:/<name>@<alias> or a folder with "
-                    f"{WEIGHTS_FILE} and {CONFIG_FILE})"
+                    f"{models.WEIGHTS_FILE} and {models.CONFIG_FILE})"
                 )
-            config = read_config(folder)
-            module = load_trained(folder, device=device)
-    except ModelFormatError as err:
+            config = models.read_config(folder)
+            module = models.load_trained(folder, device=device)
+    except models.ModelFormatError as err:
         raise ColorizeError(str(err)) from None
     if config["kind"] not in kinds:
         raise ColorizeError(f"{spec} is a {config['kind']} model; expected {' or '.join(kinds)}")
-    return LoadedModel(
-        module, config["kind"], int(config["image_size"]), spec, recipe_of(config, spec, fallback)
-    )
-
-
-def recipe_of(config: dict, spec: str, fallback: LineartRecipe | None) -> LineartRecipe:
-    """The recipe `config` records, else `fallback`, else the built-in one (with a warning)."""
-    from colorization.models import model_recipe
-
     try:
-        recipe = model_recipe(config, spec)
+        recipe = models.model_recipe(config, spec)
     except ValueError as err:
         raise ColorizeError(str(err)) from None
     if recipe is None:
@@ -380,17 +290,7 @@ def recipe_of(config: dict, spec: str, fallback: LineartRecipe | None) -> Linear
         log.warning(
             "%s records no line-art recipe (an older model): using %s %s lines", spec, where, recipe.extractor
         )
-    return recipe
-
-
-def with_extractor(model: LoadedModel, extractor: str | None) -> LoadedModel:
-    """`model` drawing colour inputs' lines with `extractor` (its own settings for it) instead."""
-    if extractor is None:
-        return model
-    return replace(model, recipe=model.recipe.model_copy(update={"extractor": extractor}))
-
-
-# ---------------------------------------------------------------- the command
+    return LoadedModel(module, config["kind"], int(config["image_size"]), spec, recipe)
 
 
 @dataclass
@@ -408,7 +308,7 @@ class ColorizeResult:
 
 
 def encode_for(path: Path, rgb: np.ndarray) -> bytes:
-    """The image in the format its file name says: JPEG for .jpg / .jpeg, WebP for .webp, else PNG."""
+    """JPEG for .jpg / .jpeg, WebP for .webp, else PNG."""
     suffix = path.suffix.lower()
     if suffix in (".jpg", ".jpeg"):
         return encode_jpeg(rgb, quality=95)
@@ -421,18 +321,18 @@ def encode_for(path: Path, rgb: np.ndarray) -> bytes:
 
 
 def layer_paths(dst: Path) -> tuple[Path, Path]:
-    """Where --layers writes the colour layer and the line layer of the composite `dst`."""
+    """Where --layers writes the colour and line layers of the composite `dst`."""
     return dst.with_name(f"{dst.stem}.colour.png"), dst.with_name(f"{dst.stem}.lines.png")
 
 
 def hints_for(hints: HintSource, lineart: np.ndarray, device: str, batch_size: int = 256) -> np.ndarray:
-    """float32 [N, 512]: the fixed hint for every line art, or the hint model's prediction."""
+    """float32 [N, 512]: the fixed hint, or the hint model's prediction (at its own size)."""
     from colorization.inference import predict_hint
 
     if hints.fixed is not None:
         return np.repeat(hints.fixed[None], len(lineart), axis=0)
     model = hints.model
-    if model.image_size != lineart.shape[1]:  # the hint net sees line art at its own training size
+    if model.image_size != lineart.shape[1]:
         dsize = (model.image_size, model.image_size)
         lineart = np.stack([cv2.resize(x, dsize, interpolation=cv2.INTER_AREA) for x in lineart])
     return predict_hint(model.module, lineart, device=device, batch_size=batch_size)
@@ -446,40 +346,32 @@ def colorize_images(
     batch_size: int = 16,
     hint_layers: list[np.ndarray | None] | None = None,
 ) -> tuple[list[Layers], np.ndarray]:
-    """The one inference path (CLI and studio): RGB inputs of any size -> their layers, and the hints used.
-
-    Colour inputs become line art by the generator's recipe (the hint model sees the same lines).
-    `hint_layers`: per input, None or its local hints as an RGBA layer of its size (hint_layer.py).
-    """
+    """The one inference path (CLI and studio): RGB inputs -> their layers, and the hints used.
+    `hint_layers`: per input, None or its local hints as an RGBA layer of its size (hint_layer.py)."""
     from colorization.inference import colorize
 
-    recipe = generator.recipe
-    size = generator.image_size
+    recipe, size = generator.recipe, generator.image_size
     fitted = [fit_input(rgb, size, recipe) for rgb in images]
     lineart = np.stack([f.lineart for f in fitted])
     hint = hints_for(hints, lineart, device)
     layers_in = hint_layers or [None] * len(images)
-    local = None
-    if any(layer is not None for layer in layers_in):
-        local = np.stack(
-            [
-                np.zeros((4, size, size), np.float32)
-                if layer is None
-                else layer_to_square(layer, f.box, size)
-                for layer, f in zip(layers_in, fitted, strict=True)
-            ]
-        )
+    dotted = [i for i, layer in enumerate(layers_in) if layer is not None]
+    empty = np.zeros((4, size, size), np.float32)
+    squares = [
+        empty if layer is None else layer_to_square(layer, f.box, size)
+        for layer, f in zip(layers_in, fitted, strict=True)
+    ]
+    local = np.stack(squares) if dotted else None
     try:
         colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size, local=local)
     except ValueError as err:  # local hints for a model trained without them
         raise ColorizeError(f"{generator.source}: {err}") from None
     # The same pictures without their dots: what the regions no dot is in keep (fill_regions).
-    unhinted = list(colored)
-    dotted = [i for i, layer in enumerate(layers_in) if layer is not None]
+    unhinted = colored.copy()
     if dotted:
-        plain = colorize(generator.module, lineart[dotted], hint[dotted], device, batch_size=batch_size)
-        for i, c in zip(dotted, plain, strict=True):
-            unhinted[i] = c
+        unhinted[dotted] = colorize(
+            generator.module, lineart[dotted], hint[dotted], device, batch_size=batch_size
+        )
     layers = [
         to_layers(rgb, c, f, recipe, layer, u)
         for rgb, c, f, layer, u in zip(images, colored, fitted, layers_in, unhinted, strict=True)
@@ -497,22 +389,16 @@ def colorize_files(
     layers: bool = False,
     hint_layer: np.ndarray | None = None,
 ) -> ColorizeResult:
-    """Colour every (input, output) pair; an input that cannot be read is reported, the rest coloured.
-    `hint_layer`: local hints (RGBA, the size of the one input) for a single pair.
-
-    Inputs are read, coloured and written `batch_size` at a time, so only that many
-    full-size pictures are in memory at once. With `layers`, the colour and line layers are
-    written beside each composite (`layer_paths`).
-    """
+    """Colour every (input, output) pair, `batch_size` at a time (few full-size pictures in memory); an
+    input that cannot be read is reported, the rest coloured. `hint_layer`: the one input's hints."""
     failed: list[str] = []
     written: list[Path] = []
     for start in range(0, len(pairs), batch_size):
-        images, sources, kept = [], [], []
+        images, kept = [], []
         for src, dst in pairs[start : start + batch_size]:
             try:
                 images.append(read_image(src, limits))
-                sources.append(src)
-                kept.append(dst)
+                kept.append((src, dst))
             except ColorizeError as err:
                 failed.append(str(err))
         if not kept:
@@ -522,14 +408,14 @@ def colorize_files(
             results = colorize_images(images, generator, hints, device, batch_size, given)[0]
         except cv2.error:  # one picture OpenCV cannot process: find it, colour the others
             results = []
-            for src, image in zip(sources, images, strict=True):
+            for (src, _), image in zip(kept, images, strict=True):
                 try:
                     results += colorize_images([image], generator, hints, device, hint_layers=given)[0]
                 except cv2.error as err:
                     failed.append(f"{escaped(src)}: cannot be processed ({' '.join(str(err).split())[:200]})")
                     results.append(None)
         del images
-        for dst, result in zip(kept, results, strict=True):
+        for (_, dst), result in zip(kept, results, strict=True):
             if result is None:
                 continue
             files = [(dst, encode_for(dst, result.composite))]
@@ -554,10 +440,15 @@ def given_hint(
     if reference is not None and palette is not None:
         raise ColorizeError("give --reference or --palette, not both")
     if reference is not None:
-        return reference_hint(reference, limits)
-    if palette is not None:
-        return palette_file_hint(palette.strip()) if is_palette_file(palette) else parse_palette(palette)
-    return None
+        return color_histogram(read_image(reference, limits))
+    if palette is None:
+        return None
+    if not palette.strip().lower().endswith(PALETTE_SUFFIXES):  # colours, not a palette file
+        return parse_palette(palette)
+    try:
+        return palette_hint(read_palette(palette.strip()))
+    except PaletteError as err:
+        raise ColorizeError(str(err)) from None
 
 
 def run_colorize(
@@ -574,12 +465,9 @@ def run_colorize(
     extractor: str | None = None,
     hints_file: Path | None = None,
 ) -> ColorizeResult:
-    """Everything the CLI does after parsing: validate, load, colour, write.
-
-    `lineart_params`: the user's lineart section (None: none at hand): the input limits, and
-    the recipe of a model saved without one. `extractor` replaces the model's own (--lineart).
-    """
+    """Everything the CLI does after parsing: validate, load, colour, write."""
     from colorization.device import pick_device
+    from colorization.inference import takes_local_hints
 
     if extractor is not None and extractor not in EXTRACTORS:
         raise ColorizeError(f"--lineart must be one of {', '.join(EXTRACTORS)}, got {escaped(extractor)!r}")
@@ -588,9 +476,14 @@ def run_colorize(
     fixed = given_hint(reference, palette, lineart_params)  # a bad palette fails before any model loads
     local = read_hints(hints_file, pairs, lineart_params)  # a bad hint layer fails before any model loads
     fallback = lineart_params.recipe() if lineart_params is not None else None
-    generator = with_extractor(load_model(model, torch_device, GENERATOR_KINDS, fallback), extractor)
-    if local is not None:
-        check_takes_local_hints(generator)
+    generator = load_model(model, torch_device, GENERATOR_KINDS, fallback)
+    if extractor is not None:
+        generator = replace(generator, recipe=generator.recipe.model_copy(update={"extractor": extractor}))
+    if local is not None and not takes_local_hints(generator.module):
+        raise ColorizeError(
+            f"{generator.source} was trained without local hints: leave out --hints, or use a model "
+            f"trained with train.{generator.kind}.local_hints: true"
+        )
     if fixed is not None:
         hints = HintSource(fixed=fixed)
     else:
@@ -617,13 +510,3 @@ def read_hints(
         raise ColorizeError(f"--hints {escaped(path)}: no such file") from None
     except (HintLayerError, ImageRejected, OSError) as err:
         raise ColorizeError(f"--hints {escaped(path)}: {err}") from None
-
-
-def check_takes_local_hints(generator: LoadedModel) -> None:
-    from colorization.inference import takes_local_hints
-
-    if not takes_local_hints(generator.module):
-        raise ColorizeError(
-            f"{generator.source} was trained without local hints: leave out --hints, or use a model "
-            f"trained with train.{generator.kind}.local_hints: true"
-        )

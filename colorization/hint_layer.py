@@ -1,14 +1,5 @@
-"""A person's local colour hints, read: a hint layer (RGBA picture) or a JSON list of points.
-
-Both become one RGBA layer the size of the input (opaque = a colour hint, transparent = none),
-which `colorize` fits into the model's square as it fits the line art
-(`local_hints.layer_to_square`) and uses again at full size (`local_hints.fill_regions`).
-
-    --hints layer.png     an RGBA PNG or WebP exactly the input's size, painted in any program
-    --hints points.json   [{"x": 120, "y": 80, "color": "#d02020", "radius": 6}, ...]
-                          x, y in the input's pixels; radius optional (default DEFAULT_RADIUS)
-
-Anything wrong is a `HintLayerError` with one line naming the problem.
+"""A person's local colour hints (docs/colorize.md): an RGBA picture the input's size, or a JSON list of
+points [{"x", "y", "color": "#rrggbb", "radius"}], read into one RGBA layer (opaque = a colour hint).
 """
 
 from __future__ import annotations
@@ -34,8 +25,7 @@ def parse_colour(text, where: str) -> tuple[int, int, int]:
     match = _HEX.match(text) if isinstance(text, str) else None
     if not match:
         raise HintLayerError(f"{where}: colour {text!r} is not #rrggbb")
-    hexa = match.group(1)
-    return tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4))
+    return tuple(bytes.fromhex(match.group(1)))
 
 
 def _number(point: dict, key: str, where: str, default=None) -> float:
@@ -69,8 +59,8 @@ def parse_points(data: bytes, height: int, width: int) -> np.ndarray:
 
 
 def hint_layer(data: bytes, name: str, height: int, width: int, max_pixels: int) -> np.ndarray:
-    """The RGBA hint layer [height, width, 4] from a file's bytes: JSON points (by `name`'s suffix
-    or content) or an RGBA picture exactly height x width."""
+    """The RGBA hint layer [height, width, 4] from a file's bytes: JSON points (by `name`'s suffix or
+    content) or an RGBA picture of that size."""
     if name.lower().endswith(".json") or data.lstrip()[:1] in (b"[", b"{"):
         return parse_points(data, height, width)
     try:

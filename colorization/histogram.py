@@ -1,10 +1,5 @@
-"""The colour hint, in one place: a 512-bin RGB histogram (8 bins per channel).
-
-Contract: bin = (r >> 5) * 64 + (g >> 5) * 8 + (b >> 5), L1-normalised, float32[512].
-Everything that knows the bin layout is here, for numpy and torch alike: the histogram of one
-picture, of a batch (numpy) and of a batch on the device (torch), the bin of a colour, the bin
-centres, a hint's mean colour, the one-colour hint, the hint of a palette, and the heaviest
-bins a hint is drawn with. A model records HINT_FORMAT in its config.json; loading checks it.
+"""The colour hint, in one place: a 512-bin RGB histogram, L1-normalised, float32[512], with
+bin = (r >> 5) * 64 + (g >> 5) * 8 + (b >> 5). Everything that knows the bin layout is here (numpy and torch).
 """
 
 from __future__ import annotations
@@ -36,8 +31,7 @@ def color_histogram(rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
     # calcHist over channels (0, 1, 2) = (R, G, B) with 8 uniform bins of width 32 is
     # exactly the shift rule above, and runs in C without the GIL.
-    rng = [0, 256] * 3
-    counts = cv2.calcHist([np.ascontiguousarray(rgb)], [0, 1, 2], None, [BINS_PER_CHANNEL] * 3, rng)
+    counts = cv2.calcHist([np.ascontiguousarray(rgb)], [0, 1, 2], None, [BINS_PER_CHANNEL] * 3, [0, 256] * 3)
     counts = counts.reshape(HIST_BINS).astype(np.float64)
     return (counts / counts.sum()).astype(np.float32)
 
@@ -64,7 +58,8 @@ def torch_histograms(levels):
 
 
 @lru_cache(maxsize=1)
-def _centres() -> np.ndarray:
+def bin_centers() -> np.ndarray:
+    """RGB uint8 colour at the centre of each of the 512 bins, [512, 3] (read-only)."""
     levels = np.arange(BINS_PER_CHANNEL) * (256 // BINS_PER_CHANNEL) + 128 // BINS_PER_CHANNEL
     r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
     centres = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1).astype(np.uint8)
@@ -72,15 +67,8 @@ def _centres() -> np.ndarray:
     return centres
 
 
-def bin_centers() -> np.ndarray:
-    """RGB uint8 colour at the centre of each of the 512 bins, [512, 3] (read-only)."""
-    return _centres()
-
-
 def mean_colour(hints):
-    """The mean RGB colour (float, 0..255) hints [N, 512] describe: bin centres weighted by mass.
-
-    numpy in, numpy (float64) out; a torch tensor in, a float tensor on its device out."""
+    """The mean RGB colour (0..255) of hints [N, 512]: numpy (float64), or a float tensor on its device."""
     if _is_torch(hints):
         import torch
 
@@ -93,8 +81,7 @@ def mean_colour(hints):
 
 def weighted_hint(colours: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The hint of colours [K, 3] (0..255) with weights [K]: float32 [512], sums to 1."""
-    weights = np.asarray(weights, np.float64)
-    hint = np.bincount(colour_bins(colours), weights=weights, minlength=HIST_BINS)
+    hint = np.bincount(colour_bins(colours), weights=np.asarray(weights, np.float64), minlength=HIST_BINS)
     return (hint / hint.sum()).astype(np.float32)
 
 

@@ -1,13 +1,6 @@
-"""Inference contract: numpy in, numpy out; normalisation handled here.
-
-    colorize(generator, lineart uint8[N,S,S], hint float32[N,512], local=None) -> uint8[N,S,S,3]
-             (local: float32[N,4,S,S] local hints, colorization/local_hints.py)
-    predict_hint(hint_model, lineart uint8[N,S,S]) -> float32[N,512], rows sum to 1
-                 (the automatic hint; raw=True: the network's guess before shrinking)
-
-"c-GAN with auto color hint" is `colorize(g, x, predict_hint(h, x))`.
-Models come from `colorization.models.load_trained(model_dir)`. On a GPU the networks run as
-they train there (bf16 autocast, channels_last); on the CPU in fp32.
+"""Inference contract: numpy in, numpy out, normalisation handled here; "c-GAN with auto color hint"
+is `colorize(g, x, predict_hint(h, x))`. On a GPU the networks run as they train there (bf16
+autocast, channels_last); on the CPU in fp32.
 """
 
 from __future__ import annotations
@@ -22,11 +15,14 @@ from colorization.local_hints import LOCAL_PLANES
 from colorization.models.tensors import lineart_to_input, output_to_rgb
 
 
-def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+def _ready(model: nn.Module, device: str | torch.device | None) -> tuple[nn.Module, torch.device, object]:
+    """`model` in eval mode on `device` (default: where its weights are), the device, its memory format."""
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+    device = torch.device(device)
+    fmt = memory_format(device)
+    return model.to(device, memory_format=fmt).eval(), device, fmt
 
 
 def _check_lineart(lineart: np.ndarray) -> None:
@@ -43,20 +39,27 @@ def colorize(
     batch_size: int = 64,
     local: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Colour line art (0 = line) with a colour hint per image; returns RGB uint8 [N, S, S, 3].
-
-    `local`: local hints per image (None or all-zero: none); a generator that takes none
-    refuses any. `device` defaults to where the generator's weights are; if given, the
-    generator is moved there.
-    """
+    """Colour line art uint8 [N, S, S] (0 = line) with a hint float32 [N, 512] per image, and `local`
+    hints float32 [N, 4, S, S] (None or all-zero: none); returns RGB uint8 [N, S, S, 3]."""
     _check_lineart(lineart)
     hint = np.asarray(hint, dtype=np.float32)
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
-    local = check_local(generator, lineart, local)
-    device = _device_of(generator, device)
-    fmt = memory_format(device)
-    generator = generator.to(device, memory_format=fmt).eval()
+    if local is not None:
+        local = np.asarray(local, dtype=np.float32)
+        n, s = lineart.shape[:2]
+        if local.shape != (n, LOCAL_PLANES, s, s):
+            raise ValueError(
+                f"local hints must be float32 [{n}, {LOCAL_PLANES}, {s}, {s}], got {local.shape}"
+            )
+        if not local[:, 3].any():
+            local = None
+        elif not takes_local_hints(generator):
+            raise ValueError(
+                "this model was trained without local hints (dots, strokes, a hint layer): "
+                "retrain it or leave them out"
+            )
+    generator, device, fmt = _ready(generator, device)
     out = np.empty((*lineart.shape, 3), np.uint8)
     for start in range(0, len(lineart), batch_size):
         stop = start + batch_size
@@ -73,24 +76,6 @@ def takes_local_hints(generator: nn.Module) -> bool:
     return bool(getattr(generator, "local_hints", False))
 
 
-def check_local(generator: nn.Module, lineart: np.ndarray, local: np.ndarray | None) -> np.ndarray | None:
-    """The local hints to pass on (None: none given, or all empty), or ValueError (one line)."""
-    if local is None:
-        return None
-    local = np.asarray(local, dtype=np.float32)
-    n, s = lineart.shape[:2]
-    if local.shape != (n, LOCAL_PLANES, s, s):
-        raise ValueError(f"local hints must be float32 [{n}, {LOCAL_PLANES}, {s}, {s}], got {local.shape}")
-    if not local[:, 3].any():
-        return None
-    if not takes_local_hints(generator):
-        raise ValueError(
-            "this model was trained without local hints (dots, strokes, a hint layer): "
-            "retrain it or leave them out"
-        )
-    return local
-
-
 @torch.inference_mode()
 def predict_hint(
     hint_model: nn.Module,
@@ -99,14 +84,10 @@ def predict_hint(
     batch_size: int = 256,
     raw: bool = False,
 ) -> np.ndarray:
-    """The auto colour hint: a 512-bin histogram per line art, float32 [N, 512], rows sum to 1.
-
-    It is the hint model's guess shrunk towards the training set's average hint by the model's
-    `trust` (models/hint.py); `raw=True` gives the guess itself (what the hint metrics score)."""
+    """The auto colour hint float32 [N, 512] (rows sum to 1): the hint model's guess shrunk towards the
+    average hint (`automatic_hint`); `raw=True` gives the guess itself (what the hint metrics score)."""
     _check_lineart(lineart)
-    device = _device_of(hint_model, device)
-    fmt = memory_format(device)
-    hint_model = hint_model.to(device, memory_format=fmt).eval()
+    hint_model, device, fmt = _ready(hint_model, device)
     out = np.empty((len(lineart), HIST_BINS), np.float32)
     for start in range(0, len(lineart), batch_size):
         x = lineart_to_input(
@@ -120,8 +101,7 @@ def predict_hint(
 
 
 def automatic_hint(hint_model: nn.Module, guess: torch.Tensor) -> torch.Tensor:
-    """The model's guess shrunk as the model says (`HintNet.automatic`); any other network that
-    maps line art to 512 logits gives its guess unchanged."""
+    """The guess shrunk as the model says (`HintNet.automatic`); any other hint network's, unchanged."""
     shrink = getattr(hint_model, "automatic", None)
     return guess if shrink is None else shrink(guess)
 

@@ -1,20 +1,7 @@
-"""Local colour hints: colours pointed at in the picture, as the planes the generators read.
-
-Format (`LOCAL_FORMAT`, recorded in a model's config.json): float [N, 4, S, S] at the model's
-size. Planes 0-2 hold the hint colour in [-1, 1] where a hint is and 0 elsewhere; plane 3 is
-the mask (1 = a hint here). All zeros means no local hints: the global hint alone decides.
-
-Where they come from:
-- training and evaluation: `reveal` shows the true colour of random patches of the target
-  (ideepcolor's simulated points), after recolouring, so they move with the picture's colours;
-- a person: a hint layer (an RGBA picture the size of the input, opaque = colour) or a list of
-  points, fitted into the model's square exactly as the line art is (`layer_to_square`);
-- at the input's size, `fill_regions` gives each region the input's lines close the colour
-  of the hints inside it, so a dot colours its region, not a blur around it.
-
-Inside a generator, `guide_planes` turns the sparse hints into a dense first guess that stops
-at lines (`propagate`: each pixel's nearest hint by steps not crossing a line, and how sure
-that is), which the network corrects.
+"""Local colour hints (docs/training.md, docs/colorize.md): float [N, 4, S, S] at the model's size,
+planes 0-2 the hint colour in [-1, 1] where a hint is (else 0), plane 3 the mask; all zeros = none.
+Simulated in training (`reveal`), read from a person (`layer_to_square`), applied at full size
+(`fill_regions`), and spread into a dense guess inside a generator (`guide_planes`).
 """
 
 from __future__ import annotations
@@ -51,8 +38,7 @@ def reveal(
     max_points: int,
     radii: tuple[int, ...] = PATCH_RADII,
 ) -> torch.Tensor:
-    """Local hints [B, 4, S, S] showing `counts[i]` (<= max_points) random patches of picture i
-    (float [B, 3, S, S] in [-1, 1]), each its own mean colour, of a random radius of `radii`.
+    """Local hints [B, 4, S, S] showing `counts[i]` random patches of picture i, each its mean colour.
     `max_points` places are drawn whatever the counts: fewer points are the first of the same draw."""
     b, _, s, _ = color.shape
     local = no_hints(b, s, color.device, color.dtype)
@@ -82,13 +68,9 @@ def reveal(
 
 
 def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A dense guess from sparse hints that stops at lines: (colour [N, 3, S, S] in [-1, 1],
-    confidence [N, 1, S, S] in [0, 1]).
-
-    Each pixel takes the colour of the hint that reaches it with the most confidence: 1 at a
-    hint, times `decay` per pixel stepped (falling to 1/e over a quarter of the picture), times
-    how much paper the pixel is (a line pixel, 0, passes nothing on). So a dot fills the region
-    its lines close, fading with distance, and leaks only through gaps in the lines."""
+    """A dense guess from sparse hints that stops at lines: (colour [N, 3, S, S], confidence [N, 1, S, S]).
+    Each pixel takes the hint that reaches it most confidently: 1 at a hint, times `decay` per step,
+    times how much paper the pixel is (a line pixel passes nothing on)."""
     hinted = local[:, 3].flatten(1).any(dim=1)
     if not hinted.all():  # pictures without hints (a quarter in training): no guess, confidence 0
         colour, confidence = local[:, :3].float().clone(), torch.zeros_like(local[:, 3:], dtype=torch.float32)
@@ -110,53 +92,37 @@ def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor,
             break
         source = torch.where(better, source.flatten(2).gather(2, index.flatten(2)).view_as(source), source)
         confidence = torch.where(better, reached, confidence)
-    colour = local[:, :3].float().flatten(2).gather(2, source.flatten(2).expand(-1, 3, -1))
-    return _soften(colour.view_as(local[:, :3]), confidence * passable), confidence
-
-
-def _soften(colour: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Blend where two hints' reaches meet, over a few pixels, without pulling colour across lines:
-    a normalised 5x5 average weighted by confidence (0 on line pixels), twice."""
-    for _ in range(2):
+    colour = local[:, :3].float().flatten(2).gather(2, source.flatten(2).expand(-1, 3, -1)).view(-1, 3, s, s)
+    weight = confidence * passable  # 0 on line pixels: blending pulls no colour across a line
+    for _ in range(2):  # blend where two hints' reaches meet: a confidence-weighted 5x5 average
         total = F.avg_pool2d(weight, 5, 1, 2)
         blended = F.avg_pool2d(colour * weight, 5, 1, 2) / total.clamp_min(1e-6)
         colour = torch.where(total > 1e-6, blended, colour)
-    return colour
+    return colour, confidence
 
 
 def guide_planes(
     local: torch.Tensor, lineart: torch.Tensor, base: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """What a generator with local hints adds to its input: the hints (4 planes) and the dense
-    guess (colour + confidence, 4 planes); and the colour its output deviates from: the guess
-    where it is sure, `base` (the global hint's mean colour planes) elsewhere."""
+    """The planes a generator with local hints adds to its input (the hints, the dense guess), and the
+    colour its output deviates from: the guess where it is sure, `base` (global hint's mean) elsewhere."""
     colour, confidence = propagate(local, lineart)
     planes = torch.cat([local.float(), colour, confidence], dim=1)
-    if base is None:
-        return planes, None
-    return planes, confidence * colour + (1 - confidence) * base.float()
-
-
-# ---------------------------------------------------------------- from a person, to the model's square
+    return planes, None if base is None else confidence * colour + (1 - confidence) * base.float()
 
 
 def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """An RGBA hint layer at the input's size -> local hints float32 [4, size, size] in the
-    model's square, where the line art's fit put the picture (`box`: top, left, height, width).
-
-    Area-averaged, so a dot smaller than one model pixel still marks that pixel, with its colour."""
+    """An RGBA hint layer at the input's size -> local hints [4, size, size] where the line art's fit
+    put the picture (`box`); area-averaged, so a dot smaller than a model pixel still marks it."""
     top, left, h, w = box
-    alpha = rgba[..., 3].astype(np.float32) / 255.0
-    opaque = (alpha >= 0.5).astype(np.float32)
+    opaque = (rgba[..., 3] >= 128).astype(np.float32)
     premult = rgba[..., :3].astype(np.float32) * opaque[..., None]
     both = np.concatenate([premult, opaque[..., None]], axis=2)
     small = cv2.resize(both, (w, h), interpolation=cv2.INTER_AREA)
     out = np.zeros((LOCAL_PLANES, size, size), np.float32)
     mask = small[..., 3] > 0
-    colour = small[..., :3] / np.maximum(small[..., 3:], 1e-6)
-    out[:3, top : top + h, left : left + w] = np.where(mask[..., None], colour / 127.5 - 1.0, 0).transpose(
-        2, 0, 1
-    )
+    colour = np.where(mask[..., None], small[..., :3] / np.maximum(small[..., 3:], 1e-6) / 127.5 - 1.0, 0)
+    out[:3, top : top + h, left : left + w] = colour.transpose(2, 0, 1)
     out[3, top : top + h, left : left + w] = mask
     return out
 
@@ -164,14 +130,11 @@ def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int)
 def points_layer(
     points: list[tuple[float, float, tuple[int, int, int], float]], height: int, width: int
 ) -> np.ndarray:
-    """An RGBA hint layer [height, width, 4]: a disc per point (x, y, rgb, radius), later ones on top."""
+    """An RGBA hint layer: a disc per point (x, y, rgb, radius), later ones on top."""
     layer = np.zeros((height, width, 4), np.uint8)
     for x, y, rgb, radius in points:
         cv2.circle(layer, (round(x), round(y)), max(0, round(radius)), (*map(int, rgb), 255), thickness=-1)
     return layer
-
-
-# ---------------------------------------------------------------- at the input's size
 
 
 def fill_regions(
@@ -181,19 +144,9 @@ def fill_regions(
     max_share: float = 0.25,
     unhinted: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The colour layer [H, W, 3] with each region closed by `lines` ([H, W] bool, True = line)
-    that holds hints (`layer`, RGBA, opaque = hint) painted the hints' mean colour, plus the
-    model's shading there (its luma's deviation from the region's mean luma): the dot decides
-    the hue, the model the light and shadow.
-
-    A region larger than `max_share` of the picture is not closed in any useful sense (the
-    paper around an open drawing): the model's own colour stays there. Regions are 4-connected,
-    so a one-pixel diagonal line closes them.
-
-    `unhinted`: the model's colouring of the same picture without local hints. Every region that
-    holds no hint, however large, takes it: the model spreads dots at its own small size, where
-    full-size lines blur and gaps open, and its spread must not cross a line that closes a
-    region here."""
+    """Each 4-connected region closed by `lines` (True = line) that holds hints painted their mean colour
+    plus the model's shading, unless over `max_share` of the picture (paper around an open drawing).
+    Regions with no hint take `unhinted`: the model's own spread of the dots must not cross a line."""
     opaque = layer[..., 3] >= 128
     if not opaque.any():
         return colour if unhinted is None else unhinted
@@ -202,23 +155,18 @@ def fill_regions(
     hinted = labels[opaque.ravel()]
     hint_n = np.bincount(hinted, minlength=count)
     sizes = np.bincount(labels, minlength=count)
-    use = (hint_n > 0) & (sizes <= max_share * labels.size)
-    use[0] = False
+    region = np.arange(count) > 0
+    use = (hint_n > 0) & (sizes <= max_share * labels.size) & region
     flat = colour.reshape(-1, 3)
     if unhinted is not None:
-        away = hint_n == 0
-        away[0] = False
-        flat = np.where(away[labels][:, None], unhinted.reshape(-1, 3), flat)
+        flat = np.where(((hint_n == 0) & region)[labels][:, None], unhinted.reshape(-1, 3), flat)
     luma = flat.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    shading = (
-        luma - (np.bincount(labels, luma, minlength=count) / np.maximum(sizes, 1)).astype(np.float32)[labels]
-    )
+    region_luma = np.bincount(labels, luma, minlength=count) / np.maximum(sizes, 1)
+    shading = luma - region_luma.astype(np.float32)[labels]
     inside = use[labels]
     out = flat.copy() if unhinted is None else flat  # np.where above already made a new array
     hint_rgb = layer[..., :3][opaque].astype(np.float64)
     for c in range(3):  # a channel at a time: float32 [H*W], not float64 [H*W, 3]
-        target = (np.bincount(hinted, hint_rgb[:, c], minlength=count) / np.maximum(hint_n, 1)).astype(
-            np.float32
-        )
-        out[inside, c] = np.clip(target[labels[inside]] + shading[inside], 0, 255).round()
+        target = np.bincount(hinted, hint_rgb[:, c], minlength=count) / np.maximum(hint_n, 1)
+        out[inside, c] = np.clip(target.astype(np.float32)[labels[inside]] + shading[inside], 0, 255).round()
     return out.reshape(colour.shape)

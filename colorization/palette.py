@@ -1,7 +1,5 @@
-"""Palettes as files (GIMP `.gpl`, `.json`), so a character's colours can be kept and reused.
-
-A palette is a list of (colour, weight); as a hint it is the 512-bin histogram of those weights.
-GPL has no weights: a name that is a number, or `weight N`, is one. Formats: docs/colorize.md.
+"""Palettes as files (GIMP `.gpl`, `.json`; docs/colorize.md), so a character's colours can be kept and
+reused: (colour, weight) entries; a GPL colour's name that is a number, or `weight N`, is its weight.
 """
 
 from __future__ import annotations
@@ -90,8 +88,7 @@ def parse_json(text: str, name: str = "palette") -> list[tuple[Colour, float]]:
             raise PaletteError(f"{name}: key {escaped(str(key)[:40])!r} is not #rrggbb")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PaletteError(f"{name}: {key}: weight {escaped(str(value)[:40])!r} is not a number")
-        hexa = key.lstrip("#")
-        entries.append((tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4)), _weight(value, f"{name}: {key}")))
+        entries.append((tuple(bytes.fromhex(key.lstrip("#"))), _weight(value, f"{name}: {key}")))
     return entries
 
 

@@ -1,9 +1,5 @@
-"""File names and other outside text, made safe for one-line logs and error messages.
-
-A file may be named "a.png\nINFO colorization.acquire: acquire: 0 rejected": printed
-as is, the name forges a log line. `escaped` writes every non-printable character
-(newlines, carriage returns, escape sequences, bidi overrides) as its Python escape and
-leaves the rest alone, so Japanese or accented names stay readable.
+"""Outside text (file names) made safe for one-line logs: a name holding a newline would forge a log
+line. Only non-printable characters are escaped, so Japanese or accented names stay readable.
 """
 
 from __future__ import annotations

@@ -910,14 +910,14 @@ def test_over_rounds_to_the_nearest_level():
 
 
 def test_a_reference_beyond_the_pixel_limit_is_refused(params_dict, tmp_path):
-    from colorization.colorize import ColorizeError, reference_hint
+    from colorization.colorize import ColorizeError, given_hint
 
     path = tmp_path / "big.png"
     cv2.imwrite(str(path), np.zeros((40, 40, 3), np.uint8))
     limits = lineart_params(params_dict, max_pixels=1000)
     with pytest.raises(ColorizeError, match="max_pixels"):
-        reference_hint(path, limits)
-    assert reference_hint(path).shape == (512,)
+        given_hint(path, None, limits)
+    assert given_hint(path, None).shape == (512,)
 
 
 def test_the_hint_model_sees_line_art_at_its_own_size(params_dict):
