@@ -1,13 +1,7 @@
 """One training loop for the three models (cnn, cgan, hint): `colorization train cnn|cgan|hint`.
-
-The train split goes to the device once; batches are sampled and augmented there. A checkpoint
-every `train.checkpoint_every` steps (atomic) lets a restarted run resume exactly; a NaN/inf loss
-stops the run and keeps the last good one. Under torchrun each rank trains on its own shard and
-rank 0 alone writes files (docs/scale.md); the rest, outputs included: docs/training.md.
-
-CPU tip: OpenMP's idle threads spin, the fastest for one training alone; when several torch
-processes share the cores, export OMP_WAIT_POLICY=PASSIVE (measured on 2 cores: two concurrent
-trainings ~10x faster, a lone one ~2x slower).
+Checkpoints, resuming, the NaN stop and the outputs: docs/training.md; torchrun: docs/scale.md.
+CPU tip: when several torch processes share the cores, export OMP_WAIT_POLICY=PASSIVE (on 2 cores:
+two concurrent trainings ~10x faster; a lone one ~2x slower, its idle OpenMP threads then sleep).
 """
 
 from __future__ import annotations
@@ -63,9 +57,8 @@ def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
     spec, section = SPECS[kind], getattr(params.train, kind)
     arch = spec.networks(section)
     modules = {name: spec.builders[name](**kwargs) for name, kwargs in arch.items()}
-    fmt = memory_format(device)
     for net in modules.values():
-        net.to(device=device, memory_format=fmt).train()
+        net.to(device=device, memory_format=memory_format(device)).train()
     forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
     betas = spec.betas(section)
     optimizers = {k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=betas) for k, v in modules.items()}
@@ -147,10 +140,8 @@ def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
 
 
 class LossCsv:
-    """plots/train/<kind>.csv: one row per step. On resume the rows up to the checkpoint come
-    from the checkpoint itself (`restored`; DVC deletes the file before re-running a stage), and
-    rows after it are dropped (that part of the run is replayed), so the file always reads as
-    one uninterrupted run."""
+    """plots/train/<kind>.csv, one row per step. On resume: the checkpoint's rows (`restored`: DVC
+    deletes the file before a re-run), none after it (replayed), so it reads as one uninterrupted run."""
 
     def __init__(self, path: Path, columns: list[str], resume_step: int, restored: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +155,7 @@ class LossCsv:
         self.file.write(row)
         self.rows.append(row)
 
-    def text(self) -> str:
-        """Every row so far, without the header: saved with each checkpoint."""
+    def text(self) -> str:  # every row so far, without the header: saved with each checkpoint
         return "".join(self.rows)
 
     def flush(self) -> None:

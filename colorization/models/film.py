@@ -1,9 +1,5 @@
-"""How the colour hint steers a network: encode the histogram once, then FiLM every stage.
-
-FiLM (feature-wise linear modulation) scales and shifts each feature channel by amounts
-computed from the hint, so the hint reaches every resolution of the network instead of
-being one extra input channel the network may learn to ignore.
-"""
+"""How the colour hint steers a network: encode the histogram once, then FiLM (scale and shift each
+feature channel) every stage, so the hint reaches every resolution instead of one ignorable input."""
 
 from __future__ import annotations
 
@@ -45,16 +41,9 @@ class FiLM(nn.Module):
 
 
 def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The hint's mean colour as 3 constant planes [N, 3, H, W] in [-1, 1].
-
-    A direct, low-dimensional path from the hint to the output colour. Generators with
-    `hint_planes` take these as extra input planes and predict the picture as a deviation
-    from them (`with_hint_colour`), so a hint unlike any training picture's (a one-colour
-    palette) still sets the colour, where an embedding of the 512 bins alone extrapolates
-    poorly.
-    """
-    mean = rgb_to_target(mean_colour(hint))  # [N, 3]
-    return mean[:, :, None, None].expand(-1, -1, *size)
+    """The hint's mean colour as 3 constant planes [N, 3, H, W] in [-1, 1]: a direct path to the output
+    colour that still works for a one-colour palette, where the 512-bin embedding extrapolates poorly."""
+    return rgb_to_target(mean_colour(hint))[:, :, None, None].expand(-1, -1, *size)
 
 
 def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
@@ -77,10 +66,8 @@ def guided_input(
     hint_planes: bool,
     local_hints: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A generator's input planes, and the colour its output deviates from (None: plain tanh).
-
-    The base colour is the global hint's mean; with local hints, their dense guess where it is
-    sure: so an output that ignores nothing starts from the colours the person pointed at."""
+    """A generator's input planes, and the colour its output deviates from (None: plain tanh): the
+    global hint's mean; with local hints, their dense guess where it is sure."""
     size, dtype = lineart.shape[2:], lineart.dtype
     parts, base = [lineart], None
     if hint_planes:
