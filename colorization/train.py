@@ -115,17 +115,16 @@ def save_checkpoint(
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, tag: str, device: torch.device) -> dict | None:
+def load_checkpoint(
+    path: Path, tag: str, nets: Nets, gen: torch.Generator, device: torch.device
+) -> dict | None:
+    """The checkpoint at `path`, restored into `nets` and `gen`, when it was made for `tag`."""
     if not path.exists():
         return None
     state = torch.load(path, map_location=device, weights_only=True)
     if state.get("fingerprint") != tag:
         log.warning("%s is from other settings or data; starting from scratch", path)
         return None
-    return state
-
-
-def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
     for held, saved in (
         (nets.modules, "models"),
         (nets.optimizers, "optimizers"),
@@ -137,6 +136,7 @@ def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
     gen.set_state(state["rng"]["sampler"].cpu())
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    return state
 
 
 class LossCsv:
@@ -165,19 +165,9 @@ class LossCsv:
         self.file.close()
 
 
-class NoLossCsv:
-    """Stands in for LossCsv on the ranks other than 0 of a DDP run."""
-
-    def write(self, step: int, values: dict[str, float]) -> None: ...
-    def text(self) -> str:
-        return ""
-
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
-
-
 class NoTracking:
-    """Stands in for colorization.tracking.runs.TrainingRun when MLflow is off or missing."""
+    """Stands in for colorization.tracking.runs.TrainingRun when MLflow is off or missing, and for it
+    and LossCsv on the ranks other than 0 of a DDP run."""
 
     run_id = None
     experiment_id = None
@@ -188,6 +178,8 @@ class NoTracking:
     def log_image(self, image, key, step) -> None: ...
     def log_model(self, model_dir, example, output) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
+    def write(self, step: int, values: dict[str, float]) -> None: ...  # LossCsv's
+    def close(self) -> None: ...
 
 
 def open_tracking(params: Params, kind: str, resume_id: str | None):
@@ -377,11 +369,9 @@ def open_run(
         if hasattr(net, "prior"):  # the hint net's automatic hint leans towards the train split's average
             net.prior.copy_(torch.from_numpy(data.store.mean_hint("train")))
     tag = fingerprint(kind, params, data.store, ranks.world)
-    state = load_checkpoint(checkpoint, tag, device)  # under DDP every rank loads rank 0's
-    start = 0
-    if state is not None:
-        restore(state, nets, gen)
-        start = int(state["step"])
+    state = load_checkpoint(checkpoint, tag, nets, gen, device) or {}  # under DDP each loads rank 0's
+    start = int(state.get("step", 0))
+    if state:
         log.info("resuming %s from step %d (%s)", kind, start, checkpoint)
     if ranks.ddp:
         dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
@@ -392,10 +382,9 @@ def open_run(
     master = ranks.master
     # One trainer per checkpoint folder: a second (a re-run while an orphaned one runs) refuses.
     lock = FolderLock(checkpoint.parent, "trainer") if master else NoLock()
-    restored = (state or {}).get("loss_rows")
-    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoLossCsv()
-    resume_id = (state or {}).get("run_id") or None
-    tracking = open_tracking(params, kind, resume_id) if master else NoTracking()
+    restored = state.get("loss_rows")
+    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoTracking()
+    tracking = open_tracking(params, kind, state.get("run_id") or None) if master else NoTracking()
     tracking.log_params(
         {
             "model": kind,
