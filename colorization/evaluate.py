@@ -58,8 +58,7 @@ def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> n
 
 
 def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, device, batch_size) -> None:
-    """The local-hint curve and obedience of one chunk (`seed`: its first image's index), per generator
-    that takes local hints."""
+    """The local-hint curve and obedience of one chunk (`seed`: its first image's index) per generator."""
     from colorization.inference import takes_local_hints
 
     for kind in (k for k in GENERATOR_KINDS if takes_local_hints(models[k])):
@@ -75,26 +74,20 @@ def panel_title(method: str) -> str:
 
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
     """Test image `i` (row `j` of its chunk's `outputs`) in the figure: each generator with the true and
-    the automatic hint, then the main one with 10 simulated dots."""
+    the automatic hint, then the main one with 10 simulated dots (when it takes local hints)."""
+    from colorization.inference import colorize, takes_local_hints
+
     shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in SCORED_VARIANTS]
     results = {panel_title(method): outputs[method][j] for method in shown}
     palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
     example = Example(split.ids[i], split.color[i], split.lineart[i], split.hint[i], results, palettes)
-    add_local_panel(example, models[MAIN_KIND], split, i)
+    if takes_local_hints(models[MAIN_KIND]):
+        points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)
+        title = f"{SPECS[MAIN_KIND].label} ({HINT_VARIANTS['true']} + dots)"
+        lineart, hint = split.lineart[i : i + 1], split.hint[i : i + 1]
+        example.results[title] = colorize(models[MAIN_KIND], lineart, hint, local=points)[0]
+        example.points, example.dotted = points[0], title
     return example
-
-
-def add_local_panel(example: Example, generator, split: Split, i: int) -> None:
-    """The figure's local-hint panel: 10 simulated points and the main generator's colouring with them."""
-    from colorization.inference import colorize, takes_local_hints
-
-    if not takes_local_hints(generator):
-        return
-    points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)
-    title = f"{SPECS[MAIN_KIND].label} ({HINT_VARIANTS['true']} + dots)"
-    lineart, hint = split.lineart[i : i + 1], split.hint[i : i + 1]
-    example.results[title] = colorize(generator, lineart, hint, local=points)[0]
-    example.points, example.dotted = points[0], title
 
 
 @dataclass(frozen=True)
@@ -136,8 +129,7 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
 def predict_chunk(
     models: dict, lineart, hints, wrong_hints, reference: TrainingReference, device, batch_size
 ):
-    """Outputs of every method for one chunk, the hint model's guesses and the automatic hints made from
-    them (what the c-GAN is given)."""
+    """Every method's outputs for one chunk, the hint model's guesses, and the automatic hints from them."""
     import torch
 
     from colorization.inference import automatic_hint, colorize, predict_hint
@@ -198,8 +190,7 @@ def evaluate_models(
     fid_model=None,
     local: bool = True,
 ) -> tuple[dict, list[Example]]:
-    """Scores of every method on `split` and the first `figure_examples` examples for the figure
-    (`local`: the local-hint sections too)."""
+    """Every method's scores on `split` (`local`: with the local-hint sections), and figure examples."""
     scores = Scores()
     examples: list[Example] = []
     features: dict[str, list[np.ndarray]] = {}
@@ -241,8 +232,7 @@ def evaluate_models(
 
 
 def score_model(kind: str, model, split: Split, batch_size: int = 64, device: str | None = None) -> dict:
-    """Metrics of one model alone, as its section of evaluation.json (the registry re-scores a champion
-    on a test split it was not scored on)."""
+    """One model's metrics, as its section of evaluation.json (the registry re-scores champions so)."""
     from colorization.inference import colorize, predict_hint
 
     scores = Scores()
@@ -301,16 +291,11 @@ def run_evaluate(
     atomic_write_text(params.metrics, json.dumps(result, indent=2) + "\n")
     figure = comparison_figure(examples, Path(params.reports) / FIGURE_FILE)
     if log_run is not None:
-        log_run(result, figure, source_runs(inputs.models))
+        from colorization.models import KINDS, read_run
+
+        runs = {name: read_run(Path(inputs.models) / name) for name in KINDS}  # each one's MLflow run
+        log_run(result, figure, {name: run["run_id"] for name, run in runs.items() if run is not None})
     return result
-
-
-def source_runs(models_dir: str | Path) -> dict[str, str]:
-    """MLflow run id of each trained model (models/<name>/run.json), where present."""
-    from colorization.models import KINDS, read_run
-
-    runs = {name: read_run(Path(models_dir) / name) for name in KINDS}
-    return {name: run["run_id"] for name, run in runs.items() if run is not None}
 
 
 def evaluate_stage(params: Params, inputs: StageInputs, track: bool = True) -> tuple[dict, str | None]:

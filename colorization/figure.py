@@ -61,7 +61,7 @@ def example_rows(ex: Example) -> tuple[list, list]:
     """(title, image) per panel: the inputs, then the results (a palette strip under those that have one)."""
     size = ex.original.shape[0]
     shown = [ex.original, ex.lineart, palette_bar(ex.hint, size, size), ex.lineart]  # dots: on the lines
-    inputs = list(zip(INPUT_TITLES, shown if ex.points is not None else shown[:3], strict=True))
+    inputs = list(zip(INPUT_TITLES, shown if ex.points is not None else shown[:3], strict=False))
     results = []
     for title, image in ex.results.items():
         if title in ex.palettes:  # e.g. the palette the hint model predicted, under the automatic result
@@ -81,7 +81,6 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
     if not examples:
         raise ValueError("no examples to draw")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [example_rows(ex) for ex in examples]
     columns = max(len(row) for pair in rows for row in pair)
     fig, axes = plt.subplots(

@@ -67,8 +67,7 @@ def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
 
 
 def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
-    """Constant, then linear to 0 over the last `decay` share of the steps (a function of the step
-    alone, so a resumed run follows the same schedule without scheduler state)."""
+    """Constant, then linear to 0 over the last `decay` share of the steps (resumes need no state)."""
     start = steps * (1.0 - decay)
     if decay == 0 or step <= start:
         return base
@@ -144,7 +143,6 @@ class LossCsv:
     deletes the file before a re-run), none after it (replayed), so it reads as one uninterrupted run."""
 
     def __init__(self, path: Path, columns: list[str], resume_step: int, restored: str | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.columns = columns
         self.rows = [restored] if resume_step and restored else []
         atomic_write_text(path, ",".join(["step", *columns]) + "\n" + "".join(self.rows))
@@ -166,8 +164,7 @@ class LossCsv:
 
 
 class NoTracking:
-    """Stands in for colorization.tracking.runs.TrainingRun when MLflow is off or missing, and for it
-    and LossCsv on the ranks other than 0 of a DDP run."""
+    """Stands in for tracking.runs.TrainingRun when MLflow is off or missing; off rank 0, also LossCsv."""
 
     run_id = None
     experiment_id = None
@@ -249,8 +246,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     plots_path: str | Path | None = None,
 ) -> Path:
-    """Train model `kind` on the store in `inputs`, resuming from its checkpoint when one matches;
-    returns the model folder (default: train.out/<kind>)."""
+    """Train `kind` on the store in `inputs`, resuming a matching checkpoint; returns the model folder."""
     if kind not in SPECS:
         raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(SPECS)}")
     steps = steps or getattr(params.train, kind).steps
@@ -432,8 +428,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
         if step % cfg.sample_every == 0 and ranks.master:
             run.tracking.log_image(preview(kind, run.nets, data.shown, device), key="samples", step=step)
         if step % cfg.checkpoint_every == 0 or step == run.steps:
-            # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the
-            # steps after it without logging any step twice.
+            # Logs reach disk and MLflow only at a checkpoint: a resumed run replays no logged step.
             run.losses_csv.flush()
             run.tracking.flush()
             if ranks.master:
@@ -457,19 +452,18 @@ def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[
 
 def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> None:
     """model.pt (state_dict), config.json, samples.png, run.json, all at once; then the run ends."""
-    kind, image_size = run.kind, data.store.image_size
+    kind = run.kind
     grid = preview(kind, run.nets, data.shown, device)
     run.tracking.log_image(grid, key="samples", step=run.steps)
     staging = fresh_staging(out_dir, MODEL_OUTPUT)
     torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
-    config = model_config(kind, run.nets.arch["model"], image_size, data.recipe)
+    config = model_config(kind, run.nets.arch["model"], data.store.image_size, data.recipe)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    model_uri = log_model(run.tracking, staging, data.shown)
     run_info = {
         "run_id": run.tracking.run_id,
         "experiment_id": run.tracking.experiment_id,
-        "model_uri": model_uri,
+        "model_uri": log_model(run.tracking, staging, data.shown),
         "kind": kind,
         "steps": run.steps,
     }

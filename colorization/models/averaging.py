@@ -22,8 +22,7 @@ def step_weight(decay: float, step: int) -> float:
 
 @torch.no_grad()
 def update_average(averaged: nn.Module, live: nn.Module, step: int, decay: float) -> None:
-    """Move `averaged` towards `live` by `step_weight`, for the weights and the BatchNorm
-    statistics; whole-number buffers (BatchNorm's step counter) are copied."""
+    """Move `averaged` towards `live` by `step_weight` (weights, BatchNorm stats); int buffers are copied."""
     means, values = [], []
     for mean, value in zip(*(chain(m.parameters(), m.buffers()) for m in (averaged, live)), strict=True):
         if mean.is_floating_point():

@@ -51,12 +51,9 @@ def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor
     return torch.tanh(logits.float() + torch.atanh(planes.float().clamp(-0.99, 0.99))).to(logits.dtype)
 
 
-GUIDE_PLANES = 2 * LOCAL_PLANES  # the local hints and their dense guess (local_hints.guide_planes)
-
-
 def input_channels(hint_planes: bool, local_hints: bool) -> int:
     """The generators' input planes: line art, the hint's mean colour, the local hints and their guess."""
-    return 1 + 3 * hint_planes + GUIDE_PLANES * local_hints
+    return 1 + 3 * hint_planes + 2 * LOCAL_PLANES * local_hints
 
 
 def guided_input(
