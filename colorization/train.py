@@ -197,34 +197,20 @@ def open_tracking(params: Params, kind: str, resume_id: str | None):
 def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
     """Sample grid on fixed validation images. Columns: line art, hint palette, output, target;
     for generators also another image's hint and the output it steers to."""
-    net = nets.published()
-    s = images.lineart.shape[1]
+    net, lineart, hint = nets.published(), images.lineart, images.hint
+
+    def palettes(hints) -> np.ndarray:
+        return np.stack([palette(h, lineart.shape[1]) for h in hints])
+
     try:
         if not SPECS[kind].generator:
-            guessed = predict_hint(net, images.lineart, device, raw=True)  # what the network learns
-            cols = [images.lineart, [palette(h, s) for h in guessed], [palette(h, s) for h in images.hint]]
-            return sample_grid([np.asarray(c) for c in [*cols, images.color]])
-        other = np.roll(images.hint, 1, axis=0)
-        cols = [
-            images.lineart,
-            np.stack([palette(h, s) for h in images.hint]),
-            colorize(net, images.lineart, images.hint, device),
-            images.color,
-            np.stack([palette(h, s) for h in other]),
-            colorize(net, images.lineart, other, device),
-        ]
-        return sample_grid(cols)
+            guessed = predict_hint(net, lineart, device, raw=True)  # what the network learns
+            return sample_grid([lineart, palettes(guessed), palettes(hint), images.color])
+        other = np.roll(hint, 1, axis=0)
+        true, swapped = (colorize(net, lineart, h, device) for h in (hint, other))
+        return sample_grid([lineart, palettes(hint), true, images.color, palettes(other), swapped])
     finally:
         net.train()
-
-
-def shard(data: DeviceData, rank: int, world: int) -> DeviceData:
-    """This rank's disjoint share of the images: every world-th one, the same count on every rank."""
-    per_rank = len(data) // world
-    if per_rank == 0:
-        raise ValueError(f"{len(data)} training images cannot be split across {world} ranks")
-    pick = slice(rank, per_rank * world, world)
-    return DeviceData(color=data.color[pick], lineart=data.lineart[pick], hint=data.hint[pick])
 
 
 def weights_hash(nets: Nets) -> str:
@@ -326,8 +312,12 @@ def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> T
     images = DeviceData.from_split(store.load("train"), ranks.device)
     if len(images) == 0:
         raise ValueError(f"the train split of {inputs.store} is empty")
-    if ranks.ddp:
-        images = shard(images, ranks.rank, ranks.world)
+    if ranks.ddp:  # this rank's disjoint share: every world-th image, the same count on every rank
+        per_rank = len(images) // ranks.world
+        if per_rank == 0:
+            raise ValueError(f"{len(images)} training images cannot be split across {ranks.world} ranks")
+        pick = slice(ranks.rank, per_rank * ranks.world, ranks.world)
+        images = DeviceData(color=images.color[pick], lineart=images.lineart[pick], hint=images.hint[pick])
     if SPECS[kind].generator and store.image_size % 2**section.depth:
         raise ValueError(
             f"train.{kind}.depth {section.depth} needs an image size divisible by {2**section.depth}, "
