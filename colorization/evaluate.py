@@ -18,15 +18,8 @@ from colorization.config import EvaluateParams, Params, StageInputs
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
 from colorization.local_eval import OBEDIENCE_POINTS, local_obedience, point_curve, simulated_points
-from colorization.models.specs import (
-    GENERATOR_KINDS,
-    GENERATOR_METHODS,
-    HINT_KIND,
-    HINT_VARIANTS,
-    MAIN_KIND,
-    SCORED_VARIANTS,
-    SPECS,
-)
+from colorization.models import specs
+from colorization.models.specs import GENERATOR_KINDS, GENERATOR_METHODS, HINT_KIND, MAIN_KIND, SPECS
 from colorization.store import ProcessedStore, Split
 
 log = logging.getLogger(__name__)
@@ -69,7 +62,7 @@ def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, de
 
 def panel_title(method: str) -> str:
     kind, variant = GENERATOR_METHODS[method]
-    return f"{SPECS[kind].label} ({HINT_VARIANTS[variant]})"
+    return f"{SPECS[kind].label} ({specs.HINT_VARIANTS[variant]})"
 
 
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
@@ -77,13 +70,13 @@ def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int
     the automatic hint, then the main one with 10 simulated dots (when it takes local hints)."""
     from colorization.inference import colorize, takes_local_hints
 
-    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in SCORED_VARIANTS]
+    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in specs.SCORED_VARIANTS]
     results = {panel_title(method): outputs[method][j] for method in shown}
     palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
     example = Example(split.ids[i], split.color[i], split.lineart[i], split.hint[i], results, palettes)
     if takes_local_hints(models[MAIN_KIND]):
         points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)
-        title = f"{SPECS[MAIN_KIND].label} ({HINT_VARIANTS['true']} + dots)"
+        title = f"{SPECS[MAIN_KIND].label} ({specs.HINT_VARIANTS['true']} + dots)"
         lineart, hint = split.lineart[i : i + 1], split.hint[i : i + 1]
         example.results[title] = colorize(models[MAIN_KIND], lineart, hint, local=points)[0]
         example.points, example.dotted = points[0], title
@@ -247,17 +240,6 @@ def score_model(kind: str, model, split: Split, batch_size: int = 64, device: st
     return scores.means()[kind]
 
 
-def load_fid_model(weights: str | None, device: str | None):
-    """The user's local TorchScript Inception, or None (FID skipped); never downloads."""
-    if weights is None:
-        return None
-    import torch
-
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"evaluate.fid_weights: {weights} not found (set it to null to skip FID)")
-    return torch.jit.load(weights, map_location=device or "cpu").eval()
-
-
 def load_split(params: EvaluateParams, inputs: StageInputs) -> Split:
     store = ProcessedStore(inputs.store, inputs.histograms)
     split = store.load(params.split, limit=params.max_images or None)
@@ -281,7 +263,13 @@ def run_evaluate(
     split = load_split(params, inputs)
     reference = TrainingReference.of_store(ProcessedStore(inputs.store, inputs.histograms))
     models = load_models(inputs.models, device)
-    fid_model = load_fid_model(params.fid_weights, device)
+    fid_model, weights = None, params.fid_weights  # the user's local TorchScript Inception; never downloads
+    if weights is not None:
+        import torch
+
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"evaluate.fid_weights: {weights} not found (set it to null to skip FID)")
+        fid_model = torch.jit.load(weights, map_location=device).eval()
     log.info("evaluating %d %s images", len(split), params.split)
     scores, examples = evaluate_models(
         models, split, reference, params.batch_size, device, params.figure_examples, fid_model=fid_model

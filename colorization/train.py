@@ -28,15 +28,7 @@ from colorization.config import LineartRecipe, Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
-from colorization.models import (
-    CONFIG_FILE,
-    MODEL_OUTPUT,
-    RUN_FILE,
-    WEIGHTS_FILE,
-    load_trained,
-    model_config,
-    read_config,
-)
+from colorization.models import CONFIG_FILE, MODEL_OUTPUT, RUN_FILE, WEIGHTS_FILE, model_config
 from colorization.models.averaging import averaged_copy, update_average
 from colorization.models.specs import SPECS
 from colorization.models.steps import Nets
@@ -147,20 +139,12 @@ class LossCsv:
         self.rows = [restored] if resume_step and restored else []
         atomic_write_text(path, ",".join(["step", *columns]) + "\n" + "".join(self.rows))
         self.file = path.open("a")
+        self.flush, self.close = self.file.flush, self.file.close
 
     def write(self, step: int, values: dict[str, float]) -> None:
         row = ",".join([str(step), *(f"{values[c]:.6g}" for c in self.columns)]) + "\n"
         self.file.write(row)
-        self.rows.append(row)
-
-    def text(self) -> str:  # every row so far, without the header: saved with each checkpoint
-        return "".join(self.rows)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
+        self.rows.append(row)  # every row so far, without the header: saved with each checkpoint
 
 
 class NoTracking:
@@ -422,7 +406,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
             run.losses_csv.flush()
             run.tracking.flush()
             if ranks.master:
-                rows = run.losses_csv.text()
+                rows = "".join(run.losses_csv.rows)
                 save_checkpoint(run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, rows)
             if ranks.ddp:
                 dist.barrier()
@@ -468,6 +452,7 @@ def log_model(tracking, model_dir: Path, images) -> str | None:
     """Log the model folder as MLflow's serving model, with a signature and an input example."""
     if isinstance(tracking, NoTracking):
         return None
+    from colorization.models import load_trained, read_config
     from colorization.tracking.serving import example_input, predict
 
     config = read_config(model_dir)
