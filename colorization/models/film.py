@@ -40,12 +40,6 @@ class FiLM(nn.Module):
         return x * (1 + gamma) + beta
 
 
-def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The hint's mean colour as 3 constant planes [N, 3, H, W] in [-1, 1]: a direct path to the output
-    colour that still works for a one-colour palette, where the 512-bin embedding extrapolates poorly."""
-    return rgb_to_target(mean_colour(hint))[:, :, None, None].expand(-1, -1, *size)
-
-
 def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
     """tanh(logits + atanh(planes)): zero logits give exactly the hint's mean colour."""
     return torch.tanh(logits.float() + torch.atanh(planes.float().clamp(-0.99, 0.99))).to(logits.dtype)
@@ -67,8 +61,9 @@ def guided_input(
     global hint's mean; with local hints, their dense guess where it is sure."""
     size, dtype = lineart.shape[2:], lineart.dtype
     parts, base = [lineart], None
-    if hint_planes:
-        base = hint_colour_planes(hint, size).to(dtype)
+    if hint_planes:  # the hint's mean colour as 3 planes: right even for a one-colour palette, unlike
+        # the 512-bin embedding, which extrapolates poorly
+        base = rgb_to_target(mean_colour(hint))[:, :, None, None].expand(-1, -1, *size).to(dtype)
         parts.append(base)
     if local_hints:
         local = no_hints(len(lineart), size[0], lineart.device) if local is None else local

@@ -12,6 +12,8 @@ from torch.nn import functional as F
 from colorization.config import CganTrainParams, CnnTrainParams, HintTrainParams
 from colorization.device import autocast
 
+Losses = dict[str, torch.Tensor]
+
 
 @dataclass
 class Batch:
@@ -38,9 +40,7 @@ class Nets:
         return self.averaged.get(name, self.modules[name])
 
 
-def cnn_step(
-    nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
+def cnn_step(nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device) -> Losses:
     with autocast(device):
         out = nets.forward["model"](batch.lineart, batch.hint, batch.local)
     loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
@@ -50,9 +50,7 @@ def cnn_step(
     return {"loss": loss.detach()}
 
 
-def cgan_step(
-    nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
+def cgan_step(nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device) -> Losses:
     gen, disc = nets.forward["model"], nets.forward["discriminator"]
     opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
     with autocast(device):
@@ -98,9 +96,7 @@ def cgan_step(
     return {k: v.detach() for k, v in dict(d_loss=d_loss, g_loss=g_loss, g_adv=g_adv, g_l1=g_l1).items()}
 
 
-def hint_step(
-    nets: Nets, batch: Batch, section: HintTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
+def hint_step(nets: Nets, batch: Batch, section: HintTrainParams, device: torch.device) -> Losses:
     with autocast(device):
         logits = nets.forward["model"](batch.lineart)
     log_p = F.log_softmax(logits.float(), dim=1)
