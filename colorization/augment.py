@@ -1,15 +1,6 @@
-"""Training data on the device: the whole split as uint8 tensors, batches sampled and
-augmented with batched tensor ops (no per-sample Python), all randomness from one
-seeded `torch.Generator` so a resumed run draws the same batches.
-
-Two augmentations exist for the generators only (`recolour=True`), because a face's line
-art alone nearly tells its colours and a network then learns to ignore the hint:
-- recolouring: a random hue rotation and saturation change of the target picture, its hint
-  recomputed from the recoloured picture, so the colours can only come from the hint;
-- hint blending: the hint mixed with the training set's average hint by a random amount,
-  so an uncertain hint (the hint model's guess, or the average itself) still gives the
-  most likely colours instead of a confident wrong colouring.
-"""
+"""Training data on the device: the split as uint8 tensors, batches sampled and augmented with
+batched tensor ops, all randomness from one seeded `torch.Generator` (a resumed run draws the same
+batches). Recolouring and hint blending (generators only): docs/training.md."""
 
 from __future__ import annotations
 
@@ -43,8 +34,7 @@ class DeviceData:
     def __len__(self) -> int:
         return self.color.shape[0]
 
-    def mean_hint(self) -> torch.Tensor:
-        """The average hint of these images, float32 [512]: the hint that says nothing."""
+    def mean_hint(self) -> torch.Tensor:  # float32 [512]: the hint that says nothing
         return self.hint.float().mean(dim=0)
 
 
@@ -59,8 +49,8 @@ def sample_batch(
     xdog: XDoGParams | None = None,
     local_hints: bool = False,
 ) -> Batch:
-    """A random batch, augmented; `recolour` (generators) adds recolouring and hint blending;
-    `local_hints`, local hints revealed from the final (cropped, recoloured) target."""
+    """A random batch, augmented; `recolour` (generators): recolouring and hint blending; `local_hints`:
+    local hints revealed from the final (cropped, recoloured) target."""
     idx = torch.randint(len(data), (batch_size,), generator=gen, device=gen.device)
     color, lineart = augment(data.color[idx], data.lineart[idx], gen, cfg, xdog)
     hint, certainty = data.hint[idx].float(), None
@@ -70,14 +60,9 @@ def sample_batch(
     local = None
     if local_hints:
         counts = point_counts(batch_size, gen, cfg.local_points_max, cfg.local_none_p)
-        local = reveal(color, counts, gen, cfg.local_points_max)
-    return Batch(
-        lineart=lineart.contiguous(memory_format=memory_format),
-        color=color.contiguous(memory_format=memory_format),
-        hint=hint,
-        certainty=certainty,
-        local=None if local is None else local.contiguous(memory_format=memory_format),
-    )
+        local = reveal(color, counts, gen, cfg.local_points_max).contiguous(memory_format=memory_format)
+    lineart, color = (x.contiguous(memory_format=memory_format) for x in (lineart, color))
+    return Batch(lineart=lineart, color=color, hint=hint, certainty=certainty, local=local)
 
 
 # RGB -> YIQ: Y is luma, (I, Q) the chroma plane; rotating (I, Q) turns the hue, scaling it the
@@ -129,9 +114,9 @@ def xdog_lines(
 def recolour_batch(
     color: torch.Tensor, hint: torch.Tensor, gen: torch.Generator, cfg: AugmentParams, mean_hint: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Recolour a `cfg.recolour_p` share of the pictures (new hints from the new colours) and blend
-    a `cfg.hint_blend_p` share of the others' hints with `mean_hint`. Returns the pictures, the
-    hints and each hint's certainty (the share of the picture's own hint in it, 1 unless blended)."""
+    """Recolour a `cfg.recolour_p` share of the pictures (new hints from the new colours), blend a
+    `cfg.hint_blend_p` share of the others' hints with `mean_hint`; also each hint's certainty (the
+    share of the picture's own hint in it, 1 unless blended)."""
     b = color.shape[0]
     u = torch.rand(b, 4, generator=gen, device=gen.device)
     recoloured = u[:, 0] < cfg.recolour_p
@@ -140,8 +125,7 @@ def recolour_batch(
     matrices = colour_matrices(angle, saturation)
     rgb01 = (color.float() + 1) / 2
     turned = torch.einsum("bij,bjhw->bihw", matrices, rgb01).clamp(0, 1) * 2 - 1
-    pick = recoloured[:, None, None, None]
-    color = torch.where(pick, turned.to(color.dtype), color)
+    color = torch.where(recoloured[:, None, None, None], turned.to(color.dtype), color)
     hint = torch.where(recoloured[:, None], histograms(color), hint)
     # Blend only pictures that kept their real colours: the average hint describes real ones.
     blended = ~recoloured & (u[:, 3] < cfg.hint_blend_p)
@@ -158,10 +142,8 @@ def augment(
     cfg: AugmentParams,
     xdog: XDoGParams | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 colour [B,3,S,S] and line art [B,1,S,S] -> augmented floats in [-1, 1].
-
-    With `xdog` settings, a `cfg.xdog_p` share of the line art is drawn anew by XDoG from the
-    colour picture, so the networks learn lines of more than one extractor."""
+    """uint8 colour [B,3,S,S] and line art [B,1,S,S] -> augmented floats in [-1, 1]; with `xdog`, a
+    `cfg.xdog_p` share of the line art is drawn anew by XDoG from the colour picture."""
     b = color.shape[0]
     # One draw for every random number of the batch keeps the generator's stream simple.
     u = torch.rand(b, 8, generator=gen, device=gen.device)

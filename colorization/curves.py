@@ -1,8 +1,5 @@
-"""The training curves as images and a page that needs no network: `colorization curves`.
-
-`dvc plots show` loads Vega from a CDN, so offline its page is blank; this draws dvc.yaml's
-top-level `plots:` with matplotlib, beside an `index.html` of images and text only.
-"""
+"""`colorization curves`: dvc.yaml's top-level `plots:` drawn with matplotlib, beside an `index.html` of
+images and text only (`dvc plots show` loads Vega from a CDN, so offline its page is blank)."""
 
 from __future__ import annotations
 
@@ -45,8 +42,7 @@ def plot_definitions(dvc_yaml: str | Path = "dvc.yaml") -> list[Plot]:
             continue  # a bare path: DVC's own default rendering, nothing declared to draw
         for name, body in entry.items():
             body = body or {}
-            y = body.get("y")
-            if not isinstance(y, dict):
+            if not isinstance(y := body.get("y"), dict):
                 continue
             pairs = [(f, c) for f, cols in y.items() for c in ([cols] if isinstance(cols, str) else cols)]
             plots.append(Plot(name, body.get("title", name), body.get("x", "step"), pairs))

@@ -1,9 +1,5 @@
-"""Stage `evaluate`: every method on the test split, scored, plus the paper's figure.
-
-The methods (each generator with each of its spec's hints, then the baselines), the sections of
-metrics/evaluation.json and what each measure means: docs/evaluation.md. The split is scored in
-chunks, so its size is bounded by the store, not by every method's output in memory.
-"""
+"""Stage `evaluate`: every method on the test split, scored in chunks (memory bounded by the chunk),
+plus the paper's figure. The methods, metrics/evaluation.json's sections and measures: docs/evaluation.md."""
 
 from __future__ import annotations
 
@@ -22,15 +18,8 @@ from colorization.config import EvaluateParams, Params, StageInputs
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
 from colorization.local_eval import OBEDIENCE_POINTS, local_obedience, point_curve, simulated_points
-from colorization.models.specs import (
-    GENERATOR_KINDS,
-    GENERATOR_METHODS,
-    HINT_KIND,
-    HINT_VARIANTS,
-    MAIN_KIND,
-    SCORED_VARIANTS,
-    SPECS,
-)
+from colorization.models import specs
+from colorization.models.specs import GENERATOR_KINDS, GENERATOR_METHODS, HINT_KIND, MAIN_KIND, SPECS
 from colorization.store import ProcessedStore, Split
 
 log = logging.getLogger(__name__)
@@ -43,11 +32,8 @@ DECIMALS = 5
 
 
 def flat_fill(lineart: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """Pictures the size of `lineart`, each one RGB colour ([N, 3] or [3], 0..255) everywhere.
-
-    No lines on top: Canny's strokes cover ~15 % of a 64 px face and drawing them costs the
-    fill 2-4 dB, so the plain fill is the stronger (honest) baseline.
-    """
+    """Pictures the size of `lineart`, each one RGB colour ([N, 3] or [3], 0..255) everywhere. No lines
+    on top: they cover ~15 % of a 64 px face and cost the fill 2-4 dB (the plain fill is the stronger)."""
     colours = np.broadcast_to(np.round(np.asarray(colours, np.float64)).astype(np.uint8), (len(lineart), 3))
     return np.ascontiguousarray(np.broadcast_to(colours[:, None, None, :], (*lineart.shape, 3)))
 
@@ -65,8 +51,7 @@ def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> n
 
 
 def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, device, batch_size) -> None:
-    """The local-hint curve and obedience of one chunk (`seed`: its first image's index), for each
-    generator that takes local hints."""
+    """The local-hint curve and obedience of one chunk (`seed`: its first image's index) per generator."""
     from colorization.inference import takes_local_hints
 
     for kind in (k for k in GENERATOR_KINDS if takes_local_hints(models[k])):
@@ -77,31 +62,25 @@ def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, de
 
 def panel_title(method: str) -> str:
     kind, variant = GENERATOR_METHODS[method]
-    return f"{SPECS[kind].label} ({HINT_VARIANTS[variant]})"
+    return f"{SPECS[kind].label} ({specs.HINT_VARIANTS[variant]})"
 
 
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
-    """Test image `i` (row `j` of its chunk's `outputs`) as the figure shows it: each generator
-    with the true and the automatic hint, then the main one with 10 simulated dots."""
-    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in SCORED_VARIANTS]
+    """Test image `i` (row `j` of its chunk's `outputs`) in the figure: each generator with the true and
+    the automatic hint, then the main one with 10 simulated dots (when it takes local hints)."""
+    from colorization.inference import colorize, takes_local_hints
+
+    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in specs.SCORED_VARIANTS]
     results = {panel_title(method): outputs[method][j] for method in shown}
     palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
     example = Example(split.ids[i], split.color[i], split.lineart[i], split.hint[i], results, palettes)
-    add_local_panel(example, models[MAIN_KIND], split, i)
+    if takes_local_hints(models[MAIN_KIND]):
+        points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)
+        title = f"{SPECS[MAIN_KIND].label} ({specs.HINT_VARIANTS['true']} + dots)"
+        lineart, hint = split.lineart[i : i + 1], split.hint[i : i + 1]
+        example.results[title] = colorize(models[MAIN_KIND], lineart, hint, local=points)[0]
+        example.points, example.dotted = points[0], title
     return example
-
-
-def add_local_panel(example: Example, generator, split: Split, i: int) -> None:
-    """The figure's local-hint panel: 10 simulated points and the main generator's colouring with them."""
-    from colorization.inference import colorize, takes_local_hints
-
-    if not takes_local_hints(generator):
-        return
-    points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)
-    title = f"{SPECS[MAIN_KIND].label} ({HINT_VARIANTS['true']} + dots)"
-    lineart, hint = split.lineart[i : i + 1], split.hint[i : i + 1]
-    example.results[title] = colorize(generator, lineart, hint, local=points)[0]
-    example.points, example.dotted = points[0], title
 
 
 @dataclass(frozen=True)
@@ -143,8 +122,7 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
 def predict_chunk(
     models: dict, lineart, hints, wrong_hints, reference: TrainingReference, device, batch_size
 ):
-    """Outputs of every method for one chunk, the hint model's guesses and the automatic hints
-    made from them (the guesses shrunk towards the average: what the c-GAN is given)."""
+    """Every method's outputs for one chunk, the hint model's guesses, and the automatic hints from them."""
     import torch
 
     from colorization.inference import automatic_hint, colorize, predict_hint
@@ -192,8 +170,7 @@ def hint_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray
 
 def average_hint_scores(mean_hint: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
     """The yardstick of the hint model: the training set's average hint, scored the same way."""
-    avg = hint_scores(np.broadcast_to(mean_hint, true.shape), true)
-    return {"avg_chi2": avg["chi2"], "avg_kl": avg["kl"]}
+    return {f"avg_{k}": v for k, v in hint_scores(np.broadcast_to(mean_hint, true.shape), true).items()}
 
 
 def evaluate_models(
@@ -206,8 +183,7 @@ def evaluate_models(
     fid_model=None,
     local: bool = True,
 ) -> tuple[dict, list[Example]]:
-    """Scores of every method on `split` and the first `figure_examples` examples for the figure
-    (`local`: with the local-hint sections, for generators that take local hints)."""
+    """Every method's scores on `split` (`local`: with the local-hint sections), and figure examples."""
     scores = Scores()
     examples: list[Example] = []
     features: dict[str, list[np.ndarray]] = {}
@@ -249,39 +225,22 @@ def evaluate_models(
 
 
 def score_model(kind: str, model, split: Split, batch_size: int = 64, device: str | None = None) -> dict:
-    """Metrics of one model alone, keyed as its section of evaluation.json.
-
-    The registry uses this to re-score a champion on a test split it was not scored on.
-    """
+    """One model's metrics, as its section of evaluation.json (the registry re-scores champions so)."""
     from colorization.inference import colorize, predict_hint
 
     scores = Scores()
     for start in range(0, len(split), batch_size):
         sl = slice(start, start + batch_size)
-        if not SPECS[kind].generator:
-            scores.add(
-                kind,
-                hint_scores(predict_hint(model, split.lineart[sl], device=device, raw=True), split.hint[sl]),
-            )
+        lineart, hint = split.lineart[sl], split.hint[sl]
+        if SPECS[kind].generator:
+            out = colorize(model, lineart, hint, device=device, batch_size=batch_size)
+            scores.add(kind, m.image_metrics(out, split.color[sl], hint))
         else:
-            out = colorize(model, split.lineart[sl], split.hint[sl], device=device, batch_size=batch_size)
-            scores.add(kind, m.image_metrics(out, split.color[sl], split.hint[sl]))
+            scores.add(kind, hint_scores(predict_hint(model, lineart, device=device, raw=True), hint))
     return scores.means()[kind]
 
 
-def load_fid_model(weights: str | None, device: str | None):
-    """The user's local TorchScript Inception, or None (FID skipped); never downloads."""
-    if weights is None:
-        return None
-    import torch
-
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"evaluate.fid_weights: {weights} not found (set it to null to skip FID)")
-    return torch.jit.load(weights, map_location=device or "cpu").eval()
-
-
 def load_split(params: EvaluateParams, inputs: StageInputs) -> Split:
-    """The evaluation split (evaluate.split) of the store in `inputs`."""
     store = ProcessedStore(inputs.store, inputs.histograms)
     split = store.load(params.split, limit=params.max_images or None)
     if len(split) == 0:
@@ -297,45 +256,38 @@ def run_evaluate(
     device: str | None = None,
     log_run: Callable[[dict, Path, dict], None] | None = None,
 ) -> dict:
-    """The stage: score the models in `inputs.models` on the store in `inputs`, write
-    metrics/evaluation.json and reports/, then `log_run` (MLflow)."""
+    """Score the models in `inputs.models`, write metrics/evaluation.json and reports/, then `log_run`."""
     from colorization.device import pick_device
 
     device = device or str(pick_device("auto"))  # the GPU when there is one
     split = load_split(params, inputs)
     reference = TrainingReference.of_store(ProcessedStore(inputs.store, inputs.histograms))
     models = load_models(inputs.models, device)
-    fid_model = load_fid_model(params.fid_weights, device)
+    fid_model, weights = None, params.fid_weights  # the user's local TorchScript Inception; never downloads
+    if weights is not None:
+        import torch
+
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"evaluate.fid_weights: {weights} not found (set it to null to skip FID)")
+        fid_model = torch.jit.load(weights, map_location=device).eval()
     log.info("evaluating %d %s images", len(split), params.split)
     scores, examples = evaluate_models(
         models, split, reference, params.batch_size, device, params.figure_examples, fid_model=fid_model
     )
-    result = {
-        "split": params.split,
-        "images": len(split),
-        "split_fingerprint": split_fingerprint(split),
-        **scores,
-    }
+    result = {"split": params.split, "images": len(split), "split_fingerprint": split_fingerprint(split)}
+    result |= scores
     atomic_write_text(params.metrics, json.dumps(result, indent=2) + "\n")
     figure = comparison_figure(examples, Path(params.reports) / FIGURE_FILE)
     if log_run is not None:
-        log_run(result, figure, source_runs(inputs.models))
+        from colorization.models import KINDS, read_run
+
+        runs = {name: read_run(Path(inputs.models) / name) for name in KINDS}  # each one's MLflow run
+        log_run(result, figure, {name: run["run_id"] for name, run in runs.items() if run is not None})
     return result
 
 
-def source_runs(models_dir: str | Path) -> dict[str, str]:
-    """MLflow run id of each trained model (models/<name>/run.json), where present."""
-    from colorization.models import KINDS, read_run
-
-    runs = {name: read_run(Path(models_dir) / name) for name in KINDS}
-    return {name: run["run_id"] for name, run in runs.items() if run is not None}
-
-
 def evaluate_stage(params: Params, inputs: StageInputs, track: bool = True) -> tuple[dict, str | None]:
-    """The evaluate stage as the CLI, DVC and Prefect all run it.
-
-    Returns the metrics and the id of the MLflow run holding them (None when tracking is off).
-    """
+    """The stage as the CLI, DVC and Prefect run it: the metrics and their MLflow run id (or None)."""
     logged: dict[str, str] = {}
     log_run = None
     if params.tracking.mlflow and track:

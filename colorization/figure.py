@@ -1,8 +1,5 @@
-"""The paper's comparison figure, and colour hints drawn as palettes.
-
-Per test image: row 1 the inputs (original, line art, colour hint, local hint dots), row 2 what
-the methods made of it (colorization.evaluate chooses them).
-"""
+"""The paper's comparison figure, and colour hints drawn as palettes. Per test image: row 1 the inputs
+(original, line art, colour hint, local hint dots), row 2 the methods' results (evaluate chooses them)."""
 
 from __future__ import annotations
 
@@ -18,11 +15,8 @@ from colorization.histogram import bin_centers, heaviest_bins
 def palette_bar(
     hint: np.ndarray, height: int, width: int, top: int = 12, min_weight: float = 0.01
 ) -> np.ndarray:
-    """The hint as vertical stripes, uint8 [height, width, 3].
-
-    The `top` heaviest bins (each at least `min_weight`) become stripes in the colour of the
-    bin centre, widths proportional to their weight among the stripes shown, heaviest left.
-    """
+    """The hint as vertical stripes, uint8 [height, width, 3]: the `top` heaviest bins (each at least
+    `min_weight`) in their bin centre's colour, widths by weight among those shown, heaviest left."""
     hint = np.asarray(hint, np.float64)
     keep = heaviest_bins(hint, top, min_weight=min_weight)  # a flat hint: its single heaviest bin
     weights = hint[keep] / max(hint[keep].sum(), 1e-12)
@@ -66,10 +60,8 @@ def draw_dots(ax, points: np.ndarray) -> None:
 def example_rows(ex: Example) -> tuple[list, list]:
     """(title, image) per panel: the inputs, then the results (a palette strip under those that have one)."""
     size = ex.original.shape[0]
-    inputs = [(INPUT_TITLES[0], ex.original), (INPUT_TITLES[1], ex.lineart)]
-    inputs.append((INPUT_TITLES[2], palette_bar(ex.hint, size, size)))
-    if ex.points is not None:
-        inputs.append((INPUT_TITLES[3], ex.lineart))
+    shown = [ex.original, ex.lineart, palette_bar(ex.hint, size, size), ex.lineart]  # dots: on the lines
+    inputs = list(zip(INPUT_TITLES, shown if ex.points is not None else shown[:3], strict=False))
     results = []
     for title, image in ex.results.items():
         if title in ex.palettes:  # e.g. the palette the hint model predicted, under the automatic result
@@ -89,7 +81,6 @@ def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100)
     if not examples:
         raise ValueError("no examples to draw")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [example_rows(ex) for ex in examples]
     columns = max(len(row) for pair in rows for row in pair)
     fig, axes = plt.subplots(

@@ -1,14 +1,6 @@
 """How much local hints help, and whether they are obeyed: the evaluation's `local_points` and
-`local_obedience` sections.
-
-- The curve (ideepcolor's): each generator that takes local hints colours the test split with
-  0, 1, 2, 5, 10 and 20 simulated points (true-colour patches, as in training) beside the true
-  global hint and beside the automatic one. The points are nested (the 10 include the 5) and
-  the same for every model, drawn from a seed per chunk, so the curve is a curve.
-- Obedience: 10 one-pixel points whose colours are random (so mostly not the picture's), with
-  the true global hint: the distance (0-255, mean over R, G, B) between each point's colour and
-  the output's at that pixel, and the share of points within `NEAR` levels.
-"""
+`local_obedience` sections (docs/evaluation.md). The points are nested (the 10 include the 5) and
+the same for every model, drawn from a seed per chunk, so the curve is a curve."""
 
 from __future__ import annotations
 
@@ -25,8 +17,8 @@ NEAR = 30  # levels: a point is obeyed when the output there is this close to it
 
 
 def simulated_points(color: np.ndarray, count: int, seed: int, random_colours: bool = False) -> np.ndarray:
-    """Local hints float32 [N, 4, S, S] of `count` points per picture (uint8 [N, S, S, 3]); the first
-    n of them for any smaller count. `random_colours`: one-pixel points of uniform random colour."""
+    """Local hints float32 [N, 4, S, S] of `count` points per picture (uint8 [N, S, S, 3]), nested;
+    `random_colours`: one-pixel points of uniform random colour."""
     gen = torch.Generator().manual_seed(seed)
     target = rgb_to_target(torch.from_numpy(np.ascontiguousarray(color)).permute(0, 3, 1, 2))
     counts = torch.full((len(color),), count, dtype=torch.long)

@@ -1,13 +1,9 @@
-"""Image-quality metrics for colorization, vectorised over a batch of images.
-
-Every function takes uint8 RGB batches [N, H, W, 3] and returns one float64 value per
-image, so evaluation can work in chunks and average at the end. Nothing here downloads
-anything: PSNR, SSIM, L1, histogram distances and colourfulness are closed-form; FID
-runs only with a feature extractor the caller loaded from a local file.
-"""
+"""Image-quality metrics: uint8 RGB batches [N, H, W, 3] in, one float64 per image out (so evaluation
+works in chunks). Nothing downloads: FID runs only with a feature extractor loaded from a local file."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -39,20 +35,12 @@ def l1(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def ssim(pred: np.ndarray, target: np.ndarray, win_size: int = 7) -> np.ndarray:
-    """Mean structural similarity per image, channels averaged.
-
-    The same numbers as `skimage.metrics.structural_similarity(..., channel_axis=-1,
-    data_range=255)` (uniform 7x7 window, sample covariance, K1=0.01, K2=0.03), computed
-    for the whole batch at once instead of one image at a time.
-    """
+    """Mean structural similarity per image, channels averaged: skimage's `structural_similarity(...,
+    channel_axis=-1, data_range=255)` (uniform 7x7 window, sample covariance), for a whole batch at once."""
     _check_pair(pred, target)
-    x = pred.astype(np.float64)
-    y = target.astype(np.float64)
-    size = (1, win_size, win_size, 1)  # filter rows and columns only, never across images
-
-    def mean(a: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(a, size=size)
-
+    x, y = pred.astype(np.float64), target.astype(np.float64)
+    # Rows and columns only, never across images.
+    mean = functools.partial(ndimage.uniform_filter, size=(1, win_size, win_size, 1))
     ux, uy = mean(x), mean(y)
     cov_norm = win_size**2 / (win_size**2 - 1)
     vx = cov_norm * (mean(x * x) - ux * ux)
@@ -66,15 +54,13 @@ def ssim(pred: np.ndarray, target: np.ndarray, win_size: int = 7) -> np.ndarray:
 
 def chi2_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Symmetric chi-squared distance between histograms [N, B]: 0.5 * sum (p-q)^2/(p+q), in [0, 1]."""
-    p = np.asarray(p, np.float64)
-    q = np.asarray(q, np.float64)
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
     return 0.5 * np.sum((p - q) ** 2 / np.maximum(p + q, _EPS), axis=-1)
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """KL(p || q) in nats over [N, B] histograms, both smoothed by `eps` so empty bins stay finite."""
-    p = np.asarray(p, np.float64) + eps
-    q = np.asarray(q, np.float64) + eps
+    p, q = np.asarray(p, np.float64) + eps, np.asarray(q, np.float64) + eps
     p /= p.sum(axis=-1, keepdims=True)
     q /= q.sum(axis=-1, keepdims=True)
     return np.sum(p * np.log(p / q), axis=-1)
@@ -90,9 +76,8 @@ def colorfulness(images: np.ndarray) -> np.ndarray:
     rgb = images.astype(np.float64)
     rg = rgb[..., 0] - rgb[..., 1]
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-    axes = (1, 2)
-    sigma = np.sqrt(rg.var(axis=axes) + yb.var(axis=axes))
-    mu = np.sqrt(rg.mean(axis=axes) ** 2 + yb.mean(axis=axes) ** 2)
+    sigma = np.sqrt(rg.var(axis=(1, 2)) + yb.var(axis=(1, 2)))
+    mu = np.sqrt(rg.mean(axis=(1, 2)) ** 2 + yb.mean(axis=(1, 2)) ** 2)
     return sigma + 0.3 * mu
 
 
@@ -110,8 +95,7 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, hints: np.ndarray) -> di
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two feature sets [N, D] (the FID formula)."""
     mu_a, mu_b = feats_a.mean(axis=0), feats_b.mean(axis=0)
-    cov_a = np.cov(feats_a, rowvar=False)
-    cov_b = np.cov(feats_b, rowvar=False)
+    cov_a, cov_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
     with warnings.catch_warnings():  # fewer samples than dimensions make cov singular; handled below
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         covmean = linalg.sqrtm(cov_a @ cov_b)
@@ -123,12 +107,9 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 
 def inception_features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
-    """Features [N, D] of uint8 images from a local TorchScript Inception (see docs/evaluation.md, FID).
-
-    The module gets float images [N, 3, 299, 299] on the 0..255 scale, as the StyleGAN /
-    clean-fid `inception-2015-12-05.pt` expects; it is asked for its pool features when
-    its forward takes `return_features`.
-    """
+    """Features [N, D] of uint8 images from a local TorchScript Inception (docs/evaluation.md, FID): float
+    [N, 3, 299, 299] on the 0..255 scale in, as clean-fid's `inception-2015-12-05.pt` expects; its pool
+    features when its forward takes `return_features`."""
     import torch
     import torch.nn.functional as F
 

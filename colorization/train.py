@@ -1,13 +1,7 @@
 """One training loop for the three models (cnn, cgan, hint): `colorization train cnn|cgan|hint`.
-
-The train split goes to the device once; batches are sampled and augmented there. A checkpoint
-every `train.checkpoint_every` steps (atomic) lets a restarted run resume exactly; a NaN/inf loss
-stops the run and keeps the last good one. Under torchrun each rank trains on its own shard and
-rank 0 alone writes files (docs/scale.md); the rest, outputs included: docs/training.md.
-
-CPU tip: OpenMP's idle threads spin, the fastest for one training alone; when several torch
-processes share the cores, export OMP_WAIT_POLICY=PASSIVE (measured on 2 cores: two concurrent
-trainings ~10x faster, a lone one ~2x slower).
+Checkpoints, resuming, the NaN stop and the outputs: docs/training.md; torchrun: docs/scale.md.
+CPU tip: when several torch processes share the cores, export OMP_WAIT_POLICY=PASSIVE (on 2 cores:
+two concurrent trainings ~10x faster; a lone one ~2x slower, its idle OpenMP threads then sleep).
 """
 
 from __future__ import annotations
@@ -34,15 +28,7 @@ from colorization.config import LineartRecipe, Params, StageInputs, TrainParams
 from colorization.device import configure, memory_format, pick_device
 from colorization.inference import colorize, palette, predict_hint, sample_grid
 from colorization.locking import FolderLock, NoLock
-from colorization.models import (
-    CONFIG_FILE,
-    MODEL_OUTPUT,
-    RUN_FILE,
-    WEIGHTS_FILE,
-    load_trained,
-    model_config,
-    read_config,
-)
+from colorization.models import CONFIG_FILE, MODEL_OUTPUT, RUN_FILE, WEIGHTS_FILE, model_config
 from colorization.models.averaging import averaged_copy, update_average
 from colorization.models.specs import SPECS
 from colorization.models.steps import Nets
@@ -63,9 +49,8 @@ def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
     spec, section = SPECS[kind], getattr(params.train, kind)
     arch = spec.networks(section)
     modules = {name: spec.builders[name](**kwargs) for name, kwargs in arch.items()}
-    fmt = memory_format(device)
     for net in modules.values():
-        net.to(device=device, memory_format=fmt).train()
+        net.to(device=device, memory_format=memory_format(device)).train()
     forward = {k: torch.compile(v) if params.train.compile else v for k, v in modules.items()}
     betas = spec.betas(section)
     optimizers = {k: torch.optim.Adam(v.parameters(), lr=section.lr, betas=betas) for k, v in modules.items()}
@@ -74,8 +59,7 @@ def build_nets(kind: str, params: Params, device: torch.device) -> Nets:
 
 
 def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
-    """Constant, then linear to 0 over the last `decay` share of the steps (a function of the step
-    alone, so a resumed run follows the same schedule without scheduler state)."""
+    """Constant, then linear to 0 over the last `decay` share of the steps (resumes need no state)."""
     start = steps * (1.0 - decay)
     if decay == 0 or step <= start:
         return base
@@ -122,17 +106,16 @@ def save_checkpoint(
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, tag: str, device: torch.device) -> dict | None:
+def load_checkpoint(
+    path: Path, tag: str, nets: Nets, gen: torch.Generator, device: torch.device
+) -> dict | None:
+    """The checkpoint at `path`, restored into `nets` and `gen`, when it was made for `tag`."""
     if not path.exists():
         return None
     state = torch.load(path, map_location=device, weights_only=True)
     if state.get("fingerprint") != tag:
         log.warning("%s is from other settings or data; starting from scratch", path)
         return None
-    return state
-
-
-def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
     for held, saved in (
         (nets.modules, "models"),
         (nets.optimizers, "optimizers"),
@@ -144,50 +127,28 @@ def restore(state: dict, nets: Nets, gen: torch.Generator) -> None:
     gen.set_state(state["rng"]["sampler"].cpu())
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    return state
 
 
 class LossCsv:
-    """plots/train/<kind>.csv: one row per step. On resume the rows up to the checkpoint come
-    from the checkpoint itself (`restored`; DVC deletes the file before re-running a stage), and
-    rows after it are dropped (that part of the run is replayed), so the file always reads as
-    one uninterrupted run."""
+    """plots/train/<kind>.csv, one row per step. On resume: the checkpoint's rows (`restored`: DVC
+    deletes the file before a re-run), none after it (replayed), so it reads as one uninterrupted run."""
 
     def __init__(self, path: Path, columns: list[str], resume_step: int, restored: str | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.columns = columns
         self.rows = [restored] if resume_step and restored else []
         atomic_write_text(path, ",".join(["step", *columns]) + "\n" + "".join(self.rows))
         self.file = path.open("a")
+        self.flush, self.close = self.file.flush, self.file.close
 
     def write(self, step: int, values: dict[str, float]) -> None:
         row = ",".join([str(step), *(f"{values[c]:.6g}" for c in self.columns)]) + "\n"
         self.file.write(row)
-        self.rows.append(row)
-
-    def text(self) -> str:
-        """Every row so far, without the header: saved with each checkpoint."""
-        return "".join(self.rows)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class NoLossCsv:
-    """Stands in for LossCsv on the ranks other than 0 of a DDP run."""
-
-    def write(self, step: int, values: dict[str, float]) -> None: ...
-    def text(self) -> str:
-        return ""
-
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
+        self.rows.append(row)  # every row so far, without the header: saved with each checkpoint
 
 
 class NoTracking:
-    """Stands in for colorization.tracking.runs.TrainingRun when MLflow is off or missing."""
+    """Stands in for tracking.runs.TrainingRun when MLflow is off or missing; off rank 0, also LossCsv."""
 
     run_id = None
     experiment_id = None
@@ -198,6 +159,8 @@ class NoTracking:
     def log_image(self, image, key, step) -> None: ...
     def log_model(self, model_dir, example, output) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
+    def write(self, step: int, values: dict[str, float]) -> None: ...  # LossCsv's
+    def close(self) -> None: ...
 
 
 def open_tracking(params: Params, kind: str, resume_id: str | None):
@@ -218,34 +181,20 @@ def open_tracking(params: Params, kind: str, resume_id: str | None):
 def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
     """Sample grid on fixed validation images. Columns: line art, hint palette, output, target;
     for generators also another image's hint and the output it steers to."""
-    net = nets.published()
-    s = images.lineart.shape[1]
+    net, lineart, hint = nets.published(), images.lineart, images.hint
+
+    def palettes(hints) -> np.ndarray:
+        return np.stack([palette(h, lineart.shape[1]) for h in hints])
+
     try:
         if not SPECS[kind].generator:
-            guessed = predict_hint(net, images.lineart, device, raw=True)  # what the network learns
-            cols = [images.lineart, [palette(h, s) for h in guessed], [palette(h, s) for h in images.hint]]
-            return sample_grid([np.asarray(c) for c in [*cols, images.color]])
-        other = np.roll(images.hint, 1, axis=0)
-        cols = [
-            images.lineart,
-            np.stack([palette(h, s) for h in images.hint]),
-            colorize(net, images.lineart, images.hint, device),
-            images.color,
-            np.stack([palette(h, s) for h in other]),
-            colorize(net, images.lineart, other, device),
-        ]
-        return sample_grid(cols)
+            guessed = predict_hint(net, lineart, device, raw=True)  # what the network learns
+            return sample_grid([lineart, palettes(guessed), palettes(hint), images.color])
+        other = np.roll(hint, 1, axis=0)
+        true, swapped = (colorize(net, lineart, h, device) for h in (hint, other))
+        return sample_grid([lineart, palettes(hint), true, images.color, palettes(other), swapped])
     finally:
         net.train()
-
-
-def shard(data: DeviceData, rank: int, world: int) -> DeviceData:
-    """This rank's disjoint share of the images: every world-th one, the same count on every rank."""
-    per_rank = len(data) // world
-    if per_rank == 0:
-        raise ValueError(f"{len(data)} training images cannot be split across {world} ranks")
-    pick = slice(rank, per_rank * world, world)
-    return DeviceData(color=data.color[pick], lineart=data.lineart[pick], hint=data.hint[pick])
 
 
 def weights_hash(nets: Nets) -> str:
@@ -267,8 +216,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     plots_path: str | Path | None = None,
 ) -> Path:
-    """Train model `kind` on the store in `inputs`, resuming from its checkpoint when one matches;
-    returns the model folder (default: train.out/<kind>)."""
+    """Train `kind` on the store in `inputs`, resuming a matching checkpoint; returns the model folder."""
     if kind not in SPECS:
         raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(SPECS)}")
     steps = steps or getattr(params.train, kind).steps
@@ -348,8 +296,12 @@ def load_data(params: Params, kind: str, inputs: StageInputs, ranks: Ranks) -> T
     images = DeviceData.from_split(store.load("train"), ranks.device)
     if len(images) == 0:
         raise ValueError(f"the train split of {inputs.store} is empty")
-    if ranks.ddp:
-        images = shard(images, ranks.rank, ranks.world)
+    if ranks.ddp:  # this rank's disjoint share: every world-th image, the same count on every rank
+        per_rank = len(images) // ranks.world
+        if per_rank == 0:
+            raise ValueError(f"{len(images)} training images cannot be split across {ranks.world} ranks")
+        pick = slice(ranks.rank, per_rank * ranks.world, ranks.world)
+        images = DeviceData(color=images.color[pick], lineart=images.lineart[pick], hint=images.hint[pick])
     if SPECS[kind].generator and store.image_size % 2**section.depth:
         raise ValueError(
             f"train.{kind}.depth {section.depth} needs an image size divisible by {2**section.depth}, "
@@ -387,11 +339,9 @@ def open_run(
         if hasattr(net, "prior"):  # the hint net's automatic hint leans towards the train split's average
             net.prior.copy_(torch.from_numpy(data.store.mean_hint("train")))
     tag = fingerprint(kind, params, data.store, ranks.world)
-    state = load_checkpoint(checkpoint, tag, device)  # under DDP every rank loads rank 0's
-    start = 0
-    if state is not None:
-        restore(state, nets, gen)
-        start = int(state["step"])
+    state = load_checkpoint(checkpoint, tag, nets, gen, device) or {}  # under DDP each loads rank 0's
+    start = int(state.get("step", 0))
+    if state:
         log.info("resuming %s from step %d (%s)", kind, start, checkpoint)
     if ranks.ddp:
         dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
@@ -402,10 +352,9 @@ def open_run(
     master = ranks.master
     # One trainer per checkpoint folder: a second (a re-run while an orphaned one runs) refuses.
     lock = FolderLock(checkpoint.parent, "trainer") if master else NoLock()
-    restored = (state or {}).get("loss_rows")
-    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoLossCsv()
-    resume_id = (state or {}).get("run_id") or None
-    tracking = open_tracking(params, kind, resume_id) if master else NoTracking()
+    restored = state.get("loss_rows")
+    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoTracking()
+    tracking = open_tracking(params, kind, state.get("run_id") or None) if master else NoTracking()
     tracking.log_params(
         {
             "model": kind,
@@ -453,12 +402,11 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
         if step % cfg.sample_every == 0 and ranks.master:
             run.tracking.log_image(preview(kind, run.nets, data.shown, device), key="samples", step=step)
         if step % cfg.checkpoint_every == 0 or step == run.steps:
-            # Logs reach disk and MLflow only up to a checkpoint: a resumed run then replays the
-            # steps after it without logging any step twice.
+            # Logs reach disk and MLflow only at a checkpoint: a resumed run replays no logged step.
             run.losses_csv.flush()
             run.tracking.flush()
             if ranks.master:
-                rows = run.losses_csv.text()
+                rows = "".join(run.losses_csv.rows)
                 save_checkpoint(run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, rows)
             if ranks.ddp:
                 dist.barrier()
@@ -478,19 +426,18 @@ def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[
 
 def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> None:
     """model.pt (state_dict), config.json, samples.png, run.json, all at once; then the run ends."""
-    kind, image_size = run.kind, data.store.image_size
+    kind = run.kind
     grid = preview(kind, run.nets, data.shown, device)
     run.tracking.log_image(grid, key="samples", step=run.steps)
     staging = fresh_staging(out_dir, MODEL_OUTPUT)
     torch.save(run.nets.published().state_dict(), staging / WEIGHTS_FILE)
-    config = model_config(kind, run.nets.arch["model"], image_size, data.recipe)
+    config = model_config(kind, run.nets.arch["model"], data.store.image_size, data.recipe)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    model_uri = log_model(run.tracking, staging, data.shown)
     run_info = {
         "run_id": run.tracking.run_id,
         "experiment_id": run.tracking.experiment_id,
-        "model_uri": model_uri,
+        "model_uri": log_model(run.tracking, staging, data.shown),
         "kind": kind,
         "steps": run.steps,
     }
@@ -505,6 +452,7 @@ def log_model(tracking, model_dir: Path, images) -> str | None:
     """Log the model folder as MLflow's serving model, with a signature and an input example."""
     if isinstance(tracking, NoTracking):
         return None
+    from colorization.models import load_trained, read_config
     from colorization.tracking.serving import example_input, predict
 
     config = read_config(model_dir)

@@ -1,20 +1,12 @@
-"""The three models and their on-disk format.
-
-A trained model folder (`models/<kind>/`) holds:
-  model.pt     state_dict of the network used at inference (the generator for cnn / cgan,
-               the hint net for hint), loadable with `torch.load(..., weights_only=True)`
-  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins", "hint_format",
-               "lineart": the line-art recipe of its training data (config.LineartRecipe:
-               extractor and its settings); models saved before it was recorded have none}
+"""The three models and their on-disk format, a folder `models/<kind>/`:
+  model.pt     state_dict of the inference network (generator, or hint net), `weights_only` loadable
+  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins", "hint_format", "lineart":
+               its training data's config.LineartRecipe (older models: none), "local_format" if local hints}
   run.json     the MLflow run that trained it (run_id null when tracking was off)
   .colorization-output  "model": the project wrote this folder, so may replace it (atomic.OutputKind)
-
-Interfaces: generators are `forward(lineart [N,1,S,S] in [-1,1], hint [N,512], local=None) -> RGB
-[N,3,S,S] in [-1,1]` (`local`: local hints [N,4,S,S], colorization/local_hints.py, read only by
-a model whose arch has `local_hints`; config.json then records "local_format"); the hint net
-is `forward(lineart) -> logits [N,512]`, whose softmax is its guess, and `automatic(guess)`
-the hint colouring uses (with `arch.trust` < 1, model.pt also holds the `prior` the guess is
-shrunk towards: the train split's average hint).
+Generators: `forward(lineart [N,1,S,S] in [-1,1], hint [N,512], local=None [N,4,S,S]) -> RGB [N,3,S,S]`
+in [-1,1]; the hint net: `forward(lineart) -> logits [N,512]` (softmax: its guess) and `automatic(guess)`,
+the hint colouring uses (shrunk towards `prior`, the train split's average hint, when `arch.trust` < 1).
 """
 
 from __future__ import annotations
@@ -108,8 +100,7 @@ def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
 
 
 def read_run(model_dir: str | Path) -> dict | None:
-    """The model folder's run.json (`run_id`: the MLflow run that trained it, null when tracking
-    was off), or None when there is none."""
+    """The model folder's run.json (`run_id`: null when tracking was off), or None when there is none."""
     path = Path(model_dir) / RUN_FILE
     return json.loads(path.read_text()) if path.exists() else None
 

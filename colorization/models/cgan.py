@@ -1,11 +1,5 @@
-"""pix2pix-style conditional GAN: a hint-steered U-Net generator and a PatchGAN discriminator.
-
-The generator maps line art [N, 1, S, S] plus a colour hint [N, 512] (and, with
-`local_hints`, local hints [N, 4, S, S]: colorization/local_hints.py) to RGB [N, 3, S, S] in
-[-1, 1]. Each encoder and decoder stage is FiLM-modulated by the hint, so the same line art
-coloured with another hint comes out in other colours.
-The discriminator scores overlapping patches of (line art, colour) pairs.
-"""
+"""pix2pix-style conditional GAN: a U-Net generator whose every stage is FiLM-modulated by the hint,
+and a PatchGAN discriminator scoring overlapping patches of (line art, colour) pairs."""
 
 from __future__ import annotations
 
@@ -13,11 +7,6 @@ import torch
 from torch import nn
 
 from colorization.models.film import FiLM, HintEncoder, guided_input, input_channels, with_hint_colour
-
-
-def stage_channels(base: int, depth: int) -> list[int]:
-    # pix2pix doubles the width per stage up to 8x base, then keeps it.
-    return [base * min(2**i, 8) for i in range(depth)]
 
 
 class UNetGenerator(nn.Module):
@@ -30,7 +19,7 @@ class UNetGenerator(nn.Module):
         local_hints: bool = False,
     ):
         super().__init__()
-        chans = stage_channels(base_channels, depth)
+        chans = [base_channels * min(2**i, 8) for i in range(depth)]  # pix2pix: doubling, up to 8x base
         self.hint = HintEncoder(hint_dim)
         self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
         self.local_hints = local_hints  # local colour hints [N, 4, S, S] as 8 more (local_hints.py)
@@ -61,8 +50,7 @@ class UNetGenerator(nn.Module):
     def forward(
         self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None
     ) -> torch.Tensor:
-        h = self.hint(hint)
-        skips = []
+        h, skips = self.hint(hint), []
         x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)
         for block, film in zip(self.down, self.down_film, strict=True):
             x = film(block(x), h)

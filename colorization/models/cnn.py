@@ -1,9 +1,5 @@
-"""The paper's baseline: stacked convolutions + ReLU, trained with an L2 loss.
-
-An encoder-decoder without skip connections (that is the U-Net's job): a few stride-2
-stages down, plain 3x3 conv + ReLU at each resolution, nearest upsampling back.
-Each stage is FiLM-modulated by the colour hint, as in the c-GAN generator.
-"""
+"""The paper's baseline, trained with an L2 loss: an encoder-decoder of 3x3 conv + ReLU without skip
+connections (stride-2 down, nearest upsampling back), each stage FiLM-modulated by the hint."""
 
 from __future__ import annotations
 

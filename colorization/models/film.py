@@ -1,9 +1,5 @@
-"""How the colour hint steers a network: encode the histogram once, then FiLM every stage.
-
-FiLM (feature-wise linear modulation) scales and shifts each feature channel by amounts
-computed from the hint, so the hint reaches every resolution of the network instead of
-being one extra input channel the network may learn to ignore.
-"""
+"""How the colour hint steers a network: encode the histogram once, then FiLM (scale and shift each
+feature channel) every stage, so the hint reaches every resolution instead of one ignorable input."""
 
 from __future__ import annotations
 
@@ -44,30 +40,14 @@ class FiLM(nn.Module):
         return x * (1 + gamma) + beta
 
 
-def hint_colour_planes(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The hint's mean colour as 3 constant planes [N, 3, H, W] in [-1, 1].
-
-    A direct, low-dimensional path from the hint to the output colour. Generators with
-    `hint_planes` take these as extra input planes and predict the picture as a deviation
-    from them (`with_hint_colour`), so a hint unlike any training picture's (a one-colour
-    palette) still sets the colour, where an embedding of the 512 bins alone extrapolates
-    poorly.
-    """
-    mean = rgb_to_target(mean_colour(hint))  # [N, 3]
-    return mean[:, :, None, None].expand(-1, -1, *size)
-
-
 def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
     """tanh(logits + atanh(planes)): zero logits give exactly the hint's mean colour."""
     return torch.tanh(logits.float() + torch.atanh(planes.float().clamp(-0.99, 0.99))).to(logits.dtype)
 
 
-GUIDE_PLANES = 2 * LOCAL_PLANES  # the local hints and their dense guess (local_hints.guide_planes)
-
-
 def input_channels(hint_planes: bool, local_hints: bool) -> int:
     """The generators' input planes: line art, the hint's mean colour, the local hints and their guess."""
-    return 1 + 3 * hint_planes + GUIDE_PLANES * local_hints
+    return 1 + 3 * hint_planes + 2 * LOCAL_PLANES * local_hints
 
 
 def guided_input(
@@ -77,14 +57,13 @@ def guided_input(
     hint_planes: bool,
     local_hints: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A generator's input planes, and the colour its output deviates from (None: plain tanh).
-
-    The base colour is the global hint's mean; with local hints, their dense guess where it is
-    sure: so an output that ignores nothing starts from the colours the person pointed at."""
+    """A generator's input planes, and the colour its output deviates from (None: plain tanh): the
+    global hint's mean; with local hints, their dense guess where it is sure."""
     size, dtype = lineart.shape[2:], lineart.dtype
     parts, base = [lineart], None
-    if hint_planes:
-        base = hint_colour_planes(hint, size).to(dtype)
+    if hint_planes:  # the hint's mean colour as 3 planes: right even for a one-colour palette, unlike
+        # the 512-bin embedding, which extrapolates poorly
+        base = rgb_to_target(mean_colour(hint))[:, :, None, None].expand(-1, -1, *size).to(dtype)
         parts.append(base)
     if local_hints:
         local = no_hints(len(lineart), size[0], lineart.device) if local is None else local

@@ -1,16 +1,6 @@
-"""The auto colour hint: predict the 512-bin histogram from the line art alone.
-
-A small strided CNN, global average pooling, and a linear layer to 512 logits; trained
-with KL(target || softmax(logits)) or chi-squared. Its guess replaces the user's hint, which is
-the poster's "c-GAN with auto color hint".
-
-Line art says little about colours, so the guess is only a little better than the training
-set's average hint, yet it is as sharp as a real histogram, and the generators read a sharp
-hint as a certain one. With `trust` < 1 the automatic hint is the guess shrunk towards that
-average (`prior`, set from the training data): the generators were trained with hints
-blended with the average for exactly this case (augment.py), and colour it with their most
-likely colours instead of a confident wrong guess.
-"""
+"""The auto colour hint: a small strided CNN, average pooling and a linear layer guess the 512-bin
+histogram from the line art; with `trust` < 1 the guess is shrunk towards the train split's
+average hint (`prior`), why: docs/training.md."""
 
 from __future__ import annotations
 
@@ -39,17 +29,10 @@ class HintNet(nn.Module):
 
     def forward(self, lineart: torch.Tensor) -> torch.Tensor:
         """Logits [N, 512]; their softmax is the guess (`automatic` makes the hint colouring uses)."""
-        x = self.features(lineart).mean(dim=(2, 3))
-        return self.head(x)
+        return self.head(self.features(lineart).mean(dim=(2, 3)))
 
     def automatic(self, guess: torch.Tensor) -> torch.Tensor:
-        """The hint colouring uses, [N, 512]: the guess (softmax of the logits) shrunk towards the
-        training set's average hint."""
-        return shrink(guess, self.trust, getattr(self, "prior", None))
-
-
-def shrink(guess: torch.Tensor, trust: float, prior: torch.Tensor | None) -> torch.Tensor:
-    """`trust` * guess + (1 - trust) * prior; the guess itself when there is no prior."""
-    if prior is None or trust == 1.0:
-        return guess
-    return trust * guess + (1.0 - trust) * prior.to(guess)
+        """The hint colouring uses, [N, 512]: the guess (softmax of the logits) shrunk towards `prior`."""
+        if self.trust == 1.0:  # no prior
+            return guess
+        return self.trust * guess + (1.0 - self.trust) * self.prior.to(guess)

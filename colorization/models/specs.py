@@ -1,13 +1,5 @@
-"""One spec per model kind: everything that differs between cnn, cgan and hint.
-
-Training, evaluation, the registry and the CLI iterate over `SPECS`; nothing else lists
-the kinds or branches on a kind's name. A spec names its params section (`train.<kind>`),
-the networks it trains (their classes and constructor kwargs, from that section), its
-optimisation step and optimiser settings, the loss columns it logs (main curve first), the
-hints evaluation colours it with (each one a section of evaluation.json, a figure panel and, for
-the automatic hint, a studio method), and its registered model: name, champion rule, and what
-the registry page says of it.
-"""
+"""One spec per model kind: everything that differs between cnn, cgan and hint. Training, evaluation,
+the registry and the CLI iterate over `SPECS`; nothing else lists the kinds (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -67,13 +59,7 @@ class ModelSpec:
 
 
 def _generator(section) -> dict:
-    return {
-        "base_channels": section.base_channels,
-        "depth": section.depth,
-        "hint_dim": section.hint_dim,
-        "hint_planes": section.hint_planes,
-        "local_hints": section.local_hints,
-    }
+    return section.model_dump(include={"base_channels", "depth", "hint_dim", "hint_planes", "local_hints"})
 
 
 SPECS: dict[str, ModelSpec] = {
@@ -118,9 +104,7 @@ SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             kind="hint",
             builders={"model": HintNet},
-            networks=lambda s: {
-                "model": {"base_channels": s.base_channels, "depth": s.depth, "trust": s.trust}
-            },
+            networks=lambda s: {"model": s.model_dump(include={"base_channels", "depth", "trust"})},
             step=hint_step,
             losses=("kl", "chi2"),
             label="hint model",

@@ -1,8 +1,5 @@
-"""One optimisation step per model kind, and the networks and optimisers it updates.
-
-Each step gets its model's own params section and returns its losses as detached 0-d
-tensors (no host sync here; the training loop syncs once).
-"""
+"""One optimisation step per model kind, and the networks and optimisers it updates. Each returns its
+losses as detached 0-d tensors (no host sync here; the training loop syncs once)."""
 
 from __future__ import annotations
 
@@ -14,6 +11,8 @@ from torch.nn import functional as F
 
 from colorization.config import CganTrainParams, CnnTrainParams, HintTrainParams
 from colorization.device import autocast
+
+Losses = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -41,9 +40,7 @@ class Nets:
         return self.averaged.get(name, self.modules[name])
 
 
-def cnn_step(
-    nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
+def cnn_step(nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device) -> Losses:
     with autocast(device):
         out = nets.forward["model"](batch.lineart, batch.hint, batch.local)
     loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
@@ -53,9 +50,7 @@ def cnn_step(
     return {"loss": loss.detach()}
 
 
-def cgan_step(
-    nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
+def cgan_step(nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device) -> Losses:
     gen, disc = nets.forward["model"], nets.forward["discriminator"]
     opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
     with autocast(device):
@@ -63,13 +58,10 @@ def cgan_step(
         # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
         real_logits = disc(batch.lineart, batch.color)
         fake_logits = disc(batch.lineart, fake.detach())
+    bce = F.binary_cross_entropy_with_logits
     d_loss = 0.5 * (
-        F.binary_cross_entropy_with_logits(
-            real_logits.float(), torch.ones_like(real_logits, dtype=torch.float)
-        )
-        + F.binary_cross_entropy_with_logits(
-            fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float)
-        )
+        bce(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float))
+        + bce(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float))
     )
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
@@ -78,13 +70,8 @@ def cgan_step(
     nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
     with autocast(device):
         fooled = disc(batch.lineart, fake)
-    g_adv = (
-        F.binary_cross_entropy_with_logits(
-            fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none"
-        )
-        .flatten(1)
-        .mean(dim=1)
-    )
+    g_adv = bce(fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none")
+    g_adv = g_adv.flatten(1).mean(dim=1)
     if batch.certainty is not None:
         # An uncertain (blended) hint asks for the likeliest colours, which L1 gives; a vivid
         # guess that fools D is only wanted when the hint says which colours to use.
@@ -106,17 +93,10 @@ def cgan_step(
     g_loss.backward()
     opt_g.step()
     nets.modules["discriminator"].requires_grad_(True)
-    return {
-        "d_loss": d_loss.detach(),
-        "g_loss": g_loss.detach(),
-        "g_adv": g_adv.detach(),
-        "g_l1": g_l1.detach(),
-    }
+    return {k: v.detach() for k, v in dict(d_loss=d_loss, g_loss=g_loss, g_adv=g_adv, g_l1=g_l1).items()}
 
 
-def hint_step(
-    nets: Nets, batch: Batch, section: HintTrainParams, device: torch.device
-) -> dict[str, torch.Tensor]:
+def hint_step(nets: Nets, batch: Batch, section: HintTrainParams, device: torch.device) -> Losses:
     with autocast(device):
         logits = nets.forward["model"](batch.lineart)
     log_p = F.log_softmax(logits.float(), dim=1)

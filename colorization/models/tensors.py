@@ -1,8 +1,5 @@
-"""The one place that maps stored uint8 pixels to network tensors and back.
-
-Convention (pix2pix): line art and RGB are scaled to [-1, 1]; generators end in tanh.
-Training, inference and serving all go through these, so they cannot drift apart.
-"""
+"""The one place that maps stored uint8 pixels to network tensors and back (pix2pix: [-1, 1]), so
+training, inference and serving cannot drift apart."""
 
 from __future__ import annotations
 
