@@ -1,9 +1,6 @@
-"""A local copy of each registered version, so that a repeated `colorize` downloads nothing.
-
-An entry (`<cache>/<name>/<version>/`, model.pt + config.json) is used only while its model.pt
-has the md5 the registry recorded (`model_md5`): the cache holds exactly the registered weights
-or nothing. For a SQLite store a warm start-up skips MLflow (costlier than the rest of the
-start-up) while the database files' sizes and mtimes show nothing moved. docs/colorize.md.
+"""A local copy of each registered version (used only while its model.pt has the registered md5),
+so that a repeated `colorize` downloads nothing; a warm start-up on an unchanged SQLite store skips
+MLflow. docs/colorize.md.
 """
 
 from __future__ import annotations
@@ -29,13 +26,10 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 def cache_root() -> Path | None:
     """Where entries live; None when the cache is off."""
-    setting = os.environ.get(CACHE_ENV, "")
-    if setting.lower() == "off":
-        return None
-    if setting:
-        return Path(setting)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lineart-colorization" / "models"
+    if setting := os.environ.get(CACHE_ENV, ""):
+        return None if setting.lower() == "off" else Path(setting)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lineart-colorization" / "models"
 
 
 def entry_dir(root: Path, name: str, version: str) -> Path:
@@ -75,8 +69,7 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
 
 
 def store_stamp(tracking: str) -> list | None:
-    """What changes whenever a SQLite store is written: its files' sizes and modification times
-    (None for a server store, or a database file that is not there: ask MLflow)."""
+    """A SQLite store's files' sizes and mtimes (None for a server store or a missing file: ask MLflow)."""
     if not tracking.startswith("sqlite:///"):
         return None
     db = Path(tracking.removeprefix("sqlite:///")).resolve()
@@ -98,8 +91,7 @@ def resolution_file(root: Path, uri: str, tracking: str) -> Path:
 
 
 def remembered(root: Path, uri: str, tracking: str, stamp: list | None) -> Path | None:
-    """The cached entry `uri` resolved to, when the store is untouched since (`stamp` is the one
-    recorded) and the entry valid."""
+    """The cached entry `uri` resolved to, when the store is untouched since and the entry valid."""
     try:
         known = json.loads(resolution_file(root, uri, tracking).read_text())
     except (OSError, ValueError):

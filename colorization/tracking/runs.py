@@ -1,7 +1,6 @@
 """Training runs in MLflow: params, per-step metrics, sample grids, and the logged model.
 
-A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow
-server` does), so a test's temporary database keeps its artifacts with it.
+A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow server` does).
 """
 
 from __future__ import annotations
@@ -54,10 +53,9 @@ class TrainingRun:
             return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        flat = flatten(params)
         logged = self.client.get_run(self.run_id).data.params
         # A resumed run already has them; MLflow refuses to log a key twice.
-        fresh = {k: v for k, v in flat.items() if k not in logged}
+        fresh = {k: v for k, v in flatten(params).items() if k not in logged}
         if fresh:
             mlflow.log_params(fresh)
 
