@@ -39,7 +39,7 @@ from colorization.colorize import (
     load_model,
     parse_palette,
 )
-from colorization.config import LineartParams, LineartRecipe
+from colorization.config import LineartParams
 from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
@@ -90,24 +90,6 @@ class StudioConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     concurrency: int | None = None  # colourings at once; None: the cores
     queue: int | None = None  # admitted requests waiting for a colouring; None: 2 x concurrency
-
-
-@dataclass
-class ModelCache:
-    """Each model loaded once: a folder is reloaded only when its weights file changes."""
-
-    device: str
-    fallback: LineartRecipe | None = None  # for a model saved without its line-art recipe
-    loaded: dict[tuple, LoadedModel] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
-        weights = Path(spec) / "model.pt"
-        key = (spec, weights.stat().st_mtime_ns if weights.is_file() else None, kinds)
-        with self.lock:
-            if key not in self.loaded:
-                self.loaded[key] = load_model(spec, self.device, kinds, self.fallback)
-            return self.loaded[key]
 
 
 @dataclass
@@ -171,10 +153,6 @@ class UploadRoute(APIRoute):
                 return await parse_and_answer(Request(request.scope, bounded_receive(request.receive, limit)))
 
         return admitted
-
-
-async def read_part(upload: UploadFile | None) -> Part | None:
-    return None if upload is None else Part(await upload.read(), upload.filename)
 
 
 def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -> np.ndarray:
@@ -243,13 +221,21 @@ def default_specs(models_dir: Path) -> dict[str, str]:
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
-        self.models = ModelCache(config.device, config.lineart.recipe() if config.lineart else None)
+        self.fallback = config.lineart.recipe() if config.lineart else None  # for models without one
+        self.loaded: dict[tuple, LoadedModel] = {}
+        self.lock = threading.Lock()
         concurrency = config.concurrency or default_concurrency()
         self.admission = Admission(concurrency, 2 * concurrency if config.queue is None else config.queue)
 
     def model(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
+        """Each model loaded once: a folder is reloaded only when its weights file changes."""
         try:
-            return self.models.get(spec, kinds)
+            weights = Path(spec) / "model.pt"
+            key = (spec, weights.stat().st_mtime_ns if weights.is_file() else None, kinds)
+            with self.lock:
+                if key not in self.loaded:
+                    self.loaded[key] = load_model(spec, self.config.device, kinds, self.fallback)
+                return self.loaded[key]
         except ColorizeError as err:
             raise StudioError(424, str(err)) from None
         except Exception as err:  # a registry server that is down or answers nonsense, a broken file
@@ -436,13 +422,11 @@ def create_app(config: StudioConfig) -> FastAPI:
         not parse, local hints for a model trained without them), 424 (no model, or the registry is
         down), 503 with `Retry-After` (seconds) when the studio already holds all the uploads it takes.
         """
+        files = {"image": image, "palette_file": palette_file, "reference": reference, "hints": hints}
         form = ColorizeForm(
-            image=await read_part(image),
+            **{key: None if f is None else Part(await f.read(), f.filename) for key, f in files.items()},
             hint=hint.strip() or "auto",
             palette=palette.strip(),
-            palette_file=await read_part(palette_file),
-            reference=await read_part(reference),
-            hints=await read_part(hints),
             methods=methods.strip(),
             models={kind: spec for kind in SPECS if (spec := models[f"{kind}_model"].strip())},
         )
