@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from colorization.atomic import atomic_write_text, check_replaceable, publish_dir
 from colorization.models import CONFIG_FILE, MODEL_OUTPUT, WEIGHTS_FILE, load_trained, read_config
 from colorization.provenance import file_md5
 
@@ -51,8 +52,6 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
         return False
     staging = None
     try:
-        from colorization.atomic import check_replaceable, publish_dir
-
         check_replaceable(entry, MODEL_OUTPUT)  # a folder of someone else's there: leave it, cache nothing
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
@@ -106,8 +105,6 @@ def remember(root: Path, uri: str, tracking: str, stamp: list | None, version) -
     """Note what `uri` resolved to under `stamp` (taken before resolving: a write since makes it stale)."""
     if stamp is None:
         return
-    from colorization.atomic import atomic_write_text
-
     known = {"name": version.name, "version": str(version.version)}
     known |= {"model_md5": version.tags.get("model_md5"), "stamp": stamp}
     try:

@@ -18,6 +18,7 @@ import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, read_config, read_run
 from colorization.provenance import file_md5, git_commit
 from colorization.tracking import RegistryError
 from colorization.tracking.descriptions import describe_model, version_description
@@ -113,8 +114,6 @@ def register_model(
     rescore: Callable[[str], dict] | None = None,
 ) -> Registration:
     """Register models/<kind> as a new version of `name` (unless it already is one) and promote it."""
-    from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, read_config, read_run
-
     model_dir = Path(model_dir)
     for required in (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE):
         if not (model_dir / required).exists():
@@ -237,7 +236,6 @@ def version_uri(uri: str) -> tuple[str, Any]:
 
 def download_model(uri: str, dst: Path) -> Path:
     """Download a logged model into `dst`; returns its models/<kind> folder (model.pt + config.json)."""
-    from colorization.models import CONFIG_FILE
     from colorization.tracking.serving import ARTIFACT
 
     try:
