@@ -333,31 +333,20 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
 
 
-def add_error_handlers(app: FastAPI) -> None:
+async def refusal(_: Request, err: Exception) -> JSONResponse:
     """Every refusal as `{"error": "one line"}`, never a traceback; busy with Retry-After."""
-
-    @app.exception_handler(StudioError)
-    async def refused(_: Request, err: StudioError) -> JSONResponse:
+    if isinstance(err, StudioError):
         return error_response(err.status, err.message)
-
-    @app.exception_handler(Busy)
-    async def busy(_: Request, err: Busy) -> JSONResponse:
+    if isinstance(err, Busy):
         return error_response(503, err.message, {"Retry-After": str(err.retry_after)})
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+    if isinstance(err, RequestValidationError):
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    if isinstance(err, StarletteHTTPException):
         return error_response(err.status_code, str(err.detail))
-
-    @app.exception_handler(Exception)
-    async def crashed(_: Request, err: Exception) -> JSONResponse:
-        log.exception("studio request failed")  # the traceback goes to the server's log, not the page
-        return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
+    log.exception("studio request failed")  # the traceback goes to the server's log, not the page
+    return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
 
 
 DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
@@ -384,7 +373,8 @@ def create_app(config: StudioConfig) -> FastAPI:
     studio = Studio(config)
     app = FastAPI(title="Line-art colorization studio", description=DESCRIPTION, version="1")
     app.state.studio = studio
-    add_error_handlers(app)
+    for refused in (StudioError, Busy, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(refused, refusal)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from colorization.models.specs import HINT_KIND, SPECS
 from colorization.tracking import flatten
 
 HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
@@ -12,8 +13,6 @@ HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
 
 def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
     """Registered-model tags: task, image size, data source, and the interface in short."""
-    from colorization.models.specs import HINT_KIND, SPECS
-
     size, hinter = int(config["image_size"]), SPECS[HINT_KIND].registered
     generator = SPECS[kind].generator
     return {
@@ -28,8 +27,6 @@ def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> di
 
 def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
     """The registered model's description: what it colours, its input and output, the hint it takes."""
-    from colorization.models.specs import HINT_KIND, SPECS
-
     spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
     served = f'Served (`mlflow models serve`): {{"inputs": {{"lineart": [N, {size}, {size}] 0..255'

@@ -18,6 +18,7 @@ from typing import Any
 from colorization.atomic import atomic_write_text, check_replaceable, publish_dir
 from colorization.models import CONFIG_FILE, MODEL_OUTPUT, WEIGHTS_FILE, load_trained, read_config
 from colorization.provenance import file_md5
+from colorization.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,8 @@ def entry_dir(root: Path, name: str, version: str) -> Path:
 def valid_entry(folder: Path, model_md5: str | None) -> bool:
     """The folder holds exactly the registered weights (and a config to build them with)."""
     weights = folder / WEIGHTS_FILE
-    if not model_md5 or not weights.is_file() or not (folder / CONFIG_FILE).is_file():
-        return False
-    return file_md5(weights) == model_md5
+    found = bool(model_md5) and weights.is_file() and (folder / CONFIG_FILE).is_file()
+    return found and file_md5(weights) == model_md5
 
 
 def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
@@ -76,11 +76,10 @@ def store_stamp(tracking: str) -> list | None:
     for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-journal")):
         try:
             info = path.stat()
+            stamp.append([str(path), info.st_size, info.st_mtime_ns])
         except FileNotFoundError:
             if path == db:
                 return None
-            continue
-        stamp.append([str(path), info.st_size, info.st_mtime_ns])
     return stamp
 
 
@@ -117,8 +116,6 @@ def remember(root: Path, uri: str, tracking: str, stamp: list | None, version) -
 
 def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     """(network in eval mode, config.json) of a registered version or a logged model."""
-    from colorization.tracking import tracking_uri
-
     root, tracking = cache_root(), tracking_uri()
     stamp = store_stamp(tracking) if root else None  # before resolving: a write since makes it stale
     entry = remembered(root, uri, tracking, stamp) if root else None

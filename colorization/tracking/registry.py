@@ -19,10 +19,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, read_config, read_run
+from colorization.models.specs import SPECS
 from colorization.provenance import file_md5, git_commit
 from colorization.tracking import RegistryError
 from colorization.tracking.descriptions import describe_model, version_description
-from colorization.tracking.runs import tracking_uri
+from colorization.tracking.runs import ensure_experiment, flatten, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -284,9 +285,6 @@ def _numeric(flat: dict[str, Any]) -> dict[str, float]:
 def log_evaluation(experiment: str, result: dict, figure: Path, source_runs: dict[str, str]) -> str:
     """An `evaluate` run holding all metrics and the figure; each training run gets its own test
     metrics, so a model version's test scores are on the run the registry links it to."""
-    from colorization.models.specs import SPECS
-    from colorization.tracking.runs import ensure_experiment, flatten
-
     experiment_id = ensure_experiment(experiment)
     c = client()
     run_tags = {"stage": "evaluate", "git_commit": git_commit()}
