@@ -47,6 +47,7 @@ from colorization.inference import takes_local_hints
 from colorization.models.specs import GENERATOR_KINDS, HINT_KIND, HINT_VARIANTS, SPECS
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
 from colorization.textsafe import escaped
+from colorization.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,13 @@ HINTS_FIELD = (
 )
 
 
-def page_methods() -> dict[str, tuple[str, str, bool]]:
-    """method -> (label, kind, always the automatic hint?): each generator, and "<kind>_auto" too."""
-    methods = {}
-    for kind in GENERATOR_KINDS:
-        methods[kind] = (SPECS[kind].label, kind, False)
-        if "auto" in SPECS[kind].hints:
-            methods[f"{kind}_auto"] = (f"{SPECS[kind].label}, {HINT_VARIANTS['auto']}", kind, True)
-    return methods
-
-
-METHODS = page_methods()
+# method -> (label, generator kind, always the automatic hint?): each generator, and "<kind>_auto" too
+METHODS = {
+    kind + suffix: (SPECS[kind].label + label, kind, bool(suffix))
+    for kind in GENERATOR_KINDS
+    for suffix, label in (("", ""), ("_auto", f", {HINT_VARIANTS['auto']}"))
+    if not suffix or "auto" in SPECS[kind].hints
+}
 
 
 class StudioError(Exception):
@@ -134,8 +131,7 @@ def bounded_receive(receive: Receive, limit: int) -> Receive:
 
 
 class UploadRoute(APIRoute):
-    """Admits (or answers 503) and bounds the body before FastAPI parses the form (which it does
-    before any dependency runs)."""
+    """Admits (or answers 503) and bounds the body before FastAPI parses the form (before any dependency)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         parse_and_answer = super().get_route_handler()
@@ -310,7 +306,6 @@ class Studio:
 
     def model_choices(self) -> dict[str, Any]:
         from colorization.tracking.registry import RegistryError, list_versions
-        from colorization.tracking.runs import tracking_uri
 
         folder = self.config.models_dir
         kinds = {kind: (Path(spec) / "model.pt").is_file() for kind, spec in default_specs(folder).items()}

@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, read_config, read_run
 from colorization.models.specs import SPECS
 from colorization.provenance import file_md5, git_commit
-from colorization.tracking import RegistryError
+from colorization.tracking import RegistryError, flatten, tracking_uri
 from colorization.tracking.descriptions import describe_model, version_description
-from colorization.tracking.runs import ensure_experiment, flatten, tracking_uri
+from colorization.tracking.runs import ensure_experiment
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from colorization.tracking import DEFAULT_TRACKING_URI, flatten, tracking_uri  # noqa: F401 (re-exported)
+from colorization.tracking import flatten, tracking_uri
 
 
 def ensure_experiment(name: str) -> str:
