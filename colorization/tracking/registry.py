@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"  # the name TrainingRun.log_model gives the model inside its run
+Rescore = Callable[[str], dict]  # a champion's URI -> its scores on this evaluation's test split
 
 
 @dataclass
@@ -77,13 +78,7 @@ def _alias_version(c: MlflowClient, name: str, alias: str):
 
 
 def decide_promotion(
-    c: MlflowClient,
-    name: str,
-    metric: str,
-    direction: str,
-    value: float,
-    split: str,
-    rescore: Callable[[str], dict] | None,
+    c: MlflowClient, name: str, metric: str, direction: str, value: float, split: str, rescore: Rescore | None
 ) -> tuple[bool, str]:
     """(promote?, why) for a new version scoring `value` on test split `split`: the champion's score
     is read from its tags when scored on the same split, else `rescore(champion_uri)` (like for like)."""
@@ -112,7 +107,7 @@ def register_model(
     model_dir: str | Path,
     evaluation: dict,
     tags: dict[str, str],
-    rescore: Callable[[str], dict] | None = None,
+    rescore: Rescore | None = None,
 ) -> Registration:
     """Register models/<kind> as a new version of `name` (unless it already is one) and promote it."""
     model_dir = Path(model_dir)
