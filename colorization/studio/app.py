@@ -80,8 +80,7 @@ class StudioError(Exception):
 @dataclass
 class StudioConfig:
     models_dir: Path
-    # The user's params.yaml section (None: none at hand): upload limits, and the lines of a
-    # model saved without its recipe (a model's own recipe decides its colour inputs' lines).
+    # params.yaml's section (None: none at hand): upload limits; lines of a model saved without its recipe
     lineart: LineartParams | None
     device: str = "cpu"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES

@@ -23,7 +23,6 @@ from colorization.tracking import tracking_uri
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "COLORIZATION_MODEL_CACHE"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def cache_root() -> Path | None:
@@ -35,7 +34,7 @@ def cache_root() -> Path | None:
 
 
 def entry_dir(root: Path, name: str, version: str) -> Path:
-    return root / _SAFE.sub("_", name) / str(int(version))
+    return root / re.sub(r"[^A-Za-z0-9._-]", "_", name) / str(int(version))
 
 
 def valid_entry(folder: Path, model_md5: str | None) -> bool:
