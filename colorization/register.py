@@ -1,15 +1,13 @@
-"""The `register` stage: every trained model becomes a version of its registered model.
-
-Tags each version with its provenance (git commit, DVC hash of the data, the params that shaped
-it); `tracking.registry` decides the promotion; metrics/registry.json is written for DVC.
+"""The `register` stage: every trained model becomes a version of its registered model, tagged
+with its provenance; `tracking.registry` decides the promotion; metrics/registry.json for DVC.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,10 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def params_tag(params, kind: str) -> str:
-    """The params that shaped this model: the line art, shared training knobs and its own section.
-
-    (The register stage lists these keys in dvc.yaml.)
-    """
+    """The params that shaped this model (the register stage lists these keys in dvc.yaml)."""
     from colorization.models import KINDS
 
     train = params.train.model_dump()
@@ -38,42 +33,33 @@ def params_tag(params, kind: str) -> str:
 
 
 def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
-    """The `register` stage: the three models in `inputs.models`, scored in `inputs.evaluation`
-    on the store in `inputs`; then metrics/registry.json."""
+    """The `register` stage: the models in `inputs.models`, scored in `inputs.evaluation`."""
+    from colorization.models import RUN_FILE, read_run
+    from colorization.models.specs import SPECS
     from colorization.tracking.model_cache import load_registered
     from colorization.tracking.registry import Registration, RegistryError, register_model
 
-    reg = params.registry
     evaluation_path = Path(inputs.evaluation)
     if not evaluation_path.exists():
         raise RegistryError(f"{evaluation_path} not found: run the evaluate stage first")
     evaluation = json.loads(evaluation_path.read_text())
-    common = {
-        **git_state(),
-        **dvc_data_hash((inputs.store, inputs.histograms)),
-        "data_source": params.acquire.source,
-    }
+    common = {**git_state(), **dvc_data_hash((inputs.store, inputs.histograms))}
+    common["data_source"] = params.acquire.source
     split_cache: dict = {}
 
-    def rescorer(kind: str, metric: str) -> Callable[[str], dict]:
-        def rescore(uri: str) -> dict:
-            from colorization.evaluate import load_split, score_model
+    def rescore(kind: str, metric: str, uri: str) -> dict:
+        from colorization.evaluate import load_split, score_model
 
-            if metric.split(".")[0] != kind:
-                raise RegistryError(
-                    f"cannot re-score {metric} with the {kind} model alone; declare a {kind}.* metric"
-                )
-            if "split" not in split_cache:
-                split_cache["split"] = load_split(params.evaluate, inputs)
-            module, _ = load_registered(uri)
-            return score_model(kind, module, split_cache["split"], params.evaluate.batch_size)
-
-        return rescore
+        if metric.split(".")[0] != kind:
+            raise RegistryError(
+                f"cannot re-score {metric} with the {kind} model alone; declare a {kind}.* metric"
+            )
+        if "split" not in split_cache:
+            split_cache["split"] = load_split(params.evaluate, inputs)
+        module, _ = load_registered(uri)
+        return score_model(kind, module, split_cache["split"], params.evaluate.batch_size)
 
     results = []
-    from colorization.models import RUN_FILE, read_run
-    from colorization.models.specs import SPECS
-
     for kind, spec in SPECS.items():
         (metric, direction), name = spec.ranking, spec.registered
         tags = common | {"params": params_tag(params, kind)}
@@ -85,8 +71,8 @@ def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
             log.info("%s: %s", name, reason)
             results.append(Registration.skipped(name, reason))
             continue
-        rescore = rescorer(kind, metric)
-        results.append(register_model(kind, name, metric, direction, model_dir, evaluation, tags, rescore))
+        rescorer = partial(rescore, kind, metric)
+        results.append(register_model(kind, name, metric, direction, model_dir, evaluation, tags, rescorer))
     body = {r.name: asdict(r) for r in results}
-    atomic_write_text(reg.out, json.dumps(body, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(params.registry.out, json.dumps(body, indent=2, sort_keys=True) + "\n")
     return results

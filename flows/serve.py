@@ -1,12 +1,7 @@
 """Serve `pipeline` as a scheduled deployment (default 'pipeline/nightly').
 
-    python -m flows.serve [--params params.yaml] [--workdir .] [--set key=value ...] [--until STAGE]
-    colorization serve ...
-
-Schedule, timezone, name and scheduled runs' overrides come from params.yaml's `pipeline:`
-section (after `--set`: `--set pipeline.cron='*/2 * * * *'` tries a schedule); `--set` and
-`--until` apply to every run. It registers the deployment at PREFECT_API_URL and runs its flow
-runs, scheduled or triggered, each in a subprocess, until stopped (Ctrl-C pauses the schedule).
+Schedule and scheduled runs' overrides: params.yaml's `pipeline:` section; runs flow runs at
+PREFECT_API_URL until stopped (Ctrl-C pauses the schedule). docs/orchestration.md.
 """
 
 from __future__ import annotations
@@ -31,22 +26,14 @@ def deployment_settings(
     from prefect.types.entrypoint import EntrypointType
 
     settings = params.pipeline
-    parameters: dict[str, Any] = {"params_path": params_path, "workdir": str(workdir)}
-    if overrides:
-        parameters["overrides"] = dict(overrides)
-    if until:
-        parameters["until"] = until
+    given = {"overrides": dict(overrides or {}), "until": until}
+    parameters = {"params_path": params_path, "workdir": str(workdir)} | {k: v for k, v in given.items() if v}
+    # Only scheduled runs get pipeline.overrides (e.g. incremental crawling), on top of the serving
+    # overrides; a run triggered by hand gets the serving overrides only.
+    scheduled = {"overrides": {**(overrides or {}), **settings.overrides}}
     return {
         "name": settings.deployment,
-        # Only scheduled runs get pipeline.overrides (e.g. incremental crawling), on top of
-        # the serving overrides; a run triggered by hand gets the serving overrides only.
-        "schedules": [
-            Cron(
-                settings.cron,
-                timezone=settings.timezone,
-                parameters={"overrides": {**(overrides or {}), **settings.overrides}},
-            )
-        ],
+        "schedules": [Cron(settings.cron, timezone=settings.timezone, parameters=scheduled)],
         "parameters": parameters,
         "description": f"The whole pipeline on {workdir}, scheduled '{settings.cron}' ({settings.timezone}).",
         "tags": ["colorization"],
@@ -65,13 +52,12 @@ def serve(
     until: str | None = None,
 ) -> None:
     from flows.pipeline import check_run, pipeline
+    from tasks.data import ensure_download_limit
 
     root = Path(workdir).resolve()
     params, _, _ = check_run(params_path, overrides, until, root)
     # A bad scheduled override (or one of a key DVC tracks) fails now, not at 03:00.
     check_run(params_path, {**(overrides or {}), **params.pipeline.overrides}, until, root)
-    from tasks.data import ensure_download_limit
-
     ensure_download_limit()
     # Flow runs are subprocesses that import flows.pipeline by module path: from this checkout,
     # since flows/ and tasks/ are not installed packages.

@@ -1,18 +1,7 @@
 """`colorization studio`: a local web page for colouring, and `POST /api/colorize` for scripts.
 
-One FastAPI app: `/` serves the page (plain HTML and JS, shipped in this package), `/api/models`
-lists the models it can use (a models/ folder, and the registry's versions with their aliases
-when MLflow has them), `/api/colorize` colours one upload with the CNN, the c-GAN and the c-GAN
-with the automatic hint, through the same path as `colorization colorize` (`colorize_images`).
-
-Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback. FastAPI parses the upload
-(`UploadFile` / `Form`, python-multipart) from a body refused past `max_upload_bytes` as it
-arrives; a file part past 1 MB is spooled by Starlette to a temporary file, gone when the
-request ends, and the studio writes nothing. Each model is loaded once and kept. At most
-`concurrency` uploads are decoded and coloured at once and `queue` more wait (their bytes only);
-beyond that a request is answered 503 with `Retry-After` before its body is read
-(colorization.admission). An optional `hints` upload carries local colour hints (dots and
-strokes painted on the page), and each result says whether its model takes them.
+Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback; limits, admission (503 with
+`Retry-After`) and the page: docs/studio.md.
 """
 
 from __future__ import annotations
@@ -50,7 +39,7 @@ from colorization.colorize import (
     load_model,
     parse_palette,
 )
-from colorization.config import LineartParams, LineartRecipe
+from colorization.config import LineartParams
 from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
@@ -58,6 +47,7 @@ from colorization.inference import takes_local_hints
 from colorization.models.specs import GENERATOR_KINDS, HINT_KIND, HINT_VARIANTS, SPECS
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
 from colorization.textsafe import escaped
+from colorization.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +59,13 @@ HINTS_FIELD = (
 )
 
 
-def page_methods() -> dict[str, tuple[str, str, bool]]:
-    """method -> (label, generator kind, whether it always takes the automatic hint): each generator,
-    and "<kind>_auto" for those evaluated with the automatic hint. Today: cnn, cgan, cgan_auto."""
-    methods = {}
-    for kind in GENERATOR_KINDS:
-        methods[kind] = (SPECS[kind].label, kind, False)
-        if "auto" in SPECS[kind].hints:
-            methods[f"{kind}_auto"] = (f"{SPECS[kind].label}, {HINT_VARIANTS['auto']}", kind, True)
-    return methods
-
-
-METHODS = page_methods()
+# method -> (label, generator kind, always the automatic hint?): each generator, and "<kind>_auto" too
+METHODS = {
+    kind + suffix: (SPECS[kind].label + label, kind, bool(suffix))
+    for kind in GENERATOR_KINDS
+    for suffix, label in (("", ""), ("_auto", f", {HINT_VARIANTS['auto']}"))
+    if not suffix or "auto" in SPECS[kind].hints
+}
 
 
 class StudioError(Exception):
@@ -95,8 +80,7 @@ class StudioError(Exception):
 @dataclass
 class StudioConfig:
     models_dir: Path
-    # The user's params.yaml section (None: none at hand): upload limits, and the lines of a
-    # model saved without its recipe (a model's own recipe decides its colour inputs' lines).
+    # params.yaml's section (None: none at hand): upload limits; lines of a model saved without its recipe
     lineart: LineartParams | None
     device: str = "cpu"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
@@ -105,31 +89,7 @@ class StudioConfig:
 
 
 @dataclass
-class ModelCache:
-    """Each model loaded once: a folder is reloaded only when its weights file changes."""
-
-    device: str
-    fallback: LineartRecipe | None = None  # for a model saved without its line-art recipe
-    loaded: dict[tuple, LoadedModel] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
-        weights = Path(spec) / "model.pt"
-        stamp = weights.stat().st_mtime_ns if weights.is_file() else None
-        key = (spec, stamp, kinds)
-        with self.lock:
-            if key not in self.loaded:
-                self.loaded[key] = load_model(spec, self.device, kinds, self.fallback)
-            return self.loaded[key]
-
-
-# ---------------------------------------------------------------- the upload
-
-
-@dataclass
 class Part:
-    """An uploaded file, read into memory."""
-
     data: bytes
     filename: str | None
 
@@ -152,20 +112,9 @@ def too_large(limit: int) -> str:
     return f"upload too large: over the studio's limit of {limit} bytes"
 
 
-def check_upload_headers(request: Request, limit: int) -> None:
-    """Refusals that need no body: not multipart (415), a declared length past `limit` (413)."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise StudioError(415, "expected a multipart/form-data upload")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise StudioError(413, too_large(limit))
-
-
 def bounded_receive(receive: Receive, limit: int) -> Receive:
-    """`receive` that refuses (413) the body as soon as it passes `limit` bytes, whatever the
-    declared length: the multipart parser never sees more. An HTTPException, because FastAPI
-    turns any other error raised while it parses the form into a 400."""
+    """`receive` that refuses (413) the body once past `limit` bytes, whatever the declared length.
+    An HTTPException: FastAPI turns any other error raised while parsing the form into a 400."""
     size = 0
 
     async def receive_at_most() -> Message:
@@ -181,9 +130,7 @@ def bounded_receive(receive: Receive, limit: int) -> Receive:
 
 
 class UploadRoute(APIRoute):
-    """A route whose request is admitted (or answered 503) before its body is read, and whose
-    body is bounded while it arrives, both before FastAPI parses the form into the endpoint's
-    `UploadFile` / `Form` parameters (it parses them before any dependency runs)."""
+    """Admits (or answers 503) and bounds the body before FastAPI parses the form (before any dependency)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         parse_and_answer = super().get_route_handler()
@@ -192,73 +139,61 @@ class UploadRoute(APIRoute):
             studio: Studio = request.app.state.studio
             limit = studio.config.max_upload_bytes
             with studio.admission.admit():  # full: 503 at once, before the body is read
-                check_upload_headers(request, limit)
+                content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                if content_type != "multipart/form-data":
+                    raise StudioError(415, "expected a multipart/form-data upload")
+                declared = request.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    raise StudioError(413, too_large(limit))
                 return await parse_and_answer(Request(request.scope, bounded_receive(request.receive, limit)))
 
         return admitted
 
 
-async def read_part(upload: UploadFile | None) -> Part | None:
-    if upload is None:
-        return None
-    return Part(await upload.read(), upload.filename)
-
-
-# ---------------------------------------------------------------- the work
-
-
 def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -> np.ndarray:
     if part is None or not part.data:
         raise StudioError(422, f"no {what} uploaded")
-    name = escaped(part.filename or what)
     max_pixels, max_file_bytes = input_limits(lineart)
     try:
         check_file_size(len(part.data), max_file_bytes)
         return decode_rgb(part.data, max_pixels=max_pixels)
     except ImageRejected as err:
         status = 413 if "too large" in str(err) else 422
-        raise StudioError(status, f"{name}: {err}") from None
+        raise StudioError(status, f"{escaped(part.filename or what)}: {err}") from None
 
 
 def given_hint(form: ColorizeForm, lineart: LineartParams | None) -> np.ndarray | None:
     """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
-    mode = form.hint
-    if mode not in HINT_MODES:
-        raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(mode)!r}")
-    if mode == "auto":
+    if form.hint not in HINT_MODES:
+        raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}")
+    if form.hint == "auto":
         return None
-    if mode == "palette":
-        if not form.palette:
-            raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
-        try:
+    try:
+        if form.hint == "palette":
+            if not form.palette:
+                raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
             return parse_palette(form.palette)
-        except ColorizeError as err:
-            raise StudioError(422, str(err)) from None
-    if mode == "palette_file":
-        part = form.palette_file
-        if part is None or not part.data:
-            raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
-        name = part.filename or "palette"
-        try:
+        if form.hint == "palette_file":
+            part = form.palette_file
+            if part is None or not part.data:
+                raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
+            name = part.filename or "palette"
             return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
-        except PaletteError as err:
-            raise StudioError(422, str(err)) from None
+    except (ColorizeError, PaletteError) as err:
+        raise StudioError(422, str(err)) from None
     return color_histogram(decode_upload(form.reference, "reference image", lineart))
 
 
 def given_layer(part: Part | None, image: np.ndarray, lineart: LineartParams | None) -> np.ndarray | None:
-    """The local hints (RGBA, the picture's size; None: none sent); a layer of another size, an
-    unreadable one or a bad colour is a 400."""
+    """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
     if part is None or not part.data:
         return None
-    height, width = image.shape[:2]
     max_pixels, max_file_bytes = input_limits(lineart)
-    name = escaped(part.filename or "hints")
     try:
         check_file_size(len(part.data), max_file_bytes)
-        return hint_layer(part.data, part.filename or "hints", height, width, max_pixels)
+        return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
     except (HintLayerError, ImageRejected) as err:
-        raise StudioError(400, f"hints {name}: {err}") from None
+        raise StudioError(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
 
 
 def palette_of(hint: np.ndarray, max_colours: int = 12, mass: float = 0.98) -> list[dict[str, Any]]:
@@ -281,13 +216,21 @@ def default_specs(models_dir: Path) -> dict[str, str]:
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
-        self.models = ModelCache(config.device, config.lineart.recipe() if config.lineart else None)
+        self.fallback = config.lineart.recipe() if config.lineart else None  # for models without one
+        self.loaded: dict[tuple, LoadedModel] = {}
+        self.lock = threading.Lock()
         concurrency = config.concurrency or default_concurrency()
         self.admission = Admission(concurrency, 2 * concurrency if config.queue is None else config.queue)
 
     def model(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
+        """Each model loaded once: a folder is reloaded only when its weights file changes."""
         try:
-            return self.models.get(spec, kinds)
+            weights = Path(spec) / "model.pt"
+            key = (spec, weights.stat().st_mtime_ns if weights.is_file() else None, kinds)
+            with self.lock:
+                if key not in self.loaded:
+                    self.loaded[key] = load_model(spec, self.config.device, kinds, self.fallback)
+                return self.loaded[key]
         except ColorizeError as err:
             raise StudioError(424, str(err)) from None
         except Exception as err:  # a registry server that is down or answers nonsense, a broken file
@@ -307,10 +250,8 @@ class Studio:
         _, kind, always_auto = METHODS[method]
         generator = self.model(specs[kind], GENERATOR_KINDS)
         auto = always_auto or hint is None
-        if auto:
-            source = HintSource(model=self.model(specs[HINT_KIND], (HINT_KIND,)))
-        else:
-            source = HintSource(fixed=hint)
+        hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if auto else None
+        source = HintSource(fixed=None if auto else hint, model=hinter)
         started = time.perf_counter()
         try:
             (layers,), used = colorize_images(
@@ -329,119 +270,84 @@ class Studio:
             "colour": data_url(layers.colour),
         }, layers
 
-    def takes_local_hints(self, method: str, specs: dict[str, str]) -> bool:
-        return takes_local_hints(self.model(specs[METHODS[method][1]], GENERATOR_KINDS).module)
-
     def colorize(self, form: ColorizeForm) -> dict[str, Any]:
         with self.admission.working():  # decoding too: a waiting request holds only its upload
-            return self.colorize_now(form)
-
-    def colorize_now(self, form: ColorizeForm) -> dict[str, Any]:
-        lineart = self.config.lineart
-        image = decode_upload(form.image, "image", lineart)
-        hint = given_hint(form, lineart)
-        layer = given_layer(form.hints, image, lineart)
-        specs = default_specs(self.config.models_dir) | form.models
-        wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in METHODS]
-        if unknown or not wanted:
-            raise StudioError(422, f"methods must be some of {', '.join(METHODS)}, got {escaped(unknown)}")
-        results, lines, refusals = [], None, []
-        for method in wanted:
-            label, kind, _ = METHODS[method]
-            entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
-            try:
-                entry["local_hints"] = self.takes_local_hints(method, specs)  # the page warns when not
-                coloured, layers = self.colour_one(method, image, hint, form.hint, specs, layer)
-                entry |= coloured
-                lines = lines or data_url(layers.lines)
-            except StudioError as err:
-                entry["error"] = err.message
-                refusals.append(err)
-            results.append(entry)
-        if len(refusals) == len(results):
-            raise refusals[0]
-        height, width = image.shape[:2]
-        kind = "line art" if is_lineart(image) else "colour picture"
-        return {"width": width, "height": height, "input": kind, "lines": lines, "results": results}
+            lineart = self.config.lineart
+            image = decode_upload(form.image, "image", lineart)
+            hint = given_hint(form, lineart)
+            layer = given_layer(form.hints, image, lineart)
+            specs = default_specs(self.config.models_dir) | form.models
+            wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
+            unknown = [m for m in wanted if m not in METHODS]
+            if unknown or not wanted:
+                raise StudioError(
+                    422, f"methods must be some of {', '.join(METHODS)}, got {escaped(unknown)}"
+                )
+            results, lines, refusals = [], None, []
+            for method in wanted:
+                label, kind, _ = METHODS[method]
+                entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
+                try:
+                    generator = self.model(specs[kind], GENERATOR_KINDS)
+                    entry["local_hints"] = takes_local_hints(generator.module)  # the page warns when not
+                    coloured, layers = self.colour_one(method, image, hint, form.hint, specs, layer)
+                    entry |= coloured
+                    lines = lines or data_url(layers.lines)
+                except StudioError as err:
+                    entry["error"] = err.message
+                    refusals.append(err)
+                results.append(entry)
+            if len(refusals) == len(results):
+                raise refusals[0]
+            height, width = image.shape[:2]
+            kind = "line art" if is_lineart(image) else "colour picture"
+            return {"width": width, "height": height, "input": kind, "lines": lines, "results": results}
 
     def model_choices(self) -> dict[str, Any]:
-        from colorization.models.specs import SPECS
         from colorization.tracking.registry import RegistryError, list_versions
-        from colorization.tracking.runs import tracking_uri
 
-        registered = {kind: spec.registered for kind, spec in SPECS.items()}
         folder = self.config.models_dir
-        choices: dict[str, Any] = {
-            "folder": {
-                "path": str(folder),
-                "kinds": {
-                    kind: (Path(spec) / "model.pt").is_file() for kind, spec in default_specs(folder).items()
-                },
-            },
-            "registry": {"uri": tracking_uri(), "models": {}},
-        }
+        kinds = {kind: (Path(spec) / "model.pt").is_file() for kind, spec in default_specs(folder).items()}
+        registry: dict[str, Any] = {"uri": tracking_uri(), "models": {}}
+        choices = {"folder": {"path": str(folder), "kinds": kinds}, "registry": registry}
         try:
-            found = list_versions(list(registered.values()))
+            found = list_versions([spec.registered for spec in SPECS.values()])
         except RegistryError as err:
-            choices["registry"]["error"] = " ".join(str(err).split())
+            registry["error"] = " ".join(str(err).split())
             return choices
-        for kind, name in registered.items():
-            choices["registry"]["models"][kind] = [
-                {
-                    "uri": f"models:/{name}/{v['version']}",
-                    "name": name,
-                    "version": v["version"],
-                    "aliases": v["aliases"],
-                }
-                for v in found.get(name, [])
+        for kind, spec in SPECS.items():
+            name = spec.registered  # each version: {"version", "aliases"}
+            registry["models"][kind] = [
+                {"uri": f"models:/{name}/{v['version']}", "name": name, **v} for v in found.get(name, [])
             ]
         return choices
 
 
-# ---------------------------------------------------------------- the app
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
-
-
-def add_error_handlers(app: FastAPI) -> None:
+async def refusal(_: Request, err: Exception) -> JSONResponse:
     """Every refusal as `{"error": "one line"}`, never a traceback; busy with Retry-After."""
-
-    @app.exception_handler(StudioError)
-    async def refused(_: Request, err: StudioError) -> JSONResponse:
+    if isinstance(err, StudioError):
         return error_response(err.status, err.message)
-
-    @app.exception_handler(Busy)
-    async def busy(_: Request, err: Busy) -> JSONResponse:
-        answer = error_response(503, err.message)
-        answer.headers["Retry-After"] = str(err.retry_after)
-        return answer
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+    if isinstance(err, Busy):
+        return error_response(503, err.message, {"Retry-After": str(err.retry_after)})
+    if isinstance(err, RequestValidationError):
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    if isinstance(err, StarletteHTTPException):
         return error_response(err.status_code, str(err.detail))
-
-    @app.exception_handler(Exception)
-    async def crashed(_: Request, err: Exception) -> JSONResponse:
-        log.exception("studio request failed")  # the traceback goes to the server's log, not the page
-        return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
+    log.exception("studio request failed")  # the traceback goes to the server's log, not the page
+    return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
 
 
 DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
 
 
 def with_model_fields(endpoint: Callable) -> Callable:
-    """`endpoint` with one optional form field `<kind>_model` per model kind in SPECS, gathered
-    into its `**models`: FastAPI builds the form from the signature, so a new kind's override
-    field comes with its spec."""
+    """`endpoint` with an optional form field `<kind>_model` per kind in SPECS, gathered into `**models`."""
     signature = inspect.signature(endpoint)
     named = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
     fields = [
@@ -461,7 +367,8 @@ def create_app(config: StudioConfig) -> FastAPI:
     studio = Studio(config)
     app = FastAPI(title="Line-art colorization studio", description=DESCRIPTION, version="1")
     app.state.studio = studio
-    add_error_handlers(app)
+    for refused in (StudioError, Busy, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(refused, refusal)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -499,16 +406,13 @@ def create_app(config: StudioConfig) -> FastAPI:
         not parse, local hints for a model trained without them), 424 (no model, or the registry is
         down), 503 with `Retry-After` (seconds) when the studio already holds all the uploads it takes.
         """
-        given = {kind: models[f"{kind}_model"] for kind in SPECS}
+        files = {"image": image, "palette_file": palette_file, "reference": reference, "hints": hints}
         form = ColorizeForm(
-            image=await read_part(image),
+            **{key: None if f is None else Part(await f.read(), f.filename) for key, f in files.items()},
             hint=hint.strip() or "auto",
             palette=palette.strip(),
-            palette_file=await read_part(palette_file),
-            reference=await read_part(reference),
-            hints=await read_part(hints),
             methods=methods.strip(),
-            models={kind: spec.strip() for kind, spec in given.items() if spec.strip()},
+            models={kind: spec for kind in SPECS if (spec := models[f"{kind}_model"].strip())},
         )
         return await run_in_threadpool(studio.colorize, form)
 

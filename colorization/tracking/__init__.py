@@ -1,9 +1,5 @@
-"""MLflow lives here and nowhere else in the package.
-
-`runs` records training runs (params, metrics, sample images, the logged model);
-`registry` (model versions and aliases) is a separate module. Import these lazily: the
-training path must run on a machine without mlflow installed. This file imports no MLflow:
-`tracking_uri` is read where MLflow need not be loaded (a cached model's start-up).
+"""MLflow lives here and nowhere else in the package; import `runs` and `registry` lazily (training
+must run without mlflow installed). This file imports no MLflow (a cached model's start-up).
 """
 
 from __future__ import annotations
@@ -24,10 +20,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as one level of dotted keys (MLflow params and metrics are flat)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
+        flat |= flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value}
     return flat
 
 

@@ -1,13 +1,11 @@
-"""What the registry page tells a person browsing it: descriptions and tags, built from the facts.
-
-Pure text builders; `describe_model` applies them through an MLflow client it is given.
-"""
+"""What the registry page tells a person browsing it: descriptions and tags, built from the facts."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from colorization.models.specs import HINT_KIND, SPECS
 from colorization.tracking import flatten
 
 HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
@@ -15,8 +13,6 @@ HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
 
 def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
     """Registered-model tags: task, image size, data source, and the interface in short."""
-    from colorization.models.specs import HINT_KIND, SPECS
-
     size, hinter = int(config["image_size"]), SPECS[HINT_KIND].registered
     generator = SPECS[kind].generator
     return {
@@ -31,8 +27,6 @@ def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> di
 
 def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
     """The registered model's description: what it colours, its input and output, the hint it takes."""
-    from colorization.models.specs import HINT_KIND, SPECS
-
     spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
     served = f'Served (`mlflow models serve`): {{"inputs": {{"lineart": [N, {size}, {size}] 0..255'
@@ -43,6 +37,7 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
         )
         users = " and ".join(s.registered for s in SPECS.values() if s.generator)
         hint = f"Takes no hint: it makes one, for {users}."
+        use = f"Used by `colorization colorize --hint-model models:/{name}@champion` and the studio."
     else:
         io = (
             f"Input: a {size} x {size} line art (0 = line, 255 = paper) and a colour hint. Output: an RGB "
@@ -59,17 +54,14 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
                 f'{{"params": {{"local": [N x 4 x {size} x {size} floats]}}}}: '
                 "RGB in -1..1 where a hint is, then a mask."
             )
-    use = (
-        f"Any size with the lines kept, and layers: `colorization colorize --model models:/{name}@champion` "
-        "or `colorization studio`."
-    )
-    if not spec.generator:
-        use = f"Used by `colorization colorize --hint-model models:/{name}@champion` and the studio."
+        use = (
+            "Any size with the lines kept, and layers: "
+            f"`colorization colorize --model models:/{name}@champion` or `colorization studio`."
+        )
     return f"{spec.what}{source}\n\n{io}\n\n{hint}\n\n{use}"
 
 
 def _json(text: str | None) -> dict[str, Any]:
-    """A tag's JSON object; {} when absent or not one."""
     try:
         value = json.loads(text) if text else {}
     except ValueError:
@@ -80,10 +72,9 @@ def _json(text: str | None) -> dict[str, Any]:
 def changes(new: dict[str, str], old: dict[str, str], limit: int = 8) -> list[str]:
     """What differs between two versions' tags: commit, data, params, architecture."""
     found = []
-    if new.get("git_commit") != old.get("git_commit"):
-        found.append(f"code: commit {old.get('git_commit', '?')[:12]} -> {new.get('git_commit', '?')[:12]}")
-    if new.get("data_md5") != old.get("data_md5"):
-        found.append(f"data: md5 {old.get('data_md5', '?')[:12]} -> {new.get('data_md5', '?')[:12]}")
+    for tag, what in (("git_commit", "code: commit"), ("data_md5", "data: md5")):
+        if new.get(tag) != old.get(tag):
+            found.append(f"{what} {old.get(tag, '?')[:12]} -> {new.get(tag, '?')[:12]}")
     for tag, what in (("params", "params"), ("config", "architecture")):
         a, b = flatten(_json(old.get(tag))), flatten(_json(new.get(tag)))
         diffs = [

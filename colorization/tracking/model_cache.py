@@ -1,9 +1,6 @@
-"""A local copy of each registered version, so that a repeated `colorize` downloads nothing.
-
-An entry (`<cache>/<name>/<version>/`, model.pt + config.json) is used only while its model.pt
-has the md5 the registry recorded (`model_md5`): the cache holds exactly the registered weights
-or nothing. For a SQLite store a warm start-up skips MLflow (costlier than the rest of the
-start-up) while the database files' sizes and mtimes show nothing moved. docs/colorize.md.
+"""A local copy of each registered version (used only while its model.pt has the registered md5),
+so that a repeated `colorize` downloads nothing; a warm start-up on an unchanged SQLite store skips
+MLflow. docs/colorize.md.
 """
 
 from __future__ import annotations
@@ -18,36 +15,33 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from colorization.atomic import atomic_write_text, check_replaceable, publish_dir
 from colorization.models import CONFIG_FILE, MODEL_OUTPUT, WEIGHTS_FILE, load_trained, read_config
 from colorization.provenance import file_md5
+from colorization.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "COLORIZATION_MODEL_CACHE"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def cache_root() -> Path | None:
     """Where entries live; None when the cache is off."""
-    setting = os.environ.get(CACHE_ENV, "")
-    if setting.lower() == "off":
-        return None
-    if setting:
-        return Path(setting)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lineart-colorization" / "models"
+    if setting := os.environ.get(CACHE_ENV, ""):
+        return None if setting.lower() == "off" else Path(setting)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lineart-colorization" / "models"
 
 
 def entry_dir(root: Path, name: str, version: str) -> Path:
-    return root / _SAFE.sub("_", name) / str(int(version))
+    return root / re.sub(r"[^A-Za-z0-9._-]", "_", name) / str(int(version))
 
 
 def valid_entry(folder: Path, model_md5: str | None) -> bool:
     """The folder holds exactly the registered weights (and a config to build them with)."""
     weights = folder / WEIGHTS_FILE
-    if not model_md5 or not weights.is_file() or not (folder / CONFIG_FILE).is_file():
-        return False
-    return file_md5(weights) == model_md5
+    found = bool(model_md5) and weights.is_file() and (folder / CONFIG_FILE).is_file()
+    return found and file_md5(weights) == model_md5
 
 
 def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
@@ -57,8 +51,6 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
         return False
     staging = None
     try:
-        from colorization.atomic import check_replaceable, publish_dir
-
         check_replaceable(entry, MODEL_OUTPUT)  # a folder of someone else's there: leave it, cache nothing
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
@@ -75,8 +67,7 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
 
 
 def store_stamp(tracking: str) -> list | None:
-    """What changes whenever a SQLite store is written: its files' sizes and modification times
-    (None for a server store, or a database file that is not there: ask MLflow)."""
+    """A SQLite store's files' sizes and mtimes (None for a server store or a missing file: ask MLflow)."""
     if not tracking.startswith("sqlite:///"):
         return None
     db = Path(tracking.removeprefix("sqlite:///")).resolve()
@@ -84,11 +75,10 @@ def store_stamp(tracking: str) -> list | None:
     for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-journal")):
         try:
             info = path.stat()
+            stamp.append([str(path), info.st_size, info.st_mtime_ns])
         except FileNotFoundError:
             if path == db:
                 return None
-            continue
-        stamp.append([str(path), info.st_size, info.st_mtime_ns])
     return stamp
 
 
@@ -98,8 +88,7 @@ def resolution_file(root: Path, uri: str, tracking: str) -> Path:
 
 
 def remembered(root: Path, uri: str, tracking: str, stamp: list | None) -> Path | None:
-    """The cached entry `uri` resolved to, when the store is untouched since (`stamp` is the one
-    recorded) and the entry valid."""
+    """The cached entry `uri` resolved to, when the store is untouched since and the entry valid."""
     try:
         known = json.loads(resolution_file(root, uri, tracking).read_text())
     except (OSError, ValueError):
@@ -114,8 +103,6 @@ def remember(root: Path, uri: str, tracking: str, stamp: list | None, version) -
     """Note what `uri` resolved to under `stamp` (taken before resolving: a write since makes it stale)."""
     if stamp is None:
         return
-    from colorization.atomic import atomic_write_text
-
     known = {"name": version.name, "version": str(version.version)}
     known |= {"model_md5": version.tags.get("model_md5"), "stamp": stamp}
     try:
@@ -128,8 +115,6 @@ def remember(root: Path, uri: str, tracking: str, stamp: list | None, version) -
 
 def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     """(network in eval mode, config.json) of a registered version or a logged model."""
-    from colorization.tracking import tracking_uri
-
     root, tracking = cache_root(), tracking_uri()
     stamp = store_stamp(tracking) if root else None  # before resolving: a write since makes it stale
     entry = remembered(root, uri, tracking, stamp) if root else None

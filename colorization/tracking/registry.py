@@ -1,8 +1,7 @@
 """The MLflow model registry: register a model version, promote champions, load by URI.
 
 A new version takes `champion` only if it beats the champion on the declared metric over the same
-test split; registering is idempotent (weights or run already registered: nothing added), so
-DVC may re-run the stage freely. docs/registry.md.
+test split; registering is idempotent, so DVC may re-run the stage freely. docs/registry.md.
 """
 
 from __future__ import annotations
@@ -19,16 +18,19 @@ import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, read_config, read_run
+from colorization.models.specs import SPECS
 from colorization.provenance import file_md5, git_commit
-from colorization.tracking import RegistryError
+from colorization.tracking import RegistryError, flatten, tracking_uri
 from colorization.tracking.descriptions import describe_model, version_description
-from colorization.tracking.runs import tracking_uri
+from colorization.tracking.runs import ensure_experiment
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"  # the name TrainingRun.log_model gives the model inside its run
+Rescore = Callable[[str], dict]  # a champion's URI -> its scores on this evaluation's test split
 
 
 @dataclass
@@ -50,9 +52,8 @@ class Registration:
 
 
 def client() -> MlflowClient:
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri())
 
 
 def metric_value(evaluation: dict, metric: str) -> float:
@@ -76,28 +77,11 @@ def _alias_version(c: MlflowClient, name: str, alias: str):
         return None
 
 
-def _ensure_registered_model(c: MlflowClient, name: str, description: str) -> None:
-    try:
-        c.get_registered_model(name)
-    except MlflowException:
-        c.create_registered_model(name, description=description)
-
-
 def decide_promotion(
-    c: MlflowClient,
-    name: str,
-    metric: str,
-    direction: str,
-    value: float,
-    split: str,
-    rescore: Callable[[str], dict] | None,
+    c: MlflowClient, name: str, metric: str, direction: str, value: float, split: str, rescore: Rescore | None
 ) -> tuple[bool, str]:
-    """(promote?, why) for a new version scoring `value` on the test split `split`.
-
-    The champion's score is read from its tags when it was scored on the same split;
-    otherwise `rescore(champion_uri)` scores it now on this split, so the comparison is
-    always like for like.
-    """
+    """(promote?, why) for a new version scoring `value` on test split `split`: the champion's score
+    is read from its tags when scored on the same split, else `rescore(champion_uri)` (like for like)."""
     champion = _alias_version(c, name, CHAMPION)
     if champion is None:
         return True, f"first champion: no earlier {CHAMPION} ({metric} = {value:g})"
@@ -123,27 +107,26 @@ def register_model(
     model_dir: str | Path,
     evaluation: dict,
     tags: dict[str, str],
-    rescore: Callable[[str], dict] | None = None,
+    rescore: Rescore | None = None,
 ) -> Registration:
     """Register models/<kind> as a new version of `name` (unless it already is one) and promote it."""
     model_dir = Path(model_dir)
-    from colorization.models import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
-
-    run_file, weights, config_file = model_dir / RUN_FILE, model_dir / WEIGHTS_FILE, model_dir / CONFIG_FILE
-    for required in (run_file, weights, config_file):
-        if not required.exists():
-            raise RegistryError(f"{required} not found: run the train@{kind} stage first")
-    run_info = json.loads(run_file.read_text())
-    run_id = run_info.get("run_id")
-    if not run_id:
+    for required in (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE):
+        if not (model_dir / required).exists():
+            raise RegistryError(f"{model_dir / required} not found: run the train@{kind} stage first")
+    run_info = read_run(model_dir)
+    if not (run_id := run_info.get("run_id")):
         raise RegistryError(
             f"{model_dir} was trained without MLflow (tracking.mlflow: false): nothing to register"
         )
     c = client()
-    model_md5 = file_md5(weights)
+    model_md5 = file_md5(model_dir / WEIGHTS_FILE)
     value = metric_value(evaluation, metric)
-    _ensure_registered_model(c, name, f"{kind} model of the line-art colorization pipeline")
-    config = json.loads(config_file.read_text())
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description=f"{kind} model of the line-art colorization pipeline")
+    config = read_config(model_dir)
     describe_model(c, name, kind, config, tags.get("data_source"))
 
     versions = c.search_model_versions(f"name='{name}'")  # one made from this run or these weights?
@@ -175,7 +158,6 @@ def register_model(
 
 
 def evaluation_tags(evaluation: dict, metric: str, direction: str) -> dict[str, str]:
-    """What a new version records of the evaluation it was ranked by."""
     section = metric.split(".", 1)[0]
     return {
         "eval_split": str(evaluation.get("split_fingerprint", "unknown")),
@@ -186,9 +168,8 @@ def evaluation_tags(evaluation: dict, metric: str, direction: str) -> dict[str, 
 
 
 def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[str, str], ranking, rescore):
-    """A new version of `name` from `source`: challenger, or champion if it beats the champion.
-
-    `ranking` is (metric, direction, the new version's value)."""
+    """A new version of `name` from `source`: challenger, or champion if it beats the champion
+    (`ranking`: metric, direction, the new version's value)."""
     metric, direction, value = ranking
     base = _alias_version(c, name, CHAMPION)  # what the new version challenges
     promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)
@@ -208,8 +189,7 @@ def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[
 
 
 def existing_client() -> MlflowClient:
-    """The client of a store that is there: opening a missing sqlite file would silently create an
-    empty registry in the cwd."""
+    """The client of a store that is there (opening a missing sqlite file would create an empty one)."""
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise RegistryError(
@@ -223,44 +203,35 @@ def existing_client() -> MlflowClient:
 NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
-def resolve_version(uri: str):
-    """The model version a `models:/name@alias` or `models:/name/<version>` URI points at."""
-    if not uri.startswith("models:/"):
-        raise RegistryError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+def version_uri(uri: str) -> tuple[str, Any]:
+    """(the URI to download, the registered version or None) for a registered version
+    (models:/name@alias, models:/name/<version>), a run's model or a logged model (models:/m-<id>)."""
+    if not uri.startswith(("runs:/", "models:/")):
+        raise RegistryError(
+            f"{uri}: expected models:/<name>@<alias>, models:/<name>/<version> or runs:/<run>/model"
+        )
     c = existing_client()
     body = uri.removeprefix("models:/")
+    if uri.startswith("runs:/") or not ("@" in body or "/" in body):
+        return uri, None
     try:
         if "@" in body:
             name, alias = body.split("@", 1)
-            return c.get_model_version_by_alias(name, alias)
-        name, _, version = body.partition("/")
-        return c.get_model_version(name, version)
+            version = c.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = body.partition("/")
+            version = c.get_model_version(name, number)
     except MlflowException as err:
         if err.error_code not in NOT_FOUND_CODES:  # a server that is down or failing: not a missing model
             text = " ".join(str(err).split())[:200]
             raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
         what = f"no alias {alias!r} on {name!r}" if "@" in body else "no such registered model or version"
         raise RegistryError(f"model not found: {uri} ({what} in {tracking_uri()})") from None
-
-
-def version_uri(uri: str) -> tuple[str, Any]:
-    """(the URI to download, the registered version or None) for a model URI: a registered
-    version (models:/name@alias, models:/name/<version>), a run's model or a logged model."""
-    body = uri.removeprefix("models:/")
-    if uri.startswith("models:/") and ("@" in body or "/" in body):
-        version = resolve_version(uri)
-        return f"models:/{version.name}/{version.version}", version
-    if uri.startswith(("runs:/", "models:/")):  # a run's model, or a logged model (models:/m-<id>)
-        existing_client()
-        return uri, None
-    raise RegistryError(
-        f"{uri}: expected models:/<name>@<alias>, models:/<name>/<version> or runs:/<run>/model"
-    )
+    return f"models:/{version.name}/{version.version}", version
 
 
 def download_model(uri: str, dst: Path) -> Path:
     """Download a logged model into `dst`; returns its models/<kind> folder (model.pt + config.json)."""
-    from colorization.models import CONFIG_FILE
     from colorization.tracking.serving import ARTIFACT
 
     try:
@@ -277,10 +248,7 @@ def download_model(uri: str, dst: Path) -> Path:
 
 
 def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """{name: [{"version", "aliases"}, newest first]} for each registered name that exists.
-
-    For a model picker (the studio); a store that is missing or down is a RegistryError.
-    """
+    """{name: [{"version", "aliases"}, newest first]} for each registered name that exists."""
     c = existing_client()
     found: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -291,13 +259,14 @@ def list_versions(names: list[str]) -> dict[str, list[dict[str, Any]]]:
                 if err.error_code == "RESOURCE_DOES_NOT_EXIST":
                     continue
                 raise
-            aliases: dict[str, list[str]] = {}
-            for alias, version in (model.aliases or {}).items():
-                aliases.setdefault(str(version), []).append(alias)
+            aliases = (model.aliases or {}).items()
             versions = sorted(
                 (int(v.version) for v in c.search_model_versions(f"name='{name}'")), reverse=True
             )
-            found[name] = [{"version": str(v), "aliases": sorted(aliases.get(str(v), []))} for v in versions]
+            found[name] = [
+                {"version": str(v), "aliases": sorted(a for a, n in aliases if str(n) == str(v))}
+                for v in versions
+            ]
     except Exception as err:  # a server that is down, a store that cannot be read: one line
         text = " ".join(str(err).split())[:200]
         raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
@@ -309,12 +278,8 @@ def _numeric(flat: dict[str, Any]) -> dict[str, float]:
 
 
 def log_evaluation(experiment: str, result: dict, figure: Path, source_runs: dict[str, str]) -> str:
-    """An `evaluate` run holding all metrics and the figure; each training run gets its own test metrics.
-
-    The latter puts a model version's test scores on the run the registry links it to.
-    """
-    from colorization.tracking.runs import ensure_experiment, flatten
-
+    """An `evaluate` run holding all metrics and the figure; each training run gets its own test
+    metrics, so a model version's test scores are on the run the registry links it to."""
     experiment_id = ensure_experiment(experiment)
     c = client()
     run_tags = {"stage": "evaluate", "git_commit": git_commit()}
@@ -323,8 +288,6 @@ def log_evaluation(experiment: str, result: dict, figure: Path, source_runs: dic
         mlflow.log_metrics(_numeric(flatten(result)))
         mlflow.log_dict(result, "evaluation.json")
         mlflow.log_artifact(str(figure), "reports")
-    from colorization.models.specs import SPECS
-
     for kind, run_id in source_runs.items():
         evaluated = SPECS[kind].evaluated if kind in SPECS else ()
         scores = {f"test.{s}": result[s] for s in evaluated if s in result}

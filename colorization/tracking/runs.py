@@ -1,7 +1,6 @@
 """Training runs in MLflow: params, per-step metrics, sample grids, and the logged model.
 
-A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow
-server` does), so a test's temporary database keeps its artifacts with it.
+A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow server` does).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from colorization.tracking import DEFAULT_TRACKING_URI, flatten, tracking_uri  # noqa: F401 (re-exported)
+from colorization.tracking import flatten, tracking_uri
 
 
 def ensure_experiment(name: str) -> str:
@@ -54,10 +53,9 @@ class TrainingRun:
             return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        flat = flatten(params)
         logged = self.client.get_run(self.run_id).data.params
         # A resumed run already has them; MLflow refuses to log a key twice.
-        fresh = {k: v for k, v in flat.items() if k not in logged}
+        fresh = {k: v for k, v in flatten(params).items() if k not in logged}
         if fresh:
             mlflow.log_params(fresh)
 

@@ -1,8 +1,7 @@
-"""What `mlflow models serve` runs: a pyfunc around the project's own model folder.
+"""What `mlflow models serve` runs: a pyfunc around the project's own `models/<kind>/` folder.
 
-The logged model holds `models/<kind>/` as training published it, so the pipeline, `colorize`,
-the studio and serving read one format. Request and answer: docs/serving.md; the local hint
-planes are a param, not an input, because MLflow's tensor inputs cannot be optional.
+Request and answer: docs/serving.md; the local hint planes are a param, not an input, because
+MLflow's tensor inputs cannot be optional.
 """
 
 from __future__ import annotations
@@ -30,27 +29,20 @@ class LineartModel(mlflow.pyfunc.PythonModel):
 def predict(net, config: dict, model_input, params: dict | None = None) -> np.ndarray:
     """The served answer for one request (also what training logs as the output example)."""
     from colorization.inference import colorize, predict_hint
+    from colorization.local_hints import LOCAL_PLANES
     from colorization.models.specs import SPECS
 
     lineart = np.asarray(model_input["lineart"], np.float32).round().clip(0, 255).astype(np.uint8)
     if not SPECS[config["kind"]].generator:
         return predict_hint(net, lineart)
-    local = local_planes((params or {}).get("local"), lineart.shape)
+    flat, local = (params or {}).get("local"), None  # flat floats: local hints [N, 4, S, S]
+    if flat is not None and len(flat) > 0:
+        n, s = lineart.shape[:2]
+        if (size := np.size(flat)) != n * LOCAL_PLANES * s * s:
+            raise ValueError(f"params.local must hold {n} x {LOCAL_PLANES} x {s} x {s} numbers, got {size}")
+        local = np.asarray(flat, np.float32).reshape(n, LOCAL_PLANES, s, s)
     hint = np.asarray(model_input["hint"], np.float32)
     return colorize(net, lineart, hint, local=local).astype(np.float32)
-
-
-def local_planes(flat, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The `local` param (flat floats) as local hints [N, 4, S, S]; None when absent or empty."""
-    from colorization.local_hints import LOCAL_PLANES
-
-    if flat is None or len(flat) == 0:
-        return None
-    n, s = shape[0], shape[1]
-    flat = np.asarray(flat, np.float32)
-    if flat.size != n * LOCAL_PLANES * s * s:
-        raise ValueError(f"params.local must hold {n} x {LOCAL_PLANES} x {s} x {s} numbers, got {flat.size}")
-    return flat.reshape(n, LOCAL_PLANES, s, s)
 
 
 def example_input(kind: str, lineart: np.ndarray, hint: np.ndarray) -> dict[str, np.ndarray]:
