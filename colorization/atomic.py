@@ -1,9 +1,5 @@
-"""Atomic file publishing: write a temporary sibling, fsync, rename, so a reader (or a resumed
-run) sees the old file, the complete new one, or nothing -- never a half-written one.
-
-Folders are published the same way (`publish_dir`) and replace only what the project wrote:
-each holds an `OUTPUT_MARKER` naming its kind; anything else there is refused, untouched.
-"""
+"""Atomic publishing (a temporary sibling, fsync, rename): a reader sees the old file or the new one.
+Folders too (`publish_dir`), replacing only those whose `OUTPUT_MARKER` says the project wrote them."""
 
 from __future__ import annotations
 
@@ -95,10 +91,8 @@ class OutputKind:
 
 
 def check_replaceable(final: str | os.PathLike, kind: OutputKind) -> None:
-    """NotOurFolder unless `final` is absent, empty, or a folder this project wrote as `kind`.
-
-    Stages call it before their work too, so a refusal comes at once, not after the work.
-    """
+    """NotOurFolder unless `final` is absent, empty, or a folder this project wrote as `kind` (stages
+    call it before their work too, so a refusal comes at once)."""
     final = Path(final)
     if not os.path.lexists(final):
         return
@@ -141,17 +135,13 @@ def publish_dir(staging: Path, final: Path, kind: OutputKind) -> None:
         shutil.rmtree(old)
 
 
-def is_temporary(path: Path) -> bool:
-    """A temporary `atomic_path` names: `.tmp-<name>.<8 random characters>`, a plain file."""
-    return bool(_TMP_NAME.match(path.name)) and path.is_file() and not path.is_symlink()
-
-
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporaries a killed run left (only names this module makes); returns how many."""
-    count = 0
-    if folder.is_dir():
-        for tmp in folder.rglob(TMP_PREFIX + "*"):
-            if is_temporary(tmp):
-                tmp.unlink(missing_ok=True)
-                count += 1
-    return count
+    """Delete the temporaries a killed run left (plain files named as `atomic_path` names them); how many."""
+    stale = [
+        t
+        for t in folder.rglob(TMP_PREFIX + "*")
+        if _TMP_NAME.match(t.name) and t.is_file() and not t.is_symlink()
+    ]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)

@@ -1,14 +1,7 @@
-"""Processes that do not outlive their owner, and that keep freed memory for the next image.
-
-A killed `dvc repro`, `colorization pipeline` or stage gives its children no chance to shut
-down, so each process we start follows its owner:
-- a pool worker: the kernel SIGKILLs it when its parent dies (PR_SET_PDEATHSIG, `die_with_parent`);
-- a stage under DVC, DVC under the flow: a thread waits on the owner's pidfd and SIGKILLs this
-  process (`die_with`); PDEATHSIG would fire when the forking *thread* ends, and only for the
-  direct parent (DVC runs a stage through `$SHELL -c`);
-- Dask workers end by themselves when their parent's pipe closes (tests/integration/test_kills.py).
-Elsewhere than Linux these are no-ops.
-"""
+"""Processes that do not outlive their owner (no-ops elsewhere than Linux), and that keep freed
+memory for the next image. A pool worker dies with its parent (PR_SET_PDEATHSIG); a stage under
+DVC, and DVC under the flow, watch their owners' pidfds (`die_with`): PDEATHSIG fires when the
+forking *thread* ends, and only for the direct parent (DVC runs a stage through `$SHELL -c`)."""
 
 from __future__ import annotations
 
@@ -90,8 +83,8 @@ def _die() -> None:
 
 
 def stage_runners(pid: int | None = None) -> list[int]:
-    """The shells that run this DVC stage's command (they carry DVC_STAGE, as we do) and DVC, the
-    first ancestor without it; empty outside a DVC stage."""
+    """The shells that run this DVC stage's command (they carry DVC_STAGE, as we do) and DVC (the
+    first ancestor without it); empty outside a DVC stage."""
     stage = os.environ.get(DVC_STAGE_ENV)
     if stage is None or not sys.platform.startswith("linux"):
         return []
@@ -120,13 +113,9 @@ def run_module_owned(owner: int, module: str, args: list[str]) -> None:
 
 
 def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2**20) -> bool:
-    """Ask glibc to serve blocks under `mmap_below` from the heap and keep up to `trim_above`
-    bytes of freed heap; True when set, a no-op elsewhere than glibc.
-
-    A worker frees and reallocates the same blocks (2.6 MB at 512 px) for every image; by
-    default they return to the kernel and come back as fresh zeroed pages: 0.3-0.4 ms per image,
-    a third of the decode. For the stage and its workers, not a long-lived host.
-    """
+    """Ask glibc to serve blocks under `mmap_below` from the heap and keep up to `trim_above` bytes of
+    freed heap (True when set): a worker's per-image blocks (2.6 MB at 512 px) would otherwise come
+    back as fresh zeroed pages, a third of the decode. For a stage's workers, not a long-lived host."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
