@@ -8,7 +8,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,24 +20,18 @@ TMP_PREFIX = ".tmp-"
 _TMP_NAME = re.compile(r"^\.tmp-.+\.[a-z0-9_]{8}$")
 
 
-def _create_temporary(path: Path) -> Path:
-    """An empty new file beside `path`, mode 0666 less the umask (mkstemp's 0600 would lock others out)."""
-    for _ in range(100):
-        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _create_temporary(path)
+    for _ in range(100):  # a new file, mode 0666 less the umask (mkstemp's 0600 would lock others out)
+        tmp_path = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        with suppress(FileExistsError):
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+    else:
+        raise FileExistsError(f"no free temporary name beside {path}")
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -137,11 +131,9 @@ def publish_dir(staging: Path, final: Path, kind: OutputKind) -> None:
 
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete the temporaries a killed run left (plain files named as `atomic_path` names them); how many."""
-    stale = [
-        t
-        for t in folder.rglob(TMP_PREFIX + "*")
-        if _TMP_NAME.match(t.name) and t.is_file() and not t.is_symlink()
-    ]
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
-    return len(stale)
+    count = 0
+    for tmp in folder.rglob(TMP_PREFIX + "*"):
+        if _TMP_NAME.match(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count

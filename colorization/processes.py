@@ -82,34 +82,21 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def stage_runners(pid: int | None = None) -> list[int]:
-    """The shells that run this DVC stage's command (they carry DVC_STAGE, as we do) and DVC (the
-    first ancestor without it); empty outside a DVC stage."""
+def die_with_stage_runners() -> None:
+    """A DVC stage's command ends with the shells that run it (they carry DVC_STAGE, as we do) or DVC,
+    the first ancestor without it (the CLI calls this first); nothing outside a DVC stage."""
     stage = os.environ.get(DVC_STAGE_ENV)
     if stage is None or not sys.platform.startswith("linux"):
-        return []
+        return
     entry, runners = f"{DVC_STAGE_ENV}={stage}".encode(), []
-    for ancestor in ancestors(os.getpid() if pid is None else pid):
+    for ancestor in ancestors(os.getpid()):
         runners.append(ancestor)
         try:
             if entry not in Path(f"/proc/{ancestor}/environ").read_bytes().split(b"\0"):
                 break  # DVC, or whatever ran the command with DVC_STAGE set
         except OSError:  # not ours to read: stop here
             break
-    return runners
-
-
-def die_with_stage_runners() -> None:
-    """A stage command ends with the DVC (or shell) running it (the CLI calls this first)."""
-    if runners := stage_runners():
-        die_with(*runners)
-
-
-def run_module_owned(owner: int, module: str, args: list[str]) -> None:
-    """`python -m MODULE ARGS` in this process, which dies with `owner`: how the flow runs dvc."""
-    die_with(owner)
-    sys.argv = [module, *args]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    die_with(*runners)
 
 
 def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2**20) -> bool:
@@ -123,5 +110,9 @@ def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2*
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(M_TRIM_THRESHOLD, trim_above))
 
 
-if __name__ == "__main__":  # python -m colorization.processes OWNER_PID MODULE [ARGS...]
-    run_module_owned(int(sys.argv[1]), sys.argv[2], sys.argv[3:])
+if (
+    __name__ == "__main__"
+):  # python -m colorization.processes OWNER_PID MODULE [ARGS...]: how the flow runs dvc
+    die_with(int(sys.argv[1]))
+    sys.argv = sys.argv[2:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)

@@ -121,11 +121,8 @@ def retry_temporary(task, task_run, state) -> bool:
 @contextmanager
 def dask_scheduler(settings: PipelineParams) -> Iterator[str | None]:
     """The Dask scheduler for preprocess's shards (None: local processes); a LocalCluster if no address."""
-    if settings.task_runner == "local":
-        yield None
-        return
-    if settings.dask_address:
-        yield settings.dask_address
+    if settings.task_runner == "local" or settings.dask_address:
+        yield settings.dask_address if settings.task_runner == "dask" else None
         return
     from distributed import LocalCluster
 
