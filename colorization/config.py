@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -218,8 +219,6 @@ class PipelineParams(Strict):
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> PipelineParams:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         if len(self.cron.split()) != 5:
             raise ValueError(f"cron must have five fields (got {self.cron!r})")
         try:

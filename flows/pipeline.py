@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 from prefect import flow
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
@@ -34,9 +36,6 @@ from tasks.dvc import PARAMS_FILE, run_logger
 @contextmanager
 def domain_logs_in_prefect() -> Iterator[None]:
     """Show the `colorization` loggers' INFO records in the run's log (Prefect UI) meanwhile."""
-    from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.logging.handlers import APILogHandler
-
     domain = logging.getLogger("colorization")
     handler, level = APILogHandler(), domain.level
     # Only records logged inside a flow or task run: a domain worker thread has no run.

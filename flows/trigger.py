@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
+from prefect.client.orchestration import get_client
+from prefect.client.schemas import filters
+from prefect.client.schemas.sorting import ArtifactSort, LogSort
+from prefect.exceptions import ObjectNotFound
 
 from tasks.summary import SUMMARY_KEY
 
@@ -29,21 +34,16 @@ class TriggerError(RuntimeError):
 
 def _runs(run: str | UUID):
     """A filter for flow run `run`: an id, else a name."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
-
     try:
-        return FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run))]))
+        return filters.FlowRunFilter(id=filters.FlowRunFilterId(any_=[UUID(str(run))]))
     except ValueError:
-        return FlowRunFilter(name=FlowRunFilterName(any_=[run]))
+        return filters.FlowRunFilter(name=filters.FlowRunFilterName(any_=[run]))
 
 
 async def _summary_of(client, runs) -> str | None:
     """The newest `pipeline-summary` markdown of the flow runs `runs` (None: of any run)."""
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
     found = await client.read_artifacts(
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_KEY])),
+        artifact_filter=filters.ArtifactFilter(key=filters.ArtifactFilterKey(any_=[SUMMARY_KEY])),
         flow_run_filter=runs,
         sort=ArtifactSort.CREATED_DESC,
         limit=1,
@@ -52,9 +52,6 @@ async def _summary_of(client, runs) -> str | None:
 
 
 async def _trigger(name: str, overrides: dict[str, Any] | None, until: str | None, watch: bool, echo) -> bool:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
     async with get_client() as client:
         try:
             deployment = await client.read_deployment_by_name(name)
@@ -95,11 +92,6 @@ async def _trigger(name: str, overrides: dict[str, Any] | None, until: str | Non
 async def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
     """Print the run's log until it ends; its final state. Polled: the logs websocket needs
     PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED (off by default)."""
-    from datetime import timedelta
-
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
-    from prefect.client.schemas.sorting import LogSort
-
     seen: set[UUID] = set()
     since, final_reads = None, 0
     while True:
@@ -107,11 +99,13 @@ async def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
         if flow_run.state is not None and flow_run.state.is_final():
             final_reads += 1
         # Logs reach the server in batches, not in order: re-read a window and skip what was shown.
-        window = LogFilterTimestamp(after_=since - timedelta(seconds=30)) if since else None
+        window = filters.LogFilterTimestamp(after_=since - timedelta(seconds=30)) if since else None
         logs, page = [], PAGE
         while page == PAGE:
             batch = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), timestamp=window),
+                log_filter=filters.LogFilter(
+                    flow_run_id=filters.LogFilterFlowRunId(any_=[flow_run_id]), timestamp=window
+                ),
                 sort=LogSort.TIMESTAMP_ASC,
                 limit=PAGE,
                 offset=len(logs),
@@ -139,8 +133,6 @@ def trigger(
 
 
 async def _latest_summary(run: str | None) -> str:
-    from prefect.client.orchestration import get_client
-
     async with get_client() as client:
         runs = None if run is None else _runs(run)
         if (summary := await _summary_of(client, runs)) is not None:

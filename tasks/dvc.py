@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from colorization.config import OVERRIDES_ENV
 
@@ -33,9 +36,6 @@ class DvcFailed(RuntimeError):
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The Prefect run logger inside a run (shown in the UI), else this module's logger."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
     try:
         return get_run_logger()
     except MissingContextError:
@@ -107,8 +107,6 @@ def run_stage(
 ) -> bool:
     """Reproduce `stage` alone when DVC finds it stale (or `force`: a network source's new data); True
     when it ran. `overrides` and `env` reach its command; `slot`: a concurrency limit held meanwhile."""
-    from prefect.concurrency.sync import concurrency
-
     logger = run_logger()
     if not force:
         with _repo() as repo:
