@@ -10,8 +10,8 @@ params file is on this machine; `--watch` prints the run's log until it ends, th
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,9 @@ def _runs(run: str | UUID):
         return filters.FlowRunFilter(name=filters.FlowRunFilterName(any_=[run]))
 
 
-async def _summary_of(client, runs) -> str | None:
+def _summary_of(client, runs) -> str | None:
     """The newest `pipeline-summary` markdown of the flow runs `runs` (None: of any run)."""
-    found = await client.read_artifacts(
+    found = client.read_artifacts(
         artifact_filter=filters.ArtifactFilter(key=filters.ArtifactFilterKey(any_=[SUMMARY_KEY])),
         flow_run_filter=runs,
         sort=ArtifactSort.CREATED_DESC,
@@ -51,10 +51,17 @@ async def _summary_of(client, runs) -> str | None:
     return found[0].data if found else None
 
 
-async def _trigger(name: str, overrides: dict[str, Any] | None, until: str | None, watch: bool, echo) -> bool:
-    async with get_client() as client:
+def trigger(
+    name: str,
+    overrides: dict[str, Any] | None = None,
+    until: str | None = None,
+    watch: bool = False,
+    echo=print,
+) -> bool:
+    """Create a run of deployment `name` ('pipeline/nightly'); `watch` follows it. False if it failed."""
+    with get_client(sync_client=True) as client:
         try:
-            deployment = await client.read_deployment_by_name(name)
+            deployment = client.read_deployment_by_name(name)
         except httpx.HTTPError as err:
             raise TriggerError(f"cannot reach the Prefect server at {client.api_url}: {err}") from None
         except ObjectNotFound:
@@ -75,12 +82,12 @@ async def _trigger(name: str, overrides: dict[str, Any] | None, until: str | Non
             check_run(
                 defaults.get("params_path", "params.yaml"), run_overrides, parameters.get("until"), workdir
             )
-        run = await client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
         echo(f"created flow run {run.name!r} ({run.id}) of {name}, parameters {parameters or '(defaults)'}")
         if not watch:
             return True
-        state = await follow(client, run.id, echo)
-        summary = await _summary_of(client, _runs(run.id))
+        state = follow(client, run.id, echo)
+        summary = _summary_of(client, _runs(run.id))
     if summary:
         echo("\n" + summary)
     ok = state is not None and state.is_completed()
@@ -89,20 +96,20 @@ async def _trigger(name: str, overrides: dict[str, Any] | None, until: str | Non
     return ok
 
 
-async def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
+def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
     """Print the run's log until it ends; its final state. Polled: the logs websocket needs
     PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED (off by default)."""
     seen: set[UUID] = set()
     since, final_reads = None, 0
     while True:
-        flow_run = await client.read_flow_run(flow_run_id)
+        flow_run = client.read_flow_run(flow_run_id)
         if flow_run.state is not None and flow_run.state.is_final():
             final_reads += 1
         # Logs reach the server in batches, not in order: re-read a window and skip what was shown.
         window = filters.LogFilterTimestamp(after_=since - timedelta(seconds=30)) if since else None
         logs, page = [], PAGE
         while page == PAGE:
-            batch = await client.read_logs(
+            batch = client.read_logs(
                 log_filter=filters.LogFilter(
                     flow_run_id=filters.LogFilterFlowRunId(any_=[flow_run_id]), timestamp=window
                 ),
@@ -118,32 +125,17 @@ async def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
                 since = max(since, log.timestamp) if since else log.timestamp
         if final_reads > 1:  # the log read once more after the end: its last batch may come late
             return flow_run.state
-        await asyncio.sleep(poll_s)
-
-
-def trigger(
-    name: str,
-    overrides: dict[str, Any] | None = None,
-    until: str | None = None,
-    watch: bool = False,
-    echo=print,
-) -> bool:
-    """Create a run of deployment `name` ('pipeline/nightly'); `watch` follows it. False if it failed."""
-    return asyncio.run(_trigger(name, overrides, until, watch, echo))
-
-
-async def _latest_summary(run: str | None) -> str:
-    async with get_client() as client:
-        runs = None if run is None else _runs(run)
-        if (summary := await _summary_of(client, runs)) is not None:
-            return summary
-        if runs is None:
-            raise TriggerError(f"no {SUMMARY_KEY} artifact on {client.api_url} yet")
-        if runs.name is not None and not await client.read_flow_runs(flow_run_filter=runs, limit=1):
-            raise TriggerError(f"no flow run named {run!r}")
-        raise TriggerError(f"flow run {run!r} has no {SUMMARY_KEY} artifact")
+        time.sleep(poll_s)
 
 
 def latest_summary(run: str | None = None) -> str:
     """The markdown of run `run`'s `pipeline-summary` (a flow run name or id), or the newest one."""
-    return asyncio.run(_latest_summary(run))
+    with get_client(sync_client=True) as client:
+        runs = None if run is None else _runs(run)
+        if (summary := _summary_of(client, runs)) is not None:
+            return summary
+        if runs is None:
+            raise TriggerError(f"no {SUMMARY_KEY} artifact on {client.api_url} yet")
+        if runs.name is not None and not client.read_flow_runs(flow_run_filter=runs, limit=1):
+            raise TriggerError(f"no flow run named {run!r}")
+        raise TriggerError(f"flow run {run!r} has no {SUMMARY_KEY} artifact")

@@ -22,9 +22,7 @@ def read_json(path: str | Path | None) -> Any:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def metric_rows(evaluation: dict | None) -> list[dict]:
