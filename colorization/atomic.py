@@ -1,9 +1,5 @@
-"""Atomic file publishing: write a temporary sibling, fsync, rename, so a reader (or a resumed
-run) sees the old file, the complete new one, or nothing -- never a half-written one.
-
-Folders are published the same way (`publish_dir`) and replace only what the project wrote:
-each holds an `OUTPUT_MARKER` naming its kind; anything else there is refused, untouched.
-"""
+"""Atomic publishing (a temporary sibling, fsync, rename): a reader sees the old file or the new one.
+Folders too (`publish_dir`), replacing only those whose `OUTPUT_MARKER` says the project wrote them."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,24 +20,18 @@ TMP_PREFIX = ".tmp-"
 _TMP_NAME = re.compile(r"^\.tmp-.+\.[a-z0-9_]{8}$")
 
 
-def _create_temporary(path: Path) -> Path:
-    """An empty new file beside `path`, mode 0666 less the umask (mkstemp's 0600 would lock others out)."""
-    for _ in range(100):
-        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _create_temporary(path)
+    for _ in range(100):  # a new file, mode 0666 less the umask (mkstemp's 0600 would lock others out)
+        tmp_path = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        with suppress(FileExistsError):
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+    else:
+        raise FileExistsError(f"no free temporary name beside {path}")
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -95,10 +85,8 @@ class OutputKind:
 
 
 def check_replaceable(final: str | os.PathLike, kind: OutputKind) -> None:
-    """NotOurFolder unless `final` is absent, empty, or a folder this project wrote as `kind`.
-
-    Stages call it before their work too, so a refusal comes at once, not after the work.
-    """
+    """NotOurFolder unless `final` is absent, empty, or a folder this project wrote as `kind` (stages
+    call it before their work too, so a refusal comes at once)."""
     final = Path(final)
     if not os.path.lexists(final):
         return
@@ -141,17 +129,11 @@ def publish_dir(staging: Path, final: Path, kind: OutputKind) -> None:
         shutil.rmtree(old)
 
 
-def is_temporary(path: Path) -> bool:
-    """A temporary `atomic_path` names: `.tmp-<name>.<8 random characters>`, a plain file."""
-    return bool(_TMP_NAME.match(path.name)) and path.is_file() and not path.is_symlink()
-
-
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporaries a killed run left (only names this module makes); returns how many."""
+    """Delete the temporaries a killed run left (plain files named as `atomic_path` names them); how many."""
     count = 0
-    if folder.is_dir():
-        for tmp in folder.rglob(TMP_PREFIX + "*"):
-            if is_temporary(tmp):
-                tmp.unlink(missing_ok=True)
-                count += 1
+    for tmp in folder.rglob(TMP_PREFIX + "*"):
+        if _TMP_NAME.match(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            count += 1
     return count

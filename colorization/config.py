@@ -1,8 +1,5 @@
-"""Typed configuration: every knob of every stage, loaded from params.yaml.
-
-`load_params` validates the whole file before any work starts; a bad value raises
-`ParamsError` whose message is one line naming the key and the problem.
-"""
+"""Typed configuration of every stage, from params.yaml (whose comments explain each key): a bad
+value raises `ParamsError`, one line naming the key and the problem, before any work starts."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -31,8 +29,7 @@ class ParamsError(ValueError):
 
 
 class Strict(BaseModel):
-    # Every key is required and unknown keys are errors: a typo must not silently
-    # fall back to a default.
+    # Every key is required and unknown keys are errors: a typo must not fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -110,10 +107,7 @@ class SplitParams(Strict):
 
 
 class LineartRecipe(Strict):
-    # What turns a picture into line art: the part of the `lineart` section that defines the
-    # lines. A model's config.json records the one its training data went through, so
-    # `colorize` draws a new picture's lines the same way. The extractor names are
-    # `colorization.lineart.EXTRACTORS`, each with its settings section here.
+    # The lines' part of `lineart`: a model's config.json records it, so `colorize` draws alike.
     extractor: Literal["canny", "xdog"]
     canny: CannyParams
     xdog: XDoGParams
@@ -121,8 +115,6 @@ class LineartRecipe(Strict):
 
 
 class LineartParams(LineartRecipe):
-    # The `preprocess` stage's section. Its input (the acquire stage's folder) is wired in
-    # dvc.yaml (`--raw ${acquire.out}`), never named here: see `StageInputs`.
     out: str
     image_size: Annotated[int, Field(ge=16)]
     resize: Literal["center_crop", "pad"]
@@ -136,8 +128,7 @@ class LineartParams(LineartRecipe):
         return LineartRecipe.model_validate(self.model_dump(include=set(LineartRecipe.model_fields)))
 
 
-# The lines of a model saved before config.json recorded its recipe, where no params.yaml
-# is at hand: params.yaml's (the demo profile's) Canny, which those models were trained on.
+# The lines of a model saved before config.json recorded its recipe: the demo's Canny.
 DEFAULT_RECIPE = LineartRecipe(
     extractor="canny",
     canny=CannyParams(low=100, high=200, blur=3),
@@ -147,12 +138,10 @@ DEFAULT_RECIPE = LineartRecipe(
 
 
 class HistogramParams(Strict):
-    # Made by the `preprocess` stage from the same decode as the line art (section lineart).
     out: str
 
 
 class AugmentParams(Strict):
-    # Run on the training device as batched tensor ops (colorization.augment).
     flip: bool  # random horizontal flip
     crop_min: Annotated[float, Field(gt=0.0, le=1.0)]  # smallest random crop side, fraction; 1 = none
     thicken_p: ZeroToOne  # chance of 1 px thicker lines
@@ -162,13 +151,11 @@ class AugmentParams(Strict):
     saturation: Fraction  # recoloured chroma scaled by 1 +- this
     hint_blend_p: ZeroToOne  # chance of a hint mixed with the average hint
     xdog_p: ZeroToOne  # chance of XDoG lines (lineart.xdog) instead of the store's
-    # Generators with local_hints: revealed patches of the target (colorization.local_hints.reveal)
-    local_points_max: Annotated[int, Field(ge=0)]  # at most this many per picture, log-uniform from 1
+    local_points_max: NonNegInt  # revealed target patches per picture, at most (with local_hints)
     local_none_p: ZeroToOne  # chance of none at all (the global hint alone)
 
 
 class ModelTrainParams(Strict):
-    # What every model's section has.
     steps: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat  # cgan: generator and discriminator
@@ -183,23 +170,18 @@ class CnnTrainParams(ModelTrainParams):
 
 
 class CganTrainParams(CnnTrainParams):
-    # The CNN's knobs (its generator is a U-Net), plus the GAN's.
     beta1: Fraction  # Adam; pix2pix uses 0.5
     disc_channels: PositiveInt
     disc_layers: PositiveInt
     l1_weight: NonNegFloat  # reconstruction weight (pix2pix lambda = 100)
-    # L2 weight on blended-hint samples, scaled by how uncertain the hint is: there the mean
-    # colours (PSNR's best guess) are wanted rather than L1's median (0: L1 only)
-    uncertain_l2_weight: NonNegFloat
-    # L1 between the output and the local hints' colours where they are: obey the dots (0: none)
-    local_l1_weight: NonNegFloat
+    uncertain_l2_weight: NonNegFloat  # L2 where the hint is uncertain: mean colours, not L1's median
+    local_l1_weight: NonNegFloat  # L1 to the local hints' colours where they are (0: none)
     ema_decay: Fraction  # publish the weights moving average; 0: the last step
 
 
 class HintTrainParams(ModelTrainParams):
     loss: Literal["kl", "chi2"]  # what is minimised; both are logged
-    # share of the network's guess in the automatic hint; the rest is the train split's average hint
-    trust: ZeroToOne
+    trust: ZeroToOne  # share of the network's guess in the automatic hint; the rest: the average
 
 
 class TrainParams(Strict):
@@ -218,14 +200,12 @@ class TrainParams(Strict):
 
 
 class TrackingParams(Strict):
-    # Shared by train and evaluate (both list `tracking` in dvc.yaml); register follows the
-    # models' own runs (run.json), so it registers nothing for models trained without MLflow.
     mlflow: bool  # off, or mlflow not installed: nothing is logged, nothing registered
     experiment: str  # MLflow experiment of the training and evaluation runs
 
 
 class PipelineParams(Strict):
-    # Read by the Prefect flow and its deployment only; no DVC stage depends on them.
+    # Read by the Prefect flow and its deployment only; no DVC stage tracks them.
     deployment: str  # deployment name: runs are triggered as 'pipeline/<deployment>'
     cron: str  # schedule of the deployment, five fields
     timezone: str  # IANA name the cron is read in
@@ -239,8 +219,6 @@ class PipelineParams(Strict):
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> PipelineParams:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         if len(self.cron.split()) != 5:
             raise ValueError(f"cron must have five fields (got {self.cron!r})")
         try:
@@ -277,8 +255,7 @@ class Params(Strict):
 
 @dataclass(frozen=True)
 class StageInputs:
-    """Where a stage reads what the stages before it wrote: a stage's section names only what it
-    writes; dvc.yaml wires the rest (`--store ${lineart.out}`), and by hand `of` reads the same."""
+    """Where a stage reads what the stages before it wrote, as dvc.yaml wires it (`--store ...`)."""
 
     raw: str  # acquire's folder -> preprocess
     store: str  # preprocess's line-art store -> train, evaluate, register
@@ -303,12 +280,8 @@ def _first_problem(err: ValidationError) -> tuple[str, str]:
     """(dotted key, what is wrong with it) of the first error, plus a count of the others."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    kind = first["type"]
-    if kind == "missing":
-        problem = "missing key"
-    elif kind == "extra_forbidden":
-        problem = "unknown key"
-    else:
+    problem = {"missing": "missing key", "extra_forbidden": "unknown key"}.get(first["type"])
+    if problem is None:
         problem = first["msg"].removeprefix("Value error, ")
         if "input" in first and not isinstance(first["input"], dict):
             problem += f" (got {first['input']!r})"
@@ -316,30 +289,15 @@ def _first_problem(err: ValidationError) -> tuple[str, str]:
     return key, problem + more
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    key, problem = _first_problem(err)
-    return f"{source}: {key}: {problem}"
-
-
 def set_by_dotted_key(data: dict, dotted: str, value: Any) -> None:
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
+    *sections, leaf = dotted.split(".")
+    for part in sections:
+        if not isinstance(data.get(part), dict):
             raise ParamsError(f"override {dotted}: {part} is not a section")
-        node = node[part]
-    if parts[-1] not in node:
+        data = data[part]
+    if leaf not in data:
         raise ParamsError(f"override {dotted}: unknown key")
-    node[parts[-1]] = value
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """One line: where the YAML parser gave up (1-based line and column) and why."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    context = getattr(err, "context", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+    data[leaf] = value
 
 
 def read_yaml(path: Path) -> Any:
@@ -349,7 +307,12 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: {yaml_problem(err)}") from None
+        mark, context = getattr(err, "problem_mark", None), getattr(err, "context", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParamsError(
+            f"{path}: not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+        ) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
@@ -368,13 +331,14 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
 
 def _blame(err: ValidationError, source: str, file_data: dict, overrides: dict[str, Any]) -> str:
     """The one-line message, naming the override when the file alone is valid and an override is not."""
-    if not overrides:
-        return _format_error(err, source)
-    try:
-        Params.model_validate(file_data)
-    except ValidationError as file_err:  # the file itself is wrong: say so, as without overrides
-        return _format_error(file_err, source)
+    if overrides:
+        try:
+            Params.model_validate(file_data)
+        except ValidationError as file_err:  # the file itself is wrong: say so, as without overrides
+            err, overrides = file_err, {}
     key, problem = _first_problem(err)
+    if not overrides:
+        return f"{source}: {key}: {problem}"
     # The override at the failing key, or inside the failing section (a section-level check
     # such as canny low < high), or the section an override replaced.
     culprits = [k for k in overrides if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
@@ -390,9 +354,8 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list, bool)) or value is None else str(value)
 
 
-# Overrides a Prefect flow run passes to the stage commands DVC runs for it (JSON of dotted
-# keys). The flow refuses an override of a key any stage tracks, so these only ever change
-# knobs dvc.lock does not record (worker counts and the like): dvc.lock stays truthful.
+# Overrides a Prefect flow run passes to its stage commands (JSON of dotted keys): only keys no
+# stage tracks (the flow refuses the others), so dvc.lock stays truthful.
 OVERRIDES_ENV = "COLORIZATION_OVERRIDES"
 
 
@@ -411,8 +374,8 @@ def run_overrides() -> dict[str, Any]:
 
 
 def profile_overrides(path: str | Path) -> dict[str, Any]:
-    """A profile file (YAML holding only the keys that differ from params.yaml) as dotted overrides
-    for `load_params`, e.g. {"lineart.image_size": 64}. Leaves are values; sections nest."""
+    """A profile file (YAML of only what differs from params.yaml) as dotted overrides for
+    `load_params`, e.g. {"lineart.image_size": 64}."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):

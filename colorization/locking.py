@@ -1,9 +1,5 @@
-"""One writer per folder: an exclusive, advisory lock (fcntl.flock) held while it works.
-
-A trainer started by hand, or whose owner cannot be watched (no pidfd), can outlive its `dvc`;
-the lock keeps a second one off the same checkpoints. The kernel drops the lock when its holder
-exits, however it exits; the lock file stays (removing it would race with a waiting locker).
-"""
+"""One writer per folder: an exclusive advisory lock (fcntl.flock) that the kernel drops when its holder
+exits, however it exits; the lock file stays (removing it would race with a waiting locker)."""
 
 from __future__ import annotations
 

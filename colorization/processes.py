@@ -1,14 +1,7 @@
-"""Processes that do not outlive their owner, and that keep freed memory for the next image.
-
-A killed `dvc repro`, `colorization pipeline` or stage gives its children no chance to shut
-down, so each process we start follows its owner:
-- a pool worker: the kernel SIGKILLs it when its parent dies (PR_SET_PDEATHSIG, `die_with_parent`);
-- a stage under DVC, DVC under the flow: a thread waits on the owner's pidfd and SIGKILLs this
-  process (`die_with`); PDEATHSIG would fire when the forking *thread* ends, and only for the
-  direct parent (DVC runs a stage through `$SHELL -c`);
-- Dask workers end by themselves when their parent's pipe closes (tests/integration/test_kills.py).
-Elsewhere than Linux these are no-ops.
-"""
+"""Processes that do not outlive their owner (no-ops elsewhere than Linux), and that keep freed
+memory for the next image. A pool worker dies with its parent (PR_SET_PDEATHSIG); a stage under
+DVC, and DVC under the flow, watch their owners' pidfds (`die_with`): PDEATHSIG fires when the
+forking *thread* ends, and only for the direct parent (DVC runs a stage through `$SHELL -c`)."""
 
 from __future__ import annotations
 
@@ -89,44 +82,27 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def stage_runners(pid: int | None = None) -> list[int]:
-    """The shells that run this DVC stage's command (they carry DVC_STAGE, as we do) and DVC, the
-    first ancestor without it; empty outside a DVC stage."""
+def die_with_stage_runners() -> None:
+    """A DVC stage's command ends with the shells that run it (they carry DVC_STAGE, as we do) or DVC,
+    the first ancestor without it (the CLI calls this first); nothing outside a DVC stage."""
     stage = os.environ.get(DVC_STAGE_ENV)
     if stage is None or not sys.platform.startswith("linux"):
-        return []
+        return
     entry, runners = f"{DVC_STAGE_ENV}={stage}".encode(), []
-    for ancestor in ancestors(os.getpid() if pid is None else pid):
+    for ancestor in ancestors(os.getpid()):
         runners.append(ancestor)
         try:
             if entry not in Path(f"/proc/{ancestor}/environ").read_bytes().split(b"\0"):
                 break  # DVC, or whatever ran the command with DVC_STAGE set
         except OSError:  # not ours to read: stop here
             break
-    return runners
-
-
-def die_with_stage_runners() -> None:
-    """A stage command ends with the DVC (or shell) running it (the CLI calls this first)."""
-    if runners := stage_runners():
-        die_with(*runners)
-
-
-def run_module_owned(owner: int, module: str, args: list[str]) -> None:
-    """`python -m MODULE ARGS` in this process, which dies with `owner`: how the flow runs dvc."""
-    die_with(owner)
-    sys.argv = [module, *args]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    die_with(*runners)
 
 
 def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2**20) -> bool:
-    """Ask glibc to serve blocks under `mmap_below` from the heap and keep up to `trim_above`
-    bytes of freed heap; True when set, a no-op elsewhere than glibc.
-
-    A worker frees and reallocates the same blocks (2.6 MB at 512 px) for every image; by
-    default they return to the kernel and come back as fresh zeroed pages: 0.3-0.4 ms per image,
-    a third of the decode. For the stage and its workers, not a long-lived host.
-    """
+    """Ask glibc to serve blocks under `mmap_below` from the heap and keep up to `trim_above` bytes of
+    freed heap (True when set): a worker's per-image blocks (2.6 MB at 512 px) would otherwise come
+    back as fresh zeroed pages, a third of the decode. For a stage's workers, not a long-lived host."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
@@ -134,5 +110,9 @@ def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2*
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(M_TRIM_THRESHOLD, trim_above))
 
 
-if __name__ == "__main__":  # python -m colorization.processes OWNER_PID MODULE [ARGS...]
-    run_module_owned(int(sys.argv[1]), sys.argv[2], sys.argv[3:])
+if (
+    __name__ == "__main__"
+):  # python -m colorization.processes OWNER_PID MODULE [ARGS...]: how the flow runs dvc
+    die_with(int(sys.argv[1]))
+    sys.argv = sys.argv[2:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)

@@ -41,28 +41,21 @@ def _git(*args: str, cwd: str | Path) -> str | None:
         return None
 
 
-def changed_files(cwd: str | Path = ".") -> list[str] | None:
-    """Tracked files that differ from HEAD (staged or not); None outside git."""
-    out = _git("status", "--porcelain", "-z", "--untracked-files=no", cwd=cwd)
-    if out is None:
-        return None
-    entries, paths = iter(out.split("\0")), []
-    for entry in entries:
-        if len(entry) > 3:
-            paths.append(entry[3:])
-            if entry[0] in "RC":
-                next(entries, None)  # a rename's or copy's original path follows
-    return paths
-
-
 def git_state(cwd: str | Path = ".") -> dict[str, str]:
     """Tags for a model's provenance: `git_commit` is HEAD's hash, with '-dirty' only when files
     other than the pipeline's own outputs differ from it; then `git_changed` names them."""
     head = (_git("rev-parse", "HEAD", cwd=cwd) or "").strip()
     if not head:
         return {"git_commit": "unknown"}
+    status = _git("status", "--porcelain", "-z", "--untracked-files=no", cwd=cwd) or ""
+    entries, changed = iter(status.split("\0")), []  # tracked files that differ from HEAD, staged or not
+    for entry in entries:
+        if len(entry) > 3:
+            changed.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)  # a rename's or copy's original path follows
     outputs = pipeline_outputs(cwd)
-    others = sorted(p for p in changed_files(cwd) or [] if not _is_output(p, outputs))
+    others = sorted(p for p in changed if not _is_output(p, outputs))
     if not others:
         return {"git_commit": head}
     shown = ", ".join(others[:5]) + (f" (+{len(others) - 5} more)" if len(others) > 5 else "")

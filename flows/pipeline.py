@@ -3,17 +3,10 @@
     python -m flows.pipeline [--workdir .] [--set key=value ...] [--until STAGE]
     colorization pipeline
 
-dvc.yaml is the one definition of a stage: the flow reads the stages from it and runs each with
-`dvc repro --single-item`, so DVC decides staleness and records dvc.lock (as Prefect's examples
-wrap dbt). The flow adds what DVC lacks: retries of the network stage, schedules, a Dask
-cluster, a log line per stage, a push to the DVC remote and a `pipeline-summary` artifact.
-
-Overrides must leave dvc.lock truthful: one of a key a stage tracks is refused in one line (set
-it in params.yaml, or `dvc exp run -S key=value`); the others reach the stages by environment.
+docs/orchestration.md describes it; an override of a key a stage tracks is refused (dvc.lock stays true).
 """
 
-# No `from __future__ import annotations`: Prefect validates flow parameters against the
-# annotations, and string annotations fail to resolve when a deployment loads this module.
+# No `from __future__ import annotations`: a deployment must resolve the flow's parameter annotations.
 
 import argparse
 import logging
@@ -25,6 +18,8 @@ from typing import Any
 
 import yaml
 from prefect import flow
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
@@ -41,9 +36,6 @@ from tasks.dvc import PARAMS_FILE, run_logger
 @contextmanager
 def domain_logs_in_prefect() -> Iterator[None]:
     """Show the `colorization` loggers' INFO records in the run's log (Prefect UI) meanwhile."""
-    from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.logging.handlers import APILogHandler
-
     domain = logging.getLogger("colorization")
     handler, level = APILogHandler(), domain.level
     # Only records logged inside a flow or task run: a domain worker thread has no run.
@@ -127,13 +119,9 @@ def retry_temporary(task, task_run, state) -> bool:
 
 @contextmanager
 def dask_scheduler(settings: PipelineParams) -> Iterator[str | None]:
-    """The Dask scheduler preprocess maps its shards over (None: local processes): `dask_address`,
-    or with none a LocalCluster of `dask_workers` for as long as the block runs."""
-    if settings.task_runner == "local":
-        yield None
-        return
-    if settings.dask_address:
-        yield settings.dask_address
+    """The Dask scheduler for preprocess's shards (None: local processes); a LocalCluster if no address."""
+    if settings.task_runner == "local" or settings.dask_address:
+        yield settings.dask_address if settings.task_runner == "dask" else None
         return
     from distributed import LocalCluster
 
@@ -159,13 +147,6 @@ def stage_runner(stage: str, settings: PipelineParams):
     )
 
 
-@contextmanager
-def stage_env(stage: str, settings: PipelineParams) -> Iterator[dict[str, str]]:
-    """Extra environment for the stage's command: preprocess's Dask scheduler, if any, for its run."""
-    with dask_scheduler(settings) if stage == "preprocess" else nullcontext() as address:
-        yield {DASK_SCHEDULER_ENV: address} if address else {}
-
-
 def _report_failure(
     run: dict, err: BaseException, stage: str, seconds: float, outputs: tuple, logger
 ) -> None:
@@ -178,9 +159,8 @@ def _report_failure(
         logger.exception("could not publish the run summary")
 
 
-# persist_result: the run's summary dict goes to the result store, so a state read back from
-# the API still has it (without it, a final state the server re-sent under SQLite contention
-# came back without data: MissingResult in `state.result()`).
+# persist_result: a final state the server re-sends (SQLite contention) still has the summary, not
+# MissingResult in `state.result()`.
 @flow(name="pipeline", description="the stages of dvc.yaml, run through DVC", persist_result=True)
 def pipeline(
     params_path: str = PARAMS_FILE,
@@ -191,21 +171,20 @@ def pipeline(
     """Run dvc.yaml's stages on `workdir` (up to `until`, a stage or a foreach group like `train`),
     logging each stage's start, end or skip, duration and failure on the flow run."""
     logger = run_logger()
-    run: dict[str, Any] = {
-        "flow_run_name": flow_run.get_name(),
-        "params_path": params_path,
-        "workdir": workdir,
-        "overrides": overrides or {},
-        "until": until,
-        "stages": [],
-        "ran": [],
-        "skipped": [],
-        "seconds": {},
-    }
     outputs: tuple[str | None, ...] = (None, None, None)  # unknown until the params are read
     with chdir(workdir), domain_logs_in_prefect():  # params paths are relative to it, as for dvc
         root = Path.cwd()
-        run["workdir"] = str(root)
+        run: dict[str, Any] = {
+            "flow_run_name": flow_run.get_name(),
+            "params_path": params_path,
+            "workdir": str(root),
+            "overrides": overrides or {},
+            "until": until,
+            "stages": [],
+            "ran": [],
+            "skipped": [],
+            "seconds": {},
+        }
         stage, started = "params", time.monotonic()
         try:
             params, stages, passed_on = check_run(params_path, overrides, until)
@@ -219,7 +198,8 @@ def pipeline(
                 if crawl:  # the site has new posts without any local change: always run it
                     ensure_download_limit()
                     slot = SAFEBOORU_LIMIT  # one crawl of the site at a time, across flow runs
-                with stage_env(stage, settings) as env:
+                with dask_scheduler(settings) if stage == "preprocess" else nullcontext() as address:
+                    env = {DASK_SCHEDULER_ENV: address} if address else {}
                     ran = stage_runner(stage, settings)(stage, passed_on, env, slot, force=crawl)
                 run["stages"].append(stage)
                 run["ran" if ran else "skipped"].append(stage)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from contextlib import suppress
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
 SAFEBOORU_LIMIT = "safebooru-downloads"
 
 
 def ensure_download_limit(limit: int = 1) -> None:
     """Create the global concurrency limit `acquire` holds, if the server lacks it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(SAFEBOORU_LIMIT)

@@ -1,9 +1,5 @@
-"""The flow's view of `dvc.yaml`: its stages in order, the params they track, and running them.
-
-Read through DVC's own API (`dvc.repo.Repo`: foreach and `${...}` expanded), and a stage run
-by `dvc repro --single-item <stage>`, so DVC alone decides staleness, runs the `cmd` and writes
-dvc.lock, as `dvc repro` at the shell does: no second cache, no `dvc commit --force`.
-"""
+"""The flow's view of `dvc.yaml` through DVC's own API: its stages in order, the params they track,
+and a stage run by `dvc repro --single-item`, so DVC alone decides staleness and writes dvc.lock."""
 
 from __future__ import annotations
 
@@ -19,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from colorization.config import OVERRIDES_ENV
 
@@ -37,9 +36,6 @@ class DvcFailed(RuntimeError):
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The Prefect run logger inside a run (shown in the UI), else this module's logger."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
     try:
         return get_run_logger()
     except MissingContextError:
@@ -86,12 +82,6 @@ def stages_tracking(override: str, tracked: Mapping[str, list[str]]) -> list[str
     return [stage for stage, keys in tracked.items() if any(touches(override, k) for k in keys)]
 
 
-def stale(stage: str, root: str | Path = ".") -> bool:
-    """`dvc status <stage>` is not clean: its deps, params or outs differ from dvc.lock."""
-    with _repo(root) as repo:
-        return bool(repo.status(targets=[stage]))
-
-
 def dvc(*args: str, env: Mapping[str, str] | None = None) -> str:
     """Run `dvc ARGS` with this interpreter's DVC here; stdout back. Its bin folder leads PATH, so a
     stage's `colorization` is this environment's; DVC dies with this process (its stage with DVC)."""
@@ -115,15 +105,14 @@ def run_stage(
     slot: str | None = None,
     force: bool = False,
 ) -> bool:
-    """Reproduce `stage` alone when DVC finds it stale (or `force`: a network source has new data
-    without a local change); True when it ran. `overrides` (untracked keys) and `env` reach its
-    command through the environment; `slot` names a global concurrency limit held meanwhile."""
-    from prefect.concurrency.sync import concurrency
-
+    """Reproduce `stage` alone when DVC finds it stale (or `force`: a network source's new data); True
+    when it ran. `overrides` and `env` reach its command; `slot`: a concurrency limit held meanwhile."""
     logger = run_logger()
-    if not force and not stale(stage):
-        logger.info("stage %s is up to date (dvc status): skipped", stage)
-        return False
+    if not force:
+        with _repo() as repo:
+            if not repo.status(targets=[stage]):  # deps, params and outs as dvc.lock records them
+                logger.info("stage %s is up to date (dvc status): skipped", stage)
+                return False
     extra = dict(env or {})
     if overrides:
         extra[OVERRIDES_ENV] = json.dumps(overrides)

@@ -15,17 +15,14 @@ SUMMARY_KEY = "pipeline-summary"
 METRICS_KEY = "pipeline-metrics"
 
 
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
+def read_json(path: str | Path | None) -> Any:
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def metric_rows(evaluation: dict | None) -> list[dict]:
@@ -46,16 +43,22 @@ def markdown_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-# The stage whose run writes each section's file: a section whose stage did not finish in
-# this run shows what an earlier run left on disk, and says so.
-SECTION_STAGE = {"training": "train", "evaluation": "evaluate", "registry": "register"}
+# Per section, the stage whose run writes its file and the MLflow run id its entries name: a
+# section whose stage did not finish in this run shows what an earlier run left on disk, and says so.
+SECTIONS = {
+    "training": ("train", "run_id"),
+    "evaluation": ("evaluate", None),
+    "registry": ("register", "source_run_id"),
+}
 
 
-def _earlier(run: dict, section: str, written: dict[str, str], run_ids: list[str]) -> list[str]:
-    """The label of a section that this run did not produce (empty when it did)."""
-    stage = SECTION_STAGE[section]
-    if any(done.split("@")[0] == stage for done in run.get("stages", [])):  # train@cnn is a train stage
+def _earlier(run: dict, section: str, data: Any, written: dict[str, str]) -> list[str]:
+    """The label of a section that this run did not produce (empty when it did, or it is empty)."""
+    stage, id_key = SECTIONS[section]
+    if not data or any(done.split("@")[0] == stage for done in run.get("stages", [])):  # train@cnn: train
         return []
+    entries = data.values() if isinstance(data, dict) and id_key else []
+    run_ids = [e[id_key] for e in entries if isinstance(e, dict) and e.get(id_key)]
     when = f", written {written[section]}" if written.get(section) else ""
     runs = "runs" if len(set(run_ids)) > 1 else "run"
     by = f" (MLflow {runs} {', '.join(f'`{r}`' for r in dict.fromkeys(run_ids))})" if run_ids else ""
@@ -86,25 +89,16 @@ def summary_markdown(
     lines += [f"- DVC ran (and recorded in dvc.lock): {', '.join(run.get('ran', [])) or 'nothing'}"]
     lines += [f"- DVC found up to date: {', '.join(run.get('skipped', [])) or 'nothing'}"]
     lines += [f"- DVC remote: {run.get('dvc_remote') or 'none (not pushed)'}", ""]
-    lines += ["## MLflow training runs", ""]
-    if training:
-        ids = [info["run_id"] for info in training.values() if isinstance(info, dict) and info.get("run_id")]
-        lines += _earlier(run, "training", written, ids)
+    lines += ["## MLflow training runs", "", *_earlier(run, "training", training, written)]
     lines += markdown_table([{"model": name, **info} for name, info in training.items()])
-    lines += ["", "## Evaluation", ""]
-    if evaluation:
-        lines += _earlier(run, "evaluation", written, [])
+    lines += ["", "## Evaluation", "", *_earlier(run, "evaluation", evaluation, written)]
     if run.get("evaluate_run_id"):
         lines += [f"- MLflow run: `{run['evaluate_run_id']}`"]
     if evaluation:
         scalars = {k: v for k, v in evaluation.items() if not isinstance(v, dict)}
         lines += [f"- {k}: `{_cell(v)}`" for k, v in scalars.items()] + [""]
     lines += markdown_table(metric_rows(evaluation))
-    lines += ["", "## MLflow registry", ""]
-    if registry:
-        versions = registry.values() if isinstance(registry, dict) else []
-        sources = [v["source_run_id"] for v in versions if isinstance(v, dict) and v.get("source_run_id")]
-        lines += _earlier(run, "registry", written, sources)
+    lines += ["", "## MLflow registry", "", *_earlier(run, "registry", registry, written)]
     if registry is None:
         lines += ["(none)"]
     elif isinstance(registry, dict) and all(isinstance(v, dict) for v in registry.values()):
@@ -114,32 +108,20 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _written(paths: list[Path]) -> str | None:
-    """When the newest of `paths` was written (UTC), or None when none exists."""
-    times = [p.stat().st_mtime for p in paths if p.exists()]
-    if not times:
-        return None
-    return datetime.fromtimestamp(max(times), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 @task(name="publish_summary")
 def publish(
     run: dict, evaluation_path: str | None, models_dir: str | None, registry_path: str | None
 ) -> dict:
     """Create the `pipeline-summary` markdown artifact, and the metrics table only when this run
     evaluated (not an earlier run's scores as this run's); returns its content."""
-    evaluation = read_json(evaluation_path) if evaluation_path else None
-    training, run_files = {}, []
-    if models_dir:
-        run_files = sorted(Path(models_dir).glob("*/run.json"))
-        for run_json in run_files:
-            training[run_json.parent.name] = read_json(run_json)
-    registry = read_json(registry_path) if registry_path else None
-    written = {
-        "training": _written(run_files),
-        "evaluation": _written([Path(evaluation_path)]) if evaluation_path else None,
-        "registry": _written([Path(registry_path)]) if registry_path else None,
-    }
+    run_files = sorted(Path(models_dir).glob("*/run.json")) if models_dir else []
+    training = {run_json.parent.name: read_json(run_json) for run_json in run_files}
+    evaluation, registry = read_json(evaluation_path), read_json(registry_path)
+    files = {"training": run_files, "evaluation": [evaluation_path], "registry": [registry_path]}
+    written = {}  # when each section's newest file was written
+    for section, paths in files.items():
+        if times := [Path(p).stat().st_mtime for p in paths if p and Path(p).exists()]:
+            written[section] = datetime.fromtimestamp(max(times), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     markdown = summary_markdown(run, evaluation, training, registry, written)
     failed = " (failed)" if run.get("failed") else ""
     create_markdown_artifact(
