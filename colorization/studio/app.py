@@ -1,8 +1,5 @@
 """`colorization studio`: a local web page for colouring, and `POST /api/colorize` for scripts.
-
-Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback; limits, admission (503 with
-`Retry-After`) and the page: docs/studio.md.
-"""
+Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback (docs/studio.md)."""
 
 from __future__ import annotations
 
@@ -53,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 HINT_MODES = ("auto", "palette", "palette_file", "reference")
+DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
+TOO_LARGE = "upload too large: over the studio's limit of {} bytes"
 HINTS_FIELD = (
     "local colour hints (dots, strokes): an RGBA PNG or WebP the picture's size (opaque = colour), "
     'or JSON points [{"x": 10, "y": 20, "color": "#rrggbb", "radius": 4}]'
@@ -108,10 +107,6 @@ class ColorizeForm:
     models: dict[str, str] = field(default_factory=dict)  # kind -> folder or URI, when given
 
 
-def too_large(limit: int) -> str:
-    return f"upload too large: over the studio's limit of {limit} bytes"
-
-
 def bounded_receive(receive: Receive, limit: int) -> Receive:
     """`receive` that refuses (413) the body once past `limit` bytes, whatever the declared length.
     An HTTPException: FastAPI turns any other error raised while parsing the form into a 400."""
@@ -123,7 +118,7 @@ def bounded_receive(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             size += len(message.get("body", b""))
             if size > limit:
-                raise StarletteHTTPException(413, too_large(limit))
+                raise StarletteHTTPException(413, TOO_LARGE.format(limit))
         return message
 
     return receive_at_most
@@ -144,7 +139,7 @@ class UploadRoute(APIRoute):
                     raise StudioError(415, "expected a multipart/form-data upload")
                 declared = request.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise StudioError(413, too_large(limit))
+                    raise StudioError(413, TOO_LARGE.format(limit))
                 return await parse_and_answer(Request(request.scope, bounded_receive(request.receive, limit)))
 
         return admitted
@@ -209,10 +204,6 @@ def data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
 
 
-def default_specs(models_dir: Path) -> dict[str, str]:
-    return {kind: str(models_dir / kind) for kind in SPECS}
-
-
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
@@ -261,11 +252,10 @@ class Studio:
             raise StudioError(422, f"the picture cannot be processed ({err})") from None
         except ColorizeError as err:  # local hints for a model trained without them
             raise StudioError(422, str(err)) from None
-        seconds = time.perf_counter() - started
         return {
             "hint": "auto" if auto else mode,
             "palette": palette_of(used[0]),
-            "seconds": round(seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
             "composite": data_url(layers.composite),
             "colour": data_url(layers.colour),
         }, layers
@@ -276,7 +266,7 @@ class Studio:
             image = decode_upload(form.image, "image", lineart)
             hint = given_hint(form, lineart)
             layer = given_layer(form.hints, image, lineart)
-            specs = default_specs(self.config.models_dir) | form.models
+            specs = {kind: str(self.config.models_dir / kind) for kind in SPECS} | form.models
             wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
             unknown = [m for m in wanted if m not in METHODS]
             if unknown or not wanted:
@@ -307,7 +297,7 @@ class Studio:
         from colorization.tracking.registry import RegistryError, list_versions
 
         folder = self.config.models_dir
-        kinds = {kind: (Path(spec) / "model.pt").is_file() for kind, spec in default_specs(folder).items()}
+        kinds = {kind: (folder / kind / "model.pt").is_file() for kind in SPECS}
         registry: dict[str, Any] = {"uri": tracking_uri(), "models": {}}
         choices = {"folder": {"path": str(folder), "kinds": kinds}, "registry": registry}
         try:
@@ -341,9 +331,6 @@ async def refusal(_: Request, err: Exception) -> JSONResponse:
         return error_response(err.status_code, str(err.detail))
     log.exception("studio request failed")  # the traceback goes to the server's log, not the page
     return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
-
-
-DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
 
 
 def with_model_fields(endpoint: Callable) -> Callable:
