@@ -24,18 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
+from colorization import colorize
 from colorization.admission import Admission, Busy, default_concurrency
-from colorization.colorize import (
-    ColorizeError,
-    HintSource,
-    Layers,
-    LoadedModel,
-    colorize_images,
-    input_limits,
-    is_lineart,
-    load_model,
-    parse_palette,
-)
+from colorization.colorize import load_model
 from colorization.config import LineartParams
 from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
@@ -148,7 +139,7 @@ class UploadRoute(APIRoute):
 def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -> np.ndarray:
     if part is None or not part.data:
         raise StudioError(422, f"no {what} uploaded")
-    max_pixels, max_file_bytes = input_limits(lineart)
+    max_pixels, max_file_bytes = colorize.input_limits(lineart)
     try:
         check_file_size(len(part.data), max_file_bytes)
         return decode_rgb(part.data, max_pixels=max_pixels)
@@ -167,14 +158,14 @@ def given_hint(form: ColorizeForm, lineart: LineartParams | None) -> np.ndarray 
         if form.hint == "palette":
             if not form.palette:
                 raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
-            return parse_palette(form.palette)
+            return colorize.parse_palette(form.palette)
         if form.hint == "palette_file":
             part = form.palette_file
             if part is None or not part.data:
                 raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
             name = part.filename or "palette"
             return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
-    except (ColorizeError, PaletteError) as err:
+    except (colorize.ColorizeError, PaletteError) as err:
         raise StudioError(422, str(err)) from None
     return color_histogram(decode_upload(form.reference, "reference image", lineart))
 
@@ -183,7 +174,7 @@ def given_layer(part: Part | None, image: np.ndarray, lineart: LineartParams | N
     """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
     if part is None or not part.data:
         return None
-    max_pixels, max_file_bytes = input_limits(lineart)
+    max_pixels, max_file_bytes = colorize.input_limits(lineart)
     try:
         check_file_size(len(part.data), max_file_bytes)
         return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
@@ -208,12 +199,12 @@ class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
         self.fallback = config.lineart.recipe() if config.lineart else None  # for models without one
-        self.loaded: dict[tuple, LoadedModel] = {}
+        self.loaded: dict[tuple, colorize.LoadedModel] = {}
         self.lock = threading.Lock()
         concurrency = config.concurrency or default_concurrency()
         self.admission = Admission(concurrency, 2 * concurrency if config.queue is None else config.queue)
 
-    def model(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
+    def model(self, spec: str, kinds: tuple[str, ...]) -> colorize.LoadedModel:
         """Each model loaded once: a folder is reloaded only when its weights file changes."""
         try:
             weights = Path(spec) / "model.pt"
@@ -222,7 +213,7 @@ class Studio:
                 if key not in self.loaded:
                     self.loaded[key] = load_model(spec, self.config.device, kinds, self.fallback)
                 return self.loaded[key]
-        except ColorizeError as err:
+        except colorize.ColorizeError as err:
             raise StudioError(424, str(err)) from None
         except Exception as err:  # a registry server that is down or answers nonsense, a broken file
             log.warning("cannot load %s", escaped(spec), exc_info=True)
@@ -236,21 +227,21 @@ class Studio:
         mode: str,
         specs: dict[str, str],
         layer: np.ndarray | None = None,
-    ) -> tuple[dict[str, Any], Layers]:
+    ) -> tuple[dict[str, Any], colorize.Layers]:
         """One result of the page: a method's picture, the palette it used and its time."""
         _, kind, always_auto = METHODS[method]
         generator = self.model(specs[kind], GENERATOR_KINDS)
         auto = always_auto or hint is None
         hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if auto else None
-        source = HintSource(fixed=None if auto else hint, model=hinter)
+        source = colorize.HintSource(fixed=None if auto else hint, model=hinter)
         started = time.perf_counter()
         try:
-            (layers,), used = colorize_images(
+            (layers,), used = colorize.colorize_images(
                 [image], generator, source, self.config.device, hint_layers=[layer]
             )
         except cv2.error as err:
             raise StudioError(422, f"the picture cannot be processed ({err})") from None
-        except ColorizeError as err:  # local hints for a model trained without them
+        except colorize.ColorizeError as err:  # local hints for a model trained without them
             raise StudioError(422, str(err)) from None
         return {
             "hint": "auto" if auto else mode,
@@ -290,7 +281,7 @@ class Studio:
             if len(refusals) == len(results):
                 raise refusals[0]
             height, width = image.shape[:2]
-            kind = "line art" if is_lineart(image) else "colour picture"
+            kind = "line art" if colorize.is_lineart(image) else "colour picture"
             return {"width": width, "height": height, "input": kind, "lines": lines, "results": results}
 
     def model_choices(self) -> dict[str, Any]:
