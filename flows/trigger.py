@@ -62,19 +62,14 @@ def trigger(
                 f"no deployment {name!r} on {client.api_url} (is `colorization serve` running?)"
             ) from None
         defaults = deployment.parameters or {}
-        given = {
-            "overrides": overrides and {**(defaults.get("overrides") or {}), **overrides},
-            "until": until,
-        }
-        parameters = {key: value for key, value in given.items() if value}
+        merged = overrides and {**(defaults.get("overrides") or {}), **overrides}
+        parameters = {key: value for key, value in {"overrides": merged, "until": until}.items() if value}
         workdir = Path(defaults.get("workdir", "."))
         if (workdir / "dvc.yaml").exists():  # the run's project is here: check it as the flow would
             from flows.pipeline import check_run
 
             run_overrides = parameters.get("overrides", defaults.get("overrides"))
-            check_run(
-                defaults.get("params_path", "params.yaml"), run_overrides, parameters.get("until"), workdir
-            )
+            check_run(defaults.get("params_path", "params.yaml"), run_overrides, until or None, workdir)
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
         echo(f"created flow run {run.name!r} ({run.id}) of {name}, parameters {parameters or '(defaults)'}")
         if not watch:
