@@ -136,52 +136,6 @@ class UploadRoute(APIRoute):
         return admitted
 
 
-def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -> np.ndarray:
-    if part is None or not part.data:
-        raise StudioError(422, f"no {what} uploaded")
-    max_pixels, max_file_bytes = colorize.input_limits(lineart)
-    try:
-        check_file_size(len(part.data), max_file_bytes)
-        return decode_rgb(part.data, max_pixels=max_pixels)
-    except ImageRejected as err:
-        status = 413 if "too large" in str(err) else 422
-        raise StudioError(status, f"{escaped(part.filename or what)}: {err}") from None
-
-
-def given_hint(form: ColorizeForm, lineart: LineartParams | None) -> np.ndarray | None:
-    """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
-    if form.hint not in HINT_MODES:
-        raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}")
-    if form.hint == "auto":
-        return None
-    try:
-        if form.hint == "palette":
-            if not form.palette:
-                raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
-            return colorize.parse_palette(form.palette)
-        if form.hint == "palette_file":
-            part = form.palette_file
-            if part is None or not part.data:
-                raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
-            name = part.filename or "palette"
-            return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
-    except (colorize.ColorizeError, PaletteError) as err:
-        raise StudioError(422, str(err)) from None
-    return color_histogram(decode_upload(form.reference, "reference image", lineart))
-
-
-def given_layer(part: Part | None, image: np.ndarray, lineart: LineartParams | None) -> np.ndarray | None:
-    """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
-    if part is None or not part.data:
-        return None
-    max_pixels, max_file_bytes = colorize.input_limits(lineart)
-    try:
-        check_file_size(len(part.data), max_file_bytes)
-        return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
-    except (HintLayerError, ImageRejected) as err:
-        raise StudioError(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
-
-
 def palette_of(hint: np.ndarray, max_colours: int = 12, mass: float = 0.98) -> list[dict[str, Any]]:
     """A hint as the page draws it: its heaviest bins (bin centre colours) until `mass` is covered."""
     centres = bin_centers()
@@ -203,6 +157,49 @@ class Studio:
         self.lock = threading.Lock()
         concurrency = config.concurrency or default_concurrency()
         self.admission = Admission(concurrency, 2 * concurrency if config.queue is None else config.queue)
+
+    def decode_upload(self, part: Part | None, what: str) -> np.ndarray:
+        if part is None or not part.data:
+            raise StudioError(422, f"no {what} uploaded")
+        max_pixels, max_file_bytes = colorize.input_limits(self.config.lineart)
+        try:
+            check_file_size(len(part.data), max_file_bytes)
+            return decode_rgb(part.data, max_pixels=max_pixels)
+        except ImageRejected as err:
+            status = 413 if "too large" in str(err) else 422
+            raise StudioError(status, f"{escaped(part.filename or what)}: {err}") from None
+
+    def given_hint(self, form: ColorizeForm) -> np.ndarray | None:
+        """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
+        if form.hint not in HINT_MODES:
+            raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}")
+        if form.hint == "auto":
+            return None
+        try:
+            if form.hint == "palette":
+                if not form.palette:
+                    raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
+                return colorize.parse_palette(form.palette)
+            if form.hint == "palette_file":
+                part = form.palette_file
+                if part is None or not part.data:
+                    raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
+                name = part.filename or "palette"
+                return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
+        except (colorize.ColorizeError, PaletteError) as err:
+            raise StudioError(422, str(err)) from None
+        return color_histogram(self.decode_upload(form.reference, "reference image"))
+
+    def given_layer(self, part: Part | None, image: np.ndarray) -> np.ndarray | None:
+        """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
+        if part is None or not part.data:
+            return None
+        max_pixels, max_file_bytes = colorize.input_limits(self.config.lineart)
+        try:
+            check_file_size(len(part.data), max_file_bytes)
+            return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
+        except (HintLayerError, ImageRejected) as err:
+            raise StudioError(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
 
     def model(self, spec: str, kinds: tuple[str, ...]) -> colorize.LoadedModel:
         """Each model loaded once: a folder is reloaded only when its weights file changes."""
@@ -253,10 +250,9 @@ class Studio:
 
     def colorize(self, form: ColorizeForm) -> dict[str, Any]:
         with self.admission.working():  # decoding too: a waiting request holds only its upload
-            lineart = self.config.lineart
-            image = decode_upload(form.image, "image", lineart)
-            hint = given_hint(form, lineart)
-            layer = given_layer(form.hints, image, lineart)
+            image = self.decode_upload(form.image, "image")
+            hint = self.given_hint(form)
+            layer = self.given_layer(form.hints, image)
             specs = {kind: str(self.config.models_dir / kind) for kind in SPECS} | form.models
             wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
             unknown = [m for m in wanted if m not in METHODS]
