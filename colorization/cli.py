@@ -14,17 +14,7 @@ from typing import Any
 
 import typer
 
-from colorization import cpu_kernels
-from colorization.config import (
-    DEFAULT_PARAMS,
-    LineartParams,
-    Params,
-    ParamsError,
-    StageInputs,
-    load_params,
-    profile_overrides,
-    run_overrides,
-)
+from colorization import config, cpu_kernels
 
 app = typer.Typer(
     help="Automatic colorization of anime line art: data stages, training, evaluation, registry.",
@@ -32,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params file (YAML)")
+ParamsOption = typer.Option(config.DEFAULT_PARAMS, "--params", help="params file (YAML)")
 # A stage's inputs: dvc.yaml passes them; by hand they default to where those stages write (StageInputs.of).
 StoreOption = typer.Option(None, "--store", help="line-art store folder (default: lineart.out)")
 HistogramsOption = typer.Option(None, "--histograms", help="colour hints Parquet (default: histograms.out)")
@@ -40,6 +30,14 @@ ModelsOption = typer.Option(None, "--models", help="folder with cnn/, cgan/, hin
 WorkdirOption = typer.Option(Path("."), "--workdir", help="project folder; --params is read in it")
 SetOption = typer.Option([], "--set", help="override a param, KEY=VALUE (value read as YAML)")
 UntilOption = typer.Option(None, help="last stage to run: acquire ... register (default: all)")
+USER_PARAMS_HELP = (  # colorize's and studio's --params
+    "its `lineart` section: {} limits, and the lines of a model saved without its recipe "
+    "(default: ./params.yaml if there, else built in)"
+)
+HINTS_HELP = (
+    "local colour hints for the one input: an RGBA layer its size (opaque = colour) or a JSON list "
+    'of points [{"x", "y", "color": "#rrggbb", "radius"}]'
+)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -65,20 +63,11 @@ def checked_device(device: str) -> str:
 DeviceOption = typer.Option("auto", help="auto (GPU when present) | cpu | cuda", callback=checked_device)
 
 
-def user_params_option(limits: str):
-    return typer.Option(
-        None,
-        "--params",
-        help=f"its `lineart` section: {limits} limits, and the lines of a model saved without its recipe "
-        "(default: ./params.yaml if there, else built in)",
-    )
-
-
-def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> Params:
+def params_or_exit(path: Path, overrides: dict[str, Any] | None = None) -> config.Params:
     """The params file with the flow's untracked overrides (`run_overrides`), then `overrides`."""
     given = {key: str(v) if isinstance(v, Path) else v for key, v in (overrides or {}).items()}
-    with failing(ParamsError, code=2):
-        return load_params(path, {**run_overrides(), **given})
+    with failing(config.ParamsError, code=2):
+        return config.load_params(path, {**config.run_overrides(), **given})
 
 
 @app.callback()
@@ -91,10 +80,8 @@ def main(
     if ctx.invoked_subcommand in cpu_kernels.COMMANDS:  # before torch loads: the same bits on every CPU
         with failing(ValueError, code=2):
             cpu_kernels.pin()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    logging.basicConfig(  # to stderr
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
 
 
@@ -158,7 +145,7 @@ def preprocess(
 
     params = params_or_exit(params_file, {"lineart.out": out, "histograms.out": histograms})
     with failing(FileNotFoundError, ValueError):
-        meta = build_preprocess(StageInputs.of(params, raw=raw).raw, params.lineart, params.histograms)
+        meta = build_preprocess(config.StageInputs.of(params, raw=raw).raw, params.lineart, params.histograms)
     typer.echo(
         f"line art for {meta['count']} images at {meta['image_size']}px, splits {meta['splits']}; "
         f"histograms -> {params.histograms.out}"
@@ -183,7 +170,7 @@ def train(
     if model not in KINDS:
         fail(f"unknown model {model!r}; expected one of {', '.join(KINDS)}")
     params = params_or_exit(params_file, {f"train.{model}.steps": steps})
-    inputs = StageInputs.of(params, store=store, histograms=histograms)
+    inputs = config.StageInputs.of(params, store=store, histograms=histograms)
     with failing(FileNotFoundError, ValueError, NonFiniteLoss, FolderBusy):
         folder = run_train(params, model, inputs, out_dir=out)
     typer.echo(f"trained {model} -> {folder}")
@@ -203,7 +190,7 @@ def evaluate(
     from colorization.evaluate import METHODS, evaluate_stage
 
     params = params_or_exit(params_file, {"evaluate.metrics": metrics, "evaluate.max_images": max_images})
-    inputs = StageInputs.of(params, store=store, histograms=histograms, models=models_dir)
+    inputs = config.StageInputs.of(params, store=store, histograms=histograms, models=models_dir)
     with failing(FileNotFoundError, ValueError):
         result, _ = evaluate_stage(params, inputs, track=not no_mlflow)
     keys = ("psnr", "ssim", "l1", "hint_chi2", "colorfulness")
@@ -235,7 +222,7 @@ def register(
     from colorization.tracking.registry import RegistryError
 
     params = params_or_exit(params_file)
-    inputs = StageInputs.of(
+    inputs = config.StageInputs.of(
         params, store=store, histograms=histograms, models=models_dir, evaluation=evaluation
     )
     with failing(RegistryError, FileNotFoundError, ValueError):
@@ -245,17 +232,11 @@ def register(
         typer.echo(f"{r.name}{version}: {r.reason}")
 
 
-def user_lineart(params_file: Path | None) -> LineartParams | None:
+def user_lineart(params_file: Path | None) -> config.LineartParams | None:
     """The `lineart` section of --params, else of ./params.yaml; None run outside a project folder."""
-    if params_file is None and not DEFAULT_PARAMS.exists():
+    if params_file is None and not config.DEFAULT_PARAMS.exists():
         return None
-    return params_or_exit(params_file or DEFAULT_PARAMS).lineart
-
-
-HINTS_HELP = (
-    "local colour hints for the one input: an RGBA layer its size (opaque = colour) or a JSON list "
-    'of points [{"x", "y", "color": "#rrggbb", "radius"}]'
-)
+    return params_or_exit(params_file or config.DEFAULT_PARAMS).lineart
 
 
 @app.command()
@@ -276,7 +257,7 @@ def colorize(
     ),
     device: str = DeviceOption,
     batch_size: int = typer.Option(16, min=1, help="images per forward pass"),
-    params_file: Path | None = user_params_option("input"),
+    params_file: Path | None = typer.Option(None, "--params", help=USER_PARAMS_HELP.format("input")),
     lineart: str | None = typer.Option(
         None, "--lineart", help="extractor for colour inputs: canny | xdog (default: the model's recipe)"
     ),
@@ -330,8 +311,7 @@ def palette_command(
         fail(str(err), code=1)
     except OSError as err:
         fail(f"{out}: cannot be written ({err.strerror or err})", code=1)
-    share = sum(w for _, w in entries)
-    typer.echo(f"{len(entries)} colours ({share:.1%} of the pixels) -> {out}")
+    typer.echo(f"{len(entries)} colours ({sum(w for _, w in entries):.1%} of the pixels) -> {out}")
 
 
 @app.command()
@@ -358,7 +338,7 @@ def studio(
     queue: int | None = typer.Option(
         None, min=0, help="uploads waiting for those; more are answered 503 [default: 2 x concurrency]"
     ),
-    params_file: Path | None = user_params_option("upload"),
+    params_file: Path | None = typer.Option(None, "--params", help=USER_PARAMS_HELP.format("upload")),
 ) -> None:
     """Serve the colouring page at http://HOST:PORT/ (API: POST /api/colorize, documented at /docs)."""
     import uvicorn
@@ -372,21 +352,20 @@ def studio(
     # A registry that is down should answer the page in seconds, not after MLflow's retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    config = StudioConfig(
+    settings = StudioConfig(
         models_dir, lineart_params, torch_device, int(max_upload_mb * 2**20), concurrency, queue
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: binding {host}: anyone who can reach this machine can use the studio", err=True)
     typer.echo(f"studio: http://{host}:{port}/ (models: {models_dir}, device: {torch_device})")
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 def import_checkout(workdir: Path = Path(".")) -> None:
     """Make the checkout's flows/ and tasks/ (not installed packages) importable: --workdir's, else here."""
     # Before Prefect is imported: with the root logger free, Prefect's logging prints run logs with
     # their run names, not every HTTP request its client makes (which our INFO root handler would).
-    for handler in logging.root.handlers[:]:
-        logging.root.removeHandler(handler)
+    logging.root.handlers.clear()
     for folder in (workdir.resolve(), Path.cwd().resolve()):
         if (folder / "flows" / "pipeline.py").is_file() and (folder / "tasks" / "dvc.py").is_file():
             if str(folder) not in sys.path:
@@ -420,12 +399,10 @@ def pipeline(
     from flows.pipeline import check_run
     from flows.pipeline import pipeline as run_pipeline
 
-    with failing(ParamsError, code=2):
+    with failing(config.ParamsError, code=2):
         check_run(params_file, overrides, until, workdir)  # refused in one line, before a run starts
     try:
-        result = run_pipeline(
-            params_path=str(params_file), workdir=str(workdir), overrides=overrides, until=until
-        )
+        result = run_pipeline(str(params_file), str(workdir), overrides, until)
     except Exception as err:  # the flow run's log has the traceback
         fail(f"pipeline failed: {type(err).__name__}: {err}", code=1)
     ran, skipped = ", ".join(result["ran"]) or "nothing", ", ".join(result["skipped"]) or "nothing"
@@ -447,7 +424,7 @@ def serve(
     params_or_exit(workdir / params_file, overrides)
     from flows.serve import serve as run_serve
 
-    with failing(ParamsError, code=2):
+    with failing(config.ParamsError, code=2):
         run_serve(str(params_file), str(workdir), overrides, until)
 
 
@@ -469,7 +446,7 @@ def trigger(
     from flows.trigger import TriggerError
     from flows.trigger import trigger as run_trigger
 
-    with failing(ParamsError, code=2), failing(TriggerError):
+    with failing(config.ParamsError, code=2), failing(TriggerError):
         ok = run_trigger(deployment, overrides, until, watch, echo=typer.echo)
     if not ok:
         raise typer.Exit(1)
@@ -500,8 +477,8 @@ def profile(
     params_file: Path = ParamsOption,
 ) -> None:
     """Print a profile as `dvc exp run` arguments: dvc exp run $(colorization profile FILE)."""
-    with failing(ParamsError, code=2):
-        overrides = profile_overrides(profile_file)
+    with failing(config.ParamsError, code=2):
+        overrides = config.profile_overrides(profile_file)
     params_or_exit(params_file, overrides)  # the merged params must be valid before anything runs
 
     def as_yaml(value) -> str:  # a -S value DVC parses back to the same YAML value

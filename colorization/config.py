@@ -264,8 +264,7 @@ class StageInputs:
     evaluation: str  # evaluate's metrics JSON -> register
 
     @classmethod
-    def of(cls, params: Params, **given: str | Path | None) -> StageInputs:
-        """The outputs of the stages before, as dvc.yaml wires them; `given` paths replace them."""
+    def of(cls, params: Params, **given: str | Path | None) -> StageInputs:  # `given` paths win
         wired = cls(
             raw=params.acquire.out,
             store=params.lineart.out,
@@ -274,30 +273,6 @@ class StageInputs:
             evaluation=params.evaluate.metrics,
         )
         return replace(wired, **{k: str(v) for k, v in given.items() if v is not None})
-
-
-def _first_problem(err: ValidationError) -> tuple[str, str]:
-    """(dotted key, what is wrong with it) of the first error, plus a count of the others."""
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    problem = {"missing": "missing key", "extra_forbidden": "unknown key"}.get(first["type"])
-    if problem is None:
-        problem = first["msg"].removeprefix("Value error, ")
-        if "input" in first and not isinstance(first["input"], dict):
-            problem += f" (got {first['input']!r})"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return key, problem + more
-
-
-def set_by_dotted_key(data: dict, dotted: str, value: Any) -> None:
-    *sections, leaf = dotted.split(".")
-    for part in sections:
-        if not isinstance(data.get(part), dict):
-            raise ParamsError(f"override {dotted}: {part} is not a section")
-        data = data[part]
-    if leaf not in data:
-        raise ParamsError(f"override {dotted}: unknown key")
-    data[leaf] = value
 
 
 def read_yaml(path: Path) -> Any:
@@ -321,30 +296,43 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     data = read_yaml(path)
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     file_data = copy.deepcopy(data)
-    for key, value in given.items():
-        set_by_dotted_key(data, key, value)
+    for dotted, value in given.items():
+        *sections, leaf = dotted.split(".")
+        section = data
+        for part in sections:
+            if not isinstance(section.get(part), dict):
+                raise ParamsError(f"override {dotted}: {part} is not a section")
+            section = section[part]
+        if leaf not in section:
+            raise ParamsError(f"override {dotted}: unknown key")
+        section[leaf] = value
     try:
         return Params.model_validate(data)
-    except ValidationError as err:
-        raise ParamsError(_blame(err, str(path), file_data, given)) from None
-
-
-def _blame(err: ValidationError, source: str, file_data: dict, overrides: dict[str, Any]) -> str:
-    """The one-line message, naming the override when the file alone is valid and an override is not."""
-    if overrides:
+    except ValidationError as error:
+        err = error
+    # One line: it names the override when the file alone is valid and an override is not.
+    if given:
         try:
             Params.model_validate(file_data)
         except ValidationError as file_err:  # the file itself is wrong: say so, as without overrides
-            err, overrides = file_err, {}
-    key, problem = _first_problem(err)
-    if not overrides:
-        return f"{source}: {key}: {problem}"
+            err, given = file_err, {}
+    first = err.errors()[0]  # the first error, plus a count of the others
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    problem = {"missing": "missing key", "extra_forbidden": "unknown key"}.get(first["type"])
+    if problem is None:
+        problem = first["msg"].removeprefix("Value error, ")
+        if "input" in first and not isinstance(first["input"], dict):
+            problem += f" (got {first['input']!r})"
+    if err.error_count() > 1:
+        problem += f" (+{err.error_count() - 1} more)"
+    if not given:
+        raise ParamsError(f"{path}: {key}: {problem}")
     # The override at the failing key, or inside the failing section (a section-level check
     # such as canny low < high), or the section an override replaced.
-    culprits = [k for k in overrides if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
-    named = ", ".join(f"{k}={_show(overrides[k])}" for k in culprits or overrides)
+    culprits = [k for k in given if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+    named = ", ".join(f"{k}={_show(given[k])}" for k in culprits or given)
     where = "" if culprits == [key] else f" ({key})"
-    return f"override {named}{where}: {problem}"
+    raise ParamsError(f"override {named}{where}: {problem}")
 
 
 def _show(value: Any) -> str:
@@ -374,8 +362,7 @@ def run_overrides() -> dict[str, Any]:
 
 
 def profile_overrides(path: str | Path) -> dict[str, Any]:
-    """A profile file (YAML of only what differs from params.yaml) as dotted overrides for
-    `load_params`, e.g. {"lineart.image_size": 64}."""
+    """A profile (YAML of what differs from params.yaml) as dotted overrides: {"lineart.image_size": 64}."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):

@@ -1,6 +1,5 @@
 """The `register` stage: every trained model becomes a version of its registered model, tagged
-with its provenance; `tracking.registry` decides the promotion; metrics/registry.json for DVC.
-"""
+with its provenance; `tracking.registry` decides the promotion; metrics/registry.json for DVC."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """Serve `pipeline` as a scheduled deployment (default 'pipeline/nightly').
 
-Schedule and scheduled runs' overrides: params.yaml's `pipeline:` section; runs flow runs at
-PREFECT_API_URL until stopped (Ctrl-C pauses the schedule). docs/orchestration.md.
-"""
+Its schedule and scheduled runs' overrides: params `pipeline:` (docs/orchestration.md); Ctrl-C pauses it."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Start a run of the served deployment by hand, with overrides, and follow it.
-
-    colorization trigger [--deployment pipeline/nightly] [--set key=value ...] [--until STAGE] [--watch]
-    colorization summary [--run FLOW_RUN_NAME_OR_ID]
-
-What Prefect's CLI lacks: `--set` overrides add to the deployment's own, checked here first when its
-params file is on this machine; `--watch` prints the run's log until it ends, then its
-`pipeline-summary` (a failed run exits 1); `summary` prints that artifact as text.
-"""
+"""`colorization trigger` and `summary`: what Prefect's CLI lacks. `--set` overrides add to the
+deployment's own (checked first when its project is here); `--watch` prints the run's log, then its
+`pipeline-summary` (a failed run exits 1); `summary` prints that artifact."""
 
 from __future__ import annotations
 
@@ -32,8 +26,7 @@ class TriggerError(RuntimeError):
     """No such deployment or run, or the run could not be followed; the message is one line."""
 
 
-def _runs(run: str | UUID):
-    """A filter for flow run `run`: an id, else a name."""
+def _runs(run: str | UUID):  # a filter for flow run `run`: an id, else a name
     try:
         return filters.FlowRunFilter(id=filters.FlowRunFilterId(any_=[UUID(str(run))]))
     except ValueError:
@@ -69,19 +62,14 @@ def trigger(
                 f"no deployment {name!r} on {client.api_url} (is `colorization serve` running?)"
             ) from None
         defaults = deployment.parameters or {}
-        parameters: dict[str, Any] = {}
-        if overrides:
-            parameters["overrides"] = {**(defaults.get("overrides") or {}), **overrides}
-        if until:
-            parameters["until"] = until
+        merged = overrides and {**(defaults.get("overrides") or {}), **overrides}
+        parameters = {key: value for key, value in {"overrides": merged, "until": until}.items() if value}
         workdir = Path(defaults.get("workdir", "."))
         if (workdir / "dvc.yaml").exists():  # the run's project is here: check it as the flow would
             from flows.pipeline import check_run
 
             run_overrides = parameters.get("overrides", defaults.get("overrides"))
-            check_run(
-                defaults.get("params_path", "params.yaml"), run_overrides, parameters.get("until"), workdir
-            )
+            check_run(defaults.get("params_path", "params.yaml"), run_overrides, until or None, workdir)
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
         echo(f"created flow run {run.name!r} ({run.id}) of {name}, parameters {parameters or '(defaults)'}")
         if not watch:
@@ -97,8 +85,7 @@ def trigger(
 
 
 def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
-    """Print the run's log until it ends; its final state. Polled: the logs websocket needs
-    PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED (off by default)."""
+    """Print the run's log until it ends; its final state. Polled: the logs websocket is off by default."""
     seen: set[UUID] = set()
     since, final_reads = None, 0
     while True:

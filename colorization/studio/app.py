@@ -1,8 +1,5 @@
 """`colorization studio`: a local web page for colouring, and `POST /api/colorize` for scripts.
-
-Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback; limits, admission (503 with
-`Retry-After`) and the page: docs/studio.md.
-"""
+Bad input is a 4xx JSON `{"error": "one line"}`, never a traceback (docs/studio.md)."""
 
 from __future__ import annotations
 
@@ -27,18 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
+from colorization import colorize
 from colorization.admission import Admission, Busy, default_concurrency
-from colorization.colorize import (
-    ColorizeError,
-    HintSource,
-    Layers,
-    LoadedModel,
-    colorize_images,
-    input_limits,
-    is_lineart,
-    load_model,
-    parse_palette,
-)
+from colorization.colorize import load_model
 from colorization.config import LineartParams
 from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
@@ -53,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 HINT_MODES = ("auto", "palette", "palette_file", "reference")
+DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
+TOO_LARGE = "upload too large: over the studio's limit of {} bytes"
 HINTS_FIELD = (
     "local colour hints (dots, strokes): an RGBA PNG or WebP the picture's size (opaque = colour), "
     'or JSON points [{"x": 10, "y": 20, "color": "#rrggbb", "radius": 4}]'
@@ -108,10 +98,6 @@ class ColorizeForm:
     models: dict[str, str] = field(default_factory=dict)  # kind -> folder or URI, when given
 
 
-def too_large(limit: int) -> str:
-    return f"upload too large: over the studio's limit of {limit} bytes"
-
-
 def bounded_receive(receive: Receive, limit: int) -> Receive:
     """`receive` that refuses (413) the body once past `limit` bytes, whatever the declared length.
     An HTTPException: FastAPI turns any other error raised while parsing the form into a 400."""
@@ -123,7 +109,7 @@ def bounded_receive(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             size += len(message.get("body", b""))
             if size > limit:
-                raise StarletteHTTPException(413, too_large(limit))
+                raise StarletteHTTPException(413, TOO_LARGE.format(limit))
         return message
 
     return receive_at_most
@@ -144,56 +130,10 @@ class UploadRoute(APIRoute):
                     raise StudioError(415, "expected a multipart/form-data upload")
                 declared = request.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise StudioError(413, too_large(limit))
+                    raise StudioError(413, TOO_LARGE.format(limit))
                 return await parse_and_answer(Request(request.scope, bounded_receive(request.receive, limit)))
 
         return admitted
-
-
-def decode_upload(part: Part | None, what: str, lineart: LineartParams | None) -> np.ndarray:
-    if part is None or not part.data:
-        raise StudioError(422, f"no {what} uploaded")
-    max_pixels, max_file_bytes = input_limits(lineart)
-    try:
-        check_file_size(len(part.data), max_file_bytes)
-        return decode_rgb(part.data, max_pixels=max_pixels)
-    except ImageRejected as err:
-        status = 413 if "too large" in str(err) else 422
-        raise StudioError(status, f"{escaped(part.filename or what)}: {err}") from None
-
-
-def given_hint(form: ColorizeForm, lineart: LineartParams | None) -> np.ndarray | None:
-    """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
-    if form.hint not in HINT_MODES:
-        raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}")
-    if form.hint == "auto":
-        return None
-    try:
-        if form.hint == "palette":
-            if not form.palette:
-                raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
-            return parse_palette(form.palette)
-        if form.hint == "palette_file":
-            part = form.palette_file
-            if part is None or not part.data:
-                raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
-            name = part.filename or "palette"
-            return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
-    except (ColorizeError, PaletteError) as err:
-        raise StudioError(422, str(err)) from None
-    return color_histogram(decode_upload(form.reference, "reference image", lineart))
-
-
-def given_layer(part: Part | None, image: np.ndarray, lineart: LineartParams | None) -> np.ndarray | None:
-    """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
-    if part is None or not part.data:
-        return None
-    max_pixels, max_file_bytes = input_limits(lineart)
-    try:
-        check_file_size(len(part.data), max_file_bytes)
-        return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
-    except (HintLayerError, ImageRejected) as err:
-        raise StudioError(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
 
 
 def palette_of(hint: np.ndarray, max_colours: int = 12, mass: float = 0.98) -> list[dict[str, Any]]:
@@ -209,20 +149,59 @@ def data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
 
 
-def default_specs(models_dir: Path) -> dict[str, str]:
-    return {kind: str(models_dir / kind) for kind in SPECS}
-
-
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
         self.fallback = config.lineart.recipe() if config.lineart else None  # for models without one
-        self.loaded: dict[tuple, LoadedModel] = {}
+        self.loaded: dict[tuple, colorize.LoadedModel] = {}
         self.lock = threading.Lock()
         concurrency = config.concurrency or default_concurrency()
         self.admission = Admission(concurrency, 2 * concurrency if config.queue is None else config.queue)
 
-    def model(self, spec: str, kinds: tuple[str, ...]) -> LoadedModel:
+    def decode_upload(self, part: Part | None, what: str) -> np.ndarray:
+        if part is None or not part.data:
+            raise StudioError(422, f"no {what} uploaded")
+        max_pixels, max_file_bytes = colorize.input_limits(self.config.lineart)
+        try:
+            check_file_size(len(part.data), max_file_bytes)
+            return decode_rgb(part.data, max_pixels=max_pixels)
+        except ImageRejected as err:
+            status = 413 if "too large" in str(err) else 422
+            raise StudioError(status, f"{escaped(part.filename or what)}: {err}") from None
+
+    def given_hint(self, form: ColorizeForm) -> np.ndarray | None:
+        """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
+        if form.hint not in HINT_MODES:
+            raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}")
+        if form.hint == "auto":
+            return None
+        try:
+            if form.hint == "palette":
+                if not form.palette:
+                    raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
+                return colorize.parse_palette(form.palette)
+            if form.hint == "palette_file":
+                part = form.palette_file
+                if part is None or not part.data:
+                    raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
+                name = part.filename or "palette"
+                return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
+        except (colorize.ColorizeError, PaletteError) as err:
+            raise StudioError(422, str(err)) from None
+        return color_histogram(self.decode_upload(form.reference, "reference image"))
+
+    def given_layer(self, part: Part | None, image: np.ndarray) -> np.ndarray | None:
+        """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
+        if part is None or not part.data:
+            return None
+        max_pixels, max_file_bytes = colorize.input_limits(self.config.lineart)
+        try:
+            check_file_size(len(part.data), max_file_bytes)
+            return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
+        except (HintLayerError, ImageRejected) as err:
+            raise StudioError(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
+
+    def model(self, spec: str, kinds: tuple[str, ...]) -> colorize.LoadedModel:
         """Each model loaded once: a folder is reloaded only when its weights file changes."""
         try:
             weights = Path(spec) / "model.pt"
@@ -231,7 +210,7 @@ class Studio:
                 if key not in self.loaded:
                     self.loaded[key] = load_model(spec, self.config.device, kinds, self.fallback)
                 return self.loaded[key]
-        except ColorizeError as err:
+        except colorize.ColorizeError as err:
             raise StudioError(424, str(err)) from None
         except Exception as err:  # a registry server that is down or answers nonsense, a broken file
             log.warning("cannot load %s", escaped(spec), exc_info=True)
@@ -245,38 +224,36 @@ class Studio:
         mode: str,
         specs: dict[str, str],
         layer: np.ndarray | None = None,
-    ) -> tuple[dict[str, Any], Layers]:
+    ) -> tuple[dict[str, Any], colorize.Layers]:
         """One result of the page: a method's picture, the palette it used and its time."""
         _, kind, always_auto = METHODS[method]
         generator = self.model(specs[kind], GENERATOR_KINDS)
         auto = always_auto or hint is None
         hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if auto else None
-        source = HintSource(fixed=None if auto else hint, model=hinter)
+        source = colorize.HintSource(fixed=None if auto else hint, model=hinter)
         started = time.perf_counter()
         try:
-            (layers,), used = colorize_images(
+            (layers,), used = colorize.colorize_images(
                 [image], generator, source, self.config.device, hint_layers=[layer]
             )
         except cv2.error as err:
             raise StudioError(422, f"the picture cannot be processed ({err})") from None
-        except ColorizeError as err:  # local hints for a model trained without them
+        except colorize.ColorizeError as err:  # local hints for a model trained without them
             raise StudioError(422, str(err)) from None
-        seconds = time.perf_counter() - started
         return {
             "hint": "auto" if auto else mode,
             "palette": palette_of(used[0]),
-            "seconds": round(seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
             "composite": data_url(layers.composite),
             "colour": data_url(layers.colour),
         }, layers
 
     def colorize(self, form: ColorizeForm) -> dict[str, Any]:
         with self.admission.working():  # decoding too: a waiting request holds only its upload
-            lineart = self.config.lineart
-            image = decode_upload(form.image, "image", lineart)
-            hint = given_hint(form, lineart)
-            layer = given_layer(form.hints, image, lineart)
-            specs = default_specs(self.config.models_dir) | form.models
+            image = self.decode_upload(form.image, "image")
+            hint = self.given_hint(form)
+            layer = self.given_layer(form.hints, image)
+            specs = {kind: str(self.config.models_dir / kind) for kind in SPECS} | form.models
             wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
             unknown = [m for m in wanted if m not in METHODS]
             if unknown or not wanted:
@@ -300,14 +277,14 @@ class Studio:
             if len(refusals) == len(results):
                 raise refusals[0]
             height, width = image.shape[:2]
-            kind = "line art" if is_lineart(image) else "colour picture"
+            kind = "line art" if colorize.is_lineart(image) else "colour picture"
             return {"width": width, "height": height, "input": kind, "lines": lines, "results": results}
 
     def model_choices(self) -> dict[str, Any]:
         from colorization.tracking.registry import RegistryError, list_versions
 
         folder = self.config.models_dir
-        kinds = {kind: (Path(spec) / "model.pt").is_file() for kind, spec in default_specs(folder).items()}
+        kinds = {kind: (folder / kind / "model.pt").is_file() for kind in SPECS}
         registry: dict[str, Any] = {"uri": tracking_uri(), "models": {}}
         choices = {"folder": {"path": str(folder), "kinds": kinds}, "registry": registry}
         try:
@@ -341,9 +318,6 @@ async def refusal(_: Request, err: Exception) -> JSONResponse:
         return error_response(err.status_code, str(err.detail))
     log.exception("studio request failed")  # the traceback goes to the server's log, not the page
     return error_response(500, f"internal error ({type(err).__name__}); see the studio's log")
-
-
-DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
 
 
 def with_model_fields(endpoint: Callable) -> Callable:
