@@ -12,7 +12,6 @@ HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
 
 
 def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
-    """Registered-model tags: task, image size, data source, and the interface in short."""
     size, hinter = int(config["image_size"]), SPECS[HINT_KIND].registered
     generator = SPECS[kind].generator
     return {
@@ -26,7 +25,6 @@ def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> di
 
 
 def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
-    """The registered model's description: what it colours, its input and output, the hint it takes."""
     spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
     served = f'Served (`mlflow models serve`): {{"inputs": {{"lineart": [N, {size}, {size}] 0..255'

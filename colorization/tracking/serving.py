@@ -1,8 +1,5 @@
-"""What `mlflow models serve` runs: a pyfunc around the project's own `models/<kind>/` folder.
-
-Request and answer: docs/serving.md; the local hint planes are a param, not an input, because
-MLflow's tensor inputs cannot be optional.
-"""
+"""What `mlflow models serve` runs: a pyfunc around a `models/<kind>/` folder (docs/serving.md).
+The local hint planes are a param, not an input, because MLflow's tensor inputs cannot be optional."""
 
 from __future__ import annotations
 
