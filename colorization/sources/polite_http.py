@@ -21,6 +21,8 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 T = TypeVar("T")
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
 # 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
@@ -81,11 +83,7 @@ class RateLimiter:
     response's end restarts the interval, so arrivals stay 1/rate apart whatever the network delay."""
 
     def __init__(
-        self,
-        per_second: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        self, per_second: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
     ) -> None:
         self.interval = 1.0 / per_second if per_second > 0 else 0.0
         self._clock, self._sleep = clock, sleep
@@ -148,8 +146,8 @@ class PoliteSession:
         allow: HostAllowList,
         pool_size: int = 10,
         seed: int = 0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
     ) -> None:
         self.policy, self.allow = policy, allow
         self.timeout = (timeout_s, timeout_s)  # (connect, read between bytes)
