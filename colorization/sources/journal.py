@@ -34,9 +34,8 @@ class JournalState:
 
 class Journal:
     def __init__(self, out_dir: Path, source: str) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir, self.source = Path(out_dir), source
         self.images_dir = self.out_dir / IMAGES_DIR
-        self.source = source
         self.path = self.out_dir / f".{source}-journal.jsonl"
         self._name = re.compile(rf"^{re.escape(source)}-(\d+)\.(jpg|png|webp)$")
         self._lock = threading.Lock()

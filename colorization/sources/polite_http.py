@@ -68,13 +68,10 @@ class HostAllowList:
         return (urlsplit(url).hostname or "").lower().rstrip(".")
 
     def allows(self, url: str) -> bool:
-        host = self.host_of(url)
         # hostname (not netloc) so 'http://safebooru.org@evil.example/' is judged as evil.example.
-        return (
-            urlsplit(url).scheme in ("http", "https")
-            and bool(host)
-            and any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
-        )
+        if urlsplit(url).scheme not in ("http", "https") or not (host := self.host_of(url)):
+            return False
+        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
 
 
 class RateLimiter:

@@ -113,8 +113,7 @@ def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     """(network in eval mode, config.json) of a registered version or a logged model."""
     root, tracking = cache_root(), tracking_uri()
     stamp = store_stamp(tracking) if root else None  # before resolving: a write since makes it stale
-    entry = remembered(root, uri, tracking, stamp) if root else None
-    if entry is not None:
+    if root and (entry := remembered(root, uri, tracking, stamp)) is not None:
         log.debug("%s: %s from the cache, the store unchanged", uri, entry)
         return load_trained(entry, device), read_config(entry)
     from colorization.tracking.registry import download_model, version_uri

@@ -21,8 +21,7 @@ def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (with a local artifact folder for sqlite) when missing."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
+    if (found := mlflow.get_experiment_by_name(name)) is not None:
         return found.experiment_id
     db = Path(uri.removeprefix("sqlite:///"))  # a local artifact folder for sqlite; else the store decides
     local = (db.resolve().parent / "mlartifacts").as_uri() if uri.startswith("sqlite:///") else None
