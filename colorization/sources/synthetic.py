@@ -27,8 +27,7 @@ class SyntheticImage:
 
 
 def _hsv_to_rgb(h_deg: float, s: float, v: float) -> np.ndarray:
-    r, g, b = colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v)
-    return np.array([r, g, b]) * 255.0
+    return np.array(colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v)) * 255.0
 
 
 def _shape_polygon(rng: np.random.Generator, family: str, cx: float, cy: float, r: float) -> np.ndarray:

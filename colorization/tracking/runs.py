@@ -42,8 +42,7 @@ class TrainingRun:
             self.run = mlflow.start_run(run_id=resume_id)
         else:
             self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
-        self.run_id = self.run.info.run_id
-        self.experiment_id = self.run.info.experiment_id
+        self.run_id, self.experiment_id = self.run.info.run_id, self.run.info.experiment_id
         self._pending: list[Metric] = []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
