@@ -20,17 +20,6 @@ log = logging.getLogger(__name__)
 EXTENSION_OF = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 
 
-def find_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"input folder {folder} does not exist")
-    # .gif, .bmp and .tiff are listed too: rejected with a reason, not silently left out.
-    wanted = images.IMAGE_EXTENSIONS + images.UNSUPPORTED_EXTENSIONS
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
-    if not files:
-        raise FileNotFoundError(f"input folder {folder} holds no .jpg, .png or .webp files")
-    return files
-
-
 def acquire_folder(
     input_dir: Path,
     out_dir: Path,
@@ -45,10 +34,16 @@ def acquire_folder(
         log.warning("skipped %s: %s", escaped(item), escaped(reason))
         rejected.append({"source": "folder", "item": str(item), "reason": reason})
 
-    root = Path(input_dir).resolve()
-    files = find_images(Path(input_dir))
+    root, folder = Path(input_dir).resolve(), Path(input_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder {folder} does not exist")
+    # .gif, .bmp and .tiff are listed too: rejected with a reason, not silently left out.
+    wanted = images.IMAGE_EXTENSIONS + images.UNSUPPORTED_EXTENSIONS
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    if not files:
+        raise FileNotFoundError(f"input folder {folder} holds no .jpg, .png or .webp files")
     # The recursive search does not enter symlinked folders: say so.
-    for link in sorted(p for p in Path(input_dir).rglob("*") if p.is_symlink() and p.is_dir()):
+    for link in sorted(p for p in folder.rglob("*") if p.is_symlink() and p.is_dir()):
         reject(link, f"symlink to the folder {link.resolve()}: not followed")
     for file in progress(files, "acquire folder", unit="file"):
         if not (target := file.resolve()).is_relative_to(root):

@@ -1,9 +1,8 @@
 """Resume journal of a downloading source: JSON lines in the output folder, fsynced per decision.
 
-A name is journalled ("writing") before its image is written, and renamed into place before its
-"accepted" line, so a SIGKILL never leaves an accepted missing file; a complete file with only
-"writing" is an *orphan*, taken by the resumed run (deleted if unclaimed). A torn last line is
-dropped. Only names the journal recorded are ever deleted: a user's files are left alone.
+A name is journalled before its image is written, "accepted" after its rename, so a SIGKILL never
+leaves an accepted file missing; a file only "writing" names is an *orphan*, taken by the resumed run
+(deleted if unclaimed). Only names the journal recorded are ever deleted: a user's files are safe.
 
     {"writing": "images/safebooru-ID.EXT"}       about to be written (an orphan until accepted)
     {"accepted": <manifest row>, "bytes": N}     image on disk, N bytes
@@ -35,9 +34,8 @@ class JournalState:
 
 class Journal:
     def __init__(self, out_dir: Path, source: str) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir, self.source = Path(out_dir), source
         self.images_dir = self.out_dir / IMAGES_DIR
-        self.source = source
         self.path = self.out_dir / f".{source}-journal.jsonl"
         self._name = re.compile(rf"^{re.escape(source)}-(\d+)\.(jpg|png|webp)$")
         self._lock = threading.Lock()
@@ -58,7 +56,20 @@ class Journal:
             tmp.unlink(missing_ok=True)
         state = self._read(settings)
         self._check_files(state)
-        self._rewrite(state)
+        lines = [
+            {"accepted": {k: v for k, v in row.items() if k != "_bytes"}, "bytes": row["_bytes"]}
+            for row in state.accepted.values()
+        ]
+        lines += [
+            {"rejected": row, "post_id": post_id, "settings": self.settings}
+            for post_id, row in state.rejected.items()
+        ]
+        lines += [{"writing": rel} for rel in sorted(state.writing)]  # orphans stay known across a kill
+        if state.crawl_done is not None:
+            lines.append({"crawl_done": state.crawl_done})
+        atomic_write_bytes(self.path, b"".join(_encode(line) for line in lines))
+        for row in state.accepted.values():
+            row.pop("_bytes")
         self._fh = open(self.path, "ab")  # noqa: SIM115 -- held open for the whole run
         return state
 
@@ -100,29 +111,12 @@ class Journal:
         for rel in sorted(state.writing - held):  # journalled, written, never accepted: ours
             file = self.out_dir / rel
             match = self._name.match(file.name)
-            if not match or rel != self.relative_path(int(match.group(1)), match.group(2)):
-                continue  # not a name we would have written: not ours to touch
-            if file.is_file() and not file.is_symlink() and int(match.group(1)) not in state.orphans:
-                state.orphans[int(match.group(1))] = file
-            elif file.is_file() and not file.is_symlink():
+            ours = match and rel == self.relative_path(int(match.group(1)), match.group(2))
+            if not ours or not file.is_file() or file.is_symlink():
+                continue  # not a name we would have written (not ours to touch), or no file
+            if state.orphans.setdefault(int(match.group(1)), file) != file:
                 file.unlink()  # a second file of one post (another format): ours, and unneeded
         state.writing = {str(file.relative_to(self.out_dir).as_posix()) for file in state.orphans.values()}
-
-    def _rewrite(self, state: JournalState) -> None:
-        lines = [
-            {"accepted": {k: v for k, v in row.items() if k != "_bytes"}, "bytes": row["_bytes"]}
-            for row in state.accepted.values()
-        ]
-        lines += [
-            {"rejected": row, "post_id": post_id, "settings": self.settings}
-            for post_id, row in state.rejected.items()
-        ]
-        lines += [{"writing": rel} for rel in sorted(state.writing)]  # orphans stay known across a kill
-        if state.crawl_done is not None:
-            lines.append({"crawl_done": state.crawl_done})
-        atomic_write_bytes(self.path, b"".join(_encode(line) for line in lines))
-        for row in state.accepted.values():
-            row.pop("_bytes")
 
     def append(self, record: dict) -> None:
         """Append and fsync one record (a line as above)."""

@@ -21,6 +21,8 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 T = TypeVar("T")
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
 # 408 and 429 are "try again later"; every 5xx is the server's trouble, not ours.
@@ -54,29 +56,22 @@ class Fetched:
     body: bytes
 
 
-def normal_host(host: str) -> str:
-    """'Example.ORG.' -> 'example.org': DNS ignores case and the root's trailing dot."""
-    return host.lower().rstrip(".")
-
-
 class HostAllowList:
-    """The base URL's host plus shell-style patterns ('*.example.org'), compared after `normal_host`."""
+    """The base URL's host plus shell-style patterns ('*.example.org'), compared lower-case without the
+    root's trailing dot ('Example.ORG.' is 'example.org' to DNS)."""
 
     def __init__(self, base_url: str, patterns: list[str]) -> None:
         base_host = self.host_of(base_url)
-        self.patterns = [normal_host(p) for p in patterns] + ([base_host] if base_host else [])
+        self.patterns = [p.lower().rstrip(".") for p in patterns] + ([base_host] if base_host else [])
 
     def host_of(self, url: str) -> str:
-        return normal_host(urlsplit(url).hostname or "")
+        return (urlsplit(url).hostname or "").lower().rstrip(".")
 
     def allows(self, url: str) -> bool:
-        host = self.host_of(url)
         # hostname (not netloc) so 'http://safebooru.org@evil.example/' is judged as evil.example.
-        return (
-            urlsplit(url).scheme in ("http", "https")
-            and bool(host)
-            and any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
-        )
+        if urlsplit(url).scheme not in ("http", "https") or not (host := self.host_of(url)):
+            return False
+        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.patterns)
 
 
 class RateLimiter:
@@ -85,11 +80,7 @@ class RateLimiter:
     response's end restarts the interval, so arrivals stay 1/rate apart whatever the network delay."""
 
     def __init__(
-        self,
-        per_second: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        self, per_second: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
     ) -> None:
         self.interval = 1.0 / per_second if per_second > 0 else 0.0
         self._clock, self._sleep = clock, sleep
@@ -140,19 +131,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
-    declared = resp.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise FetchError(f"too large: {declared} bytes > max_bytes {max_bytes}", permanent=True)
-    # Stream and count decoded bytes: neither a lying Content-Length nor a gzip bomb gets past.
-    body = bytearray()
-    for chunk in resp.iter_content(CHUNK_BYTES):
-        body += chunk
-        if len(body) > max_bytes:
-            raise FetchError(f"too large: over max_bytes {max_bytes}", permanent=True)
-    return bytes(body)
-
-
 class PoliteSession:
     """GET with allow-list, rate limit, retries and a body cap. Safe to share between threads."""
 
@@ -165,8 +143,8 @@ class PoliteSession:
         allow: HostAllowList,
         pool_size: int = 10,
         seed: int = 0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
     ) -> None:
         self.policy, self.allow = policy, allow
         self.timeout = (timeout_s, timeout_s)  # (connect, read between bytes)
@@ -197,9 +175,7 @@ class PoliteSession:
         parse: Callable[[Fetched], T] | None = None,
     ) -> T | Fetched:
         """The parsed body of a 200, or FetchError once retries are spent or the answer is final."""
-        delay = 0.0
-        attempts = self.policy.max_retries + 1
-        reason = ""
+        delay, reason, attempts = 0.0, "", self.policy.max_retries + 1
         for attempt in range(attempts):
             with self._pause_lock:  # a Retry-After told to any thread holds this one too
                 wait = max(delay, self._not_before - self._clock())
@@ -217,22 +193,17 @@ class PoliteSession:
                     raise FetchError(
                         f"{reason}: Retry-After {err.retry_after:.0f}s exceeds max_wait_s", permanent=False
                     ) from None
-                else:
-                    # At least what was asked; the backoff still grows if the server keeps saying 0.
-                    self._pause_everyone(max(err.retry_after, self.policy.backoff(attempt, self._rng)))
+                else:  # at least what was asked; the backoff still grows if the server keeps saying 0
+                    pause = max(err.retry_after, self.policy.backoff(attempt, self._rng))
+                    with self._pause_lock:
+                        self._not_before = max(self._not_before, self._clock() + pause)
             except RetryableBody as err:
-                reason = str(err)
-                delay = self.policy.backoff(attempt, self._rng)
+                reason, delay = str(err), self.policy.backoff(attempt, self._rng)
             except TRANSIENT_ERRORS as err:
-                reason = f"{type(err).__name__}: {_first_line(err)}"
-                delay = self.policy.backoff(attempt, self._rng)
+                reason, delay = _describe(err), self.policy.backoff(attempt, self._rng)
             except requests.RequestException as err:  # bad URL, bad TLS setup, ...: retrying won't help
-                raise FetchError(f"{type(err).__name__}: {_first_line(err)}", permanent=True) from None
+                raise FetchError(_describe(err), permanent=True) from None
         raise FetchError(f"{reason} (gave up after {attempts} attempts)", permanent=False)
-
-    def _pause_everyone(self, seconds: float) -> None:
-        with self._pause_lock:
-            self._not_before = max(self._not_before, self._clock() + seconds)
 
     def _get_once(
         self, url: str, params: dict[str, str] | None, max_bytes: int, limiter: RateLimiter | None
@@ -264,6 +235,19 @@ class PoliteSession:
         raise FetchError(f"more than {MAX_REDIRECTS} redirects", permanent=True)
 
 
-def _first_line(err: BaseException) -> str:
+def _read_capped(resp: requests.Response, max_bytes: int) -> bytes:
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"too large: {declared} bytes > max_bytes {max_bytes}", permanent=True)
+    # Stream and count decoded bytes: neither a lying Content-Length nor a gzip bomb gets past.
+    body = bytearray()
+    for chunk in resp.iter_content(CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_bytes:
+            raise FetchError(f"too large: over max_bytes {max_bytes}", permanent=True)
+    return bytes(body)
+
+
+def _describe(err: BaseException) -> str:
     text = str(err).strip()
-    return text.splitlines()[0][:200] if text else "no detail"
+    return f"{type(err).__name__}: " + (text.splitlines()[0][:200] if text else "no detail")

@@ -1,8 +1,6 @@
 """Source `safebooru`: the paper's data, fetched politely from safebooru.org (or a site like it).
-
-One thread lists posts (rate limited); a small pool downloads and stores originals, journalled so a
-killed run resumes without downloading twice. `limit` is what the folder holds: a resumed run tops
-it up, a lower one keeps the newest. `incremental` asks only for posts newer than the last crawl."""
+One thread lists posts, a small pool downloads originals, journalled so a killed run resumes; `limit`
+is what the folder holds (a lower one keeps the newest). docs/safebooru.md."""
 
 from __future__ import annotations
 
@@ -119,8 +117,7 @@ class _Run:
             return self._fail(post, f"{type(err).__name__}: {err}")
 
     def _download(self, post: api.Post) -> Outcome:
-        orphan = self.state.orphans.pop(post.post_id, None)
-        if orphan is not None:
+        if (orphan := self.state.orphans.pop(post.post_id, None)) is not None:
             data = orphan.read_bytes()  # killed between rename and journal: already downloaded
             orphan.unlink()
         else:
@@ -242,9 +239,7 @@ class _Run:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             self.collect(future.result(), bar)
-                    if self.accepted >= want:
-                        break
-                    if (post := next(posts, None)) is None:
+                    if self.accepted >= want or (post := next(posts, None)) is None:
                         break
                     pending.add(pool.submit(self.download, post))
                 for future in pending:

@@ -63,25 +63,20 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def original_url(raw: dict, base_url: str) -> str:
-    """`file_url` when the site gives one, else `{base}/images/{directory}/{image}`."""
-    file_url = raw.get("file_url")
-    if isinstance(file_url, str) and file_url.strip():
-        # urljoin also resolves the protocol-relative '//host/...' that older responses used.
-        return urljoin(base_url.rstrip("/") + "/", file_url.strip())
-    directory, image = str(raw.get("directory", "")), str(raw.get("image", ""))
-    if not (_SAFE_DIRECTORY.match(directory) and _SAFE_IMAGE.match(image)):
-        raise PostRejected(f"malformed post: unusable directory/image {directory!r}/{image!r}")
-    return f"{base_url.rstrip('/')}/images/{quote(directory)}/{quote(image)}"
-
-
 def parse_post(raw: object, base_url: str) -> Post:
     if not isinstance(raw, dict):
         raise PostRejected("malformed post: not an object")
     post_id = post_id_of(raw)
     if post_id is None or post_id <= 0:
         raise PostRejected(f"malformed post: bad id {raw.get('id')!r}")
-    url = original_url(raw, base_url)
+    if isinstance(url := raw.get("file_url"), str) and url.strip():
+        # urljoin also resolves the protocol-relative '//host/...' that older responses used.
+        url = urljoin(base_url.rstrip("/") + "/", url.strip())
+    else:  # no file_url: {base}/images/{directory}/{image}
+        directory, image = str(raw.get("directory", "")), str(raw.get("image", ""))
+        if not (_SAFE_DIRECTORY.match(directory) and _SAFE_IMAGE.match(image)):
+            raise PostRejected(f"malformed post: unusable directory/image {directory!r}/{image!r}")
+        url = f"{base_url.rstrip('/')}/images/{quote(directory)}/{quote(image)}"
     return Post(
         post_id=post_id,
         file_url=url,
@@ -162,8 +157,7 @@ class PostLister:
         url = f"{self.endpoint}?{urlencode(params)}"
         for attempt in range(self.cfg.empty_page_retries + 1):
             if attempt:
-                # The site sometimes sends a spurious empty page mid-listing: ask again,
-                # after a backoff, before believing the listing is over.
+                # A spurious empty page happens mid-listing: ask again, after a backoff, before believing it.
                 self.session.sleep_backoff(attempt - 1)
             try:
                 posts = self.session.get(

@@ -27,25 +27,7 @@ class SyntheticImage:
 
 
 def _hsv_to_rgb(h_deg: float, s: float, v: float) -> np.ndarray:
-    r, g, b = colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v)
-    return np.array([r, g, b]) * 255.0
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    # Any hue, mostly light and soft, so shapes stand out as on a real illustration.
-    a = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.5), rng.uniform(0.6, 1.0))
-    b = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.5), rng.uniform(0.6, 1.0))
-    style = rng.integers(3)
-    canvas = np.empty((size, size, 3), np.float32)
-    if style == 0:  # flat
-        canvas[:] = a
-    elif style == 1:  # vertical gradient
-        t = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
-        canvas[:] = a * (1 - t) + b * t
-    else:  # two-tone split, like a floor line
-        canvas[:] = b
-        canvas[: int(size * rng.uniform(0.55, 0.8))] = a
-    return canvas
+    return np.array(colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v)) * 255.0
 
 
 def _shape_polygon(rng: np.random.Generator, family: str, cx: float, cy: float, r: float) -> np.ndarray:
@@ -74,7 +56,18 @@ def _fill(mask_size: int, pts: np.ndarray, shift: tuple[float, float] = (0.0, 0.
 
 def render(index: int, seed: int, size: int) -> SyntheticImage:
     rng = np.random.default_rng([seed, index])
-    canvas = _background(rng, size).round().astype(np.uint8)
+    # Background: any hue, mostly light and soft, so shapes stand out as on a real illustration.
+    a, b = (_hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.5), rng.uniform(0.6, 1.0)) for _ in range(2))
+    canvas = np.empty((size, size, 3), np.float32)
+    if (style := rng.integers(3)) == 0:  # flat
+        canvas[:] = a
+    elif style == 1:  # vertical gradient
+        t = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
+        canvas[:] = a * (1 - t) + b * t
+    else:  # two-tone split, like a floor line
+        canvas[:] = b
+        canvas[: int(size * rng.uniform(0.55, 0.8))] = a
+    canvas = canvas.round().astype(np.uint8)
     thickness = max(1, size // 96)
     families = []
     light = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1)])  # one light per picture

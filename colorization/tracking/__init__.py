@@ -1,6 +1,5 @@
 """MLflow lives here and nowhere else in the package; import `runs` and `registry` lazily (training
-must run without mlflow installed). This file imports no MLflow (a cached model's start-up).
-"""
+must run without mlflow installed). This file imports no MLflow (a cached model's start-up)."""
 
 from __future__ import annotations
 

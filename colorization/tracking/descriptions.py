@@ -12,9 +12,7 @@ HIST = "a 512-bin colour histogram (8 levels per channel, sums to 1)"
 
 
 def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> dict[str, str]:
-    """Registered-model tags: task, image size, data source, and the interface in short."""
-    size, hinter = int(config["image_size"]), SPECS[HINT_KIND].registered
-    generator = SPECS[kind].generator
+    size, hinter, generator = int(config["image_size"]), SPECS[HINT_KIND].registered, SPECS[kind].generator
     return {
         "task": SPECS[kind].task,
         "image_size": str(size),
@@ -26,7 +24,6 @@ def model_tags(kind: str, config: dict[str, Any], data_source: str | None) -> di
 
 
 def model_description(name: str, kind: str, config: dict[str, Any], data_source: str | None) -> str:
-    """The registered model's description: what it colours, its input and output, the hint it takes."""
     spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
     served = f'Served (`mlflow models serve`): {{"inputs": {{"lineart": [N, {size}, {size}] 0..255'
@@ -94,8 +91,7 @@ def version_description(
     """A version's description: what changed against `base` (the champion it challenged), scores, decision."""
     commit = tags.get("git_commit", "unknown")
     dirty = " (with uncommitted changes)" if commit.endswith("-dirty") else ""
-    data = tags.get("data_md5", "unknown")[:12]
-    run = tags.get("source_run_id")
+    data, run = tags.get("data_md5", "unknown")[:12], tags.get("source_run_id")
     lines = [f"{kind} model trained at commit {commit[:12]}{dirty}, data md5 {data}, run {run}."]
     if base is None:
         lines.append("What changed: the first version of this model.")

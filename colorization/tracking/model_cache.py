@@ -1,7 +1,5 @@
-"""A local copy of each registered version (used only while its model.pt has the registered md5),
-so that a repeated `colorize` downloads nothing; a warm start-up on an unchanged SQLite store skips
-MLflow. docs/colorize.md.
-"""
+"""A local copy of each registered version (used while its model.pt has the registered md5): a repeated
+`colorize` downloads nothing, and on an unchanged SQLite store skips MLflow. docs/colorize.md."""
 
 from __future__ import annotations
 
@@ -49,21 +47,19 @@ def store_entry(folder: Path, entry: Path, model_md5: str | None) -> bool:
     if not valid_entry(folder, model_md5):
         log.info("not caching %s: its weights do not have the registered md5", entry)
         return False
-    staging = None
     try:
         check_replaceable(entry, MODEL_OUTPUT)  # a folder of someone else's there: leave it, cache nothing
         entry.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            shutil.copy2(folder / name, staging / name)
-        publish_dir(staging, entry, MODEL_OUTPUT)
+        with tempfile.TemporaryDirectory(
+            prefix=f".tmp-{entry.name}-", dir=entry.parent, ignore_cleanup_errors=True
+        ) as staging:  # gone once published
+            for name in (WEIGHTS_FILE, CONFIG_FILE):
+                shutil.copy2(folder / name, Path(staging) / name)
+            publish_dir(Path(staging), entry, MODEL_OUTPUT)
         return True
     except (OSError, ValueError) as err:  # unwritable, or a folder we did not write: the model still loads
         log.info("not caching %s: %s", entry, err)
         return False
-    finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def store_stamp(tracking: str) -> list | None:
@@ -117,8 +113,7 @@ def load_registered(uri: str, device: str = "cpu") -> tuple[Any, dict]:
     """(network in eval mode, config.json) of a registered version or a logged model."""
     root, tracking = cache_root(), tracking_uri()
     stamp = store_stamp(tracking) if root else None  # before resolving: a write since makes it stale
-    entry = remembered(root, uri, tracking, stamp) if root else None
-    if entry is not None:
+    if root and (entry := remembered(root, uri, tracking, stamp)) is not None:
         log.debug("%s: %s from the cache, the store unchanged", uri, entry)
         return load_trained(entry, device), read_config(entry)
     from colorization.tracking.registry import download_model, version_uri

@@ -1,8 +1,6 @@
-"""The MLflow model registry: register a model version, promote champions, load by URI.
-
-A new version takes `champion` only if it beats the champion on the declared metric over the same
-test split; registering is idempotent, so DVC may re-run the stage freely. docs/registry.md.
-"""
+"""The MLflow model registry: register a model version, promote champions, load by URI. A new
+version takes `champion` only if it beats the champion on the declared metric over the same test
+split; registering is idempotent, so DVC may re-run the stage freely. docs/registry.md."""
 
 from __future__ import annotations
 
@@ -137,13 +135,17 @@ def register_model(
         promoted = champion is not None and str(champion.version) == str(existing.version)
         reason = f"already registered as v{existing.version} (run {existing.run_id}); nothing added"
     else:
+        section = metric.split(".", 1)[0]
         version_tags = {
             **tags,
             "kind": kind,
             "source_run_id": run_id,
             "model_md5": model_md5,
             "config": json.dumps(config, separators=(",", ":")),
-            **evaluation_tags(evaluation, metric, direction),
+            "eval_split": str(evaluation.get("split_fingerprint", "unknown")),
+            "eval_split_name": str(evaluation.get("split", "test")),
+            "promotion_metric": f"{metric} ({direction})",
+            **{f"metric.{section}.{k}": str(v) for k, v in evaluation.get(section, {}).items()},
         }
         source = run_info.get("model_uri") or f"runs:/{run_id}/{LOGGED_MODEL_NAME}"
         ranking = (metric, direction, value)
@@ -157,19 +159,8 @@ def register_model(
     )
 
 
-def evaluation_tags(evaluation: dict, metric: str, direction: str) -> dict[str, str]:
-    section = metric.split(".", 1)[0]
-    return {
-        "eval_split": str(evaluation.get("split_fingerprint", "unknown")),
-        "eval_split_name": str(evaluation.get("split", "test")),
-        "promotion_metric": f"{metric} ({direction})",
-        **{f"metric.{section}.{k}": str(v) for k, v in evaluation.get(section, {}).items()},
-    }
-
-
 def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[str, str], ranking, rescore):
-    """A new version of `name` from `source`: challenger, or champion if it beats the champion
-    (`ranking`: metric, direction, the new version's value)."""
+    """A new version of `name` from `source`: challenger, or champion if it beats the champion."""
     metric, direction, value = ranking
     base = _alias_version(c, name, CHAMPION)  # what the new version challenges
     promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)

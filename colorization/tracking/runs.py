@@ -1,7 +1,5 @@
-"""Training runs in MLflow: params, per-step metrics, sample grids, and the logged model.
-
-A sqlite store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow server` does).
-"""
+"""Training runs in MLflow: params, per-step metrics, sample grids, and the logged model. A sqlite
+store keeps its artifacts in `mlartifacts/` beside the database file (as `mlflow server` does)."""
 
 from __future__ import annotations
 
@@ -23,8 +21,7 @@ def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (with a local artifact folder for sqlite) when missing."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
+    if (found := mlflow.get_experiment_by_name(name)) is not None:
         return found.experiment_id
     db = Path(uri.removeprefix("sqlite:///"))  # a local artifact folder for sqlite; else the store decides
     local = (db.resolve().parent / "mlartifacts").as_uri() if uri.startswith("sqlite:///") else None
@@ -37,20 +34,16 @@ class TrainingRun:
     def __init__(self, experiment: str, run_name: str, resume_id: str | None = None, tags=None):
         experiment_id = ensure_experiment(experiment)
         self.client = MlflowClient(tracking_uri())
-        if resume_id is not None and self._exists(resume_id):
+        try:
+            resumable = resume_id is not None and self.client.get_run(resume_id) is not None
+        except MlflowException:
+            resumable = False
+        if resumable:
             self.run = mlflow.start_run(run_id=resume_id)
         else:
             self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
-        self.run_id = self.run.info.run_id
-        self.experiment_id = self.run.info.experiment_id
+        self.run_id, self.experiment_id = self.run.info.run_id, self.run.info.experiment_id
         self._pending: list[Metric] = []
-
-    def _exists(self, run_id: str) -> bool:
-        try:
-            self.client.get_run(run_id)
-            return True
-        except MlflowException:
-            return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         logged = self.client.get_run(self.run_id).data.params

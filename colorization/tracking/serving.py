@@ -1,8 +1,5 @@
-"""What `mlflow models serve` runs: a pyfunc around the project's own `models/<kind>/` folder.
-
-Request and answer: docs/serving.md; the local hint planes are a param, not an input, because
-MLflow's tensor inputs cannot be optional.
-"""
+"""What `mlflow models serve` runs: a pyfunc around a `models/<kind>/` folder (docs/serving.md).
+The local hint planes are a param, not an input, because MLflow's tensor inputs cannot be optional."""
 
 from __future__ import annotations
 
@@ -11,13 +8,14 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 
+from colorization.models import CONFIG_FILE, WEIGHTS_FILE, load_trained, read_config
+from colorization.models.specs import SPECS
+
 ARTIFACT = "model"  # the artifact key, and the folder name inside the logged model
 
 
 class LineartModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from colorization.models import load_trained, read_config
-
         folder = context.artifacts[ARTIFACT]
         self.config = read_config(folder)
         self.net = load_trained(folder)
@@ -30,7 +28,6 @@ def predict(net, config: dict, model_input, params: dict | None = None) -> np.nd
     """The served answer for one request (also what training logs as the output example)."""
     from colorization.inference import colorize, predict_hint
     from colorization.local_hints import LOCAL_PLANES
-    from colorization.models.specs import SPECS
 
     lineart = np.asarray(model_input["lineart"], np.float32).round().clip(0, 255).astype(np.uint8)
     if not SPECS[config["kind"]].generator:
@@ -47,8 +44,6 @@ def predict(net, config: dict, model_input, params: dict | None = None) -> np.nd
 
 def example_input(kind: str, lineart: np.ndarray, hint: np.ndarray) -> dict[str, np.ndarray]:
     """The named inputs a `kind` model is served with (float32: JSON numbers arrive as floats)."""
-    from colorization.models.specs import SPECS
-
     example = {"lineart": lineart.astype(np.float32)}
     if SPECS[kind].generator:
         example["hint"] = np.asarray(hint, np.float32)
@@ -63,8 +58,6 @@ def log_pyfunc(model_dir: Path, example: dict[str, np.ndarray], output: np.ndarr
     import torch
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import ParamSchema, ParamSpec
-
-    from colorization.models import CONFIG_FILE, WEIGHTS_FILE, read_config
 
     signature = infer_signature(example, output)
     if read_config(model_dir)["arch"].get("local_hints"):  # optional local hint planes, flattened
