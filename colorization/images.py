@@ -86,18 +86,6 @@ def check_file_size(size: int, max_file_bytes: int) -> None:
         raise ImageRejected(f"file too large: {size} bytes > max_file_bytes {max_file_bytes}")
 
 
-def _looks_truncated(data: bytes, fmt: str) -> bool:
-    # OpenCV decodes a truncated JPEG/PNG into a partly grey image with only a warning,
-    # so check the end-of-image markers ourselves.
-    if fmt == "jpeg":
-        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
-    if fmt == "png":
-        return b"IEND" not in data[-16:]
-    if fmt == "webp":
-        return len(data) < _int(data, 4, 4) + 8  # the RIFF header's size
-    return False
-
-
 def to_rgb8(image: np.ndarray) -> np.ndarray:
     """Any decoded OpenCV image (gray, BGR, BGRA; 8 or 16 bit) as RGB uint8, alpha over white paper."""
     if image.dtype == np.uint16:
@@ -131,22 +119,8 @@ def decode_rgba(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
 
 
 def _decode(data: bytes, max_pixels: int, flag: int, convert=None) -> np.ndarray:
-    """`convert` of the decoded image once the header passes; a decoder fault gives a reason."""
-    fmt = _check_header(data, max_pixels)
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
-        if image is None:
-            raise ImageRejected(f"corrupt {fmt}: decoder failed")
-        return image if convert is None else convert(image)
-    except cv2.error as err:  # OpenCV's own limits or a decoder fault
-        reason = " ".join(str(getattr(err, "err", None) or str(err).strip().splitlines()[-1]).split())
-        raise ImageRejected(f"corrupt {fmt}: {reason[:200]}") from None
-    except MemoryError:
-        raise ImageRejected(f"{fmt} too large to decode in memory") from None
-
-
-def _check_header(data: bytes, max_pixels: int) -> str:
-    """The format of `data`, after refusing what is empty, unknown, too large or truncated."""
+    """`convert` of the decoded image once the header passes (empty, unknown, too large and truncated
+    data refused); a decoder fault gives a reason."""
     if not data:
         raise ImageRejected("empty file")
     fmt = sniff_format(data)
@@ -162,9 +136,23 @@ def _check_header(data: bytes, max_pixels: int) -> str:
         raise ImageRejected(
             f"too large: {width}x{height} = {pixels / 1e6:.3g} MP > max_pixels {max_pixels / 1e6:.3g} MP"
         )
-    if _looks_truncated(data, fmt):
+    # OpenCV decodes a truncated JPEG/PNG into a partly grey image with only a warning: check the ends.
+    if (
+        (fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"))
+        or (fmt == "png" and b"IEND" not in data[-16:])
+        or (fmt == "webp" and len(data) < _int(data, 4, 4) + 8)  # the RIFF header's size
+    ):
         raise ImageRejected(f"truncated {fmt}")
-    return fmt
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+        if image is None:
+            raise ImageRejected(f"corrupt {fmt}: decoder failed")
+        return image if convert is None else convert(image)
+    except cv2.error as err:  # OpenCV's own limits or a decoder fault
+        reason = " ".join(str(getattr(err, "err", None) or str(err).strip().splitlines()[-1]).split())
+        raise ImageRejected(f"corrupt {fmt}: {reason[:200]}") from None
+    except MemoryError:
+        raise ImageRejected(f"{fmt} too large to decode in memory") from None
 
 
 def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -1,8 +1,5 @@
-"""The raw-data contract: `manifest.parquet` (accepted images) and `rejected.parquet`.
-
-One row per accepted image: id, source, path (relative to the raw folder), width,
-height, sha256, plus source metadata (null where a source has none).
-"""
+"""The raw-data contract: `manifest.parquet`, a row per accepted image (path relative to the raw
+folder; source metadata null where a source has none), and `rejected.parquet`."""
 
 from __future__ import annotations
 

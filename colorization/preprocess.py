@@ -18,15 +18,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from colorization import store
-from colorization.atomic import (
-    atomic_save_npy,
-    atomic_write_text,
-    check_replaceable,
-    mark_output,
-    publish_dir,
-    remove_stale_temporaries,
-)
+from colorization import atomic, store
 from colorization.config import HistogramParams, LineartParams
 from colorization.histogram import HIST_BINS, color_histogram
 from colorization.images import ImageRejected, read_rgb
@@ -104,7 +96,7 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(raw).resolve(), Path(params.out).resolve()
-    check_replaceable(out, store.STORE_OUTPUT)  # refused now, not after building every shard
+    atomic.check_replaceable(out, store.STORE_OUTPUT)  # refused now, not after building every shard
     manifest = read_manifest(raw).sort_by("id")
     ids = manifest["id"].to_pylist()
     if not ids:
@@ -119,12 +111,12 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     stamp = staging / "fingerprint"
     if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
-            check_replaceable(staging, store.STORE_OUTPUT)
+            atomic.check_replaceable(staging, store.STORE_OUTPUT)
         shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
     staging.mkdir(parents=True, exist_ok=True)
-    mark_output(staging, store.STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
+    atomic.mark_output(staging, store.STORE_OUTPUT)  # first: a stamped staging bears the marker
     stamp.write_text(fingerprint)
-    remove_stale_temporaries(staging)
+    atomic.remove_stale_temporaries(staging)
     size, jobs = params.shard_size, []
     for shard, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
@@ -157,8 +149,8 @@ def run_shard(job: ShardJob) -> int:
             colour, line = prepare_pair(rgb, params)
             add_colour(colour)
             add_line(line)
-    atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
-    atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
+    atomic.atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
+    atomic.atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
     return len(job.ids)
 
 
@@ -196,7 +188,7 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     for part in parts:
         part.unlink()
     (staging / "fingerprint").unlink()
-    publish_dir(staging, Path(params.out).resolve(), store.STORE_OUTPUT)
+    atomic.publish_dir(staging, Path(params.out).resolve(), store.STORE_OUTPUT)
     return meta
 
 

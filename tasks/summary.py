@@ -27,11 +27,11 @@ def _cell(value: Any) -> str:
 
 def metric_rows(evaluation: dict | None) -> list[dict]:
     """One row per method of the evaluation JSON (its nested sections), one column per metric."""
-    rows = []
-    for method, scores in (evaluation or {}).items():
-        if isinstance(scores, dict):
-            rows.append({"method": method, **{k: v for k, v in scores.items() if not isinstance(v, dict)}})
-    return rows
+    return [
+        {"method": method, **{k: v for k, v in scores.items() if not isinstance(v, dict)}}
+        for method, scores in (evaluation or {}).items()
+        if isinstance(scores, dict)
+    ]
 
 
 def markdown_table(rows: list[dict]) -> list[str]:
