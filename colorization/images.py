@@ -41,9 +41,22 @@ def _int(data: bytes, start: int, size: int, order: str = "little") -> int:
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares them, without decoding; None if unreadable."""
+    if fmt == "png":
+        return (_int(data, 16, 4, "big"), _int(data, 20, 4, "big")) if data[12:16] == b"IHDR" else None
+    if fmt == "webp":
+        chunk = data[12:16]
+        if chunk == b"VP8X" and len(data) >= 30:
+            return _int(data, 24, 3) + 1, _int(data, 27, 3) + 1
+        if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+            bits = _int(data, 21, 4)
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+            return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
+        return None
     i, n = 2, len(data)
-    while i < n:
+    while fmt == "jpeg" and i < n:
         if data[i] != 0xFF:
             return None
         while i < n and data[i] == 0xFF:  # fill bytes
@@ -60,25 +73,6 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             return (_int(data, i + 5, 2, "big"), _int(data, i + 3, 2, "big")) if i + 7 <= n else None
         i += _int(data, i, 2, "big")
     return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        return _int(data, 24, 3) + 1, _int(data, 27, 3) + 1
-    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = _int(data, 21, 4)
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
-    return None
-
-
-def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) as the file's header declares them, without decoding; None if unreadable."""
-    if fmt == "png":
-        return (_int(data, 16, 4, "big"), _int(data, 20, 4, "big")) if data[12:16] == b"IHDR" else None
-    return {"jpeg": _jpeg_size, "webp": _webp_size}.get(fmt, lambda _: None)(data)
 
 
 def check_file_size(size: int, max_file_bytes: int) -> None:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
 from colorization import atomic, store
 from colorization.config import HistogramParams, LineartParams
@@ -173,7 +174,8 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
         raise RuntimeError(f"preprocess: {len(hists)} histograms for {len(ids)} images")
     positions = np.arange(len(ids))
     splits = [store.split_of(i, params.split.val, params.split.test) for i in ids]
-    store.write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
+    index = {"id": ids, "shard": positions // size, "row": positions % size, "split": splits}
+    atomic.atomic_write_parquet(staging / store.INDEX_FILE, pa.table(index))
     meta = {
         "image_size": params.image_size,
         "count": len(ids),
@@ -182,7 +184,7 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
         "lineart": params.recipe().model_dump(),  # the recipe training copies into each model
         "fingerprint": plan.fingerprint,
     }
-    store.write_meta(staging, meta)
+    atomic.atomic_write_text(staging / store.META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     Path(histograms.out).parent.mkdir(parents=True, exist_ok=True)
     store.write_histograms(Path(histograms.out), ids, hists)
     for part in parts:
