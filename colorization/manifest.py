@@ -45,10 +45,8 @@ def write_manifest(raw_dir: Path, rows: list[dict]) -> Path:
     return path
 
 
-def write_rejected(raw_dir: Path, rows: list[dict]) -> Path:
-    path = Path(raw_dir) / REJECTED_FILE
-    atomic_write_parquet(path, pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
-    return path
+def write_rejected(raw_dir: Path, rows: list[dict]) -> None:
+    atomic_write_parquet(Path(raw_dir) / REJECTED_FILE, pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
 
 
 def read_manifest(raw_dir: Path) -> pa.Table:

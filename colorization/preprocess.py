@@ -89,10 +89,6 @@ class ShardPlan:
     jobs: list[ShardJob] = field(default_factory=list)
 
 
-def _histogram_part(staging: str | Path, shard: int) -> Path:
-    return Path(staging) / f"{store.shard_stem(shard)}.histograms.npy"
-
-
 def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
@@ -150,7 +146,7 @@ def run_shard(job: ShardJob) -> int:
             colour, line = prepare_pair(rgb, params)
             add_colour(colour)
             add_line(line)
-    atomic.atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
+    atomic.atomic_save_npy(f"{stem}.histograms.npy", hists)
     atomic.atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
     return len(job.ids)
 
@@ -168,7 +164,7 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     ]
     if missing:
         raise RuntimeError(f"preprocess: shards {missing[:5]} of {plan.shards} are not built")
-    parts = [_histogram_part(staging, s) for s in range(plan.shards)]
+    parts = [staging / f"{store.shard_stem(s)}.histograms.npy" for s in range(plan.shards)]
     hists = np.concatenate([np.load(p, allow_pickle=False) for p in parts])
     if len(hists) != len(ids):
         raise RuntimeError(f"preprocess: {len(hists)} histograms for {len(ids)} images")

@@ -97,12 +97,11 @@ def check_stage_folders(params: Params, stages: list[str], root: Path) -> None:
 
     folders = {"preprocess": (root / params.lineart.out, STORE_OUTPUT)}
     folders |= {f"train@{kind}": (root / params.train.out / kind, MODEL_OUTPUT) for kind in KINDS}
-    for stage in stages:
-        if stage in folders:
-            try:
-                check_replaceable(*folders[stage])
-            except NotOurFolder as err:
-                raise ParamsError(f"stage {stage}: {err}") from None
+    for stage in [s for s in stages if s in folders]:
+        try:
+            check_replaceable(*folders[stage])
+        except NotOurFolder as err:
+            raise ParamsError(f"stage {stage}: {err}") from None
 
 
 def retry_temporary(task, task_run, state) -> bool:
