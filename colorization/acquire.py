@@ -78,34 +78,27 @@ def acquire_synthetic(count: int, size: int, seed: int, out_dir: Path) -> list[d
     return rows
 
 
-def check_folders(input_dir: Path, out_dir: Path) -> None:
-    """Refuse overlapping folders: a run would read its own output, or cleaning it the user's pictures."""
-    src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
-    out, given = escaped(out_dir), escaped(input_dir)
-    if src == dst:
-        raise FoldersOverlap(f"--out {out} is the input folder; give acquire an output folder of its own")
-    if dst.is_relative_to(src):
-        raise FoldersOverlap(f"--out {out} lies inside the input folder {given}; choose another")
-    if src.is_relative_to(dst):
-        raise FoldersOverlap(f"the input folder {given} lies inside --out {out}; choose another")
-
-
-def previous_paths(out_dir: Path) -> set[str]:
-    """The image paths the manifest already in `out_dir` records: the files this project wrote."""
-    try:
-        return set(read_manifest(out_dir)["path"].to_pylist())
-    except FileNotFoundError:
-        return set()
-    except Exception as err:  # unreadable: then nothing is known to be ours, so nothing is removed
-        log.warning("acquire: %s unreadable (%s); removing no old files", out_dir / MANIFEST_FILE, err)
-        return set()
-
-
 def run_acquire(params: AcquireParams) -> AcquireSummary:
     out = Path(params.out)
+    # Overlapping folders are refused: a run would read its own output, or clean the user's pictures.
     if params.source == "folder":
-        check_folders(Path(params.folder.input), out)
-    previous = previous_paths(out)
+        given = Path(params.folder.input)
+        src, dst, shown, where = given.resolve(), out.resolve(), escaped(out), escaped(given)
+        if src == dst:
+            raise FoldersOverlap(
+                f"--out {shown} is the input folder; give acquire an output folder of its own"
+            )
+        if dst.is_relative_to(src):
+            raise FoldersOverlap(f"--out {shown} lies inside the input folder {where}; choose another")
+        if src.is_relative_to(dst):
+            raise FoldersOverlap(f"the input folder {where} lies inside --out {shown}; choose another")
+    try:  # the image paths the manifest already there records: the files this project wrote
+        previous = set(read_manifest(out)["path"].to_pylist())
+    except FileNotFoundError:
+        previous = set()
+    except Exception as err:  # unreadable: then nothing is known to be ours, so nothing is removed
+        log.warning("acquire: %s unreadable (%s); removing no old files", out / MANIFEST_FILE, err)
+        previous = set()
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     rejected: list[dict] = []

@@ -31,9 +31,7 @@ def configure(device: torch.device, seed: int) -> None:
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; nothing elsewhere (CPU bf16 is slower and less exact)."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

@@ -41,9 +41,22 @@ def _int(data: bytes, start: int, size: int, order: str = "little") -> int:
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares them, without decoding; None if unreadable."""
+    if fmt == "png":
+        return (_int(data, 16, 4, "big"), _int(data, 20, 4, "big")) if data[12:16] == b"IHDR" else None
+    if fmt == "webp":
+        chunk = data[12:16]
+        if chunk == b"VP8X" and len(data) >= 30:
+            return _int(data, 24, 3) + 1, _int(data, 27, 3) + 1
+        if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+            bits = _int(data, 21, 4)
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+            return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
+        return None
     i, n = 2, len(data)
-    while i < n:
+    while fmt == "jpeg" and i < n:
         if data[i] != 0xFF:
             return None
         while i < n and data[i] == 0xFF:  # fill bytes
@@ -62,40 +75,9 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        return _int(data, 24, 3) + 1, _int(data, 27, 3) + 1
-    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = _int(data, 21, 4)
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
-    return None
-
-
-def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) as the file's header declares them, without decoding; None if unreadable."""
-    if fmt == "png":
-        return (_int(data, 16, 4, "big"), _int(data, 20, 4, "big")) if data[12:16] == b"IHDR" else None
-    return {"jpeg": _jpeg_size, "webp": _webp_size}.get(fmt, lambda _: None)(data)
-
-
 def check_file_size(size: int, max_file_bytes: int) -> None:
     if size > max_file_bytes:
         raise ImageRejected(f"file too large: {size} bytes > max_file_bytes {max_file_bytes}")
-
-
-def _looks_truncated(data: bytes, fmt: str) -> bool:
-    # OpenCV decodes a truncated JPEG/PNG into a partly grey image with only a warning,
-    # so check the end-of-image markers ourselves.
-    if fmt == "jpeg":
-        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
-    if fmt == "png":
-        return b"IEND" not in data[-16:]
-    if fmt == "webp":
-        return len(data) < _int(data, 4, 4) + 8  # the RIFF header's size
-    return False
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -131,22 +113,8 @@ def decode_rgba(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
 
 
 def _decode(data: bytes, max_pixels: int, flag: int, convert=None) -> np.ndarray:
-    """`convert` of the decoded image once the header passes; a decoder fault gives a reason."""
-    fmt = _check_header(data, max_pixels)
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
-        if image is None:
-            raise ImageRejected(f"corrupt {fmt}: decoder failed")
-        return image if convert is None else convert(image)
-    except cv2.error as err:  # OpenCV's own limits or a decoder fault
-        reason = " ".join(str(getattr(err, "err", None) or str(err).strip().splitlines()[-1]).split())
-        raise ImageRejected(f"corrupt {fmt}: {reason[:200]}") from None
-    except MemoryError:
-        raise ImageRejected(f"{fmt} too large to decode in memory") from None
-
-
-def _check_header(data: bytes, max_pixels: int) -> str:
-    """The format of `data`, after refusing what is empty, unknown, too large or truncated."""
+    """`convert` of the decoded image once the header passes (empty, unknown, too large and truncated
+    data refused); a decoder fault gives a reason."""
     if not data:
         raise ImageRejected("empty file")
     fmt = sniff_format(data)
@@ -162,9 +130,23 @@ def _check_header(data: bytes, max_pixels: int) -> str:
         raise ImageRejected(
             f"too large: {width}x{height} = {pixels / 1e6:.3g} MP > max_pixels {max_pixels / 1e6:.3g} MP"
         )
-    if _looks_truncated(data, fmt):
+    # OpenCV decodes a truncated JPEG/PNG into a partly grey image with only a warning: check the ends.
+    if (
+        (fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"))
+        or (fmt == "png" and b"IEND" not in data[-16:])
+        or (fmt == "webp" and len(data) < _int(data, 4, 4) + 8)  # the RIFF header's size
+    ):
         raise ImageRejected(f"truncated {fmt}")
-    return fmt
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+        if image is None:
+            raise ImageRejected(f"corrupt {fmt}: decoder failed")
+        return image if convert is None else convert(image)
+    except cv2.error as err:  # OpenCV's own limits or a decoder fault
+        reason = " ".join(str(getattr(err, "err", None) or str(err).strip().splitlines()[-1]).split())
+        raise ImageRejected(f"corrupt {fmt}: {reason[:200]}") from None
+    except MemoryError:
+        raise ImageRejected(f"{fmt} too large to decode in memory") from None
 
 
 def decode_rgb(data: bytes, min_size: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -1,8 +1,5 @@
-"""The raw-data contract: `manifest.parquet` (accepted images) and `rejected.parquet`.
-
-One row per accepted image: id, source, path (relative to the raw folder), width,
-height, sha256, plus source metadata (null where a source has none).
-"""
+"""The raw-data contract: `manifest.parquet`, a row per accepted image (path relative to the raw
+folder; source metadata null where a source has none), and `rejected.parquet`."""
 
 from __future__ import annotations
 
@@ -48,10 +45,8 @@ def write_manifest(raw_dir: Path, rows: list[dict]) -> Path:
     return path
 
 
-def write_rejected(raw_dir: Path, rows: list[dict]) -> Path:
-    path = Path(raw_dir) / REJECTED_FILE
-    atomic_write_parquet(path, pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
-    return path
+def write_rejected(raw_dir: Path, rows: list[dict]) -> None:
+    atomic_write_parquet(Path(raw_dir) / REJECTED_FILE, pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
 
 
 def read_manifest(raw_dir: Path) -> pa.Table:

@@ -17,16 +17,9 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from colorization import store
-from colorization.atomic import (
-    atomic_save_npy,
-    atomic_write_text,
-    check_replaceable,
-    mark_output,
-    publish_dir,
-    remove_stale_temporaries,
-)
+from colorization import atomic, store
 from colorization.config import HistogramParams, LineartParams
 from colorization.histogram import HIST_BINS, color_histogram
 from colorization.images import ImageRejected, read_rgb
@@ -96,15 +89,11 @@ class ShardPlan:
     jobs: list[ShardJob] = field(default_factory=list)
 
 
-def _histogram_part(staging: str | Path, shard: int) -> Path:
-    return Path(staging) / f"{store.shard_stem(shard)}.histograms.npy"
-
-
 def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     """Open the staging folder and list the shards of the raw folder not yet built there."""
     # Absolute paths in the jobs: a Dask worker elsewhere need not share this working directory.
     raw, out = Path(raw).resolve(), Path(params.out).resolve()
-    check_replaceable(out, store.STORE_OUTPUT)  # refused now, not after building every shard
+    atomic.check_replaceable(out, store.STORE_OUTPUT)  # refused now, not after building every shard
     manifest = read_manifest(raw).sort_by("id")
     ids = manifest["id"].to_pylist()
     if not ids:
@@ -119,12 +108,12 @@ def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:
     stamp = staging / "fingerprint"
     if staging.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         if not stamp.exists():  # a folder without our stamp is cleared only if it bears our marker
-            check_replaceable(staging, store.STORE_OUTPUT)
+            atomic.check_replaceable(staging, store.STORE_OUTPUT)
         shutil.rmtree(staging)  # leftovers of other inputs or params: not ours to resume
     staging.mkdir(parents=True, exist_ok=True)
-    mark_output(staging, store.STORE_OUTPUT)  # before the stamp: a stamped staging always bears the marker
+    atomic.mark_output(staging, store.STORE_OUTPUT)  # first: a stamped staging bears the marker
     stamp.write_text(fingerprint)
-    remove_stale_temporaries(staging)
+    atomic.remove_stale_temporaries(staging)
     size, jobs = params.shard_size, []
     for shard, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
@@ -157,8 +146,8 @@ def run_shard(job: ShardJob) -> int:
             colour, line = prepare_pair(rgb, params)
             add_colour(colour)
             add_line(line)
-    atomic_save_npy(_histogram_part(job.staging, job.shard), hists)
-    atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
+    atomic.atomic_save_npy(f"{stem}.histograms.npy", hists)
+    atomic.atomic_write_text(f"{stem}.ids.json", json.dumps(job.ids))  # completion marker, last
     return len(job.ids)
 
 
@@ -175,13 +164,14 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
     ]
     if missing:
         raise RuntimeError(f"preprocess: shards {missing[:5]} of {plan.shards} are not built")
-    parts = [_histogram_part(staging, s) for s in range(plan.shards)]
+    parts = [staging / f"{store.shard_stem(s)}.histograms.npy" for s in range(plan.shards)]
     hists = np.concatenate([np.load(p, allow_pickle=False) for p in parts])
     if len(hists) != len(ids):
         raise RuntimeError(f"preprocess: {len(hists)} histograms for {len(ids)} images")
     positions = np.arange(len(ids))
     splits = [store.split_of(i, params.split.val, params.split.test) for i in ids]
-    store.write_index(staging, ids, (positions // size).tolist(), (positions % size).tolist(), splits)
+    index = {"id": ids, "shard": positions // size, "row": positions % size, "split": splits}
+    atomic.atomic_write_parquet(staging / store.INDEX_FILE, pa.table(index))
     meta = {
         "image_size": params.image_size,
         "count": len(ids),
@@ -190,13 +180,13 @@ def finish_preprocess(params: LineartParams, histograms: HistogramParams, plan: 
         "lineart": params.recipe().model_dump(),  # the recipe training copies into each model
         "fingerprint": plan.fingerprint,
     }
-    store.write_meta(staging, meta)
+    atomic.atomic_write_text(staging / store.META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     Path(histograms.out).parent.mkdir(parents=True, exist_ok=True)
     store.write_histograms(Path(histograms.out), ids, hists)
     for part in parts:
         part.unlink()
     (staging / "fingerprint").unlink()
-    publish_dir(staging, Path(params.out).resolve(), store.STORE_OUTPUT)
+    atomic.publish_dir(staging, Path(params.out).resolve(), store.STORE_OUTPUT)
     return meta
 
 

@@ -33,20 +33,17 @@ def die_with_parent(parent_pid: int | None) -> None:
         os._exit(1)
 
 
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])  # the name in (...) may hold spaces
-
-
 def ancestors(pid: int) -> list[int]:
-    """`pid`'s parent, its parent, ... up to (not including) pid 1 or 0."""
+    """`pid`'s parent, its parent, ... up to (not including) pid 1 or 0, or one /proc cannot show."""
     found = []
-    while (pid := parent_of(pid) or 0) > 1:
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return found
+        if (pid := int(stat[stat.rindex(")") + 2 :].split()[1])) <= 1:  # the name in (...) may hold spaces
+            return found
         found.append(pid)
-    return found
 
 
 def die_with(*owners: int) -> bool:
@@ -59,13 +56,13 @@ def die_with(*owners: int) -> bool:
         for owner in owners:
             fds.append(os.pidfd_open(owner))
     except ProcessLookupError:
-        _die()
+        os.kill(os.getpid(), signal.SIGKILL)
     except OSError:  # no pidfd support in this kernel
         for fd in fds:
             os.close(fd)
         return False
     if not set(owners) <= set(ancestors(os.getpid())):  # checked after the pidfds hold them
-        _die()
+        os.kill(os.getpid(), signal.SIGKILL)
     threading.Thread(target=_die_when_any_ends, args=(fds,), name="die-with-owner", daemon=True).start()
     return True
 
@@ -75,10 +72,6 @@ def _die_when_any_ends(fds: list[int]) -> None:
     for fd in fds:
         poller.register(fd, select.POLLIN)  # a pidfd is readable once its process has ended
     poller.poll()
-    _die()
-
-
-def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -110,9 +103,8 @@ def retain_freed_memory(mmap_below: int = 32 * 2**20, trim_above: int = 128 * 2*
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_below)) and bool(mallopt(M_TRIM_THRESHOLD, trim_above))
 
 
-if (
-    __name__ == "__main__"
-):  # python -m colorization.processes OWNER_PID MODULE [ARGS...]: how the flow runs dvc
+# python -m colorization.processes OWNER_PID MODULE [ARGS...]: how the flow runs dvc
+if __name__ == "__main__":
     die_with(int(sys.argv[1]))
     sys.argv = sys.argv[2:]
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)

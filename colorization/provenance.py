@@ -1,7 +1,5 @@
-"""Where a model came from: the git commit (dirty or not) and the DVC hash of its data.
-
-Plain git and dvc.lock reading, no MLflow: the register stage turns these into tags.
-"""
+"""Where a model came from: the git commit (dirty or not) and the DVC hash of its data; plain git
+and dvc.lock reading, no MLflow: the register stage turns these into tags."""
 
 from __future__ import annotations
 
@@ -30,10 +28,6 @@ def pipeline_outputs(cwd: str | Path = ".") -> set[str]:
     return found
 
 
-def _is_output(path: str, outputs: set[str]) -> bool:
-    return any(path == o.rstrip("/") or path.startswith(o.rstrip("/") + "/") for o in outputs)
-
-
 def _git(*args: str, cwd: str | Path) -> str | None:
     try:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
@@ -54,8 +48,8 @@ def git_state(cwd: str | Path = ".") -> dict[str, str]:
             changed.append(entry[3:])
             if entry[0] in "RC":
                 next(entries, None)  # a rename's or copy's original path follows
-    outputs = pipeline_outputs(cwd)
-    others = sorted(p for p in changed if not _is_output(p, outputs))
+    outputs = {o.rstrip("/") for o in pipeline_outputs(cwd)}
+    others = sorted(p for p in changed if not any(p == o or p.startswith(o + "/") for o in outputs))
     if not others:
         return {"git_commit": head}
     shown = ", ".join(others[:5]) + (f" (+{len(others) - 5} more)" if len(others) > 5 else "")

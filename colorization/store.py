@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from colorization.atomic import OutputKind, atomic_path, atomic_write_parquet, atomic_write_text
+from colorization.atomic import OutputKind, atomic_path, atomic_write_parquet
 from colorization.histogram import HIST_BINS
 
 INDEX_FILE = "index.parquet"
@@ -65,15 +65,6 @@ def npy_rows(
         yield add
         if added != shape[0]:
             raise ValueError(f"{Path(path).name}: {added} rows written of {shape[0]}")
-
-
-def write_index(folder: Path, ids: list[str], shards: list[int], rows: list[int], splits: list[str]) -> None:
-    table = pa.table({"id": ids, "shard": shards, "row": rows, "split": splits})
-    atomic_write_parquet(folder / INDEX_FILE, table)
-
-
-def write_meta(folder: Path, meta: dict) -> None:
-    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def write_histograms(path: Path, ids: list[str], histograms: np.ndarray) -> None:

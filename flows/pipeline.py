@@ -1,10 +1,7 @@
 """The `pipeline` flow: the stages of dvc.yaml, run through DVC, with retries and a summary.
 
-    python -m flows.pipeline [--workdir .] [--set key=value ...] [--until STAGE]
-    colorization pipeline
-
-docs/orchestration.md describes it; an override of a key a stage tracks is refused (dvc.lock stays true).
-"""
+`python -m flows.pipeline [--workdir .] [--set key=value ...] [--until STAGE]` or `colorization pipeline`
+(docs/orchestration.md); an override of a key a stage tracks is refused (dvc.lock stays true)."""
 
 # No `from __future__ import annotations`: a deployment must resolve the flow's parameter annotations.
 
@@ -100,12 +97,11 @@ def check_stage_folders(params: Params, stages: list[str], root: Path) -> None:
 
     folders = {"preprocess": (root / params.lineart.out, STORE_OUTPUT)}
     folders |= {f"train@{kind}": (root / params.train.out / kind, MODEL_OUTPUT) for kind in KINDS}
-    for stage in stages:
-        if stage in folders:
-            try:
-                check_replaceable(*folders[stage])
-            except NotOurFolder as err:
-                raise ParamsError(f"stage {stage}: {err}") from None
+    for stage in [s for s in stages if s in folders]:
+        try:
+            check_replaceable(*folders[stage])
+        except NotOurFolder as err:
+            raise ParamsError(f"stage {stage}: {err}") from None
 
 
 def retry_temporary(task, task_run, state) -> bool:
@@ -147,18 +143,6 @@ def stage_runner(stage: str, settings: PipelineParams):
     )
 
 
-def _report_failure(
-    run: dict, err: BaseException, stage: str, seconds: float, outputs: tuple, logger
-) -> None:
-    run["failed"], run["failed_stage"] = f"{type(err).__name__}: {err}", stage
-    message = "stage %s failed after %.1f s: %s (stages finished in this run: %s)"
-    logger.error(message, stage, seconds, run["failed"], ", ".join(run["stages"]) or "none")
-    try:  # the summary of a failed run says how far it got; its own failure must not hide why
-        summary.publish(run, *outputs)
-    except Exception:
-        logger.exception("could not publish the run summary")
-
-
 # persist_result: a final state the server re-sends (SQLite contention) still has the summary, not
 # MissingResult in `state.result()`.
 @flow(name="pipeline", description="the stages of dvc.yaml, run through DVC", persist_result=True)
@@ -174,17 +158,9 @@ def pipeline(
     outputs: tuple[str | None, ...] = (None, None, None)  # unknown until the params are read
     with chdir(workdir), domain_logs_in_prefect():  # params paths are relative to it, as for dvc
         root = Path.cwd()
-        run: dict[str, Any] = {
-            "flow_run_name": flow_run.get_name(),
-            "params_path": params_path,
-            "workdir": str(root),
-            "overrides": overrides or {},
-            "until": until,
-            "stages": [],
-            "ran": [],
-            "skipped": [],
-            "seconds": {},
-        }
+        run: dict[str, Any] = {"flow_run_name": flow_run.get_name(), "params_path": params_path}
+        run |= {"workdir": str(root), "overrides": overrides or {}, "until": until}
+        run |= {"stages": [], "ran": [], "skipped": [], "seconds": {}}  # filled stage by stage
         stage, started = "params", time.monotonic()
         try:
             params, stages, passed_on = check_run(params_path, overrides, until)
@@ -208,7 +184,14 @@ def pipeline(
             stage, started = "dvc_push", time.monotonic()
             run["dvc_remote"] = dvc.push(run["stages"]) if settings.dvc_push else None
         except BaseException as err:
-            _report_failure(run, err, stage, time.monotonic() - started, outputs, logger)
+            run["failed"], run["failed_stage"] = f"{type(err).__name__}: {err}", stage
+            message = "stage %s failed after %.1f s: %s (stages finished in this run: %s)"
+            finished = ", ".join(run["stages"]) or "none"
+            logger.error(message, stage, time.monotonic() - started, run["failed"], finished)
+            try:  # the summary of a failed run says how far it got; its own failure must not hide why
+                summary.publish(run, *outputs)
+            except Exception:
+                logger.exception("could not publish the run summary")
             raise
         logger.info("pipeline finished: %s", ", ".join(f"{s} {run['seconds'][s]} s" for s in run["stages"]))
         return {**run, **summary.publish(run, *outputs)}

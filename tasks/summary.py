@@ -27,11 +27,11 @@ def _cell(value: Any) -> str:
 
 def metric_rows(evaluation: dict | None) -> list[dict]:
     """One row per method of the evaluation JSON (its nested sections), one column per metric."""
-    rows = []
-    for method, scores in (evaluation or {}).items():
-        if isinstance(scores, dict):
-            rows.append({"method": method, **{k: v for k, v in scores.items() if not isinstance(v, dict)}})
-    return rows
+    return [
+        {"method": method, **{k: v for k, v in scores.items() if not isinstance(v, dict)}}
+        for method, scores in (evaluation or {}).items()
+        if isinstance(scores, dict)
+    ]
 
 
 def markdown_table(rows: list[dict]) -> list[str]:
@@ -74,9 +74,8 @@ def summary_markdown(
 ) -> str:
     """The run's summary; `written`: when each section's file was written, shown for an earlier run's."""
     written = written or {}
-    stages = run.get("stages", [])
     seconds = run.get("seconds", {})
-    finished = ", ".join(f"{s} ({seconds[s]} s)" if s in seconds else s for s in stages) or "none"
+    finished = ", ".join(f"{s} ({seconds[s]} s)" if s in seconds else s for s in run.get("stages", []))
     lines = [f"# Pipeline run `{run.get('flow_run_name', '')}`", ""]
     if run.get("failed"):
         where = f" in stage `{run['failed_stage']}`" if run.get("failed_stage") else ""
@@ -85,7 +84,7 @@ def summary_markdown(
     lines += [f"- overrides: `{json.dumps(run.get('overrides') or {}, sort_keys=True)}`"]
     if run.get("until"):
         lines += [f"- until: `{run['until']}`"]
-    lines += [f"- stages finished in this run: {finished}"]
+    lines += [f"- stages finished in this run: {finished or 'none'}"]
     lines += [f"- DVC ran (and recorded in dvc.lock): {', '.join(run.get('ran', [])) or 'nothing'}"]
     lines += [f"- DVC found up to date: {', '.join(run.get('skipped', [])) or 'nothing'}"]
     lines += [f"- DVC remote: {run.get('dvc_remote') or 'none (not pushed)'}", ""]
@@ -95,8 +94,7 @@ def summary_markdown(
     if run.get("evaluate_run_id"):
         lines += [f"- MLflow run: `{run['evaluate_run_id']}`"]
     if evaluation:
-        scalars = {k: v for k, v in evaluation.items() if not isinstance(v, dict)}
-        lines += [f"- {k}: `{_cell(v)}`" for k, v in scalars.items()] + [""]
+        lines += [f"- {k}: `{_cell(v)}`" for k, v in evaluation.items() if not isinstance(v, dict)] + [""]
     lines += markdown_table(metric_rows(evaluation))
     lines += ["", "## MLflow registry", "", *_earlier(run, "registry", registry, written)]
     if registry is None:
