@@ -158,9 +158,17 @@ def pipeline(
     outputs: tuple[str | None, ...] = (None, None, None)  # unknown until the params are read
     with chdir(workdir), domain_logs_in_prefect():  # params paths are relative to it, as for dvc
         root = Path.cwd()
-        run: dict[str, Any] = {"flow_run_name": flow_run.get_name(), "params_path": params_path}
-        run |= {"workdir": str(root), "overrides": overrides or {}, "until": until}
-        run |= {"stages": [], "ran": [], "skipped": [], "seconds": {}}  # filled stage by stage
+        run: dict[str, Any] = {
+            "flow_run_name": flow_run.get_name(),
+            "params_path": params_path,
+            "workdir": str(root),
+            "overrides": overrides or {},
+            "until": until,
+            "stages": [],
+            "ran": [],
+            "skipped": [],
+            "seconds": {},
+        }
         stage, started = "params", time.monotonic()
         try:
             params, stages, passed_on = check_run(params_path, overrides, until)
