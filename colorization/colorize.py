@@ -120,8 +120,7 @@ def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise ColorizeError(f"two inputs would both be written to {duplicate}; colour them separately")
-    foreign = [t for t in targets if os.path.lexists(t) and not bears_stamp(t)]
-    if foreign:
+    if foreign := [t for t in targets if os.path.lexists(t) and not bears_stamp(t)]:
         raise ColorizeError(
             f"-o {escaped(out)}: {len(foreign)} existing file(s) there were not written by colorize "
             f"(first: {escaped(foreign[0])}); nothing was written - choose another -o or move them"
@@ -467,10 +466,9 @@ def run_colorize(
             f"{generator.source} was trained without local hints: leave out --hints, or use a model "
             f"trained with train.{generator.kind}.local_hints: true"
         )
-    if fixed is not None:
-        hints = HintSource(fixed=fixed)
-    else:
-        hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, (HINT_KIND,)))
+    hints = HintSource(fixed=fixed)
+    if fixed is None:
+        hints.model = load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, (HINT_KIND,))
     return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size, layers, local)
 
 

@@ -1,8 +1,7 @@
 """One training loop for the three models (cnn, cgan, hint): `colorization train cnn|cgan|hint`.
 Checkpoints, resuming, the NaN stop and the outputs: docs/training.md; torchrun: docs/scale.md.
 CPU tip: when several torch processes share the cores, export OMP_WAIT_POLICY=PASSIVE (on 2 cores:
-two concurrent trainings ~10x faster; a lone one ~2x slower, its idle OpenMP threads then sleep).
-"""
+two concurrent trainings ~10x faster; a lone one ~2x slower, its idle OpenMP threads then sleep)."""
 
 from __future__ import annotations
 
@@ -87,22 +86,20 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(
-    path: Path, step: int, nets: Nets, gen: torch.Generator, tag: str, run_id: str | None, loss_rows: str = ""
-):
+def save_checkpoint(run: Run, step: int) -> None:
     state = {
         "step": step,
-        "fingerprint": tag,
-        "run_id": run_id or "",
-        "loss_rows": loss_rows,  # the CSV up to this step: DVC deletes the file before a re-run
-        "models": {k: v.state_dict() for k, v in nets.modules.items()},
-        "optimizers": {k: v.state_dict() for k, v in nets.optimizers.items()},
-        "averaged": {k: v.state_dict() for k, v in nets.averaged.items()},
-        "rng": {"torch": torch.get_rng_state(), "sampler": gen.get_state()},
+        "fingerprint": run.tag,
+        "run_id": run.tracking.run_id or "",
+        "loss_rows": "".join(run.losses_csv.rows),  # the CSV so far: DVC deletes it before a re-run
+        "models": {k: v.state_dict() for k, v in run.nets.modules.items()},
+        "optimizers": {k: v.state_dict() for k, v in run.nets.optimizers.items()},
+        "averaged": {k: v.state_dict() for k, v in run.nets.averaged.items()},
+        "rng": {"torch": torch.get_rng_state(), "sampler": run.gen.get_state()},
     }
     if torch.cuda.is_available():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    with atomic_path(path) as tmp:
+    with atomic_path(run.checkpoint) as tmp:
         torch.save(state, tmp)
 
 
@@ -392,8 +389,7 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
             run.losses_csv.flush()
             run.tracking.flush()
             if ranks.master:
-                rows = "".join(run.losses_csv.rows)
-                save_checkpoint(run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, rows)
+                save_checkpoint(run, step)
             if ranks.ddp:
                 dist.barrier()
 
