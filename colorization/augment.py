@@ -72,9 +72,8 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 
 def colour_matrices(angle: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
     """[B, 3, 3] RGB -> RGB matrices turning the hue by `angle` (radians) and scaling chroma."""
-    b = angle.shape[0]
     cos, sin = torch.cos(angle) * saturation, torch.sin(angle) * saturation
-    chroma = torch.zeros(b, 3, 3, device=angle.device)
+    chroma = torch.zeros(angle.shape[0], 3, 3, device=angle.device)
     chroma[:, 0, 0] = 1.0
     chroma[:, 1, 1], chroma[:, 1, 2], chroma[:, 2, 1], chroma[:, 2, 2] = cos, -sin, sin, cos
     to_yiq = _RGB_TO_YIQ.to(angle.device)
@@ -114,9 +113,8 @@ def xdog_lines(
 def recolour_batch(
     color: torch.Tensor, hint: torch.Tensor, gen: torch.Generator, cfg: AugmentParams, mean_hint: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Recolour a `cfg.recolour_p` share of the pictures (new hints from the new colours), blend a
-    `cfg.hint_blend_p` share of the others' hints with `mean_hint`; also each hint's certainty (the
-    share of the picture's own hint in it, 1 unless blended)."""
+    """Recolour a `cfg.recolour_p` share (new hints from the new colours), blend a `cfg.hint_blend_p` share
+    of the others' hints with `mean_hint`; also each hint's certainty (its own share, 1 unless blended)."""
     b = color.shape[0]
     u = torch.rand(b, 4, generator=gen, device=gen.device)
     recoloured = u[:, 0] < cfg.recolour_p

@@ -1,8 +1,5 @@
-"""The `colorize` command: colour line art (or a colour image) of any size with a trained generator.
-
-Coloured at the model's size; only the colour is scaled back, under the input's own full-size lines
-(docs/colorize.md).
-"""
+"""The `colorize` command: colour line art (or a colour image) of any size with a trained generator, at
+the model's size; only the colour is scaled back, under the input's own full-size lines (docs/colorize.md)."""
 
 from __future__ import annotations
 
@@ -123,8 +120,7 @@ def collect_inputs(inputs: list[Path], out: Path, layers: bool = False) -> list[
     if len(set(targets)) != len(targets):
         duplicate = next(t for t in targets if targets.count(t) > 1)
         raise ColorizeError(f"two inputs would both be written to {duplicate}; colour them separately")
-    foreign = [t for t in targets if os.path.lexists(t) and not bears_stamp(t)]
-    if foreign:
+    if foreign := [t for t in targets if os.path.lexists(t) and not bears_stamp(t)]:
         raise ColorizeError(
             f"-o {escaped(out)}: {len(foreign)} existing file(s) there were not written by colorize "
             f"(first: {escaped(foreign[0])}); nothing was written - choose another -o or move them"
@@ -205,8 +201,7 @@ def line_layer(rgb: np.ndarray, recipe: LineartRecipe) -> np.ndarray:
 
 
 def over(top: np.ndarray, bottom: np.ndarray, rows: int = 512) -> np.ndarray:
-    """RGBA `top` over opaque RGB `bottom` (straight alpha), in strips of `rows` so the 16-bit
-    intermediates of a 50 MP picture stay small."""
+    """RGBA `top` over opaque RGB `bottom` (straight alpha), in strips: small 16-bit intermediates."""
     out = np.empty(bottom.shape, np.uint8)
     for start in range(0, len(out), rows):
         strip = slice(start, start + rows)
@@ -223,23 +218,6 @@ def paint_out_lines(colored: np.ndarray, lineart: np.ndarray) -> np.ndarray:
     if not mask.any():
         return colored
     return cv2.inpaint(np.ascontiguousarray(colored), mask, 3, cv2.INPAINT_TELEA)
-
-
-def to_layers(
-    rgb: np.ndarray,
-    colored: np.ndarray,
-    fitted: Fitted,
-    recipe: LineartRecipe,
-    hints: np.ndarray | None,
-    unhinted: np.ndarray,
-) -> Layers:
-    """The full-size layers of an input from the model's output for it (with `hints`: `fill_regions`)."""
-    colour = restore_size(paint_out_lines(colored, fitted.lineart), fitted)
-    lines = line_layer(rgb, recipe)
-    if hints is not None:
-        unhinted = restore_size(paint_out_lines(unhinted, fitted.lineart), fitted)
-        colour = fill_regions(colour, lines[..., 3] >= 128, hints, unhinted=unhinted)
-    return Layers(colour, lines, over(lines, colour))
 
 
 @dataclass
@@ -372,10 +350,14 @@ def colorize_images(
         unhinted[dotted] = colorize(
             generator.module, lineart[dotted], hint[dotted], device, batch_size=batch_size
         )
-    layers = [
-        to_layers(rgb, c, f, recipe, layer, u)
-        for rgb, c, f, layer, u in zip(images, colored, fitted, layers_in, unhinted, strict=True)
-    ]
+    layers = []  # each input's full-size layers (with local hints: `fill_regions`)
+    for rgb, c, f, layer, u in zip(images, colored, fitted, layers_in, unhinted, strict=True):
+        colour = restore_size(paint_out_lines(c, f.lineart), f)
+        lines = line_layer(rgb, recipe)
+        if layer is not None:
+            u = restore_size(paint_out_lines(u, f.lineart), f)
+            colour = fill_regions(colour, lines[..., 3] >= 128, layer, unhinted=u)
+        layers.append(Layers(colour, lines, over(lines, colour)))
     return layers, hint
 
 
@@ -484,10 +466,9 @@ def run_colorize(
             f"{generator.source} was trained without local hints: leave out --hints, or use a model "
             f"trained with train.{generator.kind}.local_hints: true"
         )
-    if fixed is not None:
-        hints = HintSource(fixed=fixed)
-    else:
-        hints = HintSource(model=load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, (HINT_KIND,)))
+    hints = HintSource(fixed=fixed)
+    if fixed is None:
+        hints.model = load_model(hint_model or DEFAULT_HINT_MODEL, torch_device, (HINT_KIND,))
     return colorize_files(pairs, generator, hints, lineart_params, torch_device, batch_size, layers, local)
 
 

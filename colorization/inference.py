@@ -1,7 +1,6 @@
 """Inference contract: numpy in, numpy out, normalisation handled here; "c-GAN with auto color hint"
 is `colorize(g, x, predict_hint(h, x))`. On a GPU the networks run as they train there (bf16
-autocast, channels_last); on the CPU in fp32.
-"""
+autocast, channels_last); on the CPU in fp32."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 from colorization.device import autocast, memory_format
-from colorization.histogram import HIST_BINS
+from colorization.histogram import HIST_BINS, bin_centers, heaviest_bins
 from colorization.local_hints import LOCAL_PLANES
 from colorization.models.tensors import lineart_to_input, output_to_rgb
 
@@ -25,11 +24,6 @@ def _ready(model: nn.Module, device: str | torch.device | None) -> tuple[nn.Modu
     return model.to(device, memory_format=fmt).eval(), device, fmt
 
 
-def _check_lineart(lineart: np.ndarray) -> None:
-    if lineart.dtype != np.uint8 or lineart.ndim != 3:
-        raise ValueError(f"line art must be uint8 [N, S, S], got {lineart.dtype} {lineart.shape}")
-
-
 @torch.inference_mode()
 def colorize(
     generator: nn.Module,
@@ -41,7 +35,8 @@ def colorize(
 ) -> np.ndarray:
     """Colour line art uint8 [N, S, S] (0 = line) with a hint float32 [N, 512] per image, and `local`
     hints float32 [N, 4, S, S] (None or all-zero: none); returns RGB uint8 [N, S, S, 3]."""
-    _check_lineart(lineart)
+    if lineart.dtype != np.uint8 or lineart.ndim != 3:
+        raise ValueError(f"line art must be uint8 [N, S, S], got {lineart.dtype} {lineart.shape}")
     hint = np.asarray(hint, dtype=np.float32)
     if hint.shape != (len(lineart), HIST_BINS):
         raise ValueError(f"hint must be float32 [{len(lineart)}, {HIST_BINS}], got {hint.shape}")
@@ -86,17 +81,17 @@ def predict_hint(
 ) -> np.ndarray:
     """The auto colour hint float32 [N, 512] (rows sum to 1): the hint model's guess shrunk towards the
     average hint (`automatic_hint`); `raw=True` gives the guess itself (what the hint metrics score)."""
-    _check_lineart(lineart)
+    if lineart.dtype != np.uint8 or lineart.ndim != 3:
+        raise ValueError(f"line art must be uint8 [N, S, S], got {lineart.dtype} {lineart.shape}")
     hint_model, device, fmt = _ready(hint_model, device)
     out = np.empty((len(lineart), HIST_BINS), np.float32)
     for start in range(0, len(lineart), batch_size):
-        x = lineart_to_input(
-            torch.from_numpy(np.ascontiguousarray(lineart[start : start + batch_size])).to(device)
-        )
+        stop = start + batch_size
+        x = lineart_to_input(torch.from_numpy(np.ascontiguousarray(lineart[start:stop])).to(device))
         with autocast(device):
             logits = hint_model(x.contiguous(memory_format=fmt))
         guess = torch.softmax(logits.float(), dim=1)
-        out[start : start + batch_size] = (guess if raw else automatic_hint(hint_model, guess)).cpu().numpy()
+        out[start:stop] = (guess if raw else automatic_hint(hint_model, guess)).cpu().numpy()
     return out
 
 
@@ -108,8 +103,6 @@ def automatic_hint(hint_model: nn.Module, guess: torch.Tensor) -> torch.Tensor:
 
 def palette(hint: np.ndarray, size: int, mass: float = 0.98, max_colours: int = 16) -> np.ndarray:
     """A hint drawn as colour stripes (height by weight): uint8 [size, size, 3]."""
-    from colorization.histogram import bin_centers, heaviest_bins
-
     keep = heaviest_bins(hint, max_colours, mass)
     weights = hint[keep] / max(float(hint[keep].sum()), 1e-8)
     edges = np.round(np.concatenate([[0.0], np.cumsum(weights)]) * size).astype(int)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from colorization import metrics as m
+from colorization.inference import colorize
 from colorization.local_hints import reveal
 from colorization.models.tensors import rgb_to_target
 
@@ -32,8 +33,6 @@ def point_curve(
     generator, lineart, color, hints: dict[str, np.ndarray], seed: int, device, batch_size
 ) -> dict:
     """Per-image PSNR, SSIM and colourfulness keyed "<hint>/<n>/<metric>" for each global hint given."""
-    from colorization.inference import colorize
-
     scores = {}
     for count in POINT_COUNTS:
         local = simulated_points(color, count, seed)
@@ -47,8 +46,6 @@ def point_curve(
 
 def local_obedience(generator, lineart, hints: np.ndarray, seed: int, device, batch_size) -> dict:
     """Per point: distance between its colour and the output's there; and whether within NEAR."""
-    from colorization.inference import colorize
-
     n, s = lineart.shape[:2]
     local = simulated_points(np.zeros((n, s, s, 3), np.uint8), OBEDIENCE_POINTS, seed, random_colours=True)
     out = colorize(generator, lineart, hints, device=device, batch_size=batch_size, local=local)

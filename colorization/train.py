@@ -1,8 +1,7 @@
 """One training loop for the three models (cnn, cgan, hint): `colorization train cnn|cgan|hint`.
 Checkpoints, resuming, the NaN stop and the outputs: docs/training.md; torchrun: docs/scale.md.
 CPU tip: when several torch processes share the cores, export OMP_WAIT_POLICY=PASSIVE (on 2 cores:
-two concurrent trainings ~10x faster; a lone one ~2x slower, its idle OpenMP threads then sleep).
-"""
+two concurrent trainings ~10x faster; a lone one ~2x slower, its idle OpenMP threads then sleep)."""
 
 from __future__ import annotations
 
@@ -87,22 +86,20 @@ def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(
-    path: Path, step: int, nets: Nets, gen: torch.Generator, tag: str, run_id: str | None, loss_rows: str = ""
-):
+def save_checkpoint(run: Run, step: int) -> None:
     state = {
         "step": step,
-        "fingerprint": tag,
-        "run_id": run_id or "",
-        "loss_rows": loss_rows,  # the CSV up to this step: DVC deletes the file before a re-run
-        "models": {k: v.state_dict() for k, v in nets.modules.items()},
-        "optimizers": {k: v.state_dict() for k, v in nets.optimizers.items()},
-        "averaged": {k: v.state_dict() for k, v in nets.averaged.items()},
-        "rng": {"torch": torch.get_rng_state(), "sampler": gen.get_state()},
+        "fingerprint": run.tag,
+        "run_id": run.tracking.run_id or "",
+        "loss_rows": "".join(run.losses_csv.rows),  # the CSV so far: DVC deletes it before a re-run
+        "models": {k: v.state_dict() for k, v in run.nets.modules.items()},
+        "optimizers": {k: v.state_dict() for k, v in run.nets.optimizers.items()},
+        "averaged": {k: v.state_dict() for k, v in run.nets.averaged.items()},
+        "rng": {"torch": torch.get_rng_state(), "sampler": run.gen.get_state()},
     }
     if torch.cuda.is_available():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    with atomic_path(path) as tmp:
+    with atomic_path(run.checkpoint) as tmp:
         torch.save(state, tmp)
 
 
@@ -116,13 +113,9 @@ def load_checkpoint(
     if state.get("fingerprint") != tag:
         log.warning("%s is from other settings or data; starting from scratch", path)
         return None
-    for held, saved in (
-        (nets.modules, "models"),
-        (nets.optimizers, "optimizers"),
-        (nets.averaged, "averaged"),
-    ):
-        for k, v in held.items():
-            v.load_state_dict(state[saved][k])
+    for part, key in ((nets.modules, "models"), (nets.optimizers, "optimizers"), (nets.averaged, "averaged")):
+        for k, v in part.items():
+            v.load_state_dict(state[key][k])
     torch.set_rng_state(state["rng"]["torch"].cpu())
     gen.set_state(state["rng"]["sampler"].cpu())
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -153,14 +146,8 @@ class NoTracking:
     run_id = None
     experiment_id = None
 
-    def log_params(self, params) -> None: ...
-    def log_metrics(self, metrics, step) -> None: ...
-    def flush(self) -> None: ...
-    def log_image(self, image, key, step) -> None: ...
-    def log_model(self, model_dir, example, output) -> None: ...
-    def finish(self, status: str = "FINISHED") -> None: ...
-    def write(self, step: int, values: dict[str, float]) -> None: ...  # LossCsv's
-    def close(self) -> None: ...
+    def __getattr__(self, name: str):  # log_params, log_metrics, ..., finish; LossCsv's write, close
+        return lambda *args, **kwargs: None
 
 
 def open_tracking(params: Params, kind: str, resume_id: str | None):
@@ -197,16 +184,6 @@ def preview(kind: str, nets: Nets, images, device: torch.device) -> np.ndarray:
         net.train()
 
 
-def weights_hash(nets: Nets) -> str:
-    """A digest of the trainable weights (BatchNorm running stats are per rank, not included)."""
-    digest = hashlib.sha256()
-    for name, module in sorted(nets.modules.items()):
-        for key, value in sorted(module.named_parameters()):
-            digest.update(f"{name}.{key}".encode())
-            digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def train(
     params: Params,
     kind: str,
@@ -235,15 +212,22 @@ def train(
         run.losses_csv.close()
         run.lock.release()
         run.tracking.finish("FAILED")
-        end_ranks(ranks)
+        if ranks.ddp:
+            dist.destroy_process_group()
         raise
     run.losses_csv.close()
-    if ranks.ddp:
-        log.debug("rank %d weights %s", ranks.rank, weights_hash(run.nets))  # the same on every rank
+    if ranks.ddp:  # the trainable weights are the same on every rank (BatchNorm running stats are not)
+        digest = hashlib.sha256()
+        for name, module in sorted(run.nets.modules.items()):
+            for key, value in sorted(module.named_parameters()):
+                digest.update(f"{name}.{key}".encode())
+                digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        log.debug("rank %d weights %s", ranks.rank, digest.hexdigest()[:16])
     if ranks.master:  # rank 0 alone publishes
         publish(run, data, ranks.device, out_dir)
         log.info("%s trained in %.1fs -> %s", kind, time.perf_counter() - started, out_dir)
-    end_ranks(ranks)
+    if ranks.ddp:
+        dist.destroy_process_group()
     return out_dir
 
 
@@ -272,11 +256,6 @@ def start_ranks(cfg: TrainParams) -> Ranks:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     configure(device, cfg.seed)
     return Ranks(device, ddp, rank, world)
-
-
-def end_ranks(ranks: Ranks) -> None:
-    if ranks.ddp:
-        dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
@@ -392,7 +371,11 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
             stacked = torch.stack([v.float() for v in losses.values()])
             dist.all_reduce(stacked)
             losses = dict(zip(losses, stacked / ranks.world, strict=True))
-        values = finite_values(losses, run, step)
+        values = {k: v.item() for k, v in losses.items()}  # one host sync
+        if bad := {k: v for k, v in values.items() if not math.isfinite(v)}:
+            kept = f"last good checkpoint kept: {run.checkpoint}"
+            kept = kept if run.checkpoint.exists() else "no checkpoint yet"
+            raise NonFiniteLoss(f"{kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
         run.losses_csv.write(step, values)
         run.tracking.log_metrics(values, step)
         if step % cfg.log_every == 0 and ranks.master:
@@ -406,22 +389,9 @@ def train_loop(run: Run, params: Params, ranks: Ranks, data: TrainData) -> None:
             run.losses_csv.flush()
             run.tracking.flush()
             if ranks.master:
-                rows = "".join(run.losses_csv.rows)
-                save_checkpoint(run.checkpoint, step, run.nets, run.gen, run.tag, run.tracking.run_id, rows)
+                save_checkpoint(run, step)
             if ranks.ddp:
                 dist.barrier()
-
-
-def finite_values(losses: dict[str, torch.Tensor], run: Run, step: int) -> dict[str, float]:
-    """The losses as floats (one host sync); NonFiniteLoss when one is NaN or inf."""
-    values = {k: v.item() for k, v in losses.items()}
-    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-    if bad:
-        kept = (
-            f"last good checkpoint kept: {run.checkpoint}" if run.checkpoint.exists() else "no checkpoint yet"
-        )
-        raise NonFiniteLoss(f"{run.kind}: non-finite loss at step {step} ({bad}); stopping, {kept}")
-    return values
 
 
 def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> None:
@@ -434,10 +404,18 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     config = model_config(kind, run.nets.arch["model"], data.store.image_size, data.recipe)
     (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     cv2.imwrite(str(staging / "samples.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    model_uri = None
+    if not isinstance(run.tracking, NoTracking):  # MLflow's serving model, with a signature and an example
+        from colorization.models import load_trained, read_config
+        from colorization.tracking.serving import example_input, predict
+
+        example = example_input(kind, data.shown.lineart[:2], data.shown.hint[:2])
+        output = predict(load_trained(staging), read_config(staging), example)  # a CPU copy, as served
+        model_uri = run.tracking.log_model(staging, example, output)
     run_info = {
         "run_id": run.tracking.run_id,
         "experiment_id": run.tracking.experiment_id,
-        "model_uri": log_model(run.tracking, staging, data.shown),
+        "model_uri": model_uri,
         "kind": kind,
         "steps": run.steps,
     }
@@ -446,16 +424,3 @@ def publish(run: Run, data: TrainData, device: torch.device, out_dir: Path) -> N
     run.checkpoint.unlink(missing_ok=True)  # done: a re-run (dvc repro -f) trains afresh
     run.lock.release()
     run.tracking.finish()
-
-
-def log_model(tracking, model_dir: Path, images) -> str | None:
-    """Log the model folder as MLflow's serving model, with a signature and an input example."""
-    if isinstance(tracking, NoTracking):
-        return None
-    from colorization.models import load_trained, read_config
-    from colorization.tracking.serving import example_input, predict
-
-    config = read_config(model_dir)
-    example = example_input(config["kind"], images.lineart[:2], images.hint[:2])
-    output = predict(load_trained(model_dir), config, example)  # a CPU copy: what serving will load
-    return tracking.log_model(model_dir, example, output)

@@ -14,15 +14,11 @@ def averaged_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).requires_grad_(False)
 
 
-def step_weight(decay: float, step: int) -> float:
-    """How much step `step` (1, 2, ...) moves the average, bias-corrected as Adam's moments: step 1
-    replaces the copy, so only trained steps count (by decay**age); a resumed run averages the same."""
-    return (1.0 - decay) / (1.0 - decay**step)
-
-
 @torch.no_grad()
 def update_average(averaged: nn.Module, live: nn.Module, step: int, decay: float) -> None:
-    """Move `averaged` towards `live` by `step_weight` (weights, BatchNorm stats); int buffers are copied."""
+    """Move `averaged` towards `live` after step `step` (1, 2, ...): weights, BatchNorm stats; int buffers
+    are copied. Bias-corrected as Adam's moments: step 1 replaces the copy, so only trained steps count
+    (by decay**age); a resumed run averages the same."""
     means, values = [], []
     for mean, value in zip(*(chain(m.parameters(), m.buffers()) for m in (averaged, live)), strict=True):
         if mean.is_floating_point():
@@ -31,4 +27,4 @@ def update_average(averaged: nn.Module, live: nn.Module, step: int, decay: float
         else:
             mean.copy_(value)
     # One fused update (one kernel launch on a GPU, not one per tensor): this runs after every step.
-    torch._foreach_lerp_(means, values, step_weight(decay, step))
+    torch._foreach_lerp_(means, values, (1.0 - decay) / (1.0 - decay**step))

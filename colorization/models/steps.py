@@ -40,19 +40,22 @@ class Nets:
         return self.averaged.get(name, self.modules[name])
 
 
+def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def cnn_step(nets: Nets, batch: Batch, section: CnnTrainParams, device: torch.device) -> Losses:
     with autocast(device):
         out = nets.forward["model"](batch.lineart, batch.hint, batch.local)
     loss = F.mse_loss(out.float(), batch.color)  # the paper's L2 baseline
-    nets.optimizers["model"].zero_grad(set_to_none=True)
-    loss.backward()
-    nets.optimizers["model"].step()
+    _update(nets.optimizers["model"], loss)
     return {"loss": loss.detach()}
 
 
 def cgan_step(nets: Nets, batch: Batch, section: CganTrainParams, device: torch.device) -> Losses:
     gen, disc = nets.forward["model"], nets.forward["discriminator"]
-    opt_g, opt_d = nets.optimizers["model"], nets.optimizers["discriminator"]
     with autocast(device):
         fake = gen(batch.lineart, batch.hint, batch.local)
         # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
@@ -63,9 +66,7 @@ def cgan_step(nets: Nets, batch: Batch, section: CganTrainParams, device: torch.
         bce(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float))
         + bce(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float))
     )
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
+    _update(nets.optimizers["discriminator"], d_loss)
     # Generator: fool the (just updated) discriminator and stay close to the target.
     nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
     with autocast(device):
@@ -89,9 +90,7 @@ def cgan_step(nets: Nets, batch: Batch, section: CganTrainParams, device: torch.
         mask = batch.local[:, 3:].float()
         off = ((fake32 - batch.local[:, :3].float()).abs() * mask).sum() / (3 * mask.sum()).clamp_min(1)
         g_loss = g_loss + section.local_l1_weight * off
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
+    _update(nets.optimizers["model"], g_loss)
     nets.modules["discriminator"].requires_grad_(True)
     return {k: v.detach() for k, v in dict(d_loss=d_loss, g_loss=g_loss, g_adv=g_adv, g_l1=g_l1).items()}
 
@@ -106,7 +105,5 @@ def hint_step(nets: Nets, batch: Batch, section: HintTrainParams, device: torch.
     p = log_p.exp()
     chi2 = 0.5 * ((p - batch.hint) ** 2 / (p + batch.hint).clamp_min(1e-8)).sum(dim=1).mean()
     loss = chi2 if section.loss == "chi2" else kl
-    nets.optimizers["model"].zero_grad(set_to_none=True)
-    loss.backward()
-    nets.optimizers["model"].step()
+    _update(nets.optimizers["model"], loss)
     return {"kl": kl.detach(), "chi2": chi2.detach()}
