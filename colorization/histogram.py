@@ -1,6 +1,5 @@
-"""The colour hint, in one place: a 512-bin RGB histogram, L1-normalised, float32[512], with
-bin = (r >> 5) * 64 + (g >> 5) * 8 + (b >> 5). Everything that knows the bin layout is here (numpy and torch).
-"""
+"""The colour hint, in one place: a 512-bin RGB histogram, L1-normalised, float32[512], with bin =
+(r >> 5) * 64 + (g >> 5) * 8 + (b >> 5). Everything that knows the bin layout is here (numpy and torch)."""
 
 from __future__ import annotations
 
@@ -61,8 +60,7 @@ def torch_histograms(levels):
 def bin_centers() -> np.ndarray:
     """RGB uint8 colour at the centre of each of the 512 bins, [512, 3] (read-only)."""
     levels = np.arange(BINS_PER_CHANNEL) * (256 // BINS_PER_CHANNEL) + 128 // BINS_PER_CHANNEL
-    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
-    centres = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1).astype(np.uint8)
+    centres = np.stack(np.meshgrid(*[levels] * 3, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.uint8)
     centres.flags.writeable = False
     return centres
 

@@ -1,8 +1,7 @@
 """Local colour hints (docs/training.md, docs/colorize.md): float [N, 4, S, S] at the model's size,
 planes 0-2 the hint colour in [-1, 1] where a hint is (else 0), plane 3 the mask; all zeros = none.
 Simulated in training (`reveal`), read from a person (`layer_to_square`), applied at full size
-(`fill_regions`), and spread into a dense guess inside a generator (`guide_planes`).
-"""
+(`fill_regions`), and spread into a dense guess inside a generator (`guide_planes`)."""
 
 from __future__ import annotations
 
