@@ -107,9 +107,7 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
     return models
 
 
-def predict_chunk(
-    models: dict, lineart, hints, wrong_hints, reference: TrainingReference, device, batch_size
-):
+def predict_chunk(models: dict, lineart, hints, wrong_hints, reference, device, batch_size):
     """Every method's outputs for one chunk, the hint model's guesses, and the automatic hints from them."""
     guesses = predict_hint(models[HINT_KIND], lineart, device=device, raw=True)
     auto_hints = automatic_hint(models[HINT_KIND], torch.from_numpy(guesses)).numpy()  # what colouring uses
@@ -219,8 +217,9 @@ def score_model(kind: str, model, split: Split, batch_size: int = 64, device: st
 
 
 def load_split(params: EvaluateParams, inputs: StageInputs) -> Split:
-    store = ProcessedStore(inputs.store, inputs.histograms)
-    split = store.load(params.split, limit=params.max_images or None)
+    split = ProcessedStore(inputs.store, inputs.histograms).load(
+        params.split, limit=params.max_images or None
+    )
     if len(split) == 0:
         raise ValueError(
             f"the {params.split} split is empty: add images or raise lineart.split.{params.split}"

@@ -64,8 +64,7 @@ def parse_gpl(text: str, name: str = "palette") -> list[tuple[Colour, float]]:
             raise PaletteError(f"{where}: expected 'R G B name', got {escaped(line[:60])!r}") from None
         if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
             raise PaletteError(f"{where}: R G B must be three numbers 0..255, got {escaped(line[:60])!r}")
-        label = fields[3].strip() if len(fields) > 3 else ""
-        match = _WEIGHT_NAME.match(label)
+        match = _WEIGHT_NAME.match(fields[3].strip() if len(fields) > 3 else "")
         entries.append((rgb, _weight(match.group(1), where) if match else 1.0))
     if not entries:
         raise PaletteError(f"{name}: the palette has no colours")

@@ -1,6 +1,5 @@
-"""The auto colour hint: a small strided CNN, average pooling and a linear layer guess the 512-bin
-histogram from the line art; with `trust` < 1 the guess is shrunk towards the train split's
-average hint (`prior`), why: docs/training.md."""
+"""The auto colour hint: a small strided CNN, average pooling and a linear layer guess the 512-bin histogram
+from the line art; with `trust` < 1 shrunk towards the train split's mean hint (`prior`, docs/training.md)."""
 
 from __future__ import annotations
 
