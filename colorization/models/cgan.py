@@ -62,14 +62,12 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, base_channels: int = 64, layers: int = 3):
         super().__init__()
+        chans = [base_channels * min(2**i, 8) for i in range(layers + 1)]
         mods: list[nn.Module] = [nn.Conv2d(4, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
-        ch = base_channels
-        for i in range(1, layers + 1):
-            nxt = base_channels * min(2**i, 8)
+        for i, (inp, out) in enumerate(zip(chans[:-1], chans[1:], strict=True), start=1):
             stride = 2 if i < layers else 1  # the last feature layer keeps resolution (70x70 PatchGAN)
-            mods += [nn.Conv2d(ch, nxt, 4, stride, 1, bias=False), nn.BatchNorm2d(nxt), nn.LeakyReLU(0.2)]
-            ch = nxt
-        mods.append(nn.Conv2d(ch, 1, 4, 1, 1))
+            mods += [nn.Conv2d(inp, out, 4, stride, 1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
+        mods.append(nn.Conv2d(chans[-1], 1, 4, 1, 1))
         self.net = nn.Sequential(*mods)
 
     def forward(self, lineart: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
