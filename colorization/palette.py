@@ -37,11 +37,8 @@ def palette_hint(entries: list[tuple[Colour, float]]) -> np.ndarray:
     return weighted_hint(np.array([c for c, _ in entries], np.int64), np.array([w for _, w in entries]))
 
 
-def _weight(text: str, where: str) -> float:
-    try:
-        weight = float(text)
-    except (TypeError, ValueError):
-        raise PaletteError(f"{where}: weight {text!r} is not a number") from None
+def _weight(text: str | float, where: str) -> float:
+    weight = float(text)  # a number: the callers checked (a GPL name by its pattern, a JSON value by type)
     if not math.isfinite(weight) or weight <= 0:
         raise PaletteError(f"{where}: weight must be a positive number, got {text!r}")
     return weight
