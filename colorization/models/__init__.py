@@ -73,9 +73,8 @@ class ModelFormatError(ValueError):
 
 
 def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
-    """Refuse a model that reads (or writes) hints in another format: its colours would be nonsense.
-    A model saved before `hint_format` was recorded has the 512 bins of today's format."""
-    legacy = HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None
+    """Refuse a model that reads (or writes) hints in another format: its colours would be nonsense."""
+    legacy = HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None  # before hint_format
     found = config.get("hint_format", legacy)
     if found != HINT_FORMAT:
         raise ModelFormatError(
