@@ -57,8 +57,7 @@ def guided_input(
     global hint's mean; with local hints, their dense guess where it is sure."""
     size, dtype = lineart.shape[2:], lineart.dtype
     parts, base = [lineart], None
-    if net.hint_planes:  # the hint's mean colour as 3 planes: right even for a one-colour palette, unlike
-        # the 512-bin embedding, which extrapolates poorly
+    if net.hint_planes:  # the mean colour as 3 planes: right for a one-colour palette, unlike the embedding
         base = rgb_to_target(mean_colour(hint))[:, :, None, None].expand(-1, -1, *size).to(dtype)
         parts.append(base)
     if net.local_hints:
