@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from colorization import metrics as m
 from colorization.atomic import atomic_write_text
 from colorization.config import EvaluateParams, Params, StageInputs
+from colorization.device import pick_device
 from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
+from colorization.inference import automatic_hint, colorize, predict_hint, takes_local_hints
 from colorization.local_eval import OBEDIENCE_POINTS, local_obedience, point_curve, simulated_points
-from colorization.models import specs
+from colorization.models import KINDS, load_trained, read_run, specs
 from colorization.models.specs import GENERATOR_KINDS, GENERATOR_METHODS, HINT_KIND, MAIN_KIND, SPECS
 from colorization.store import ProcessedStore, Split
 
@@ -40,7 +43,6 @@ def flat_fill(lineart: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> np.ndarray:
     """Per image: mean R - B coloured with a pure-red hint minus the same with a pure-blue hint."""
-    from colorization.inference import colorize
 
     def red_minus_blue(colour) -> np.ndarray:  # mean R - B per image, in levels
         hint = one_hot_hint(colour, len(lineart))
@@ -48,16 +50,6 @@ def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> n
         return (rgb[..., 0] - rgb[..., 2]).mean(axis=(1, 2))
 
     return red_minus_blue(RED) - red_minus_blue(BLUE)
-
-
-def add_local_scores(scores, models, color, lineart, hints, auto_hints, seed, device, batch_size) -> None:
-    """The local-hint curve and obedience of one chunk (`seed`: its first image's index) per generator."""
-    from colorization.inference import takes_local_hints
-
-    for kind in (k for k in GENERATOR_KINDS if takes_local_hints(models[k])):
-        net, given = models[kind], {"true": hints, "auto": auto_hints}
-        scores.add(f"local_points/{kind}", point_curve(net, lineart, color, given, seed, device, batch_size))
-        scores.add(f"local_obedience/{kind}", local_obedience(net, lineart, hints, seed, device, batch_size))
 
 
 def panel_title(method: str) -> str:
@@ -68,8 +60,6 @@ def panel_title(method: str) -> str:
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
     """Test image `i` (row `j` of its chunk's `outputs`) in the figure: each generator with the true and
     the automatic hint, then the main one with 10 simulated dots (when it takes local hints)."""
-    from colorization.inference import colorize, takes_local_hints
-
     shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in specs.SCORED_VARIANTS]
     results = {panel_title(method): outputs[method][j] for method in shown}
     palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
@@ -108,8 +98,6 @@ def split_fingerprint(split: Split) -> str:
 
 
 def load_models(models_dir: str | Path, device: str | None = None) -> dict:
-    from colorization.models import KINDS, load_trained
-
     models = {}
     for name in KINDS:
         folder = Path(models_dir) / name
@@ -119,22 +107,12 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
     return models
 
 
-def predict_chunk(
-    models: dict, lineart, hints, wrong_hints, reference: TrainingReference, device, batch_size
-):
+def predict_chunk(models: dict, lineart, hints, wrong_hints, reference, device, batch_size):
     """Every method's outputs for one chunk, the hint model's guesses, and the automatic hints from them."""
-    import torch
-
-    from colorization.inference import automatic_hint, colorize, predict_hint
-
     guesses = predict_hint(models[HINT_KIND], lineart, device=device, raw=True)
     auto_hints = automatic_hint(models[HINT_KIND], torch.from_numpy(guesses)).numpy()  # what colouring uses
-    given = {
-        "true": hints,
-        "auto": auto_hints,
-        "avg": np.broadcast_to(reference.mean_hint, (len(lineart), HIST_BINS)),
-        "wrong": wrong_hints,
-    }
+    avg = np.broadcast_to(reference.mean_hint, (len(lineart), HIST_BINS))
+    given = {"true": hints, "auto": auto_hints, "avg": avg, "wrong": wrong_hints}
     outputs = {
         method: colorize(models[kind], lineart, given[variant], device=device, batch_size=batch_size)
         for method, (kind, variant) in GENERATOR_METHODS.items()
@@ -168,11 +146,6 @@ def hint_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray
     return {"chi2": m.chi2_distance(predicted, true), "kl": m.kl_divergence(true, predicted)}
 
 
-def average_hint_scores(mean_hint: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
-    """The yardstick of the hint model: the training set's average hint, scored the same way."""
-    return {f"avg_{k}": v for k, v in hint_scores(np.broadcast_to(mean_hint, true.shape), true).items()}
-
-
 def evaluate_models(
     models: dict,
     split: Split,
@@ -198,11 +171,16 @@ def evaluate_models(
             scores.add(method, m.image_metrics(outputs[method], color, hints))
         original = {"hint_chi2": m.hint_fidelity(color, hints), "colorfulness": m.colorfulness(color)}
         scores.add("original", original)
-        scores.add(HINT_KIND, hint_scores(guesses, hints) | average_hint_scores(reference.mean_hint, hints))
+        # The hint model's yardstick: the training set's average hint, scored the same way.
+        average = hint_scores(np.broadcast_to(reference.mean_hint, hints.shape), hints)
+        scores.add(HINT_KIND, hint_scores(guesses, hints) | {f"avg_{k}": v for k, v in average.items()})
         obeyed = {kind: hint_obedience(models[kind], lineart, device, batch_size) for kind in GENERATOR_KINDS}
         scores.add("obedience", obeyed)
-        if local:
-            add_local_scores(scores, models, color, lineart, hints, auto_hints, start, device, batch_size)
+        for kind in (k for k in GENERATOR_KINDS if local and takes_local_hints(models[k])):
+            net, seeded = models[kind], (start, device, batch_size)  # `start` seeds the simulated dots
+            given = {"true": hints, "auto": auto_hints}
+            scores.add(f"local_points/{kind}", point_curve(net, lineart, color, given, *seeded))
+            scores.add(f"local_obedience/{kind}", local_obedience(net, lineart, hints, *seeded))
         if fid_model is not None:
             for method, images in {"original": color, **outputs}.items():  # outputs: one per METHODS
                 features.setdefault(method, []).append(
@@ -226,8 +204,6 @@ def evaluate_models(
 
 def score_model(kind: str, model, split: Split, batch_size: int = 64, device: str | None = None) -> dict:
     """One model's metrics, as its section of evaluation.json (the registry re-scores champions so)."""
-    from colorization.inference import colorize, predict_hint
-
     scores = Scores()
     for start in range(0, len(split), batch_size):
         sl = slice(start, start + batch_size)
@@ -241,8 +217,9 @@ def score_model(kind: str, model, split: Split, batch_size: int = 64, device: st
 
 
 def load_split(params: EvaluateParams, inputs: StageInputs) -> Split:
-    store = ProcessedStore(inputs.store, inputs.histograms)
-    split = store.load(params.split, limit=params.max_images or None)
+    split = ProcessedStore(inputs.store, inputs.histograms).load(
+        params.split, limit=params.max_images or None
+    )
     if len(split) == 0:
         raise ValueError(
             f"the {params.split} split is empty: add images or raise lineart.split.{params.split}"
@@ -257,16 +234,12 @@ def run_evaluate(
     log_run: Callable[[dict, Path, dict], None] | None = None,
 ) -> dict:
     """Score the models in `inputs.models`, write metrics/evaluation.json and reports/, then `log_run`."""
-    from colorization.device import pick_device
-
     device = device or str(pick_device("auto"))  # the GPU when there is one
     split = load_split(params, inputs)
     reference = TrainingReference.of_store(ProcessedStore(inputs.store, inputs.histograms))
     models = load_models(inputs.models, device)
     fid_model, weights = None, params.fid_weights  # the user's local TorchScript Inception; never downloads
     if weights is not None:
-        import torch
-
         if not Path(weights).is_file():
             raise FileNotFoundError(f"evaluate.fid_weights: {weights} not found (set it to null to skip FID)")
         fid_model = torch.jit.load(weights, map_location=device).eval()
@@ -279,8 +252,6 @@ def run_evaluate(
     atomic_write_text(params.metrics, json.dumps(result, indent=2) + "\n")
     figure = comparison_figure(examples, Path(params.reports) / FIGURE_FILE)
     if log_run is not None:
-        from colorization.models import KINDS, read_run
-
         runs = {name: read_run(Path(inputs.models) / name) for name in KINDS}  # each one's MLflow run
         log_run(result, figure, {name: run["run_id"] for name, run in runs.items() if run is not None})
     return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from colorization.atomic import atomic_path
@@ -46,8 +47,6 @@ INPUT_TITLES = ("original", "line art", "colour hint", "local hints")
 
 def draw_dots(ax, points: np.ndarray) -> None:
     """Each local hint (a patch of the mask) as one dot in its colour, ringed in black so any colour shows."""
-    import cv2
-
     count, _, _, centres = cv2.connectedComponentsWithStats((points[3] > 0).astype(np.uint8))
     if count < 2:
         return

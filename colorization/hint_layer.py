@@ -1,6 +1,5 @@
 """A person's local colour hints (docs/colorize.md): an RGBA picture the input's size, or a JSON list of
-points [{"x", "y", "color": "#rrggbb", "radius"}], read into one RGBA layer (opaque = a colour hint).
-"""
+points [{"x", "y", "color": "#rrggbb", "radius"}], read into one RGBA layer (opaque = a colour hint)."""
 
 from __future__ import annotations
 
@@ -19,13 +18,6 @@ _HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
 
 class HintLayerError(ValueError):
     """A refused hint layer; the message is one line."""
-
-
-def parse_colour(text, where: str) -> tuple[int, int, int]:
-    match = _HEX.match(text) if isinstance(text, str) else None
-    if not match:
-        raise HintLayerError(f"{where}: colour {text!r} is not #rrggbb")
-    return tuple(bytes.fromhex(match.group(1)))
 
 
 def _number(point: dict, key: str, where: str, default=None) -> float:
@@ -54,7 +46,10 @@ def parse_points(data: bytes, height: int, width: int) -> np.ndarray:
             raise HintLayerError(f"{where}: ({x:g}, {y:g}) is outside the {width}x{height} picture")
         if radius < 0:
             raise HintLayerError(f"{where}: radius must be 0 or more, got {radius:g}")
-        discs.append((x, y, parse_colour(point.get("color"), where), radius))
+        colour = point.get("color")
+        if not (match := _HEX.match(colour) if isinstance(colour, str) else None):
+            raise HintLayerError(f"{where}: colour {colour!r} is not #rrggbb")
+        discs.append((x, y, tuple(bytes.fromhex(match.group(1))), radius))
     return points_layer(discs, height, width)
 
 

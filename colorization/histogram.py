@@ -1,6 +1,5 @@
-"""The colour hint, in one place: a 512-bin RGB histogram, L1-normalised, float32[512], with
-bin = (r >> 5) * 64 + (g >> 5) * 8 + (b >> 5). Everything that knows the bin layout is here (numpy and torch).
-"""
+"""The colour hint, in one place: a 512-bin RGB histogram, L1-normalised, float32[512], with bin =
+(r >> 5) * 64 + (g >> 5) * 8 + (b >> 5). Everything that knows the bin layout is here (numpy and torch)."""
 
 from __future__ import annotations
 
@@ -15,13 +14,9 @@ HINT_FORMAT = "rgb-histogram-8x8x8"  # what config.json records; a model of anot
 _SHIFT = 8 - int(np.log2(BINS_PER_CHANNEL))  # 8 bins: a channel's top 3 bits
 
 
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")  # without importing torch for numpy callers
-
-
 def colour_bins(rgb):
     """The bin of each colour, channels last [..., 3]: integers 0..255, numpy or torch."""
-    q = (rgb.long() if _is_torch(rgb) else np.asarray(rgb, np.int64)) >> _SHIFT
+    q = (rgb.long() if type(rgb).__module__.startswith("torch") else np.asarray(rgb, np.int64)) >> _SHIFT
     return (q[..., 0] * BINS_PER_CHANNEL + q[..., 1]) * BINS_PER_CHANNEL + q[..., 2]
 
 
@@ -61,15 +56,14 @@ def torch_histograms(levels):
 def bin_centers() -> np.ndarray:
     """RGB uint8 colour at the centre of each of the 512 bins, [512, 3] (read-only)."""
     levels = np.arange(BINS_PER_CHANNEL) * (256 // BINS_PER_CHANNEL) + 128 // BINS_PER_CHANNEL
-    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
-    centres = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1).astype(np.uint8)
+    centres = np.stack(np.meshgrid(*[levels] * 3, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.uint8)
     centres.flags.writeable = False
     return centres
 
 
 def mean_colour(hints):
     """The mean RGB colour (0..255) of hints [N, 512]: numpy (float64), or a float tensor on its device."""
-    if _is_torch(hints):
+    if type(hints).__module__.startswith("torch"):  # a tensor, known without importing torch
         import torch
 
         hints = hints.float().clamp_min(0)

@@ -1,8 +1,6 @@
-"""Local colour hints (docs/training.md, docs/colorize.md): float [N, 4, S, S] at the model's size,
-planes 0-2 the hint colour in [-1, 1] where a hint is (else 0), plane 3 the mask; all zeros = none.
-Simulated in training (`reveal`), read from a person (`layer_to_square`), applied at full size
-(`fill_regions`), and spread into a dense guess inside a generator (`guide_planes`).
-"""
+"""Local colour hints (docs/training.md, docs/colorize.md): float [N, 4, S, S] at the model's size, planes
+0-2 the hint colour in [-1, 1] where a hint is (else 0), plane 3 the mask; all zeros = none. Simulated in
+training (`reveal`), read from a person (`layer_to_square`), applied at full size (`fill_regions`)."""
 
 from __future__ import annotations
 
@@ -68,9 +66,8 @@ def reveal(
 
 
 def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A dense guess from sparse hints that stops at lines: (colour [N, 3, S, S], confidence [N, 1, S, S]).
-    Each pixel takes the hint that reaches it most confidently: 1 at a hint, times `decay` per step,
-    times how much paper the pixel is (a line pixel passes nothing on)."""
+    """A dense guess from sparse hints that stops at lines (docs/training.md): (colour [N, 3, S, S],
+    confidence [N, 1, S, S]); confidence 1 at a hint, times `decay` per step and the pixel's paperness."""
     hinted = local[:, 3].flatten(1).any(dim=1)
     if not hinted.all():  # pictures without hints (a quarter in training): no guess, confidence 0
         colour, confidence = local[:, :3].float().clone(), torch.zeros_like(local[:, 3:], dtype=torch.float32)
@@ -117,8 +114,7 @@ def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int)
     top, left, h, w = box
     opaque = (rgba[..., 3] >= 128).astype(np.float32)
     premult = rgba[..., :3].astype(np.float32) * opaque[..., None]
-    both = np.concatenate([premult, opaque[..., None]], axis=2)
-    small = cv2.resize(both, (w, h), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(np.dstack([premult, opaque]), (w, h), interpolation=cv2.INTER_AREA)
     out = np.zeros((LOCAL_PLANES, size, size), np.float32)
     mask = small[..., 3] > 0
     colour = np.where(mask[..., None], small[..., :3] / np.maximum(small[..., 3:], 1e-6) / 127.5 - 1.0, 0)
@@ -145,8 +141,7 @@ def fill_regions(
     unhinted: np.ndarray | None = None,
 ) -> np.ndarray:
     """Each 4-connected region closed by `lines` (True = line) that holds hints painted their mean colour
-    plus the model's shading, unless over `max_share` of the picture (paper around an open drawing).
-    Regions with no hint take `unhinted`: the model's own spread of the dots must not cross a line."""
+    plus the model's shading, unless over `max_share` of the image; others: `unhinted` (docs/colorize.md)."""
     opaque = layer[..., 3] >= 128
     if not opaque.any():
         return colour if unhinted is None else unhinted

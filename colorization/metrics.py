@@ -107,9 +107,8 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 
 def inception_features(model, images: np.ndarray, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
-    """Features [N, D] of uint8 images from a local TorchScript Inception (docs/evaluation.md, FID): float
-    [N, 3, 299, 299] on the 0..255 scale in, as clean-fid's `inception-2015-12-05.pt` expects; its pool
-    features when its forward takes `return_features`."""
+    """Features [N, D] of uint8 images from a local TorchScript Inception (docs/evaluation.md, FID): its
+    pool features when its forward takes `return_features`; fed 0..255 at 299 px, as clean-fid's expects."""
     import torch
     import torch.nn.functional as F
 

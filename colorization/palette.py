@@ -1,6 +1,5 @@
 """Palettes as files (GIMP `.gpl`, `.json`; docs/colorize.md), so a character's colours can be kept and
-reused: (colour, weight) entries; a GPL colour's name that is a number, or `weight N`, is its weight.
-"""
+reused: (colour, weight) entries; a GPL colour's name that is a number, or `weight N`, is its weight."""
 
 from __future__ import annotations
 
@@ -38,11 +37,8 @@ def palette_hint(entries: list[tuple[Colour, float]]) -> np.ndarray:
     return weighted_hint(np.array([c for c, _ in entries], np.int64), np.array([w for _, w in entries]))
 
 
-def _weight(text: str, where: str) -> float:
-    try:
-        weight = float(text)
-    except (TypeError, ValueError):
-        raise PaletteError(f"{where}: weight {text!r} is not a number") from None
+def _weight(text: str | float, where: str) -> float:
+    weight = float(text)  # a number: the callers checked (a GPL name by its pattern, a JSON value by type)
     if not math.isfinite(weight) or weight <= 0:
         raise PaletteError(f"{where}: weight must be a positive number, got {text!r}")
     return weight
@@ -65,8 +61,7 @@ def parse_gpl(text: str, name: str = "palette") -> list[tuple[Colour, float]]:
             raise PaletteError(f"{where}: expected 'R G B name', got {escaped(line[:60])!r}") from None
         if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
             raise PaletteError(f"{where}: R G B must be three numbers 0..255, got {escaped(line[:60])!r}")
-        label = fields[3].strip() if len(fields) > 3 else ""
-        match = _WEIGHT_NAME.match(label)
+        match = _WEIGHT_NAME.match(fields[3].strip() if len(fields) > 3 else "")
         entries.append((rgb, _weight(match.group(1), where) if match else 1.0))
     if not entries:
         raise PaletteError(f"{name}: the palette has no colours")
@@ -139,12 +134,8 @@ def format_palette(entries: list[tuple[Colour, float]], suffix: str, name: str =
     if suffix.lower() == ".json":
         return json.dumps({hex_colour(c): float(f"{w:.6g}") for c, w in entries}, indent=2) + "\n"
     if suffix.lower() == ".gpl":
-        head = [
-            "GIMP Palette",
-            f"Name: {' '.join(name.split())}",
-            "Columns: 0",
-            "# written by `colorization palette`: each colour's name is its weight",
-        ]
+        head = ["GIMP Palette", f"Name: {' '.join(name.split())}", "Columns: 0"]
+        head.append("# written by `colorization palette`: each colour's name is its weight")
         rows = [f"{r:3d} {g:3d} {b:3d}\tweight {float(w):.6g}" for (r, g, b), w in entries]
         return "\n".join(head + rows) + "\n"
     raise PaletteError(f"a palette file is .gpl or .json, not {escaped(suffix) or 'no suffix'}")

@@ -1,7 +1,5 @@
-"""The project's mark inside the image files `colorize` writes: `colorize -o` replaces only a
-file bearing it, never a user's picture that shares a name. The mark is metadata viewers ignore:
-a PNG tEXt chunk (Software), a JPEG comment (COM) or a WebP XMP chunk (CreatorTool).
-"""
+"""The project's mark in the images `colorize` writes, so `colorize -o` replaces only a file bearing it:
+metadata viewers ignore, a PNG tEXt chunk (Software), a JPEG COM comment or a WebP XMP chunk (CreatorTool)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
-"""The three models and their on-disk format, a folder `models/<kind>/`:
-  model.pt     state_dict of the inference network (generator, or hint net), `weights_only` loadable
-  config.json  {"kind", "arch": constructor kwargs, "image_size", "hint_bins", "hint_format", "lineart":
-               its training data's config.LineartRecipe (older models: none), "local_format" if local hints}
-  run.json     the MLflow run that trained it (run_id null when tracking was off)
-  .colorization-output  "model": the project wrote this folder, so may replace it (atomic.OutputKind)
-Generators: `forward(lineart [N,1,S,S] in [-1,1], hint [N,512], local=None [N,4,S,S]) -> RGB [N,3,S,S]`
-in [-1,1]; the hint net: `forward(lineart) -> logits [N,512]` (softmax: its guess) and `automatic(guess)`,
-the hint colouring uses (shrunk towards `prior`, the train split's average hint, when `arch.trust` < 1).
-"""
+"""The three models and their on-disk format, a folder `models/<kind>/`: model.pt (the inference network's
+state_dict, `weights_only` loadable), config.json ({"kind", "arch": constructor kwargs, "image_size",
+"hint_bins", "hint_format", "lineart": its data's config.LineartRecipe (older models: none), "local_format"
+if local hints}), run.json (the MLflow run that trained it; run_id null when tracking was off), and the
+.colorization-output marker. Generators: `forward(lineart [N,1,S,S] in [-1,1], hint [N,512], local=None
+[N,4,S,S]) -> RGB [N,3,S,S]` in [-1,1]; the hint net: `forward(lineart) -> logits` (models/hint.py)."""
 
 from __future__ import annotations
 
@@ -44,13 +40,8 @@ def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:
 def model_config(
     kind: str, arch: Mapping[str, Any], image_size: int, lineart: LineartRecipe | None = None
 ) -> dict[str, Any]:
-    config = {
-        "kind": kind,
-        "arch": dict(arch),
-        "image_size": int(image_size),
-        "hint_bins": HIST_BINS,
-        "hint_format": HINT_FORMAT,
-    }
+    config = {"kind": kind, "arch": dict(arch), "image_size": int(image_size), "hint_bins": HIST_BINS}
+    config["hint_format"] = HINT_FORMAT
     if arch.get("local_hints"):
         config["local_format"] = LOCAL_FORMAT
     if lineart is not None:
@@ -82,11 +73,9 @@ class ModelFormatError(ValueError):
 
 
 def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
-    """Refuse a model that reads (or writes) hints in another format: its colours would be nonsense.
-    A model saved before `hint_format` was recorded has the 512 bins of today's format."""
-    found = config.get(
-        "hint_format", HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None
-    )
+    """Refuse a model that reads (or writes) hints in another format: its colours would be nonsense."""
+    legacy = HINT_FORMAT if config.get("hint_bins", HIST_BINS) == HIST_BINS else None  # before hint_format
+    found = config.get("hint_format", legacy)
     if found != HINT_FORMAT:
         raise ModelFormatError(
             f"{where}: the model's hint format is {found or str(config.get('hint_bins')) + ' bins'}, "
@@ -110,6 +99,5 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> n
     config = read_config(model_dir)
     check_hint_format(config, model_dir)
     model = build_model(config["kind"], config["arch"])
-    state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(torch.load(Path(model_dir) / WEIGHTS_FILE, map_location=device, weights_only=True))
     return model.to(device).eval()

@@ -23,8 +23,7 @@ class UNetGenerator(nn.Module):
         self.hint = HintEncoder(hint_dim)
         self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
         self.local_hints = local_hints  # local colour hints [N, 4, S, S] as 8 more (local_hints.py)
-        self.down = nn.ModuleList()
-        self.down_film = nn.ModuleList()
+        self.down, self.down_film = nn.ModuleList(), nn.ModuleList()
         for i, out in enumerate(chans):
             inp = input_channels(hint_planes, local_hints) if i == 0 else chans[i - 1]
             layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2)]
@@ -33,25 +32,19 @@ class UNetGenerator(nn.Module):
                 layers.append(nn.BatchNorm2d(out))
             self.down.append(nn.Sequential(*layers))
             self.down_film.append(FiLM(hint_dim, out))
-        self.up = nn.ModuleList()
-        self.up_film = nn.ModuleList()
+        self.up, self.up_film = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(1, depth)):  # decoder stage i goes from level i to level i-1
-            inp = chans[i] if i == depth - 1 else 2 * chans[i]  # skip connections double the input
-            self.up.append(
-                nn.Sequential(
-                    nn.ReLU(),
-                    nn.ConvTranspose2d(inp, chans[i - 1], 4, 2, 1, bias=False),
-                    nn.BatchNorm2d(chans[i - 1]),
-                )
-            )
-            self.up_film.append(FiLM(hint_dim, chans[i - 1]))
+            inp, out = chans[i] if i == depth - 1 else 2 * chans[i], chans[i - 1]  # skips double the input
+            layers = [nn.ReLU(), nn.ConvTranspose2d(inp, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out)]
+            self.up.append(nn.Sequential(*layers))
+            self.up_film.append(FiLM(hint_dim, out))
         self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * chans[0], 3, 4, 2, 1), nn.Tanh())
 
     def forward(
         self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None
     ) -> torch.Tensor:
         h, skips = self.hint(hint), []
-        x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)
+        x, base = guided_input(self, lineart, hint, local)
         for block, film in zip(self.down, self.down_film, strict=True):
             x = film(block(x), h)
             skips.append(x)
@@ -69,14 +62,12 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, base_channels: int = 64, layers: int = 3):
         super().__init__()
+        chans = [base_channels * min(2**i, 8) for i in range(layers + 1)]
         mods: list[nn.Module] = [nn.Conv2d(4, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
-        ch = base_channels
-        for i in range(1, layers + 1):
-            nxt = base_channels * min(2**i, 8)
+        for i, (inp, out) in enumerate(zip(chans[:-1], chans[1:], strict=True), start=1):
             stride = 2 if i < layers else 1  # the last feature layer keeps resolution (70x70 PatchGAN)
-            mods += [nn.Conv2d(ch, nxt, 4, stride, 1, bias=False), nn.BatchNorm2d(nxt), nn.LeakyReLU(0.2)]
-            ch = nxt
-        mods.append(nn.Conv2d(ch, 1, 4, 1, 1))
+            mods += [nn.Conv2d(inp, out, 4, stride, 1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
+        mods.append(nn.Conv2d(chans[-1], 1, 4, 1, 1))
         self.net = nn.Sequential(*mods)
 
     def forward(self, lineart: torch.Tensor, color: torch.Tensor) -> torch.Tensor:

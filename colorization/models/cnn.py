@@ -44,7 +44,7 @@ class ColorCNN(nn.Module):
         self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None
     ) -> torch.Tensor:
         h = self.hint(hint)
-        x, base = guided_input(lineart, hint, local, self.hint_planes, self.local_hints)
+        x, base = guided_input(self, lineart, hint, local)
         x = self.stem(x)
         films = iter(self.films)
         for block in self.down:

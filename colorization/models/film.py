@@ -51,21 +51,16 @@ def input_channels(hint_planes: bool, local_hints: bool) -> int:
 
 
 def guided_input(
-    lineart: torch.Tensor,
-    hint: torch.Tensor,
-    local: torch.Tensor | None,
-    hint_planes: bool,
-    local_hints: bool,
+    net: nn.Module, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A generator's input planes, and the colour its output deviates from (None: plain tanh): the
+    """Generator `net`'s input planes, and the colour its output deviates from (None: plain tanh): the
     global hint's mean; with local hints, their dense guess where it is sure."""
     size, dtype = lineart.shape[2:], lineart.dtype
     parts, base = [lineart], None
-    if hint_planes:  # the hint's mean colour as 3 planes: right even for a one-colour palette, unlike
-        # the 512-bin embedding, which extrapolates poorly
+    if net.hint_planes:  # the mean colour as 3 planes: right for a one-colour palette, unlike the embedding
         base = rgb_to_target(mean_colour(hint))[:, :, None, None].expand(-1, -1, *size).to(dtype)
         parts.append(base)
-    if local_hints:
+    if net.local_hints:
         local = no_hints(len(lineart), size[0], lineart.device) if local is None else local
         planes, base = guide_planes(local, lineart, base)
         parts.append(planes.to(dtype))

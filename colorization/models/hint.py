@@ -1,6 +1,5 @@
-"""The auto colour hint: a small strided CNN, average pooling and a linear layer guess the 512-bin
-histogram from the line art; with `trust` < 1 the guess is shrunk towards the train split's
-average hint (`prior`), why: docs/training.md."""
+"""The auto colour hint: a small strided CNN, average pooling and a linear layer guess the 512-bin histogram
+from the line art; with `trust` < 1 shrunk towards the train split's mean hint (`prior`, docs/training.md)."""
 
 from __future__ import annotations
 
@@ -18,14 +17,12 @@ class HintNet(nn.Module):
         self.trust = float(trust)
         if self.trust < 1.0:  # a model of trust 1 has no prior: models saved before it load as they were
             self.register_buffer("prior", torch.full((HIST_BINS,), 1.0 / HIST_BINS))
+        chans = [1, *(base_channels * min(2**i, 8) for i in range(depth))]
         layers: list[nn.Module] = []
-        ch = 1
-        for i in range(depth):
-            out = base_channels * min(2**i, 8)
-            layers += [nn.Conv2d(ch, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            ch = out
+        for inp, out in zip(chans[:-1], chans[1:], strict=True):
+            layers += [nn.Conv2d(inp, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(ch, HIST_BINS)
+        self.head = nn.Linear(chans[-1], HIST_BINS)
 
     def forward(self, lineart: torch.Tensor) -> torch.Tensor:
         """Logits [N, 512]; their softmax is the guess (`automatic` makes the hint colouring uses)."""

@@ -14,9 +14,8 @@ from colorization.models.cnn import ColorCNN
 from colorization.models.hint import HintNet
 from colorization.models.steps import cgan_step, cnn_step, hint_step
 
-# The global hints a generator is evaluated with: name -> how the figure and the studio say it.
-# "true" and "auto" are the model's own scores; "avg" and "wrong" are controls (what a hint that
-# says nothing, or another picture's hint, gives).
+# The global hints a generator is evaluated with: name -> how the figure and the studio say it. "true" and
+# "auto" are the model's own scores; "avg" and "wrong" are controls (a hint saying nothing, another's).
 HINT_VARIANTS = {
     "true": "true hint",
     "auto": "automatic hint",
