@@ -38,7 +38,10 @@ def palette_hint(entries: list[tuple[Colour, float]]) -> np.ndarray:
 
 
 def _weight(text: str | float, where: str) -> float:
-    weight = float(text)  # a number: the callers checked (a GPL name by its pattern, a JSON value by type)
+    try:  # a number: the callers checked (a GPL name by its pattern, a JSON value by type)
+        weight = float(text)
+    except OverflowError:  # a JSON integer beyond a float's range
+        weight = math.inf
     if not math.isfinite(weight) or weight <= 0:
         raise PaletteError(f"{where}: weight must be a positive number, got {text!r}")
     return weight

@@ -51,6 +51,7 @@ def test_json_palette():
         (b'{"#ff00": 1}', ".json", "is not #rrggbb"),
         (b'{"#ff0000": "heavy"}', ".json", "not a number"),
         (b'{"#ff0000": 0}', ".json", "positive"),
+        (b'{"#ff0000": 1' + b"0" * 400 + b"}", ".json", "positive"),  # beyond a float's range
         (b"\xff\xfe", ".json", "UTF-8"),
         (b"{}", ".txt", ".gpl or .json"),
     ],
