@@ -146,8 +146,10 @@ class NoTracking:
     run_id = None
     experiment_id = None
 
-    def __getattr__(self, name: str):  # log_params, log_metrics, ..., finish; LossCsv's write, close
-        return lambda *args, **kwargs: None
+    def _nothing(self, *args, **kwargs) -> None: ...
+
+    # Named one by one, so that a misspelt call still fails here as it would on the real ones.
+    log_params = log_metrics = flush = log_image = log_model = finish = write = close = _nothing
 
 
 def open_tracking(params: Params, kind: str, resume_id: str | None):
