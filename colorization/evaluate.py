@@ -21,7 +21,7 @@ from colorization.figure import Example, comparison_figure
 from colorization.histogram import HIST_BINS, mean_colour, one_hot_hint
 from colorization.inference import automatic_hint, colorize, predict_hint, takes_local_hints
 from colorization.local_eval import OBEDIENCE_POINTS, local_obedience, point_curve, simulated_points
-from colorization.models import KINDS, load_trained, read_run, specs
+from colorization.models import KINDS, WEIGHTS_FILE, load_trained, read_run, specs
 from colorization.models.specs import GENERATOR_KINDS, GENERATOR_METHODS, HINT_KIND, MAIN_KIND, SPECS
 from colorization.store import ProcessedStore, Split
 
@@ -101,8 +101,8 @@ def load_models(models_dir: str | Path, device: str | None = None) -> dict:
     models = {}
     for name in KINDS:
         folder = Path(models_dir) / name
-        if not (folder / "model.pt").exists():
-            raise FileNotFoundError(f"{folder}/model.pt not found: run the train@{name} stage first")
+        if not (folder / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"{folder}/{WEIGHTS_FILE} not found: run the train@{name} stage first")
         models[name] = load_trained(folder, device=device or "cpu")
     return models
 

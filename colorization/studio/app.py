@@ -32,6 +32,7 @@ from colorization.hint_layer import HintLayerError, hint_layer
 from colorization.histogram import bin_centers, color_histogram, heaviest_bins
 from colorization.images import ImageRejected, check_file_size, decode_rgb, encode_png
 from colorization.inference import takes_local_hints
+from colorization.models import WEIGHTS_FILE
 from colorization.models.specs import GENERATOR_KINDS, HINT_KIND, HINT_VARIANTS, SPECS
 from colorization.palette import PaletteError, hex_colour, palette_hint, parse_palette_bytes
 from colorization.textsafe import escaped
@@ -204,7 +205,7 @@ class Studio:
     def model(self, spec: str, kinds: tuple[str, ...]) -> colorize.LoadedModel:
         """Each model loaded once: a folder is reloaded only when its weights file changes."""
         try:
-            weights = Path(spec) / "model.pt"
+            weights = Path(spec) / WEIGHTS_FILE
             key = (spec, weights.stat().st_mtime_ns if weights.is_file() else None, kinds)
             with self.lock:
                 if key not in self.loaded:
@@ -284,7 +285,7 @@ class Studio:
         from colorization.tracking.registry import RegistryError, list_versions
 
         folder = self.config.models_dir
-        kinds = {kind: (folder / kind / "model.pt").is_file() for kind in SPECS}
+        kinds = {kind: (folder / kind / WEIGHTS_FILE).is_file() for kind in SPECS}
         registry: dict[str, Any] = {"uri": tracking_uri(), "models": {}}
         choices = {"folder": {"path": str(folder), "kinds": kinds}, "registry": registry}
         try:
