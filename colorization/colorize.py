@@ -344,18 +344,17 @@ def colorize_images(
         colored = colorize(generator.module, lineart, hint, device=device, batch_size=batch_size, local=local)
     except ValueError as err:  # local hints for a model trained without them
         raise ColorizeError(f"{generator.source}: {err}") from None
-    # The same pictures without their dots: what the regions no dot is in keep (fill_regions).
-    unhinted = colored.copy()
+    # The dotted pictures without their dots: what the regions no dot is in keep (fill_regions).
+    unhinted = {}
     if dotted:
-        unhinted[dotted] = colorize(
-            generator.module, lineart[dotted], hint[dotted], device, batch_size=batch_size
-        )
+        plain = colorize(generator.module, lineart[dotted], hint[dotted], device, batch_size=batch_size)
+        unhinted = dict(zip(dotted, plain, strict=True))
     layers = []  # each input's full-size layers (with local hints: `fill_regions`)
-    for rgb, c, f, layer, u in zip(images, colored, fitted, layers_in, unhinted, strict=True):
+    for i, (rgb, c, f, layer) in enumerate(zip(images, colored, fitted, layers_in, strict=True)):
         colour = restore_size(paint_out_lines(c, f.lineart), f)
         lines = line_layer(rgb, recipe)
         if layer is not None:
-            u = restore_size(paint_out_lines(u, f.lineart), f)
+            u = restore_size(paint_out_lines(unhinted[i], f.lineart), f)
             colour = fill_regions(colour, lines[..., 3] >= 128, layer, unhinted=u)
         layers.append(Layers(colour, lines, over(lines, colour)))
     return layers, hint
