@@ -98,13 +98,7 @@ def acquire(
     min_size: int | None = typer.Option(None, help="smallest accepted width/height, px"),
 ) -> None:
     """Fill the raw folder with images and write manifest.parquet."""
-    from colorization.acquire import (
-        TEMPORARY_FAILURE,
-        FoldersOverlap,
-        NothingAcquired,
-        is_transient,
-        run_acquire,
-    )
+    from colorization import acquire as stage
 
     overrides = {
         "acquire.source": source,
@@ -119,11 +113,11 @@ def acquire(
     }
     params = params_or_exit(params_file, overrides)
     try:
-        summary = run_acquire(params.acquire)
+        summary = stage.run_acquire(params.acquire)
     except Exception as err:
-        if is_transient(err, params.acquire.source):
-            fail(f"{type(err).__name__}: {err}", code=TEMPORARY_FAILURE)
-        if isinstance(err, (FileNotFoundError, NothingAcquired, FoldersOverlap)):
+        if stage.is_transient(err, params.acquire.source):
+            fail(f"{type(err).__name__}: {err}", code=stage.TEMPORARY_FAILURE)
+        if isinstance(err, (FileNotFoundError, stage.NothingAcquired, stage.FoldersOverlap)):
             fail(str(err), code=1)
         raise
     typer.echo(f"acquired {summary.accepted} images ({summary.rejected} rejected) -> {summary.manifest}")
