@@ -1,6 +1,5 @@
-"""Load shedding: at most `concurrency` requests work at once and `queue` more wait; the rest are
-turned away at once (`Busy`, with a retry time). `admit()` comes before a request's body is read, so
-memory stays bounded; `working()` then holds a working slot for the costly part."""
+"""Load shedding: `concurrency` requests work at once, `queue` more wait, the rest get `Busy` (with a retry
+time) at once. `admit()` precedes reading the body (memory stays bounded); `working()` holds a slot."""
 
 from __future__ import annotations
 
@@ -32,31 +31,27 @@ class Admission:
         self.concurrency, self.queue = concurrency, queue
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
-        self._inside = 0  # admitted: working or waiting for a slot
+        self.inside = 0  # admitted: working or waiting for a slot
         self._held_s: float | None = None  # a moving average of how long a slot is held
-
-    @property
-    def inside(self) -> int:
-        return self._inside
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         """A place among the admitted for the block, or `Busy` at once."""
         with self._lock:
-            if self._inside >= self.concurrency + self.queue:
-                rounds = math.ceil(self._inside / self.concurrency)  # work admitted ahead, in rounds of slots
+            if self.inside >= self.concurrency + self.queue:
+                rounds = math.ceil(self.inside / self.concurrency)  # work admitted ahead, in rounds of slots
                 retry = max(1, math.ceil((self._held_s or 1.0) * rounds))  # 1 s a round before any is timed
                 raise Busy(
                     retry,
-                    f"busy: {self._inside} requests at work or waiting, the most this server "
+                    f"busy: {self.inside} requests at work or waiting, the most this server "
                     f"takes ({self.concurrency} at once, {self.queue} queued); try again in {retry} s",
                 )
-            self._inside += 1
+            self.inside += 1
         try:
             yield
         finally:
             with self._lock:
-                self._inside -= 1
+                self.inside -= 1
 
     @contextmanager
     def working(self) -> Iterator[None]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import re
 
+import cv2
 import numpy as np
 
 from colorization.images import ImageRejected, decode_rgba
-from colorization.local_hints import points_layer
 
 DEFAULT_RADIUS = 4  # px at the input's size: a dot a person would click
 MAX_POINTS = 10_000
@@ -28,7 +28,7 @@ def _number(point: dict, key: str, where: str, default=None) -> float:
 
 
 def parse_points(data: bytes, height: int, width: int) -> np.ndarray:
-    """A JSON list of points -> the RGBA layer [height, width, 4] with a disc per point."""
+    """A JSON list of points -> the RGBA layer [height, width, 4] with a disc per point, later ones on top."""
     try:
         points = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -49,8 +49,11 @@ def parse_points(data: bytes, height: int, width: int) -> np.ndarray:
         colour = point.get("color")
         if not (match := _HEX.match(colour) if isinstance(colour, str) else None):
             raise HintLayerError(f"{where}: colour {colour!r} is not #rrggbb")
-        discs.append((x, y, tuple(bytes.fromhex(match.group(1))), radius))
-    return points_layer(discs, height, width)
+        discs.append(((round(x), round(y)), round(radius), (*bytes.fromhex(match.group(1)), 255)))
+    layer = np.zeros((height, width, 4), np.uint8)
+    for centre, radius, rgba in discs:  # drawn once all are valid
+        cv2.circle(layer, centre, radius, rgba, thickness=-1)
+    return layer
 
 
 def hint_layer(data: bytes, name: str, height: int, width: int, max_pixels: int) -> np.ndarray:

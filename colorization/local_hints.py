@@ -1,6 +1,5 @@
-"""Local colour hints (docs/training.md, docs/colorize.md): float [N, 4, S, S] at the model's size, planes
-0-2 the hint colour in [-1, 1] where a hint is (else 0), plane 3 the mask; all zeros = none. Simulated in
-training (`reveal`), read from a person (`layer_to_square`), applied at full size (`fill_regions`)."""
+"""Local colour hints, float [N, 4, S, S] at model size (`LOCAL_FORMAT`; docs/training.md, docs/colorize.md):
+simulated in training (`reveal`), read from a person (`layer_to_square`), used full-size (`fill_regions`)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 LOCAL_PLANES = 4
-LOCAL_FORMAT = "rgb-mask-v1"  # colour planes in [-1, 1] times the mask, then the mask
+LOCAL_FORMAT = "rgb-mask-v1"  # colour planes in [-1, 1] times the mask (all zeros: no hints), then the mask
 PATCH_RADII = (0, 1, 2)  # revealed patches of 1x1, 3x3 and 5x5 pixels, their mean colour
 SPREAD_REACH = 0.25  # a hint's confidence falls to 1/e over this share of the picture's side
 SPREAD_STEPS = 0.5  # and travels at most this share of the side (pixel steps)
@@ -39,11 +38,10 @@ def reveal(
     """Local hints [B, 4, S, S] showing `counts[i]` random patches of picture i, each its mean colour.
     `max_points` places are drawn whatever the counts: fewer points are the first of the same draw."""
     b, _, s, _ = color.shape
-    local = no_hints(b, s, color.device, color.dtype)
     u = torch.rand(b, max_points, 3, generator=gen, device=gen.device)
     k = min(int(counts.max()), max_points) if counts.numel() else 0
     if k == 0:
-        return local
+        return no_hints(b, s, color.device, color.dtype)
     ys, xs = (u[..., 0] * s).long().clamp(max=s - 1), (u[..., 1] * s).long().clamp(max=s - 1)
     pick = (u[..., 2] * len(radii)).long().clamp(max=len(radii) - 1)[:, :k]  # [B, k]
     pooled = torch.stack([F.avg_pool2d(color, 2 * r + 1, 1, r, count_include_pad=False) for r in radii])
@@ -59,10 +57,8 @@ def reveal(
     order = torch.arange(1, k + 1, device=color.device)[None, :, None, None]
     last = (inside * order).amax(dim=1)  # [B, S, S], 0 = none
     colour = colours.gather(1, (last - 1).clamp_min(0).flatten(1)[..., None].expand(-1, -1, 3))  # [B, S*S, 3]
-    mask = (last > 0).to(color.dtype)
-    local[:, :3] = colour.transpose(1, 2).reshape(b, 3, s, s) * mask[:, None]
-    local[:, 3] = mask
-    return local
+    mask = (last > 0).to(color.dtype)[:, None]
+    return torch.cat([colour.transpose(1, 2).reshape(b, 3, s, s) * mask, mask], dim=1)
 
 
 def propagate(local: torch.Tensor, lineart: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,22 +111,11 @@ def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int)
     opaque = (rgba[..., 3] >= 128).astype(np.float32)
     premult = rgba[..., :3].astype(np.float32) * opaque[..., None]
     small = cv2.resize(np.dstack([premult, opaque]), (w, h), interpolation=cv2.INTER_AREA)
+    mask = small[..., 3:] > 0
+    colour = np.where(mask, small[..., :3] / np.maximum(small[..., 3:], 1e-6) / 127.5 - 1.0, 0)
     out = np.zeros((LOCAL_PLANES, size, size), np.float32)
-    mask = small[..., 3] > 0
-    colour = np.where(mask[..., None], small[..., :3] / np.maximum(small[..., 3:], 1e-6) / 127.5 - 1.0, 0)
-    out[:3, top : top + h, left : left + w] = colour.transpose(2, 0, 1)
-    out[3, top : top + h, left : left + w] = mask
+    out[:, top : top + h, left : left + w] = np.dstack([colour, mask]).transpose(2, 0, 1)
     return out
-
-
-def points_layer(
-    points: list[tuple[float, float, tuple[int, int, int], float]], height: int, width: int
-) -> np.ndarray:
-    """An RGBA hint layer: a disc per point (x, y, rgb, radius), later ones on top."""
-    layer = np.zeros((height, width, 4), np.uint8)
-    for x, y, rgb, radius in points:
-        cv2.circle(layer, (round(x), round(y)), max(0, round(radius)), (*map(int, rgb), 255), thickness=-1)
-    return layer
 
 
 def fill_regions(

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -40,7 +40,6 @@ from colorization.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 HINT_MODES = ("auto", "palette", "palette_file", "reference")
 DESCRIPTION = "Colour line art or colour pictures with the project's CNN and c-GAN."
 TOO_LARGE = "upload too large: over the studio's limit of {} bytes"
@@ -59,22 +58,13 @@ METHODS = {
 }
 
 
-class StudioError(Exception):
-    """A refused request: HTTP status and the one-line message the page shows."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = " ".join(message.split())
-
-
 @dataclass
 class StudioConfig:
     models_dir: Path
     # params.yaml's section (None: none at hand): upload limits; lines of a model saved without its recipe
     lineart: LineartParams | None
     device: str = "cpu"
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_upload_bytes: int = 32 * 2**20
     concurrency: int | None = None  # colourings at once; None: the cores
     queue: int | None = None  # admitted requests waiting for a colouring; None: 2 x concurrency
 
@@ -128,10 +118,10 @@ class UploadRoute(APIRoute):
             with studio.admission.admit():  # full: 503 at once, before the body is read
                 content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if content_type != "multipart/form-data":
-                    raise StudioError(415, "expected a multipart/form-data upload")
+                    raise HTTPException(415, "expected a multipart/form-data upload")
                 declared = request.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise StudioError(413, TOO_LARGE.format(limit))
+                    raise HTTPException(413, TOO_LARGE.format(limit))
                 return await parse_and_answer(Request(request.scope, bounded_receive(request.receive, limit)))
 
         return admitted
@@ -154,6 +144,7 @@ class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
         self.fallback = config.lineart.recipe() if config.lineart else None  # for models without one
+        self.max_pixels, self.max_file_bytes = colorize.input_limits(config.lineart)
         self.loaded: dict[tuple, colorize.LoadedModel] = {}
         self.lock = threading.Lock()
         concurrency = config.concurrency or default_concurrency()
@@ -161,46 +152,46 @@ class Studio:
 
     def decode_upload(self, part: Part | None, what: str) -> np.ndarray:
         if part is None or not part.data:
-            raise StudioError(422, f"no {what} uploaded")
-        max_pixels, max_file_bytes = colorize.input_limits(self.config.lineart)
+            raise HTTPException(422, f"no {what} uploaded")
         try:
-            check_file_size(len(part.data), max_file_bytes)
-            return decode_rgb(part.data, max_pixels=max_pixels)
+            check_file_size(len(part.data), self.max_file_bytes)
+            return decode_rgb(part.data, max_pixels=self.max_pixels)
         except ImageRejected as err:
             status = 413 if "too large" in str(err) else 422
-            raise StudioError(status, f"{escaped(part.filename or what)}: {err}") from None
+            raise HTTPException(status, f"{escaped(part.filename or what)}: {err}") from None
 
     def given_hint(self, form: ColorizeForm) -> np.ndarray | None:
         """The user's hint (None: automatic); a palette or reference that does not parse is a 422."""
         if form.hint not in HINT_MODES:
-            raise StudioError(422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}")
+            raise HTTPException(
+                422, f"hint must be one of {', '.join(HINT_MODES)}, got {escaped(form.hint)!r}"
+            )
         if form.hint == "auto":
             return None
         try:
             if form.hint == "palette":
                 if not form.palette:
-                    raise StudioError(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
+                    raise HTTPException(422, "hint=palette needs a palette field: '#rrggbb:weight,...'")
                 return colorize.parse_palette(form.palette)
             if form.hint == "palette_file":
                 part = form.palette_file
                 if part is None or not part.data:
-                    raise StudioError(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
+                    raise HTTPException(422, "hint=palette_file needs a palette_file upload (.gpl or .json)")
                 name = part.filename or "palette"
                 return palette_hint(parse_palette_bytes(part.data, Path(name).suffix, escaped(name)))
         except (colorize.ColorizeError, PaletteError) as err:
-            raise StudioError(422, str(err)) from None
+            raise HTTPException(422, str(err)) from None
         return color_histogram(self.decode_upload(form.reference, "reference image"))
 
     def given_layer(self, part: Part | None, image: np.ndarray) -> np.ndarray | None:
         """The local hints (RGBA, the picture's size; None: none sent); a bad layer is a 400."""
         if part is None or not part.data:
             return None
-        max_pixels, max_file_bytes = colorize.input_limits(self.config.lineart)
         try:
-            check_file_size(len(part.data), max_file_bytes)
-            return hint_layer(part.data, part.filename or "hints", *image.shape[:2], max_pixels)
+            check_file_size(len(part.data), self.max_file_bytes)
+            return hint_layer(part.data, part.filename or "hints", *image.shape[:2], self.max_pixels)
         except (HintLayerError, ImageRejected) as err:
-            raise StudioError(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
+            raise HTTPException(400, f"hints {escaped(part.filename or 'hints')}: {err}") from None
 
     def model(self, spec: str, kinds: tuple[str, ...]) -> colorize.LoadedModel:
         """Each model loaded once: a folder is reloaded only when its weights file changes."""
@@ -212,37 +203,34 @@ class Studio:
                     self.loaded[key] = load_model(spec, self.config.device, kinds, self.fallback)
                 return self.loaded[key]
         except colorize.ColorizeError as err:
-            raise StudioError(424, str(err)) from None
+            raise HTTPException(424, str(err)) from None
         except Exception as err:  # a registry server that is down or answers nonsense, a broken file
             log.warning("cannot load %s", escaped(spec), exc_info=True)
-            raise StudioError(424, f"cannot load {escaped(spec)}: {type(err).__name__}: {err}") from None
+            raise HTTPException(424, f"cannot load {escaped(spec)}: {type(err).__name__}: {err}") from None
 
     def colour_one(
         self,
-        method: str,
+        generator: colorize.LoadedModel,
         image: np.ndarray,
         hint: np.ndarray | None,
         mode: str,
         specs: dict[str, str],
-        layer: np.ndarray | None = None,
+        layer: np.ndarray | None,
     ) -> tuple[dict[str, Any], colorize.Layers]:
-        """One result of the page: a method's picture, the palette it used and its time."""
-        _, kind, always_auto = METHODS[method]
-        generator = self.model(specs[kind], GENERATOR_KINDS)
-        auto = always_auto or hint is None
-        hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if auto else None
-        source = colorize.HintSource(fixed=None if auto else hint, model=hinter)
+        """One result of the page: `generator`'s picture (hint None: automatic), its palette and time."""
+        hinter = self.model(specs[HINT_KIND], (HINT_KIND,)) if hint is None else None
+        source = colorize.HintSource(fixed=hint, model=hinter)
         started = time.perf_counter()
         try:
             (layers,), used = colorize.colorize_images(
                 [image], generator, source, self.config.device, hint_layers=[layer]
             )
         except cv2.error as err:
-            raise StudioError(422, f"the picture cannot be processed ({err})") from None
+            raise HTTPException(422, f"the picture cannot be processed ({err})") from None
         except colorize.ColorizeError as err:  # local hints for a model trained without them
-            raise StudioError(422, str(err)) from None
+            raise HTTPException(422, str(err)) from None
         return {
-            "hint": "auto" if auto else mode,
+            "hint": "auto" if hint is None else mode,
             "palette": palette_of(used[0]),
             "seconds": round(time.perf_counter() - started, 3),
             "composite": data_url(layers.composite),
@@ -258,21 +246,22 @@ class Studio:
             wanted = [m.strip() for m in (form.methods or ",".join(METHODS)).split(",") if m.strip()]
             unknown = [m for m in wanted if m not in METHODS]
             if unknown or not wanted:
-                raise StudioError(
+                raise HTTPException(
                     422, f"methods must be some of {', '.join(METHODS)}, got {escaped(unknown)}"
                 )
             results, lines, refusals = [], None, []
             for method in wanted:
-                label, kind, _ = METHODS[method]
+                label, kind, always_auto = METHODS[method]
                 entry: dict[str, Any] = {"method": method, "label": label, "model": specs[kind]}
                 try:
                     generator = self.model(specs[kind], GENERATOR_KINDS)
                     entry["local_hints"] = takes_local_hints(generator.module)  # the page warns when not
-                    coloured, layers = self.colour_one(method, image, hint, form.hint, specs, layer)
+                    given = None if always_auto else hint
+                    coloured, layers = self.colour_one(generator, image, given, form.hint, specs, layer)
                     entry |= coloured
                     lines = lines or data_url(layers.lines)
-                except StudioError as err:
-                    entry["error"] = err.message
+                except HTTPException as err:
+                    entry["error"] = " ".join(str(err.detail).split())
                     refusals.append(err)
                 results.append(entry)
             if len(refusals) == len(results):
@@ -307,8 +296,6 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 async def refusal(_: Request, err: Exception) -> JSONResponse:
     """Every refusal as `{"error": "one line"}`, never a traceback; busy with Retry-After."""
-    if isinstance(err, StudioError):
-        return error_response(err.status, err.message)
     if isinstance(err, Busy):
         return error_response(503, err.message, {"Retry-After": str(err.retry_after)})
     if isinstance(err, RequestValidationError):
@@ -342,7 +329,7 @@ def create_app(config: StudioConfig) -> FastAPI:
     studio = Studio(config)
     app = FastAPI(title="Line-art colorization studio", description=DESCRIPTION, version="1")
     app.state.studio = studio
-    for refused in (StudioError, Busy, RequestValidationError, StarletteHTTPException, Exception):
+    for refused in (Busy, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(refused, refusal)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
