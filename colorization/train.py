@@ -67,12 +67,11 @@ def learning_rate(base: float, step: int, steps: int, decay: float) -> float:
 
 def fingerprint(kind: str, params: Params, store: ProcessedStore, world: int = 1) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the run except its length."""
-    section = getattr(params.train, kind).model_dump(exclude={"steps"})
     package = Path(__file__).parent  # a checkpoint of other code is not this run's past
     code = [package / "train.py", package / "augment.py", *sorted((package / "models").glob("*.py"))]
     key = {
         "kind": kind,
-        "model": section,
+        "model": getattr(params.train, kind).model_dump(exclude={"steps"}),
         "augment": params.train.augment.model_dump(),
         "lr_decay": params.train.lr_decay,
         "xdog": params.lineart.xdog.model_dump(),
@@ -127,9 +126,9 @@ class LossCsv:
     """plots/train/<kind>.csv, one row per step. On resume: the checkpoint's rows (`restored`: DVC
     deletes the file before a re-run), none after it (replayed), so it reads as one uninterrupted run."""
 
-    def __init__(self, path: Path, columns: list[str], resume_step: int, restored: str | None = None):
+    def __init__(self, path: Path, columns: list[str], restored: str | None = None):
         self.columns = columns
-        self.rows = [restored] if resume_step and restored else []
+        self.rows = [restored] if restored else []
         atomic_write_text(path, ",".join(["step", *columns]) + "\n" + "".join(self.rows))
         self.file = path.open("a")
         self.flush, self.close = self.file.flush, self.file.close
@@ -330,12 +329,11 @@ def open_run(
         nets.forward = {k: DistributedDataParallel(v, device_ids=ids) for k, v in nets.modules.items()}
         if cfg.compile:
             nets.forward = {k: torch.compile(v) for k, v in nets.forward.items()}
-    master = ranks.master
     # One trainer per checkpoint folder: a second (a re-run while an orphaned one runs) refuses.
-    lock = FolderLock(checkpoint.parent, "trainer") if master else NoLock()
-    restored = state.get("loss_rows")
-    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), start, restored) if master else NoTracking()
-    tracking = open_tracking(params, kind, state.get("run_id") or None) if master else NoTracking()
+    lock = FolderLock(checkpoint.parent, "trainer") if ranks.master else NoLock()
+    restored = state.get("loss_rows")  # only from a checkpoint, so only on resume
+    losses_csv = LossCsv(plots_path, list(SPECS[kind].losses), restored) if ranks.master else NoTracking()
+    tracking = open_tracking(params, kind, state.get("run_id") or None) if ranks.master else NoTracking()
     tracking.log_params(
         {
             "model": kind,

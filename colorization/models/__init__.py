@@ -89,7 +89,6 @@ def check_hint_format(config: Mapping[str, Any], where: str | Path) -> None:
 
 
 def read_run(model_dir: str | Path) -> dict | None:
-    """The model folder's run.json (`run_id`: null when tracking was off), or None when there is none."""
     path = Path(model_dir) / RUN_FILE
     return json.loads(path.read_text()) if path.exists() else None
 

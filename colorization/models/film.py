@@ -26,8 +26,6 @@ class HintEncoder(nn.Module):
 
 
 class FiLM(nn.Module):
-    """x * (1 + gamma(hint)) + beta(hint), per channel."""
-
     def __init__(self, hint_dim: int, channels: int):
         super().__init__()
         self.proj = nn.Linear(hint_dim, 2 * channels)
@@ -40,8 +38,11 @@ class FiLM(nn.Module):
         return x * (1 + gamma) + beta
 
 
-def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
-    """tanh(logits + atanh(planes)): zero logits give exactly the hint's mean colour."""
+def with_hint_colour(logits: torch.Tensor, planes: torch.Tensor | None) -> torch.Tensor:
+    """tanh(logits + atanh(planes)): the picture as a deviation from the hint's colours (zero logits give
+    exactly them); with no planes, plain tanh."""
+    if planes is None:
+        return torch.tanh(logits)
     return torch.tanh(logits.float() + torch.atanh(planes.float().clamp(-0.99, 0.99))).to(logits.dtype)
 
 

@@ -59,20 +59,18 @@ def cgan_step(nets: Nets, batch: Batch, section: CganTrainParams, device: torch.
     with autocast(device):
         fake = gen(batch.lineart, batch.hint, batch.local)
         # Discriminator: real (line art, colour) pairs -> 1, generated pairs -> 0.
-        real_logits = disc(batch.lineart, batch.color)
-        fake_logits = disc(batch.lineart, fake.detach())
+        real_logits = disc(batch.lineart, batch.color).float()
+        fake_logits = disc(batch.lineart, fake.detach()).float()
     bce = F.binary_cross_entropy_with_logits
     d_loss = 0.5 * (
-        bce(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float))
-        + bce(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float))
+        bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
     )
     _update(nets.optimizers["discriminator"], d_loss)
     # Generator: fool the (just updated) discriminator and stay close to the target.
     nets.modules["discriminator"].requires_grad_(False)  # no weight grads for D here: ~7% fewer FLOPs
     with autocast(device):
-        fooled = disc(batch.lineart, fake)
-    g_adv = bce(fooled.float(), torch.ones_like(fooled, dtype=torch.float), reduction="none")
-    g_adv = g_adv.flatten(1).mean(dim=1)
+        fooled = disc(batch.lineart, fake).float()
+    g_adv = bce(fooled, torch.ones_like(fooled), reduction="none").flatten(1).mean(dim=1)
     if batch.certainty is not None:
         # An uncertain (blended) hint asks for the likeliest colours, which L1 gives; a vivid
         # guess that fools D is only wanted when the hint says which colours to use.
