@@ -33,7 +33,7 @@ def params_tag(params, kind: str) -> str:
 
 def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
     """The `register` stage: the models in `inputs.models`, scored in `inputs.evaluation`."""
-    from colorization.models import RUN_FILE, read_run
+    from colorization.models import read_run
     from colorization.models.specs import SPECS
     from colorization.tracking.model_cache import load_registered
     from colorization.tracking.registry import Registration, RegistryError, register_model
@@ -63,9 +63,8 @@ def run_register(params: Params, inputs: StageInputs) -> list[Registration]:
         (metric, direction), name = spec.ranking, spec.registered
         tags = common | {"params": params_tag(params, kind)}
         model_dir = Path(inputs.models) / kind
-        if (run := read_run(model_dir)) is None:
-            raise RegistryError(f"{model_dir / RUN_FILE} not found: run the train@{kind} stage first")
-        if not run.get("run_id"):
+        run = read_run(model_dir)  # None: register_model refuses, naming the missing run.json
+        if run is not None and not run.get("run_id"):
             reason = f"skipped: {model_dir} was trained without MLflow (tracking.mlflow: false)"
             log.info("%s: %s", name, reason)
             results.append(Registration.skipped(name, reason))

@@ -7,12 +7,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
 
 def tracking_uri() -> str:
-    """Env MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # else a store in the working dir
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -27,18 +27,16 @@ def model_description(name: str, kind: str, config: dict[str, Any], data_source:
     spec, size = SPECS[kind], int(config["image_size"])
     source = f" Trained on {data_source} pictures." if data_source else ""
     served = f'Served (`mlflow models serve`): {{"inputs": {{"lineart": [N, {size}, {size}] 0..255'
+    lineart = f"Input: a {size} x {size} line art (0 = line, 255 = paper)"
     if not spec.generator:
-        io = (
-            f"Input: a {size} x {size} line art (0 = line, 255 = paper). Output: {HIST}. "
-            f"{served}}}}} -> [N, 512]."
-        )
+        io = f"{lineart}. Output: {HIST}. {served}}}}} -> [N, 512]."
         users = " and ".join(s.registered for s in SPECS.values() if s.generator)
         hint = f"Takes no hint: it makes one, for {users}."
         use = f"Used by `colorization colorize --hint-model models:/{name}@champion` and the studio."
     else:
         io = (
-            f"Input: a {size} x {size} line art (0 = line, 255 = paper) and a colour hint. Output: an RGB "
-            f'picture, {size} x {size}. {served}, "hint": [N, 512]}}}} -> RGB [N, {size}, {size}, 3], 0..255.'
+            f"{lineart} and a colour hint. Output: an RGB picture, {size} x {size}. "
+            f'{served}, "hint": [N, 512]}}}} -> RGB [N, {size}, {size}, 3], 0..255.'
         )
         hint = (
             f"Hint: {HIST}, from a palette ('#rrggbb:weight,...', .gpl or .json), a reference picture's "
@@ -97,11 +95,8 @@ def version_description(
         lines.append("What changed: the first version of this model.")
     else:
         version, old = base
-        found = changes(tags, old)
-        lines.append(
-            f"What changed against champion v{version}: "
-            + ("; ".join(found) if found else "nothing in code, data, params or architecture (a retrain).")
-        )
+        found = "; ".join(changes(tags, old)) or "nothing in code, data, params or architecture (a retrain)."
+        lines.append(f"What changed against champion v{version}: {found}")
     scores = {k.removeprefix("metric."): v for k, v in tags.items() if k.startswith("metric.")}
     if scores:
         split = tags.get("eval_split_name", "test")

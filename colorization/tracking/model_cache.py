@@ -36,7 +36,6 @@ def entry_dir(root: Path, name: str, version: str) -> Path:
 
 
 def valid_entry(folder: Path, model_md5: str | None) -> bool:
-    """The folder holds exactly the registered weights (and a config to build them with)."""
     weights = folder / WEIGHTS_FILE
     found = bool(model_md5) and weights.is_file() and (folder / CONFIG_FILE).is_file()
     return found and file_md5(weights) == model_md5

@@ -1,6 +1,5 @@
-"""The MLflow model registry: register a model version, promote champions, load by URI. A new
-version takes `champion` only if it beats the champion on the declared metric over the same test
-split; registering is idempotent, so DVC may re-run the stage freely. docs/registry.md."""
+"""The MLflow model registry: register (idempotent, so DVC may re-run the stage), promote a version
+that beats the champion on the same test split, load by URI. docs/registry.md."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-LOGGED_MODEL_NAME = "model"  # the name TrainingRun.log_model gives the model inside its run
 Rescore = Callable[[str], dict]  # a champion's URI -> its scores on this evaluation's test split
 
 
@@ -102,13 +99,12 @@ def register_model(
     name: str,
     metric: str,
     direction: str,
-    model_dir: str | Path,
+    model_dir: Path,
     evaluation: dict,
     tags: dict[str, str],
     rescore: Rescore | None = None,
 ) -> Registration:
     """Register models/<kind> as a new version of `name` (unless it already is one) and promote it."""
-    model_dir = Path(model_dir)
     for required in (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE):
         if not (model_dir / required).exists():
             raise RegistryError(f"{model_dir / required} not found: run the train@{kind} stage first")
@@ -136,7 +132,7 @@ def register_model(
         reason = f"already registered as v{existing.version} (run {existing.run_id}); nothing added"
     else:
         section = metric.split(".", 1)[0]
-        version_tags = {
+        tags = {
             **tags,
             "kind": kind,
             "source_run_id": run_id,
@@ -147,9 +143,9 @@ def register_model(
             "promotion_metric": f"{metric} ({direction})",
             **{f"metric.{section}.{k}": str(v) for k, v in evaluation.get(section, {}).items()},
         }
-        source = run_info.get("model_uri") or f"runs:/{run_id}/{LOGGED_MODEL_NAME}"
-        ranking = (metric, direction, value)
-        version, promoted, reason = _add_version(c, kind, name, source, version_tags, ranking, rescore)
+        source = run_info.get("model_uri") or f"runs:/{run_id}/model"  # log_pyfunc's name="model"
+        promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)
+        version = _add_version(c, kind, name, source, tags, promoted, reason)
         registered = True
     log.info("%s v%s: %s", name, version.version, reason)
     aliased = [_alias_version(c, name, alias) for alias in (CHAMPION, CHALLENGER)]
@@ -159,11 +155,9 @@ def register_model(
     )
 
 
-def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[str, str], ranking, rescore):
-    """A new version of `name` from `source`: challenger, or champion if it beats the champion."""
-    metric, direction, value = ranking
+def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[str, str], promoted, reason):
+    """A new version of `name` from `source`: challenger, or champion if `promoted`."""
     base = _alias_version(c, name, CHAMPION)  # what the new version challenges
-    promoted, reason = decide_promotion(c, name, metric, direction, value, tags["eval_split"], rescore)
     try:  # the source is the model the training run logged (run.json's model_uri)
         version = mlflow.register_model(source, name, tags=tags)
     except MlflowException as err:
@@ -176,7 +170,7 @@ def _add_version(c: MlflowClient, kind: str, name: str, source: str, tags: dict[
     base_info = (str(base.version), dict(base.tags)) if base is not None else None
     text = version_description(kind, tags, base_info, promoted, reason)
     c.update_model_version(name, version.version, description=text)
-    return version, promoted, reason
+    return version
 
 
 def existing_client() -> MlflowClient:
@@ -188,10 +182,6 @@ def existing_client() -> MlflowClient:
             f"or pass a local models/<name> folder"
         )
     return client()
-
-
-# What MLflow answers for a missing model, version or alias (an absent alias is a bad parameter).
-NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 def version_uri(uri: str) -> tuple[str, Any]:
@@ -213,7 +203,9 @@ def version_uri(uri: str) -> tuple[str, Any]:
             name, _, number = body.partition("/")
             version = c.get_model_version(name, number)
     except MlflowException as err:
-        if err.error_code not in NOT_FOUND_CODES:  # a server that is down or failing: not a missing model
+        # What MLflow answers for a missing model, version or alias (an absent alias is a bad parameter);
+        # any other answer is a server that is down or failing, not a missing model.
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             text = " ".join(str(err).split())[:200]
             raise RegistryError(f"the MLflow registry at {tracking_uri()} cannot be read: {text}") from None
         what = f"no alias {alias!r} on {name!r}" if "@" in body else "no such registered model or version"
@@ -280,8 +272,7 @@ def log_evaluation(experiment: str, result: dict, figure: Path, source_runs: dic
         mlflow.log_dict(result, "evaluation.json")
         mlflow.log_artifact(str(figure), "reports")
     for kind, run_id in source_runs.items():
-        evaluated = SPECS[kind].evaluated if kind in SPECS else ()
-        scores = {f"test.{s}": result[s] for s in evaluated if s in result}
+        scores = {f"test.{s}": result[s] for s in SPECS[kind].evaluated if s in result}
         try:
             for key, value in _numeric(flatten(scores)).items():
                 c.log_metric(run_id, key, value)

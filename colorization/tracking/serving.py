@@ -3,10 +3,15 @@ The local hint planes are a param, not an input, because MLflow's tensor inputs 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
+import torch
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 from colorization.models import CONFIG_FILE, WEIGHTS_FILE, load_trained, read_config
 from colorization.models.specs import SPECS
@@ -52,13 +57,6 @@ def example_input(kind: str, lineart: np.ndarray, hint: np.ndarray) -> dict[str,
 
 def log_pyfunc(model_dir: Path, example: dict[str, np.ndarray], output: np.ndarray) -> str:
     """Log `model_dir`'s model.pt + config.json as this run's model `model`; returns its URI."""
-    import shutil
-    import tempfile
-
-    import torch
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ParamSchema, ParamSpec
-
     signature = infer_signature(example, output)
     if read_config(model_dir)["arch"].get("local_hints"):  # optional local hint planes, flattened
         params = ParamSchema([ParamSpec("local", "float", [], (-1,))])
