@@ -78,9 +78,9 @@ def trigger(
         summary = _summary_of(client, _runs(run.id))
     if summary:
         echo("\n" + summary)
-    ok = state is not None and state.is_completed()
-    detail = "" if ok else f": {state.message if state else ''}"
-    echo(f"flow run {run.name!r} finished: {state.name if state else 'unknown'}{detail}")
+    ok = state.is_completed()
+    detail = "" if ok else f": {state.message}"
+    echo(f"flow run {run.name!r} finished: {state.name}{detail}")
     return ok
 
 
@@ -88,22 +88,17 @@ def follow(client, flow_run_id: UUID, echo, poll_s: float = 2.0):
     """Print the run's log until it ends; its final state. Polled: the logs websocket is off by default."""
     seen: set[UUID] = set()
     since, final_reads = None, 0
+    of_the_run = filters.LogFilterFlowRunId(any_=[flow_run_id])
     while True:
         flow_run = client.read_flow_run(flow_run_id)
         if flow_run.state is not None and flow_run.state.is_final():
             final_reads += 1
         # Logs reach the server in batches, not in order: re-read a window and skip what was shown.
         window = filters.LogFilterTimestamp(after_=since - timedelta(seconds=30)) if since else None
+        log_filter = filters.LogFilter(flow_run_id=of_the_run, timestamp=window)
         logs, page = [], PAGE
         while page == PAGE:
-            batch = client.read_logs(
-                log_filter=filters.LogFilter(
-                    flow_run_id=filters.LogFilterFlowRunId(any_=[flow_run_id]), timestamp=window
-                ),
-                sort=LogSort.TIMESTAMP_ASC,
-                limit=PAGE,
-                offset=len(logs),
-            )
+            batch = client.read_logs(log_filter, limit=PAGE, offset=len(logs), sort=LogSort.TIMESTAMP_ASC)
             logs, page = logs + batch, len(batch)
         for log in logs:
             if log.id not in seen:

@@ -12,13 +12,13 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 SAFEBOORU_LIMIT = "safebooru-downloads"
 
 
-def ensure_download_limit(limit: int = 1) -> None:
-    """Create the global concurrency limit `acquire` holds, if the server lacks it."""
+def ensure_download_limit() -> None:
+    """Create the global concurrency limit (one slot) `acquire` holds, if the server lacks it."""
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(SAFEBOORU_LIMIT)
         except ObjectNotFound:
             with suppress(ObjectAlreadyExists):  # another run created it meanwhile
                 client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=SAFEBOORU_LIMIT, limit=limit)
+                    GlobalConcurrencyLimitCreate(name=SAFEBOORU_LIMIT, limit=1)
                 )
