@@ -19,13 +19,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colorization.atomic import TMP_PREFIX, atomic_write_bytes, remove_stale_temporaries
+from colorization.atomic import atomic_write_bytes, remove_stale_temporaries
 from colorization.manifest import IMAGES_DIR
 
 
 @dataclass
 class JournalState:
     accepted: dict[int, dict] = field(default_factory=dict)  # post id -> manifest row (file present)
+    sizes: dict[int, int] = field(default_factory=dict)  # post id -> its accepted file's journalled bytes
     rejected: dict[int, dict] = field(default_factory=dict)  # post id -> rejected row
     orphans: dict[int, Path] = field(default_factory=dict)  # post id -> complete file only "writing" names
     writing: set[str] = field(default_factory=set)  # paths journalled as being written, not yet accepted
@@ -35,7 +36,6 @@ class JournalState:
 class Journal:
     def __init__(self, out_dir: Path, source: str) -> None:
         self.out_dir, self.source = Path(out_dir), source
-        self.images_dir = self.out_dir / IMAGES_DIR
         self.path = self.out_dir / f".{source}-journal.jsonl"
         self._name = re.compile(rf"^{re.escape(source)}-(\d+)\.(jpg|png|webp)$")
         self._lock = threading.Lock()
@@ -50,26 +50,16 @@ class Journal:
         """Reconcile journal and disk, rewrite the journal compactly, open it for appending; rejections
         made under other `settings` are forgotten (a lower min_size: another chance)."""
         self.settings = settings
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.images_dir)
-        for tmp in self.out_dir.glob(TMP_PREFIX + self.path.name + "*"):
-            tmp.unlink(missing_ok=True)
+        (self.out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)  # the images' and the journal's own
         state = self._read(settings)
         self._check_files(state)
-        lines = [
-            {"accepted": {k: v for k, v in row.items() if k != "_bytes"}, "bytes": row["_bytes"]}
-            for row in state.accepted.values()
-        ]
-        lines += [
-            {"rejected": row, "post_id": post_id, "settings": self.settings}
-            for post_id, row in state.rejected.items()
-        ]
+        lines = [{"accepted": row, "bytes": state.sizes[i]} for i, row in state.accepted.items()]
+        lines += [{"rejected": row, "post_id": i, "settings": settings} for i, row in state.rejected.items()]
         lines += [{"writing": rel} for rel in sorted(state.writing)]  # orphans stay known across a kill
         if state.crawl_done is not None:
             lines.append({"crawl_done": state.crawl_done})
         atomic_write_bytes(self.path, b"".join(_encode(line) for line in lines))
-        for row in state.accepted.values():
-            row.pop("_bytes")
         self._fh = open(self.path, "ab")  # noqa: SIM115 -- held open for the whole run
         return state
 
@@ -87,9 +77,10 @@ class Journal:
             if isinstance(record.get("writing"), str):
                 state.writing.add(record["writing"])
             elif isinstance(record.get("accepted"), dict) and isinstance(record.get("bytes"), int):
-                row = dict(record["accepted"], _bytes=record["bytes"])
+                row = record["accepted"]
                 if isinstance(row.get("post_id"), int) and isinstance(row.get("path"), str):
                     state.accepted[row["post_id"]] = row
+                    state.sizes[row["post_id"]] = record["bytes"]
                     state.rejected.pop(row["post_id"], None)
                     state.writing.discard(row["path"])
             elif isinstance(record.get("rejected"), dict) and isinstance(record.get("post_id"), int):
@@ -104,7 +95,7 @@ class Journal:
             file = self.out_dir / row["path"]
             if row["path"] != self.relative_path(post_id, file.suffix.lstrip(".")):
                 del state.accepted[post_id]  # not a path we would have written: ignore the line
-            elif not file.is_file() or file.stat().st_size != row["_bytes"]:
+            elif not file.is_file() or file.stat().st_size != state.sizes[post_id]:
                 file.unlink(missing_ok=True)
                 del state.accepted[post_id]
         held = {row["path"] for row in state.accepted.values()}
@@ -116,10 +107,9 @@ class Journal:
                 continue  # not a name we would have written (not ours to touch), or no file
             if state.orphans.setdefault(int(match.group(1)), file) != file:
                 file.unlink()  # a second file of one post (another format): ours, and unneeded
-        state.writing = {str(file.relative_to(self.out_dir).as_posix()) for file in state.orphans.values()}
+        state.writing = {file.relative_to(self.out_dir).as_posix() for file in state.orphans.values()}
 
     def append(self, record: dict) -> None:
-        """Append and fsync one record (a line as above)."""
         if self._fh is None:
             raise RuntimeError("journal is not open")
         with self._lock:

@@ -61,7 +61,6 @@ class _Run:
         self.seen: set[int] = set()
         self.problems: dict[str, dict] = {}  # this run's skips and failures, by item
         self.accepted = self.skipped = self.failed = 0
-        self.listing_failed = False
 
     def _problem(self, item: str, reason: str, *, failed: bool = False) -> None:
         self.problems[item] = {"source": SOURCE, "item": item, "reason": reason}
@@ -101,8 +100,7 @@ class _Run:
                     self._problem(str(post.post_id), reason)
                     continue
                 yield post
-        except api.PageFailed as err:
-            self.listing_failed = True
+        except api.PageFailed as err:  # counted as failed: no crawl_done is recorded
             self._problem(err.url, f"failed: listing page: {err.reason}", failed=True)
 
     def download(self, post: api.Post) -> Outcome:
@@ -196,7 +194,8 @@ class _Run:
                 if row.get("md5"):
                     self.owner_of_md5[row["md5"]] = post_id
             floor = self.state.crawl_done if self.cfg.incremental else None
-            if self._crawl(floor) and not self.failed and self.lister.newest_id is not None:
+            self._crawl(floor)
+            if not self.failed and self.lister.newest_id is not None:
                 self.journal.append({"crawl_done": max(self.lister.newest_id, floor or 0)})
             extra = sorted(self.state.accepted)[: max(0, len(self.state.accepted) - self.cfg.limit)]
             if extra:
@@ -222,11 +221,11 @@ class _Run:
         rejected = {row["item"]: row for row in self.state.rejected.values()} | self.problems
         return accepted, list(rejected.values())
 
-    def _crawl(self, floor: int | None) -> bool:
-        """Download until the folder holds `limit` images or the listing ends; True if it got there."""
+    def _crawl(self, floor: int | None) -> None:
+        """Download until the folder holds `limit` images or the listing ends."""
         want = self.cfg.limit - len(self.state.accepted)
         if want <= 0:
-            return True
+            return
         concurrency = self.cfg.concurrent_downloads
         posts = self.candidates(floor)
         pending: set[Future[Outcome]] = set()
@@ -247,7 +246,6 @@ class _Run:
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        return not self.listing_failed
 
 
 def acquire_safebooru(

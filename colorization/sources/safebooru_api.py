@@ -188,8 +188,7 @@ class PostLister:
                 # Nothing below the cursor: the site ignored `id:<` or sent junk; stop rather than loop.
                 yield from (raw for _, raw in fresh)
                 return
-            if self.newest_id is None or max(valid_ids) > self.newest_id:
-                self.newest_id = max(valid_ids)
+            self.newest_id = max(self.newest_id or 0, *valid_ids)
             fresh.sort(key=lambda pair: -1 if pair[0] is None else pair[0], reverse=True)
             for post_id, raw in fresh:
                 if floor_id is not None and post_id is not None and post_id <= floor_id:
