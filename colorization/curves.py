@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,33 +72,28 @@ def read_columns(path: Path, x: str, y: str) -> tuple[list[float], list[float]]:
 
 def render_plot(plot: Plot, root: Path) -> tuple[bytes, str]:
     """(PNG bytes, a one-line summary) of one plot; CSVs relative to `root`."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: nothing global to select or close
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    fig = Figure(figsize=(7, 3.6), dpi=100)
+    ax = fig.subplots()
     summary = []
-    try:
-        for (file, column), colour in zip(plot.y, LINE_COLOURS * len(plot.y), strict=False):
-            xs, ys = read_columns(root / file, plot.x, column)
-            if not xs:
-                summary.append(f"{file}: {column}: no data")
-                continue
-            ax.plot(xs, ys, color=colour, linewidth=1.2, label=f"{column} ({Path(file).stem})")
-            summary.append(
-                f"{Path(file).stem} {column}: {len(xs)} points, first {ys[0]:.4g}, last {ys[-1]:.4g}, "
-                f"min {min(ys):.4g} at {plot.x} {xs[ys.index(min(ys))]:g}"
-            )
-        ax.set_title(plot.title)
-        ax.set_xlabel(plot.x)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(loc="upper right", fontsize="small")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    for (file, column), colour in zip(plot.y, itertools.cycle(LINE_COLOURS)):
+        xs, ys = read_columns(root / file, plot.x, column)
+        if not xs:
+            summary.append(f"{file}: {column}: no data")
+            continue
+        ax.plot(xs, ys, color=colour, linewidth=1.2, label=f"{column} ({Path(file).stem})")
+        summary.append(
+            f"{Path(file).stem} {column}: {len(xs)} points, first {ys[0]:.4g}, last {ys[-1]:.4g}, "
+            f"min {min(ys):.4g} at {plot.x} {xs[ys.index(min(ys))]:g}"
+        )
+    ax.set_title(plot.title)
+    ax.set_xlabel(plot.x)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="upper right", fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue(), "; ".join(summary)
 
 

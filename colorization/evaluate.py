@@ -52,17 +52,16 @@ def hint_obedience(generator, lineart: np.ndarray, device, batch_size: int) -> n
     return red_minus_blue(RED) - red_minus_blue(BLUE)
 
 
-def panel_title(method: str) -> str:
-    kind, variant = GENERATOR_METHODS[method]
-    return f"{SPECS[kind].label} ({specs.HINT_VARIANTS[variant]})"
-
-
 def figure_example(models: dict, split: Split, outputs: dict, auto_hints, i: int, j: int) -> Example:
     """Test image `i` (row `j` of its chunk's `outputs`) in the figure: each generator with the true and
     the automatic hint, then the main one with 10 simulated dots (when it takes local hints)."""
-    shown = [method for method, (_, variant) in GENERATOR_METHODS.items() if variant in specs.SCORED_VARIANTS]
-    results = {panel_title(method): outputs[method][j] for method in shown}
-    palettes = {panel_title(m): auto_hints[j] for m in shown if GENERATOR_METHODS[m][1] == "auto"}
+    results, palettes = {}, {}
+    for method, (kind, variant) in GENERATOR_METHODS.items():
+        if variant in specs.SCORED_VARIANTS:
+            title = f"{SPECS[kind].label} ({specs.HINT_VARIANTS[variant]})"
+            results[title] = outputs[method][j]
+            if variant == "auto":  # the palette the hint model predicted, under the result
+                palettes[title] = auto_hints[j]
     example = Example(split.ids[i], split.color[i], split.lineart[i], split.hint[i], results, palettes)
     if takes_local_hints(models[MAIN_KIND]):
         points = simulated_points(split.color[i : i + 1], OBEDIENCE_POINTS, i)

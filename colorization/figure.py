@@ -13,13 +13,11 @@ from colorization.atomic import atomic_path
 from colorization.histogram import bin_centers, heaviest_bins
 
 
-def palette_bar(
-    hint: np.ndarray, height: int, width: int, top: int = 12, min_weight: float = 0.01
-) -> np.ndarray:
-    """The hint as vertical stripes, uint8 [height, width, 3]: the `top` heaviest bins (each at least
-    `min_weight`) in their bin centre's colour, widths by weight among those shown, heaviest left."""
+def palette_bar(hint: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The hint as vertical stripes, uint8 [height, width, 3]: the 12 heaviest bins (each at least 1 %)
+    in their bin centre's colour, widths by weight among those shown, heaviest left."""
     hint = np.asarray(hint, np.float64)
-    keep = heaviest_bins(hint, top, min_weight=min_weight)  # a flat hint: its single heaviest bin
+    keep = heaviest_bins(hint, 12, min_weight=0.01)  # a flat hint: its single heaviest bin
     weights = hint[keep] / max(hint[keep].sum(), 1e-12)
     edges = np.cumsum(weights) * width
     # Column x shows the stripe whose cumulative edge is the first one past its centre.
@@ -70,35 +68,29 @@ def example_rows(ex: Example) -> tuple[list, list]:
     return inputs, results
 
 
-def comparison_figure(examples: list[Example], path: str | Path, dpi: int = 100) -> Path:
-    """Draw the 2-rows-per-image grid with matplotlib (Agg, so no display is needed) and save a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def comparison_figure(examples: list[Example], path: str | Path) -> Path:
+    """Draw the 2-rows-per-image grid and save a PNG (a bare matplotlib Figure: no pyplot, no display)."""
+    from matplotlib.figure import Figure
 
     if not examples:
         raise ValueError("no examples to draw")
     path = Path(path)
     rows = [example_rows(ex) for ex in examples]
     columns = max(len(row) for pair in rows for row in pair)
-    fig, axes = plt.subplots(
-        2 * len(examples), columns, figsize=(2.5 * columns, 5.2 * len(examples)), squeeze=False
-    )
+    fig = Figure(figsize=(2.5 * columns, 5.2 * len(examples)))
+    axes = fig.subplots(2 * len(examples), columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, (ex, pair) in enumerate(zip(examples, rows, strict=True)):
         for r, row in enumerate(pair):
             for c, (title, image) in enumerate(row):
                 ax = axes[2 * k + r, c]
-                ax.imshow(
-                    image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest"
-                )
+                cmap = "gray" if image.ndim == 2 else None
+                ax.imshow(image, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
                 ax.set_title(f"{ex.image_id}: {title}" if (r, c) == (0, 0) else title, fontsize=9)
                 if ex.points is not None and title in (INPUT_TITLES[3], ex.dotted):
                     draw_dots(ax, ex.points)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=100, format="png")
     return path

@@ -1,6 +1,5 @@
 """How much local hints help, and whether they are obeyed: the evaluation's `local_points` and
-`local_obedience` sections (docs/evaluation.md). The points are nested (the 10 include the 5) and
-the same for every model, drawn from a seed per chunk, so the curve is a curve."""
+`local_obedience` (docs/evaluation.md). Points are nested (the 10 include the 5) and alike for every model."""
 
 from __future__ import annotations
 
@@ -51,6 +50,5 @@ def local_obedience(generator, lineart, hints: np.ndarray, seed: int, device, ba
     out = colorize(generator, lineart, hints, device=device, batch_size=batch_size, local=local)
     mask = local[:, 3] > 0  # [N, S, S]
     given = (local[:, :3].transpose(0, 2, 3, 1)[mask] + 1) * 127.5  # [P, 3]
-    got = out[mask].astype(np.float64)
-    distance = np.abs(got - given).mean(axis=1)
+    distance = np.abs(out[mask].astype(np.float64) - given).mean(axis=1)
     return {"distance": distance, "within_30": (distance <= NEAR).astype(np.float64)}
