@@ -104,7 +104,7 @@ def mark_output(folder: Path, kind: OutputKind) -> None:
 
 def fresh_staging(final: Path, kind: OutputKind) -> Path:
     """An empty folder `.tmp-<name>` beside `final` to build it in; a killed run's one is cleared first."""
-    staging = Path(final).with_name(f"{TMP_PREFIX}{Path(final).name}")
+    staging = final.with_name(f"{TMP_PREFIX}{final.name}")
     if os.path.lexists(staging):
         check_replaceable(staging, kind)  # bears our marker: a killed run's, not a user's folder
         shutil.rmtree(staging)
@@ -115,7 +115,6 @@ def fresh_staging(final: Path, kind: OutputKind) -> Path:
 
 def publish_dir(staging: Path, final: Path, kind: OutputKind) -> None:
     """Replace folder `final` (if `check_replaceable`) by `staging`: two renames, the old copy removed."""
-    staging, final = Path(staging), Path(final)
     check_replaceable(final, kind)
     mark_output(staging, kind)
     for stale in final.parent.glob(f".{final.name}.replaced-*"):  # left by a run killed mid-publish

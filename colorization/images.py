@@ -193,9 +193,6 @@ def read_image_bytes(path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> byte
 
 
 def read_rgb(
-    path,
-    min_size: int = 1,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    path, max_pixels: int = DEFAULT_MAX_PIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 ) -> np.ndarray:
-    return decode_rgb(read_image_bytes(path, max_file_bytes), min_size=min_size, max_pixels=max_pixels)
+    return decode_rgb(read_image_bytes(path, max_file_bytes), max_pixels=max_pixels)

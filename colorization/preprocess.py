@@ -1,7 +1,5 @@
-"""Stage `preprocess`: raw images -> the processed store (line art + colour hints), one decode each.
-
-Shards run on processes or the Dask cluster `COLORIZATION_DASK_SCHEDULER` names, in a staging folder
-that keeps finished shards across a killed run; each output is published atomically when complete."""
+"""Stage `preprocess`: raw images -> the processed store (line art + colour hints), one decode each. Shards
+run on processes or Dask, resumable from a staging folder; each output is published atomically."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ import logging
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -86,7 +84,7 @@ class ShardPlan:
     ids: list[str]
     fingerprint: str
     shards: int
-    jobs: list[ShardJob] = field(default_factory=list)
+    jobs: list[ShardJob]
 
 
 def plan_preprocess(raw: str | Path, params: LineartParams) -> ShardPlan:

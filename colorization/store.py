@@ -42,12 +42,10 @@ def shard_is_complete(folder: Path, shard: int, ids: list[str]) -> bool:
 
 
 @contextmanager
-def npy_rows(
-    path: str | Path, shape: tuple[int, ...], dtype=np.uint8
-) -> Iterator[Callable[[np.ndarray], None]]:
-    """Yield `add(row)` to write the `.npy` file `path` of `shape` a row at a time, published atomically
+def npy_rows(path: str | Path, shape: tuple[int, ...]) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yield `add(row)` to write the uint8 `.npy` file `path` of `shape` a row at a time, published atomically
     once complete: stacking a shard, then serialising it, copied ~1 GB, more than the decoding cost."""
-    dtype, shape = np.dtype(dtype), tuple(shape)
+    dtype, shape = np.dtype(np.uint8), tuple(shape)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     added = 0
 
@@ -142,9 +140,7 @@ class ProcessedStore:
 
     def load(self, split: str, limit: int | None = None) -> Split:
         """All rows of `split` (sorted by id), or the first `limit` of them."""
-        ids, shards, rows = self._split_rows(split)
-        if limit is not None:
-            ids, shards, rows = ids[:limit], shards[:limit], rows[:limit]
+        ids, shards, rows = (column[:limit] for column in self._split_rows(split))  # [:None]: all
         size = self.image_size
         color = np.empty((len(ids), size, size, 3), np.uint8)
         line = np.empty((len(ids), size, size), np.uint8)
