@@ -37,6 +37,8 @@ def command_modules(command: str) -> set[str]:
     for node in ast.walk(function):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("colorization."):
             found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.module == "colorization":  # a module by name
+            found |= {f"colorization.{a.name}" for a in node.names if (PACKAGE / f"{a.name}.py").is_file()}
     return found
 
 
