@@ -38,7 +38,7 @@ class UNetGenerator(nn.Module):
             layers = [nn.ReLU(), nn.ConvTranspose2d(inp, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out)]
             self.up.append(nn.Sequential(*layers))
             self.up_film.append(FiLM(hint_dim, out))
-        self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * chans[0], 3, 4, 2, 1))
+        self.out = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * chans[0], 3, 4, 2, 1), nn.Tanh())
 
     def forward(
         self, lineart: torch.Tensor, hint: torch.Tensor, local: torch.Tensor | None = None
@@ -52,7 +52,9 @@ class UNetGenerator(nn.Module):
         for block, film in zip(self.up, self.up_film, strict=True):
             x = film(block(x), h)
             x = torch.cat([x, skips.pop()], dim=1)
-        return with_hint_colour(self.out(x), base)
+        if base is not None:  # the picture as a deviation from the hint's colours
+            return with_hint_colour(self.out[:-1](x), base)
+        return self.out(x)
 
 
 class PatchDiscriminator(nn.Module):
