@@ -4,7 +4,7 @@ Per image size: build a small synthetic store at that size (acquire -> lineart -
 in a temp folder), load its train split onto the device as uint8 (DeviceData), and time
 `cgan_step` on batches from `sample_batch` (device-side sampling + augmentation), exactly
 as `colorization train cgan` runs them. FLOPs of one training step are counted once with
-`FlopCounterMode` on the meta device (no memory, no time). The data path is also timed
+`FlopCounterMode` on a two-picture batch. The data path is also timed
 alone, to show it is not the bottleneck.
 
 GPU (the default settings: bf16 autocast, channels_last, torch.compile, large batch):
@@ -71,20 +71,15 @@ def build_store(params: Params) -> ProcessedStore:
     return ProcessedStore(params.lineart.out, params.histograms.out)
 
 
-def step_flops_per_image(params: Params, size: int) -> float:
-    """FLOPs of one c-GAN training step (D update + G update, forward + backward) per image."""
-    meta = torch.device("meta")
-    nets = build_nets(
-        "cgan", params.model_copy(update={"train": params.train.model_copy(update={"compile": False})}), meta
-    )
-    batch = Batch(
-        lineart=torch.zeros(1, 1, size, size, device=meta),
-        color=torch.zeros(1, 3, size, size, device=meta),
-        hint=torch.zeros(1, 512, device=meta),
-    )
+def step_flops_per_image(params: Params, batch: Batch, device: torch.device) -> float:
+    """FLOPs of one c-GAN training step (D update + G update, forward + backward) per image, counted on
+    a real batch by fresh uncompiled networks: the local hints' propagation branches on the data, so
+    the meta device (no data) cannot run it; it adds no counted FLOPs (pooling), only its time."""
+    eager = params.model_copy(update={"train": params.train.model_copy(update={"compile": False})})
+    nets = build_nets("cgan", eager, device)
     with FlopCounterMode(display=False) as counter:
-        cgan_step(nets, batch, params.train.cgan, meta)
-    return float(counter.get_total_flops())
+        cgan_step(nets, batch, params.train.cgan, device)
+    return float(counter.get_total_flops()) / len(batch.color)
 
 
 def sync(device: torch.device) -> None:
@@ -112,12 +107,13 @@ def run_size(args, size: int, device: torch.device) -> dict:
         data = DeviceData.from_split(store.load("train"), device)
     gen = torch.Generator(device=device).manual_seed(0)
     fmt, aug = memory_format(device), params.train.augment
-    flops = step_flops_per_image(params, size)
-    nets = build_nets("cgan", params, device)
-    mean_hint, xdog = data.mean_hint(), params.lineart.xdog
+    mean_hint, xdog, local = data.mean_hint(), params.lineart.xdog, params.train.cgan.local_hints
 
-    def batch():  # as train.py samples for a generator: recolouring, hint blending, XDoG mix
-        return sample_batch(data, batch_size, gen, aug, fmt, recolour=True, mean_hint=mean_hint, xdog=xdog)
+    def batch(n: int = batch_size):  # as train.py samples: recolouring, hint blending, XDoG mix, local hints
+        return sample_batch(data, n, gen, aug, fmt, True, mean_hint, xdog, local_hints=local)
+
+    flops = step_flops_per_image(params, batch(2), device)
+    nets = build_nets("cgan", params, device)
 
     def train_step():
         return cgan_step(nets, batch(), params.train.cgan, device)["g_loss"]
