@@ -15,6 +15,7 @@ LOCAL_FORMAT = "rgb-mask-v1"  # colour planes in [-1, 1] times the mask (all zer
 PATCH_RADII = (0, 1, 2)  # revealed patches of 1x1, 3x3 and 5x5 pixels, their mean colour
 SPREAD_REACH = 0.25  # a hint's confidence falls to 1/e over this share of the picture's side
 SPREAD_STEPS = 0.5  # and travels at most this share of the side (pixel steps)
+GAP_PX_PER = 512  # fill_regions: gaps of a pixel per this many of the picture's side join no regions
 
 
 def no_hints(n: int, size: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -125,13 +126,20 @@ def fill_regions(
     max_share: float = 0.25,
     unhinted: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each 4-connected region closed by `lines` (True = line) that holds hints painted their mean colour
-    plus the model's shading, unless over `max_share` of the image; others: `unhinted` (docs/colorize.md)."""
+    """Each region closed by `lines` (True = line) that holds hints: their mean colour plus the model's
+    shading, unless over `max_share` of the image; the rest, lines too: `unhinted` (docs/colorize.md)."""
     opaque = layer[..., 3] >= 128
     if not opaque.any():
         return colour if unhinted is None else unhinted
-    count, labels = cv2.connectedComponents((~lines).astype(np.uint8), connectivity=4)
-    labels = labels.ravel()  # label 0: the lines themselves (connectedComponents' background)
+    # Lines widened by a pixel per 512 px of the picture first, so that a gap that small (Canny's and
+    # hand-drawn lines have them) joins no regions; then each region takes its widening back.
+    reach = max(1, round(max(lines.shape) / GAP_PX_PER))
+    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    closed = cv2.dilate(lines.astype(np.uint8), kernel)
+    count, labels = cv2.connectedComponents(1 - closed, connectivity=4)
+    # A neighbouring region's label (float32 holds them exactly: the widened lines leave < 2**24 regions).
+    near = cv2.dilate(labels.astype(np.float32), kernel).astype(labels.dtype)
+    labels = np.where((closed > 0) & ~lines, near, labels).ravel()  # label 0: lines, and slits between
     hinted = labels[opaque.ravel()]
     hint_n = np.bincount(hinted, minlength=count)
     sizes = np.bincount(labels, minlength=count)
@@ -139,7 +147,7 @@ def fill_regions(
     use = (hint_n > 0) & (sizes <= max_share * labels.size) & region
     flat = colour.reshape(-1, 3)
     if unhinted is not None:
-        flat = np.where(((hint_n == 0) & region)[labels][:, None], unhinted.reshape(-1, 3), flat)
+        flat = np.where(((hint_n == 0) | ~region)[labels][:, None], unhinted.reshape(-1, 3), flat)
     luma = flat.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     region_luma = np.bincount(labels, luma, minlength=count) / np.maximum(sizes, 1)
     shading = luma - region_luma.astype(np.float32)[labels]

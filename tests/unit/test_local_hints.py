@@ -123,6 +123,21 @@ def test_regions_without_a_dot_keep_the_colouring_without_dots():
     assert (fill_regions(dotted, lines, np.zeros_like(layer), unhinted=plain) == 90).all()
 
 
+def test_a_gap_of_a_pixel_in_the_line_lets_no_colour_out():
+    """Drawn lines (and Canny's) have small gaps: the dot's region stops at them all the same, and its
+    colour reaches the line's edge inside (no halo of other colour between the fill and the line)."""
+    lines, dotted = two_regions()
+    lines[30, 60] = False  # a one-pixel gap in the square's top side
+    dotted[:] = (200, 40, 40)
+    plain = np.full_like(dotted, 90)
+    layer = np.zeros((*lines.shape, 4), np.uint8)
+    cv2.circle(layer, (60, 60), 2, (*RED, 255), -1)
+    filled = fill_regions(dotted, lines, layer, max_share=0.5, unhinted=plain)
+    assert (filled[:30] == 90).all() and (filled[91:] == 90).all()  # outside, up to the line: no red
+    assert (filled[31:90, 31:90] == RED).all()
+    assert (filled[30, 40] == 90).all() and (filled[30, 60] == 90).all()  # a line, the gap: no region's
+
+
 def test_a_one_pixel_diagonal_line_closes_a_region():
     size = 40
     lines = np.zeros((size, size), bool)
