@@ -133,7 +133,7 @@ def fill_regions(
         return colour if unhinted is None else unhinted
     # Lines widened by a pixel per 512 px of the picture first, so that a gap that small (Canny's and
     # hand-drawn lines have them) joins no regions; then each region takes its widening back.
-    reach = max(1, round(max(lines.shape) / GAP_PX_PER))
+    reach = round(max(lines.shape) / GAP_PX_PER)  # 0 below 256 px: there a pixel is too much of a region
     kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
     closed = cv2.dilate(lines.astype(np.uint8), kernel)
     count, labels = cv2.connectedComponents(1 - closed, connectivity=4)

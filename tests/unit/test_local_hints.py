@@ -126,16 +126,22 @@ def test_regions_without_a_dot_keep_the_colouring_without_dots():
 def test_a_gap_of_a_pixel_in_the_line_lets_no_colour_out():
     """Drawn lines (and Canny's) have small gaps: the dot's region stops at them all the same, and its
     colour reaches the line's edge inside (no halo of other colour between the fill and the line)."""
-    lines, dotted = two_regions()
-    lines[30, 60] = False  # a one-pixel gap in the square's top side
-    dotted[:] = (200, 40, 40)
-    plain = np.full_like(dotted, 90)
-    layer = np.zeros((*lines.shape, 4), np.uint8)
-    cv2.circle(layer, (60, 60), 2, (*RED, 255), -1)
+    lines = np.zeros((512, 512), bool)  # a pixel of gap is closed per 512 px of the picture's side
+    lines[100, 100:401] = lines[400, 100:401] = lines[100:401, 100] = lines[100:401, 400] = True
+    lines[100, 250] = False  # a one-pixel gap in the square's top side
+    dotted, plain = np.full((512, 512, 3), (200, 40, 40), np.uint8), np.full((512, 512, 3), 90, np.uint8)
+    layer = np.zeros((512, 512, 4), np.uint8)
+    cv2.circle(layer, (250, 250), 2, (*RED, 255), -1)
     filled = fill_regions(dotted, lines, layer, max_share=0.5, unhinted=plain)
-    assert (filled[:30] == 90).all() and (filled[91:] == 90).all()  # outside, up to the line: no red
-    assert (filled[31:90, 31:90] == RED).all()
-    assert (filled[30, 40] == 90).all() and (filled[30, 60] == 90).all()  # a line, the gap: no region's
+    assert (filled[:100] == 90).all() and (filled[401:] == 90).all()  # outside, up to the line: no red
+    assert (filled[101:400, 101:400] == RED).all()
+    assert (filled[100, 200] == 90).all() and (filled[100, 250] == 90).all()  # a line, the gap: no region's
+    strip = np.zeros((128, 128), bool)  # at 128 px nothing is widened: a two-pixel strip is a region
+    strip[20:101, 60] = strip[20:101, 63] = strip[20, 60:64] = strip[100, 60:64] = True
+    dot = np.zeros((128, 128, 4), np.uint8)
+    dot[50, 61] = (*RED, 255)
+    small = fill_regions(dotted[:128, :128], strip, dot, unhinted=plain[:128, :128])
+    assert (small[21:100, 61:63] == RED).all() and (small[:, :60] == 90).all()
 
 
 def test_a_one_pixel_diagonal_line_closes_a_region():
