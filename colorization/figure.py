@@ -58,7 +58,8 @@ def example_rows(ex: Example) -> tuple[list, list]:
     """(title, image) per panel: the inputs, then the results (a palette strip under those that have one)."""
     size = ex.original.shape[0]
     shown = [ex.original, ex.lineart, palette_bar(ex.hint, size, size), ex.lineart]  # dots: on the lines
-    inputs = list(zip(INPUT_TITLES, shown if ex.points is not None else shown[:3], strict=False))
+    n = len(shown) if ex.points is not None else 3
+    inputs = list(zip(INPUT_TITLES[:n], shown[:n], strict=True))
     results = []
     for title, image in ex.results.items():
         if title in ex.palettes:  # e.g. the palette the hint model predicted, under the automatic result

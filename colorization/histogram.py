@@ -14,9 +14,13 @@ HINT_FORMAT = "rgb-histogram-8x8x8"  # what config.json records; a model of anot
 _SHIFT = 8 - int(np.log2(BINS_PER_CHANNEL))  # 8 bins: a channel's top 3 bits
 
 
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")  # a tensor, known without importing torch
+
+
 def colour_bins(rgb):
     """The bin of each colour, channels last [..., 3]: integers 0..255, numpy or torch."""
-    q = (rgb.long() if type(rgb).__module__.startswith("torch") else np.asarray(rgb, np.int64)) >> _SHIFT
+    q = (rgb.long() if _is_torch(rgb) else np.asarray(rgb, np.int64)) >> _SHIFT
     return (q[..., 0] * BINS_PER_CHANNEL + q[..., 1]) * BINS_PER_CHANNEL + q[..., 2]
 
 
@@ -63,7 +67,7 @@ def bin_centers() -> np.ndarray:
 
 def mean_colour(hints):
     """The mean RGB colour (0..255) of hints [N, 512]: numpy (float64), or a float tensor on its device."""
-    if type(hints).__module__.startswith("torch"):  # a tensor, known without importing torch
+    if _is_torch(hints):
         import torch
 
         hints = hints.float().clamp_min(0)

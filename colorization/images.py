@@ -55,8 +55,10 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
         if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
             return _int(data, 26, 2) & 0x3FFF, _int(data, 28, 2) & 0x3FFF
         return None
-    i, n = 2, len(data)
-    while fmt == "jpeg" and i < n:
+    if fmt != "jpeg":
+        return None
+    i, n = 2, len(data)  # JPEG: the markers, walked to the frame header
+    while i < n:
         if data[i] != 0xFF:
             return None
         while i < n and data[i] == 0xFF:  # fill bytes

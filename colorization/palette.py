@@ -42,8 +42,8 @@ def _weight(text: str | float, where: str) -> float:
         weight = float(text)
     except OverflowError:  # a JSON integer beyond a float's range
         weight = math.inf
-    if not math.isfinite(weight) or weight <= 0:
-        raise PaletteError(f"{where}: weight must be a positive number, got {text!r}")
+    if not math.isfinite(weight) or weight <= 0:  # (a huge integer shown cut, as other values are)
+        raise PaletteError(f"{where}: weight must be a positive number, got {repr(text)[:40]}")
     return weight
 
 

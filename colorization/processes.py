@@ -56,15 +56,19 @@ def die_with(*owners: int) -> bool:
         for owner in owners:
             fds.append(os.pidfd_open(owner))
     except ProcessLookupError:
-        os.kill(os.getpid(), signal.SIGKILL)
+        _die()
     except OSError:  # no pidfd support in this kernel
         for fd in fds:
             os.close(fd)
         return False
     if not set(owners) <= set(ancestors(os.getpid())):  # checked after the pidfds hold them
-        os.kill(os.getpid(), signal.SIGKILL)
+        _die()
     threading.Thread(target=_die_when_any_ends, args=(fds,), name="die-with-owner", daemon=True).start()
     return True
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _die_when_any_ends(fds: list[int]) -> None:
@@ -72,7 +76,7 @@ def _die_when_any_ends(fds: list[int]) -> None:
     for fd in fds:
         poller.register(fd, select.POLLIN)  # a pidfd is readable once its process has ended
     poller.poll()
-    os.kill(os.getpid(), signal.SIGKILL)
+    _die()
 
 
 def die_with_stage_runners() -> None:

@@ -217,7 +217,8 @@ def train(
             dist.destroy_process_group()
         raise
     run.losses_csv.close()
-    if ranks.ddp:  # the trainable weights are the same on every rank (BatchNorm running stats are not)
+    # The trainable weights are the same on every rank (BatchNorm's running stats are not): -v shows it.
+    if ranks.ddp and log.isEnabledFor(logging.DEBUG):
         digest = hashlib.sha256()
         for name, module in sorted(run.nets.modules.items()):
             for key, value in sorted(module.named_parameters()):

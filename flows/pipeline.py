@@ -116,8 +116,9 @@ def retry_temporary(task, task_run, state) -> bool:
 @contextmanager
 def dask_scheduler(settings: PipelineParams) -> Iterator[str | None]:
     """The Dask scheduler for preprocess's shards (None: local processes); a LocalCluster if no address."""
-    if settings.task_runner == "local" or settings.dask_address:
-        yield settings.dask_address if settings.task_runner == "dask" else None
+    address = settings.dask_address if settings.task_runner == "dask" else None
+    if settings.task_runner == "local" or address:  # local processes, or the given cluster
+        yield address
         return
     from distributed import LocalCluster
 

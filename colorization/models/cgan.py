@@ -9,6 +9,11 @@ from torch import nn
 from colorization.models.film import FiLM, HintEncoder, guided_input, input_channels, with_hint_colour
 
 
+def stage_channels(base_channels: int, stages: int) -> list[int]:
+    """Channels of `stages` stride-2 stages: doubling from `base_channels`, up to 8x (pix2pix)."""
+    return [base_channels * min(2**i, 8) for i in range(stages)]
+
+
 class UNetGenerator(nn.Module):
     def __init__(
         self,
@@ -19,7 +24,7 @@ class UNetGenerator(nn.Module):
         local_hints: bool = False,
     ):
         super().__init__()
-        chans = [base_channels * min(2**i, 8) for i in range(depth)]  # pix2pix: doubling, up to 8x base
+        chans = stage_channels(base_channels, depth)
         self.hint = HintEncoder(hint_dim)
         self.hint_planes = hint_planes  # the hint's mean colour as 3 extra input planes
         self.local_hints = local_hints  # local colour hints [N, 4, S, S] as 8 more (local_hints.py)
@@ -62,7 +67,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, base_channels: int = 64, layers: int = 3):
         super().__init__()
-        chans = [base_channels * min(2**i, 8) for i in range(layers + 1)]
+        chans = stage_channels(base_channels, layers + 1)
         mods: list[nn.Module] = [nn.Conv2d(4, base_channels, 4, 2, 1), nn.LeakyReLU(0.2)]
         for i, (inp, out) in enumerate(zip(chans[:-1], chans[1:], strict=True), start=1):
             stride = 2 if i < layers else 1  # the last feature layer keeps resolution (70x70 PatchGAN)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from colorization.histogram import HIST_BINS
+from colorization.models.cgan import stage_channels
 
 
 class HintNet(nn.Module):
@@ -17,7 +18,7 @@ class HintNet(nn.Module):
         self.trust = float(trust)
         if self.trust < 1.0:  # a model of trust 1 has no prior: models saved before it load as they were
             self.register_buffer("prior", torch.full((HIST_BINS,), 1.0 / HIST_BINS))
-        chans = [1, *(base_channels * min(2**i, 8) for i in range(depth))]
+        chans = [1, *stage_channels(base_channels, depth)]
         layers: list[nn.Module] = []
         for inp, out in zip(chans[:-1], chans[1:], strict=True):
             layers += [nn.Conv2d(inp, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]

@@ -54,8 +54,8 @@ class Journal:
         remove_stale_temporaries(self.out_dir)  # the images' and the journal's own
         state = self._read(settings)
         self._check_files(state)
-        lines = [{"accepted": row, "bytes": state.sizes[i]} for i, row in state.accepted.items()]
-        lines += [{"rejected": row, "post_id": i, "settings": settings} for i, row in state.rejected.items()]
+        lines = [_accepted(row, state.sizes[i]) for i, row in state.accepted.items()]
+        lines += [_rejected(i, row, settings) for i, row in state.rejected.items()]
         lines += [{"writing": rel} for rel in sorted(state.writing)]  # orphans stay known across a kill
         if state.crawl_done is not None:
             lines.append({"crawl_done": state.crawl_done})
@@ -117,10 +117,24 @@ class Journal:
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
+    def record_accepted(self, row: dict, size: int) -> None:
+        self.append(_accepted(row, size))
+
+    def record_rejected(self, post_id: int, row: dict) -> None:
+        self.append(_rejected(post_id, row, self.settings))
+
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _accepted(row: dict, size: int) -> dict:
+    return {"accepted": row, "bytes": size}
+
+
+def _rejected(post_id: int, row: dict, settings: dict) -> dict:
+    return {"rejected": row, "post_id": post_id, "settings": settings}
 
 
 def _encode(record: dict) -> bytes:

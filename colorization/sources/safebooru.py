@@ -153,7 +153,7 @@ class _Run:
         try:
             self.journal.append({"writing": rel})  # first: a kill after the write leaves a file it names
             atomic_write_bytes(self.out_dir / rel, data)
-            self.journal.append({"accepted": row, "bytes": len(data)})
+            self.journal.record_accepted(row, len(data))
         except BaseException:
             with self.lock:
                 self.owner_of_sha.pop(sha256, None)
@@ -162,7 +162,7 @@ class _Run:
 
     def _reject(self, post: api.Post, reason: str) -> Outcome:
         row = {"source": SOURCE, "item": str(post.post_id), "reason": reason}
-        self.journal.append({"rejected": row, "post_id": post.post_id, "settings": self.journal.settings})
+        self.journal.record_rejected(post.post_id, row)
         return Outcome(post, "rejected", row)
 
     def _fail(self, post: api.Post, reason: str) -> Outcome:
