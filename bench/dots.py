@@ -10,8 +10,9 @@ with its own histogram as the global hint, with and without the dot (`colorize_i
 - **leak**: outside the dot's region (line pixels excluded), the mean change against the
   dot-free colouring, and the share of pixels moved by more than 30 levels.
 
-`--previous` also measures the rule before regions without a dot kept the dot-free colouring
-(the model's own spread of the dot stays wherever its region fill does not reach).
+`--previous` also measures the earlier rules: the fill before it closed one-pixel gaps in the lines
+(regions 4-connected as drawn), and regions without a dot keeping the dotted colouring (the model's
+own spread of the dot stays wherever its region fill does not reach).
 
     python bench/dots.py --model models/cgan --images 40
 """
@@ -26,9 +27,10 @@ import cv2
 import numpy as np
 
 import colorization.colorize as colorize_module
+from colorization import local_hints
 from colorization.colorize import GENERATOR_KINDS, HintSource, colorize_images, load_model
 from colorization.histogram import color_histogram
-from colorization.local_hints import fill_regions
+from colorization.local_hints import closed_regions, fill_regions
 from colorization.sources.synthetic import render
 
 NEAR = 30
@@ -36,7 +38,7 @@ NEAR = 30
 
 def dotted_drawing(size: int, rng: np.random.Generator, lines: np.ndarray):
     """(region mask, RGBA dot layer, dot colour) for one shape of the drawing, or None."""
-    count, labels = cv2.connectedComponents((~lines).astype(np.uint8), connectivity=4)
+    count, labels = closed_regions(lines)
     sizes = np.bincount(labels.ravel(), minlength=count)
     shapes = [k for k in range(1, count) if 0.005 * lines.size <= sizes[k] <= 0.25 * lines.size]
     if not shapes:
@@ -60,7 +62,18 @@ def previous_rule() -> Iterator[None]:
         colorize_module.fill_regions = fill_regions
 
 
-def measure(model, images: int, size: int, seed: int) -> dict[str, float]:
+@contextlib.contextmanager
+def gaps_open() -> Iterator[None]:
+    """fill_regions before it closed small gaps in the lines: regions as 4-connected as drawn."""
+    saved, local_hints.GAP_PX_PER = local_hints.GAP_PX_PER, float("inf")
+    try:
+        yield
+    finally:
+        local_hints.GAP_PX_PER = saved
+
+
+def measure(model, images: int, size: int, seed: int, rule=contextlib.nullcontext) -> dict[str, float]:
+    """The dot's region is one the fill sees (gaps closed) in every rule; `rule` changes the colouring."""
     rng = np.random.default_rng(seed)
     rows = []
     for index in range(images):
@@ -71,7 +84,8 @@ def measure(model, images: int, size: int, seed: int) -> dict[str, float]:
         if found is None:
             continue
         region, layer, colour = found
-        (dotted,), _ = colorize_images([rgb], model, hint, "cpu", hint_layers=[layer])
+        with rule():
+            (dotted,), _ = colorize_images([rgb], model, hint, "cpu", hint_layers=[layer])
         out = dotted.colour.astype(np.float64)
         inside = np.abs(out[region] - colour).mean(axis=1)
         outside = ~region & (plain.lines[..., 3] < 128)
@@ -89,16 +103,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--previous", action="store_true", help="also measure the previous rule")
+    parser.add_argument("--previous", action="store_true", help="also measure the previous rules")
     args = parser.parse_args()
     model = load_model(args.model, "cpu", GENERATOR_KINDS)
     now = measure(model, args.images, args.size, args.seed)
     results = {"regions without dots keep the dot-free colouring": now}
     if args.previous:
-        with previous_rule():
-            results["previous: the dotted colouring everywhere but filled regions"] = measure(
-                model, args.images, args.size, args.seed
-            )
+        results["previous: gaps in the lines not closed"] = measure(
+            model, args.images, args.size, args.seed, gaps_open
+        )
+        results["regions without a dot keep the dotted colouring (gaps closed)"] = measure(
+            model, args.images, args.size, args.seed, previous_rule
+        )
     for rule, row in results.items():
         print(f"\n{rule} ({args.model}, {row.pop('drawings')} drawings at {args.size} px)")
         print("| region mean vs dot | region within 30 | outside mean change | outside moved > 30 |")

@@ -119,6 +119,20 @@ def layer_to_square(rgba: np.ndarray, box: tuple[int, int, int, int], size: int)
     return out
 
 
+def closed_regions(lines: np.ndarray) -> tuple[int, np.ndarray]:
+    """(count, labels [H, W]) of the 4-connected regions `lines` (True = line) close; label 0: the lines,
+    and slits between lines too close to be a region."""
+    # Lines widened by a pixel per 512 px of the picture first, so that a gap that small (Canny's and
+    # hand-drawn lines have them) joins no regions; then each region takes its widening back.
+    reach = round(max(lines.shape) / GAP_PX_PER)  # 0 below 256 px: there a pixel is too much of a region
+    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    closed = cv2.dilate(lines.astype(np.uint8), kernel)
+    count, labels = cv2.connectedComponents(1 - closed, connectivity=4)
+    # A neighbouring region's label (float32 holds them exactly: the widened lines leave < 2**24 regions).
+    near = cv2.dilate(labels.astype(np.float32), kernel).astype(labels.dtype)
+    return count, np.where((closed > 0) & ~lines, near, labels)
+
+
 def fill_regions(
     colour: np.ndarray,
     lines: np.ndarray,
@@ -131,15 +145,8 @@ def fill_regions(
     opaque = layer[..., 3] >= 128
     if not opaque.any():
         return colour if unhinted is None else unhinted
-    # Lines widened by a pixel per 512 px of the picture first, so that a gap that small (Canny's and
-    # hand-drawn lines have them) joins no regions; then each region takes its widening back.
-    reach = round(max(lines.shape) / GAP_PX_PER)  # 0 below 256 px: there a pixel is too much of a region
-    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-    closed = cv2.dilate(lines.astype(np.uint8), kernel)
-    count, labels = cv2.connectedComponents(1 - closed, connectivity=4)
-    # A neighbouring region's label (float32 holds them exactly: the widened lines leave < 2**24 regions).
-    near = cv2.dilate(labels.astype(np.float32), kernel).astype(labels.dtype)
-    labels = np.where((closed > 0) & ~lines, near, labels).ravel()  # label 0: lines, and slits between
+    count, labels = closed_regions(lines)
+    labels = labels.ravel()
     hinted = labels[opaque.ravel()]
     hint_n = np.bincount(hinted, minlength=count)
     sizes = np.bincount(labels, minlength=count)
