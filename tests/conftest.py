@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -15,8 +16,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# Fixtures that unit and integration tests share, without importing them into each module.
-pytest_plugins = ["tests.registry_fixtures"]
+# Fixtures that unit and integration tests share, without importing them into each module. They
+# need MLflow, which the GPU machine lacks: there (bench/gpu_session.sh) only the CUDA tests run.
+pytest_plugins = ["tests.registry_fixtures"] if importlib.util.find_spec("mlflow") else []
 # Tests run the CLI in-process too (typer's CliRunner), and bit-compare runs in this process with
 # runs in child processes: both keep this machine's own CPU kernels, never the pinned ones
 # (tests/integration/test_cpu_kernels.py switches the pinning back on for its own children).
