@@ -110,7 +110,9 @@ def run_size(args, size: int, device: torch.device) -> dict:
     mean_hint, xdog, local = data.mean_hint(), params.lineart.xdog, params.train.cgan.local_hints
 
     def batch(n: int = batch_size):  # as train.py samples: recolouring, hint blending, XDoG mix, local hints
-        return sample_batch(data, n, gen, aug, fmt, True, mean_hint, xdog, local_hints=local)
+        return sample_batch(
+            data, n, gen, aug, fmt, recolour=True, mean_hint=mean_hint, xdog=xdog, local_hints=local
+        )
 
     flops = step_flops_per_image(params, batch(2), device)
     nets = build_nets("cgan", params, device)

@@ -137,8 +137,8 @@ def format_palette(entries: list[tuple[Colour, float]], suffix: str, name: str =
     if suffix.lower() == ".json":
         return json.dumps({hex_colour(c): float(f"{w:.6g}") for c, w in entries}, indent=2) + "\n"
     if suffix.lower() == ".gpl":
-        head = ["GIMP Palette", f"Name: {' '.join(name.split())}", "Columns: 0"]
-        head.append("# written by `colorization palette`: each colour's name is its weight")
+        note = "# written by `colorization palette`: each colour's name is its weight"
+        head = ["GIMP Palette", f"Name: {' '.join(name.split())}", "Columns: 0", note]
         rows = [f"{r:3d} {g:3d} {b:3d}\tweight {float(w):.6g}" for (r, g, b), w in entries]
         return "\n".join(head + rows) + "\n"
     raise PaletteError(f"a palette file is .gpl or .json, not {escaped(suffix) or 'no suffix'}")

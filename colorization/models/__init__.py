@@ -40,8 +40,8 @@ def build_model(kind: str, cfg: Mapping[str, Any]) -> nn.Module:
 def model_config(
     kind: str, arch: Mapping[str, Any], image_size: int, lineart: LineartRecipe | None = None
 ) -> dict[str, Any]:
-    config = {"kind": kind, "arch": dict(arch), "image_size": int(image_size), "hint_bins": HIST_BINS}
-    config["hint_format"] = HINT_FORMAT
+    config = {"kind": kind, "arch": dict(arch), "image_size": int(image_size)}
+    config |= {"hint_bins": HIST_BINS, "hint_format": HINT_FORMAT}  # what load_trained checks hints by
     if arch.get("local_hints"):
         config["local_format"] = LOCAL_FORMAT
     if lineart is not None:
